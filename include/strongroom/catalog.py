@@ -1,0 +1,211 @@
+"""The catalog: snapshot ids, object keys, and authenticated manifests.
+
+A snapshot exists in a region when, and only when, its manifest is there and authenticates. The object
+layout is documented in ``docs/storage-layout.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from strongroom import crypto
+from strongroom.errors import IntegrityError, KeyringError, NotFoundError
+from strongroom.keyring import Keyring
+from strongroom.storage import ObjectStore
+
+MANIFEST_FORMAT = "strongroom.snapshot/1"
+_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
+_ID_TIME = "%Y%m%dT%H%M%SZ"
+
+
+def new_snapshot_id(taken_at: datetime) -> str:
+    """Ids sort by time: the UTC second of ``taken_at``, then a random part."""
+    return f"{taken_at.astimezone(UTC).strftime(_ID_TIME)}-{secrets.token_hex(3)}"
+
+
+def snapshot_id_time(snapshot_id: str) -> datetime:
+    match = _ID.match(snapshot_id)
+    if not match:
+        raise NotFoundError(f"{snapshot_id!r} is not a snapshot id (expected e.g. 20261126T140000Z-1a2b3c)")
+    return datetime.strptime(match.group(1), _ID_TIME).replace(tzinfo=UTC)
+
+
+def database_prefix(database: str) -> str:
+    return f"databases/{database}/"
+
+
+def data_key(database: str, snapshot_id: str, name: str) -> str:
+    return f"databases/{database}/data/{snapshot_id}/{name}"
+
+
+def manifest_key(database: str, snapshot_id: str) -> str:
+    return f"databases/{database}/manifests/{snapshot_id}.json"
+
+
+def pending_key(database: str, snapshot_id: str) -> str:
+    return f"databases/{database}/pending/{snapshot_id}.json"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    plain_size: int
+    compressed_size: int
+    stored_size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    snapshot_id: str
+    database: str
+    taken_at: datetime
+    server_version: str
+    pg_dump_version: str
+    key_id: str
+    wrapped_key: str
+    dump: StoredObject
+    tables: Mapping[str, int]
+    globals: StoredObject | None = None
+    globals_note: str = ""
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    strongroom_version: str = ""
+
+    @property
+    def identity(self) -> bytes:
+        """Associated data binding the wrapped data key to this snapshot."""
+        return crypto.object_identity("data-key", self.database, self.snapshot_id)
+
+    def object_identity(self, kind: str) -> bytes:
+        return crypto.object_identity(kind, self.database, self.snapshot_id)
+
+    def body(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["format"] = MANIFEST_FORMAT
+        body["taken_at"] = self.taken_at.isoformat()
+        body["created_at"] = self.created_at.isoformat()
+        body["tables"] = dict(sorted(self.tables.items()))
+        body["encryption"] = {
+            "stream": "SRSTRM/1 AES-256-GCM-HKDF-SHA256, 1 MiB segments",
+            "key_wrap": "AES-256-GCM under HKDF(keyring key)",
+            "key_id": body.pop("key_id"),
+            "wrapped_key": body.pop("wrapped_key"),
+        }
+        body["compression"] = "zstd"
+        body["dump_format"] = "pg_dump custom, uncompressed"
+        return body
+
+    def to_json(self, keyring: Keyring) -> bytes:
+        """Serialise and authenticate with HMAC-SHA256 under the keyring's active key."""
+        body = self.body()
+        body["mac_key_id"] = keyring.active_id
+        payload = _canonical(body)
+        signed = dict(body, mac=crypto.mac(keyring.active_key, payload))
+        return json.dumps(signed, indent=2, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes, keyring: Keyring, where: str) -> Manifest:
+        """Parse and authenticate; anything wrong raises :class:`IntegrityError` naming ``where``."""
+        try:
+            doc = json.loads(raw)
+            mac_value = doc.pop("mac")
+            mac_key_id = doc["mac_key_id"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise IntegrityError(f"manifest {where} is malformed") from None
+        try:
+            key = keyring.key(mac_key_id)
+        except KeyringError as exc:
+            raise KeyringError(f"manifest {where}: {exc}") from None
+        if not isinstance(mac_value, str) or not crypto.verify_mac(key, _canonical(doc), mac_value):
+            raise IntegrityError(f"manifest {where} failed authentication (tampered or foreign)")
+        if doc.get("format") != MANIFEST_FORMAT:
+            raise IntegrityError(f"manifest {where} has unsupported format {doc.get('format')!r}")
+        enc = doc["encryption"]
+        return cls(
+            snapshot_id=doc["snapshot_id"],
+            database=doc["database"],
+            taken_at=datetime.fromisoformat(doc["taken_at"]),
+            server_version=doc["server_version"],
+            pg_dump_version=doc["pg_dump_version"],
+            key_id=enc["key_id"],
+            wrapped_key=enc["wrapped_key"],
+            dump=StoredObject(**doc["dump"]),
+            tables=doc["tables"],
+            globals=StoredObject(**doc["globals"]) if doc.get("globals") else None,
+            globals_note=doc.get("globals_note", ""),
+            created_at=datetime.fromisoformat(doc["created_at"]),
+            strongroom_version=doc.get("strongroom_version", ""),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "snapshot_id": self.snapshot_id,
+            "database": self.database,
+            "taken_at": self.taken_at.isoformat(),
+            "stored_bytes": self.dump.stored_size + (self.globals.stored_size if self.globals else 0),
+            "plain_bytes": self.dump.plain_size,
+            "tables": len(self.tables),
+            "rows": sum(self.tables.values()),
+            "key_id": self.key_id,
+        }
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def snapshot_ids(store: ObjectStore, database: str) -> list[str]:
+    """Committed snapshot ids in this region, oldest first (from manifest key names)."""
+    prefix = f"{database_prefix(database)}manifests/"
+    ids = [info.key[len(prefix) : -len(".json")] for info in store.list(prefix) if info.key.endswith(".json")]
+    return sorted(i for i in ids if _ID.match(i))
+
+
+def load_manifest(store: ObjectStore, keyring: Keyring, database: str, snapshot_id: str) -> Manifest:
+    key = manifest_key(database, snapshot_id)
+    try:
+        raw = store.get_bytes(key)
+    except NotFoundError:
+        raise NotFoundError(f"snapshot {snapshot_id} of {database} does not exist in {store.where}") from None
+    manifest = Manifest.from_json(raw, keyring, f"s3://{store.bucket}/{key}")
+    if manifest.snapshot_id != snapshot_id or manifest.database != database:
+        raise IntegrityError(f"manifest s3://{store.bucket}/{key} describes another snapshot")
+    return manifest
+
+
+def list_manifests(store: ObjectStore, keyring: Keyring, database: str) -> list[Manifest]:
+    return [load_manifest(store, keyring, database, sid) for sid in snapshot_ids(store, database)]
+
+
+def select_snapshot(
+    store: ObjectStore,
+    keyring: Keyring,
+    database: str,
+    *,
+    snapshot_id: str | None = None,
+    at: datetime | None = None,
+) -> Manifest:
+    """The named snapshot, else the newest taken at or before ``at``, else the newest."""
+    if snapshot_id:
+        snapshot_id_time(snapshot_id)
+        return load_manifest(store, keyring, database, snapshot_id)
+    ids = snapshot_ids(store, database)
+    if not ids:
+        raise NotFoundError(f"no committed snapshot of {database} in {store.where}")
+    if at is None:
+        return load_manifest(store, keyring, database, ids[-1])
+    if at.tzinfo is None:
+        raise NotFoundError("--at needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
+    for candidate in reversed(ids):
+        if snapshot_id_time(candidate) <= at:
+            manifest = load_manifest(store, keyring, database, candidate)
+            if manifest.taken_at <= at:
+                return manifest
+    first = snapshot_id_time(ids[0]).isoformat()
+    raise NotFoundError(f"no snapshot of {database} taken at or before {at.isoformat()} (the first is {first})")

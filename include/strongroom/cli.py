@@ -1,0 +1,224 @@
+"""``strongroom``: the same code path as the DAGs, and the break-glass tool when Airflow is down.
+
+Connections come from Airflow (``AIRFLOW_CONN_*`` environment variables work without any Airflow
+service running). Every failure exits non-zero with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from strongroom.errors import ConfigError, StrongroomError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_TERMINATED = 143
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, like every other failure
+        sys.stderr.write(f"strongroom: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="strongroom", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", help="configuration file (default: $STRONGROOM_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    snap = sub.add_parser("snapshot", help="take and commit a snapshot of one or every database")
+    snap.add_argument("--database", help="one configured database (default: all)")
+    snap.add_argument("--json", action="store_true")
+
+    lst = sub.add_parser("list", help="list committed snapshots")
+    lst.add_argument("--database", help="one configured database (default: all)")
+    lst.add_argument("--region", help="region to read (default: the primary)")
+    lst.add_argument("--json", action="store_true")
+
+    rst = sub.add_parser("restore", help="restore a snapshot into a target database")
+    rst.add_argument("--database", required=True)
+    which = rst.add_mutually_exclusive_group()
+    which.add_argument("--snapshot", help="snapshot id (default: the newest)")
+    which.add_argument("--at", help="newest snapshot taken at or before this time, e.g. 2026-11-26T14:00+00:00")
+    target = rst.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-conn", help="Airflow connection id of the target database")
+    target.add_argument("--target-dsn", help="libpq DSN without a password (PGPASSWORD/PGPASSFILE supply it)")
+    rst.add_argument("--region", help="region to restore from (default: the primary)")
+    rst.add_argument("--clean", action="store_true", help="replace the contents of a non-empty target")
+    rst.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="keyring tools")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    keys_sub.add_parser("generate", help="print a new keyring entry")
+    keys_sub.add_parser("check", help="fail when a committed snapshot needs a key the keyring lacks")
+    return parser
+
+
+def parse_at(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--at {text!r} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        raise ConfigError(f"--at {text!r} needs an explicit UTC offset, e.g. {text}+00:00")
+    return value
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, snapshot
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
+    if not names:
+        raise ConfigError("no databases are configured")
+    conns = airflow_adapter.connections()
+    results = []
+    for name in names:
+        result = snapshot.snapshot_database(config, name, conns)
+        results.append(result)
+        if not args.json:
+            print(
+                f"{name}: snapshot {result['snapshot_id']} committed in {result['region']} "
+                f"({result['stored_bytes']} bytes stored, {result['tables']} tables, {result['seconds']}s)"
+            )
+    if args.json:
+        _print(results, True, "")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, catalog
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    region = config.region(args.region) if args.region else config.primary
+    names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
+    conns = airflow_adapter.connections()
+    store = conns.store(region, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    store.check_bucket()
+    now = datetime.now(UTC)
+    rows = []
+    for name in names:
+        for manifest in catalog.list_manifests(store, keyring, name):
+            rows.append(dict(manifest.summary(), region=region.name, age_seconds=int((now - manifest.taken_at).total_seconds())))
+    if args.json:
+        _print(rows, True, "")
+        return 0
+    print(f"{'DATABASE':<16} {'SNAPSHOT':<26} {'TAKEN AT (UTC)':<20} {'AGE':>8} {'STORED':>12} {'TABLES':>6} {'ROWS':>12}")
+    for r in rows:
+        taken = datetime.fromisoformat(r["taken_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{r['database']:<16} {r['snapshot_id']:<26} {taken:<20} {_age(r['age_seconds']):>8} "
+            f"{r['stored_bytes']:>12} {r['tables']:>6} {r['rows']:>12}"
+        )
+    if not rows:
+        print(f"(no committed snapshots in {region.name})")
+    return 0
+
+
+def _age(seconds: int) -> str:
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, restore
+    from strongroom.config import load_config
+    from strongroom.postgres import PgSettings
+
+    config = load_config(args.config)
+    at = parse_at(args.at) if args.at else None
+    conns = airflow_adapter.connections()
+    target = PgSettings.from_dsn(args.target_dsn) if args.target_dsn else conns.postgres(args.target_conn)
+    result = restore.restore_snapshot(
+        config, args.database, target, conns, snapshot_id=args.snapshot, at=at, region=args.region, clean=args.clean
+    )
+    _print(
+        result.to_dict(),
+        args.json,
+        f"restored {result.database} snapshot {result.snapshot_id} (taken {result.taken_at}) from "
+        f"{result.region} into {result.target}: {result.tables} tables, {result.rows} rows verified "
+        f"(download+decrypt {result.download_seconds}s, pg_restore {result.restore_seconds}s)",
+    )
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "generate":
+        from strongroom.keyring import generate_entry
+
+        key_id, encoded = generate_entry()
+        print(json.dumps({key_id: encoded}))
+        sys.stderr.write(
+            f"add this entry to the keyring connection's 'keys'; set 'active' to {key_id!r} to rotate "
+            "(keep every older key: see docs/keys.md)\n"
+        )
+        return 0
+    from strongroom import airflow_adapter, keycheck
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    report = keycheck.check_keys(config, airflow_adapter.connections())
+    for line in report.lines():
+        print(line)
+    if not report.ok:
+        raise StrongroomError(report.summary())
+    return 0
+
+
+_COMMANDS = {"snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "keys": _cmd_keys}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Airflow (imported lazily, for connections) logs at INFO through its own handlers; keep stderr to the one line
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO" if args.verbose else "ERROR")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:  # Airflow and botocore are chatty at import and on retries
+        for name in ("airflow", "botocore", "urllib3"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    from strongroom.signals import Terminated, terminate_on_sigterm
+
+    try:
+        with terminate_on_sigterm():
+            return _COMMANDS[args.command](args)
+    except StrongroomError as exc:
+        sys.stderr.write(f"strongroom: error: {exc}\n")
+        return EXIT_FAILURE
+    except Terminated:
+        sys.stderr.write("strongroom: error: stopped by SIGTERM; unfinished uploads were aborted\n")
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        sys.stderr.write("strongroom: error: interrupted; unfinished uploads were aborted\n")
+        return 130
+    except Exception as exc:  # an unexpected failure still gets one line; -v shows the traceback
+        if args.verbose:
+            logging.getLogger("strongroom").exception("unexpected failure")
+        first = (str(exc).splitlines() or [""])[0]
+        sys.stderr.write(f"strongroom: error: {type(exc).__name__}: {first}\n")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""The one YAML configuration file: loaded, validated, and turned into frozen settings.
+
+Every feature reads its settings from here; ``docs/configuration.md`` documents each field. Unknown keys
+are refused so a typo never silently falls back to a default. Credentials never live here: the file
+only names Airflow connections.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from strongroom.errors import ConfigError
+
+ENV_VAR = "STRONGROOM_CONFIG"
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "config" / "strongroom.yaml"
+
+_DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``30d``, ``12h``, ``90s``, ``1h30m`` (units w, d, h, m, s) into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    text = str(value).strip()
+    if not text or _DURATION_PART.sub("", text) != "":
+        raise ValueError(f"{value!r} is not a duration such as 30d, 12h, 45m or 90s")
+    seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def parse_size(value: Any) -> int:
+    """Parse ``16MiB``, ``8MB`` or a plain byte count into bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size such as 16MiB or 8MB")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Name = Annotated[str, Field(pattern=_NAME)]
+ConnId = Annotated[str, Field(pattern=_CONN_ID)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegionConfig(_Section):
+    """A bucket at a provider's region. The first region listed is the primary."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    aws_conn_id: ConnId
+    location: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+    keyring_conn_id: ConnId | None = None
+    max_parts: Annotated[int, Field(ge=2, le=10000)] = 10000
+
+
+class EncryptionConfig(_Section):
+    keyring_conn_id: ConnId
+
+
+class DatabaseConfig(_Section):
+    name: Name
+    postgres_conn_id: ConnId
+
+
+class TransferConfig(_Section):
+    part_size: Size = 16 * 2**20
+    max_part_size: Size = 256 * 2**20
+    upload_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    download_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    connect_timeout: Duration = timedelta(seconds=10)
+    read_timeout: Duration = timedelta(seconds=120)
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+
+    @field_validator("part_size", "max_part_size")
+    @classmethod
+    def _part_bounds(cls, value: int) -> int:
+        if not 5 * 2**20 <= value <= 5 * 2**30:
+            raise ValueError("must be between 5MiB and 5GiB (the S3 multipart limits)")
+        return value
+
+
+class SnapshotConfig(_Section):
+    schedule: str = "0 * * * *"
+    run_timeout: Duration = timedelta(minutes=50)
+    zstd_level: Annotated[int, Field(ge=1, le=19)] = 3
+    zstd_threads: Annotated[int, Field(ge=0, le=64)] = 0
+    capture_globals: bool = True
+    pg_bin_dir: str | None = None
+
+
+class RestoreConfig(_Section):
+    jobs: Annotated[int, Field(ge=0, le=64)] = 0
+    spool_dir: str | None = None
+
+
+class RestoreTestConfig(_Section):
+    schedule: str = "@daily"
+    expectations_dir: str = "include/expectations"
+    sandbox_conn_id: ConnId | None = None
+    freshness_lag: Duration = timedelta(hours=2)
+    checksum_max_rows: Annotated[int, Field(ge=0)] = 100_000
+    rto: Duration = timedelta(hours=4)
+
+
+class ObjectSourceConfig(_Section):
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    aws_conn_id: ConnId
+    prefixes: list[str] = Field(default_factory=list)
+
+
+class AlertsConfig(_Section):
+    email_to: list[str] = Field(default_factory=list)
+    smtp_conn_id: ConnId = "smtp_default"
+    slack_conn_id: ConnId | None = None
+    staleness_threshold: Duration = timedelta(minutes=75)
+
+
+class Config(_Section):
+    retention: Duration = timedelta(days=30)
+    regions: Annotated[list[RegionConfig], Field(min_length=1)]
+    encryption: EncryptionConfig
+    databases: list[DatabaseConfig] = Field(default_factory=list)
+    transfer: TransferConfig = TransferConfig()
+    snapshot: SnapshotConfig = SnapshotConfig()
+    restore: RestoreConfig = RestoreConfig()
+    restore_test: RestoreTestConfig = RestoreTestConfig()
+    object_storage: list[ObjectSourceConfig] = Field(default_factory=list)
+    alerts: AlertsConfig = AlertsConfig()
+
+    @field_validator("databases")
+    @classmethod
+    def _unique_databases(cls, value: list[DatabaseConfig]) -> list[DatabaseConfig]:
+        _require_unique([d.name for d in value], "database name")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_regions(cls, value: list[RegionConfig]) -> list[RegionConfig]:
+        _require_unique([r.name for r in value], "region name")
+        return value
+
+    @property
+    def primary(self) -> RegionConfig:
+        return self.regions[0]
+
+    def database(self, name: str) -> DatabaseConfig:
+        for db in self.databases:
+            if db.name == name:
+                return db
+        known = ", ".join(d.name for d in self.databases) or "none"
+        raise ConfigError(f"unknown database {name!r} (configured: {known})")
+
+    def region(self, name: str) -> RegionConfig:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        known = ", ".join(r.name for r in self.regions)
+        raise ConfigError(f"unknown region {name!r} (configured: {known})")
+
+    def keyring_conn_id(self, region: RegionConfig) -> str:
+        return region.keyring_conn_id or self.encryption.keyring_conn_id
+
+
+def _require_unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} {name!r} appears twice")
+        seen.add(name)
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The file to load: the argument, else ``$STRONGROOM_CONFIG``, else ``include/config/strongroom.yaml``."""
+    if path:
+        return Path(path)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    return DEFAULT_PATH
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the configuration file; any problem is one :class:`ConfigError` line."""
+    where = config_path(path)
+    try:
+        text = where.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config {where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config {where}: invalid YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {where}: expected a mapping at the top level")
+    return parse_config(data, source=str(where))
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config {source}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    field = ""
+    for part in first["loc"]:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    else:
+        message = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{field or '(top level)'}: {message}{more}"

@@ -1,0 +1,22 @@
+"""What the library needs from the outside world, as plain objects.
+
+The Airflow adapter (``strongroom.airflow_adapter``) implements this protocol from Airflow connections; the
+library itself never imports Airflow and never sees where a credential came from.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from strongroom.config import RegionConfig, TransferConfig
+from strongroom.keyring import Keyring
+from strongroom.postgres import PgSettings
+from strongroom.storage import ObjectStore
+
+
+class Connections(Protocol):
+    def postgres(self, conn_id: str) -> PgSettings: ...
+
+    def keyring(self, conn_id: str) -> Keyring: ...
+
+    def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore: ...

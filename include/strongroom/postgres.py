@@ -1,0 +1,356 @@
+"""PostgreSQL: connection settings, sessions and the dump/restore tools, with no secret on any argv.
+
+Passwords reach libpq through the child's environment (``PGPASSWORD``) or, for psycopg, as an in-memory
+keyword; command lines carry only tool options, the snapshot name and the database name.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import psycopg
+from psycopg import sql
+
+from strongroom.errors import ConfigError, SourceError
+
+log = logging.getLogger(__name__)
+
+_LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+}
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Where and as whom to connect. ``password`` is never printed; ``None`` lets libpq find one."""
+
+    dbname: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> PgSettings:
+        """A libpq DSN (URI or key=value) without a password; PGPASSWORD/PGPASSFILE supply it."""
+        try:
+            parts = psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:
+            raise ConfigError("--target-dsn is not a valid libpq connection string") from None
+        if parts.get("password") or re.match(r"^postgres(ql)?://[^/@]*:[^/@]*@", dsn):
+            raise ConfigError(
+                "--target-dsn must not contain a password: set PGPASSWORD or PGPASSFILE instead"
+            )
+        dbname = parts.pop("dbname", None)
+        if not dbname:
+            raise ConfigError("--target-dsn must name a database (dbname=... or a path in the URI)")
+        port = parts.pop("port", None)
+        return cls(
+            dbname=str(dbname),
+            host=str(parts.pop("host")) if parts.get("host") else None,
+            port=int(port) if port else None,
+            user=str(parts.pop("user")) if parts.get("user") else None,
+            options={k: str(v) for k, v in parts.items() if k in _LIBPQ_ENV},
+        )
+
+    def describe(self) -> str:
+        host = self.host or "local socket"
+        port = f":{self.port}" if self.port else ""
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{host}{port}/{self.dbname}"
+
+    def with_dbname(self, dbname: str) -> PgSettings:
+        return replace(self, dbname=dbname)
+
+    def env(self) -> dict[str, str]:
+        """The environment for a libpq tool: the caller's, plus these settings."""
+        env = dict(os.environ)
+        env["PGDATABASE"] = self.dbname
+        for value, var in ((self.host, "PGHOST"), (self.port, "PGPORT"), (self.user, "PGUSER")):
+            if value is not None:
+                env[var] = str(value)
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        env.setdefault("PGCONNECT_TIMEOUT", "10")
+        for key, value in self.options.items():
+            if key in _LIBPQ_ENV:
+                env[_LIBPQ_ENV[key]] = str(value)
+        return env
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"dbname": self.dbname, "connect_timeout": 10}
+        for name in ("host", "port", "user", "password"):
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
+        kwargs.update({k: v for k, v in self.options.items() if k in _LIBPQ_ENV})
+        return kwargs
+
+
+def connect(settings: PgSettings, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(autocommit=autocommit, **settings.connect_kwargs())
+    except psycopg.Error as exc:
+        raise SourceError(f"cannot connect to {settings.describe()}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException | str) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:  # libpq prefixes the interesting part with FATAL/ERROR
+        if "FATAL" in line or "ERROR" in line or "error:" in line:
+            return line
+    return lines[0] if lines else type(exc).__name__ if isinstance(exc, BaseException) else ""
+
+
+def tool(name: str, bin_dir: str | None = None) -> str:
+    """Path of a PostgreSQL client tool: ``bin_dir``, else the newest /usr/lib/postgresql/N/bin, else PATH."""
+    if bin_dir:
+        path = os.path.join(bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise ConfigError(f"snapshot.pg_bin_dir: {path} is not an executable")
+        return path
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2] or 0))
+    for directory in reversed(versions):
+        if os.access(os.path.join(directory, name), os.X_OK):
+            return os.path.join(directory, name)
+    found = shutil.which(name)
+    if not found:
+        raise ConfigError(f"{name} not found: install the PostgreSQL client tools or set snapshot.pg_bin_dir")
+    return found
+
+
+def tool_version(path: str) -> str:
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"\d+(\.\d+)+", out)
+    return match.group(0) if match else out.strip()
+
+
+@dataclass(frozen=True)
+class TableRef:
+    schema: str
+    name: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class SnapshotSession:
+    """A REPEATABLE READ transaction whose exported snapshot pg_dump shares."""
+
+    connection: psycopg.Connection[Any]
+    snapshot_name: str
+    taken_at: datetime
+    server_version: str
+    database_size: int
+
+    def tables(self) -> list[TableRef]:
+        rows = self.connection.execute(
+            """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'r' AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'
+               ORDER BY 1, 2""",
+            (list(_SYSTEM_SCHEMAS),),
+        ).fetchall()
+        return [TableRef(schema, name) for schema, name in rows]
+
+    def count_rows(self) -> dict[str, int]:
+        """Exact row counts per table, read in the exported snapshot itself."""
+        counts: dict[str, int] = {}
+        for table in self.tables():
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(table.schema), sql.Identifier(table.name)
+            )
+            row = self.connection.execute(query).fetchone()
+            counts[table.qualified] = int(row[0]) if row else 0
+        return counts
+
+
+@contextmanager
+def snapshot_session(settings: PgSettings) -> Iterator[SnapshotSession]:
+    """Open the transaction, export its snapshot, and keep it open until the caller is done."""
+    conn = connect(settings)
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        # The snapshot is taken at this first statement; clock_timestamp() reads the server's clock then.
+        row = conn.execute(
+            "SELECT pg_export_snapshot(), clock_timestamp(), current_setting('server_version'),"
+            " pg_database_size(current_database())"
+        ).fetchone()
+        assert row is not None
+        name, taken_at, version, size = row
+        yield SnapshotSession(conn, str(name), taken_at.astimezone(UTC), str(version).split()[0], int(size))
+        conn.rollback()
+    except psycopg.Error as exc:
+        raise SourceError(f"database {settings.dbname}: {_first_line(exc)}") from None
+    finally:
+        conn.close()
+
+
+class ToolProcess:
+    """A PostgreSQL tool running with its stdout piped to us; stderr is collected on a thread."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv0 = os.path.basename(argv[0])
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, bufsize=0
+        )
+        _grow_pipe(self.process.stdout)
+        self._stderr: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.process.stdout is not None
+        return self.process.stdout
+
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._stderr.append(line)
+                log.info("%s: %s", self.argv0, line)
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        self._reader.join(timeout=10)
+        return code
+
+    def error_line(self) -> str:
+        errors = [line for line in self._stderr if "error" in line.lower() or "fatal" in line.lower()]
+        return (errors or self._stderr or [f"{self.argv0} exited with {self.process.returncode}"])[0]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
+
+
+def _grow_pipe(pipe: IO[bytes] | None) -> None:
+    """Ask for a 1 MiB pipe so each read returns a large block (fewer, bigger compress/encrypt calls)."""
+    if pipe is None:
+        return
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except OSError:
+        pass
+
+
+def start_dump(settings: PgSettings, snapshot_name: str, bin_dir: str | None = None) -> ToolProcess:
+    argv = [
+        tool("pg_dump", bin_dir),
+        "--format=custom",
+        "--compress=0",  # zstd downstream compresses faster, on every core
+        f"--snapshot={snapshot_name}",
+        "--lock-wait-timeout=60s",
+        "--no-password",
+    ]
+    return ToolProcess(argv, settings.env())
+
+
+def dump_globals(settings: PgSettings, bin_dir: str | None = None) -> tuple[bytes | None, str]:
+    """Roles and tablespaces as SQL, with role passwords when the role may read them.
+
+    Returns ``(sql, note)``; ``sql`` is None when the role may read neither (a warning, not a failure).
+    """
+    base = [tool("pg_dumpall", bin_dir), "--globals-only", "--no-password", f"--database={settings.dbname}"]
+    for extra, note in (([], "roles with passwords"), (["--no-role-passwords"], "roles without passwords")):
+        result = subprocess.run(base + extra, capture_output=True, env=settings.env(), check=False)
+        if result.returncode == 0:
+            return result.stdout, note
+        last = _first_line(result.stderr.decode("utf-8", "replace"))
+    log.warning("globals not captured (the role may not read them): %s", last)
+    return None, f"not captured: {last}"
+
+
+def restore_dump(
+    target: PgSettings, path: str, *, jobs: int, single_transaction: bool, clean: bool, bin_dir: str | None
+) -> None:
+    """pg_restore a custom-format file; in one transaction (all or nothing) or with parallel jobs."""
+    argv = [tool("pg_restore", bin_dir), "--no-owner", "--no-privileges", "--exit-on-error", "--no-password"]
+    argv += ["--single-transaction"] if single_transaction else [f"--jobs={max(1, jobs)}"]
+    argv += ["--clean", "--if-exists"] if clean else []
+    argv += [f"--dbname={_conninfo_dbname(target.dbname)}", path]
+    result = subprocess.run(argv, capture_output=True, env=target.env(), check=False)
+    if result.returncode != 0:
+        raise SourceError(f"pg_restore into {target.describe()} failed: {_first_line(result.stderr.decode())}")
+
+
+def _conninfo_dbname(name: str) -> str:
+    escaped = name.replace("\\", "\\\\").replace("'", "\\'")
+    return f"dbname='{escaped}'"
+
+
+@dataclass(frozen=True)
+class TargetState:
+    exists: bool
+    relations: int
+
+
+def inspect_target(target: PgSettings) -> TargetState:
+    """Does the target database exist, and how many user relations does it hold? Changes nothing."""
+    try:
+        with psycopg.connect(**target.connect_kwargs()) as conn:
+            row = conn.execute(
+                """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE c.relkind IN ('r','p','v','m','S','f')
+                     AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'""",
+                (list(_SYSTEM_SCHEMAS),),
+            ).fetchone()
+            return TargetState(True, int(row[0]) if row else 0)
+    except psycopg.errors.InvalidCatalogName:
+        return TargetState(False, 0)
+    except psycopg.OperationalError as exc:
+        if "does not exist" in str(exc) and f'"{target.dbname}"' in str(exc):
+            return TargetState(False, 0)
+        raise SourceError(f"cannot connect to target {target.describe()}: {_first_line(exc)}") from None
+    except psycopg.Error as exc:
+        raise SourceError(f"cannot inspect target {target.describe()}: {_first_line(exc)}") from None
+
+
+def _maintenance(target: PgSettings) -> psycopg.Connection[Any]:
+    return connect(target.with_dbname("postgres"), autocommit=True)
+
+
+def create_database(target: PgSettings) -> None:
+    with _maintenance(target) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
+        except psycopg.Error as exc:
+            raise SourceError(f"cannot create database {target.describe()}: {_first_line(exc)}") from None
+
+
+def drop_database(target: PgSettings) -> None:
+    with _maintenance(target) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.dbname)))
+
+
+def count_rows(settings: PgSettings) -> dict[str, int]:
+    """Exact row counts of every user table (outside a snapshot: for checking a restored copy)."""
+    with connect(settings) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        session = SnapshotSession(conn, "", datetime.now(UTC), "", 0)
+        return session.count_rows()

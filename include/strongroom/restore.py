@@ -1,0 +1,169 @@
+"""Restore a snapshot into a target database, all or nothing.
+
+The whole object is downloaded, checked against the manifest's size and SHA-256, decrypted (every
+segment authenticated) and decompressed into a private spool file *before* the target is touched, so a
+tampered or truncated snapshot leaves the target exactly as it was. The spool is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import zstandard
+
+from strongroom import catalog, crypto, postgres
+from strongroom.catalog import Manifest
+from strongroom.config import Config, TransferConfig
+from strongroom.connections import Connections
+from strongroom.errors import IntegrityError, RestoreError, StrongroomError
+from strongroom.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    database: str
+    snapshot_id: str
+    taken_at: str
+    region: str
+    target: str
+    created_database: bool
+    tables: int
+    rows: int
+    download_seconds: float
+    restore_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def fetch_dump(
+    store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, transfer: TransferConfig
+) -> None:
+    """Download, verify, decrypt and decompress the dump into ``path`` (mode 0600)."""
+    obj = manifest.dump
+    info = store.head(obj.key)
+    if info is None:
+        raise IntegrityError(f"s3://{store.bucket}/{obj.key} is missing although its manifest exists")
+    if info.size != obj.stored_size:
+        raise IntegrityError(
+            f"s3://{store.bucket}/{obj.key} is {info.size} bytes, the manifest says {obj.stored_size}"
+        )
+    decryptor = crypto.StreamDecryptor(data_key, manifest.object_identity("dump"))
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    digest = hashlib.sha256()
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        chunks = store.iter_chunks(
+            obj.key, obj.stored_size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
+        )
+        for chunk in chunks:
+            digest.update(chunk)
+            written += out.write(_inflate(decompressor, decryptor.update(chunk)))
+        written += out.write(_inflate(decompressor, decryptor.finalize()))
+    if digest.hexdigest() != obj.sha256:
+        raise IntegrityError(f"s3://{store.bucket}/{obj.key} does not match the SHA-256 in its manifest")
+    if not decompressor.eof:
+        raise IntegrityError(f"s3://{store.bucket}/{obj.key}: compressed stream is incomplete")
+    if written != obj.plain_size:
+        raise IntegrityError(f"s3://{store.bucket}/{obj.key}: {written} bytes restored, manifest says {obj.plain_size}")
+
+
+def _inflate(decompressor: Any, data: bytes) -> bytes:
+    if not data:
+        return b""
+    try:
+        return bytes(decompressor.decompress(data))
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"decompression failed: {exc}") from None
+
+
+def restore_snapshot(
+    config: Config,
+    database: str,
+    target: postgres.PgSettings,
+    conns: Connections,
+    *,
+    snapshot_id: str | None = None,
+    at: datetime | None = None,
+    region: str | None = None,
+    clean: bool = False,
+) -> RestoreResult:
+    """Restore a snapshot of ``database`` into ``target``; the target is untouched unless all checks pass."""
+    db = config.database(database)
+    where = config.region(region) if region else config.primary
+    store = conns.store(where, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(where))
+    manifest = catalog.select_snapshot(store, keyring, db.name, snapshot_id=snapshot_id, at=at)
+    data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+
+    state = postgres.inspect_target(target)
+    if state.exists and state.relations and not clean:
+        raise RestoreError(
+            f"target {target.describe()} is not empty ({state.relations} relations): "
+            "restore into a new database, or pass --clean to replace its contents"
+        )
+    log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, store.where, target.describe())
+    spool = tempfile.mkdtemp(prefix="strongroom-restore-", dir=config.restore.spool_dir)
+    try:
+        started = time.monotonic()
+        path = os.path.join(spool, "dump")
+        fetch_dump(store, manifest, data_key, path, config.transfer)
+        downloaded = time.monotonic()
+        _restore_file(config, target, path, state, clean)
+        restored = time.monotonic()
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+    actual = postgres.count_rows(target)
+    wrong = {t: (n, actual.get(t)) for t, n in manifest.tables.items() if actual.get(t) != n}
+    if wrong:
+        table, (expected, got) = sorted(wrong.items())[0]
+        raise IntegrityError(
+            f"restored {target.describe()} differs from snapshot {manifest.snapshot_id}: "
+            f"{table} has {got} rows, the snapshot recorded {expected} ({len(wrong)} table(s) differ)"
+        )
+    return RestoreResult(
+        database=db.name,
+        snapshot_id=manifest.snapshot_id,
+        taken_at=manifest.taken_at.isoformat(),
+        region=where.name,
+        target=target.describe(),
+        created_database=not state.exists,
+        tables=len(manifest.tables),
+        rows=sum(manifest.tables.values()),
+        download_seconds=round(downloaded - started, 3),
+        restore_seconds=round(restored - downloaded, 3),
+    )
+
+
+def _restore_file(
+    config: Config, target: postgres.PgSettings, path: str, state: postgres.TargetState, clean: bool
+) -> None:
+    jobs = config.restore.jobs or (os.cpu_count() or 1)
+    if state.exists:
+        # an existing database is restored in one transaction: it ends fully restored or as it was
+        postgres.restore_dump(
+            target, path, jobs=1, single_transaction=True, clean=clean, bin_dir=config.snapshot.pg_bin_dir
+        )
+        return
+    postgres.create_database(target)
+    try:
+        postgres.restore_dump(
+            target, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=config.snapshot.pg_bin_dir
+        )
+    except BaseException as exc:
+        postgres.drop_database(target)  # we created it: leave nothing half-restored behind
+        if isinstance(exc, StrongroomError):
+            raise RestoreError(f"{exc}; the new database was dropped") from None
+        raise

@@ -1,0 +1,283 @@
+"""Take a consistent, compressed, encrypted snapshot of one database and commit it.
+
+One streaming pipeline, no plaintext at rest::
+
+    pg_dump --format=custom --compress=0 --snapshot=S  ->  zstd (multithreaded)  ->  SRSTRM AES-256-GCM
+        ->  S3 multipart upload (memory bounded by part size x concurrency)
+
+``take_snapshot`` writes the data object and a *pending* manifest; ``commit_snapshot`` checks the data is
+complete and writes the manifest, the commit point. Until then the snapshot does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import zstandard
+
+from strongroom import __version__, catalog, crypto, postgres
+from strongroom.catalog import Manifest, StoredObject
+from strongroom.config import Config
+from strongroom.connections import Connections
+from strongroom.errors import IntegrityError, SourceError
+from strongroom.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20
+DUMP_OBJECT = "dump.zst.srenc"
+GLOBALS_OBJECT = "globals.sql.zst.srenc"
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    plain_size: int
+    compressed_size: int
+    stored_size: int
+    sha256: str
+
+
+class _Progress:
+    def __init__(self, label: str, every: float = 5.0) -> None:
+        self.label, self.every = label, every
+        self.start = self.last = time.monotonic()
+
+    def tick(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = done / max(now - self.start, 1e-9) / 2**20
+            log.info("%s: %.1f MiB read, %.1f MiB/s", self.label, done / 2**20, rate)
+
+
+def encode_stream(
+    source: IO[bytes],
+    sink: Callable[[bytes], None],
+    *,
+    data_key: bytes,
+    associated_data: bytes,
+    level: int = 3,
+    threads: int = 0,
+    label: str = "snapshot",
+) -> StreamStats:
+    """Compress and encrypt ``source`` into ``sink``; returns sizes and the SHA-256 of what was stored."""
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads or -1).compressobj()
+    encryptor = crypto.StreamEncryptor(data_key, associated_data)
+    digest = hashlib.sha256()
+    plain = compressed = stored = 0
+    progress = _Progress(label)
+
+    def emit(block: bytes) -> None:
+        nonlocal stored
+        if block:
+            digest.update(block)
+            sink(block)
+            stored += len(block)
+
+    while block := source.read(READ_SIZE):
+        plain += len(block)
+        packed = compressor.compress(block)
+        if packed:
+            compressed += len(packed)
+            emit(encryptor.update(packed))
+        progress.tick(plain)
+    packed = compressor.flush()
+    compressed += len(packed)
+    emit(encryptor.update(packed))
+    emit(encryptor.finalize())
+    return StreamStats(plain, compressed, stored, digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What a snapshot task hands on (through XCom): small, and nothing secret."""
+
+    database: str
+    snapshot_id: str
+    taken_at: str
+    region: str
+    stored_bytes: int
+    plain_bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _RowCounter(threading.Thread):
+    """Counts rows in the exported snapshot while pg_dump streams it."""
+
+    def __init__(self, session: postgres.SnapshotSession) -> None:
+        super().__init__(name="row-counter", daemon=True)
+        self.session = session
+        self.counts: dict[str, int] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.counts = self.session.count_rows()
+        except BaseException as exc:
+            self.error = exc
+
+    def result(self) -> dict[str, int]:
+        self.join()
+        if self.error is not None:
+            raise SourceError(f"counting rows failed: {str(self.error).splitlines()[0]}")
+        return self.counts
+
+
+def take_snapshot(config: Config, database: str, conns: Connections) -> SnapshotResult:
+    """Dump ``database`` at one consistent point in time into the primary region, uncommitted."""
+    started = time.monotonic()
+    db = config.database(database)
+    region = config.primary
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    store = conns.store(region, config.transfer)
+    source = conns.postgres(db.postgres_conn_id)
+    bin_dir = config.snapshot.pg_bin_dir
+    store.check_bucket()
+    stale_before = datetime.now(UTC) - config.snapshot.run_timeout
+    store.abort_stale_uploads(catalog.database_prefix(db.name), stale_before)
+    dump_version = postgres.tool_version(postgres.tool("pg_dump", bin_dir))
+    data_key = crypto.new_data_key()
+
+    with postgres.snapshot_session(source) as session:
+        if int(dump_version.split(".")[0]) < int(session.server_version.split(".")[0]):
+            raise SourceError(f"pg_dump {dump_version} is older than server {session.server_version}")
+        snapshot_id = catalog.new_snapshot_id(session.taken_at)
+        log.info("snapshot %s of %s at %s (server clock)", snapshot_id, db.name, session.taken_at.isoformat())
+        dump, counts = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key)
+
+    globals_obj, globals_note = None, "disabled in config"
+    if config.snapshot.capture_globals:
+        globals_obj, globals_note = _store_globals(config, store, source, db.name, snapshot_id, data_key)
+
+    manifest = Manifest(
+        snapshot_id=snapshot_id,
+        database=db.name,
+        taken_at=session.taken_at,
+        server_version=session.server_version,
+        pg_dump_version=dump_version,
+        key_id=keyring.active_id,
+        wrapped_key=crypto.wrap_key(
+            keyring.active_key,
+            keyring.active_id,
+            data_key,
+            crypto.object_identity("data-key", db.name, snapshot_id),
+        ),
+        dump=dump,
+        tables=counts,
+        globals=globals_obj,
+        globals_note=globals_note,
+        strongroom_version=__version__,
+    )
+    store.put_bytes(catalog.pending_key(db.name, snapshot_id), manifest.to_json(keyring))
+    seconds = round(time.monotonic() - started, 3)
+    log.info("snapshot %s of %s stored: %d bytes in %.1fs", snapshot_id, db.name, dump.stored_size, seconds)
+    return SnapshotResult(
+        db.name, snapshot_id, session.taken_at.isoformat(), region.name, dump.stored_size, dump.plain_size, seconds
+    )
+
+
+def _stream_dump(
+    config: Config,
+    store: ObjectStore,
+    session: postgres.SnapshotSession,
+    source: postgres.PgSettings,
+    database: str,
+    snapshot_id: str,
+    data_key: bytes,
+) -> tuple[StoredObject, dict[str, int]]:
+    """Stream pg_dump into the store while counting rows in the same snapshot."""
+    key = catalog.data_key(database, snapshot_id, DUMP_OBJECT)
+    transfer = config.transfer
+    counter = _RowCounter(session)
+    counter.start()
+    dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir)
+    try:
+        upload = store.multipart(
+            key,
+            part_size=transfer.part_size,
+            max_part_size=transfer.max_part_size,
+            concurrency=transfer.upload_concurrency,
+            expected_size=session.database_size,
+        )
+        with upload:
+            stats = encode_stream(
+                dump.stdout,
+                upload.write,
+                data_key=data_key,
+                associated_data=crypto.object_identity("dump", database, snapshot_id),
+                level=config.snapshot.zstd_level,
+                threads=config.snapshot.zstd_threads,
+                label=f"snapshot {database}",
+            )
+            if dump.wait() != 0:
+                raise SourceError(f"pg_dump of {database} failed: {dump.error_line()}")
+            counts = counter.result()
+            upload.complete()
+    except BaseException:
+        dump.kill()
+        session.connection.cancel_safe()
+        counter.join(timeout=30)
+        raise
+    return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), counts
+
+
+def _store_globals(
+    config: Config, store: ObjectStore, source: postgres.PgSettings, database: str, snapshot_id: str, data_key: bytes
+) -> tuple[StoredObject | None, str]:
+    sql_bytes, note = postgres.dump_globals(source, config.snapshot.pg_bin_dir)
+    if sql_bytes is None:
+        return None, note
+    packed = zstandard.ZstdCompressor(level=config.snapshot.zstd_level).compress(sql_bytes)
+    sealed = crypto.encrypt_bytes(data_key, crypto.object_identity("globals", database, snapshot_id), packed)
+    key = catalog.data_key(database, snapshot_id, GLOBALS_OBJECT)
+    store.put_bytes(key, sealed)
+    return StoredObject(key, len(sql_bytes), len(packed), len(sealed), hashlib.sha256(sealed).hexdigest()), note
+
+
+def commit_snapshot(config: Config, database: str, snapshot_id: str, conns: Connections) -> dict[str, Any]:
+    """Write the manifest once the data objects are complete: the snapshot now exists. Idempotent."""
+    db = config.database(database)
+    region = config.primary
+    store = conns.store(region, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    final_key = catalog.manifest_key(db.name, snapshot_id)
+    pending = catalog.pending_key(db.name, snapshot_id)
+    if store.head(pending) is None and store.head(final_key) is not None:
+        manifest = catalog.load_manifest(store, keyring, db.name, snapshot_id)
+        return dict(manifest.summary(), region=region.name)
+    raw = store.get_bytes(pending)
+    manifest = Manifest.from_json(raw, keyring, f"s3://{store.bucket}/{pending}")
+    _check_stored(store, manifest.dump)
+    if manifest.globals is not None:
+        _check_stored(store, manifest.globals)
+    store.put_bytes(final_key, raw)
+    store.delete(pending)
+    log.info("committed snapshot %s of %s in %s", snapshot_id, db.name, store.where)
+    return dict(manifest.summary(), region=region.name)
+
+
+def _check_stored(store: ObjectStore, obj: StoredObject) -> None:
+    info = store.head(obj.key)
+    if info is None:
+        raise IntegrityError(f"s3://{store.bucket}/{obj.key} is missing; the snapshot cannot be committed")
+    if info.size != obj.stored_size:
+        raise IntegrityError(
+            f"s3://{store.bucket}/{obj.key} is {info.size} bytes, the manifest says {obj.stored_size}"
+        )
+
+
+def snapshot_database(config: Config, database: str, conns: Connections) -> dict[str, Any]:
+    """Take and commit one snapshot (the CLI's ``strongroom snapshot``)."""
+    result = take_snapshot(config, database, conns)
+    summary = commit_snapshot(config, database, result.snapshot_id, conns)
+    return dict(summary, seconds=result.seconds)

@@ -1,0 +1,321 @@
+"""Object storage: one bucket in one region, behind a small interface over an S3 client.
+
+The client comes from the Airflow adapter (the amazon provider's S3Hook) or from any boto3 factory; this
+module never sees a credential. Large objects go up as multipart uploads whose memory is bounded by
+``part size x concurrency`` and whose part size grows so no object can exceed the provider's part-count
+limit. Downloads are ranged and parallel with the same bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from strongroom.errors import NotFoundError, StorageError
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * 1024 * MiB
+_MISSING_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime | None = None
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class ObjectStore:
+    """A bucket reached through an S3 client. ``where`` names it in every error message."""
+
+    def __init__(self, client: Any, bucket: str, *, region: str, max_parts: int = 10000) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.region = region
+        self.max_parts = max_parts
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket} (region {self.region})"
+
+    def _fail(self, exc: Exception, action: str, key: str | None = None) -> Exception:
+        target = f"s3://{self.bucket}/{key}" if key else self.where
+        if isinstance(exc, ClientError):
+            code = _code(exc)
+            if code == "NoSuchBucket" or (key is None and code in _MISSING_CODES):
+                return NotFoundError(f"bucket {self.bucket!r} does not exist in region {self.region}")
+            if code in _MISSING_CODES:
+                return NotFoundError(f"{target} does not exist")
+            message = exc.response.get("Error", {}).get("Message") or code
+            return StorageError(f"{action} {target} failed: {code}: {message}")
+        return StorageError(f"{action} {target} failed: {str(exc).splitlines()[0]}")
+
+    def check_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "reaching bucket") from None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "writing", key) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "reading", key) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            meta = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES:
+                return None
+            raise self._fail(exc, "inspecting", key) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, "inspecting", key) from None
+        return ObjectInfo(key, int(meta["ContentLength"]), meta.get("LastModified"))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, across all pages."""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], int(item["Size"]), item.get("LastModified"))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "listing", prefix) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "deleting", key) from None
+
+    def abort_stale_uploads(self, prefix: str, started_before: datetime) -> int:
+        """Abort unfinished multipart uploads under ``prefix`` begun before ``started_before``."""
+        aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < started_before:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        log.warning("aborted unfinished upload of s3://%s/%s", self.bucket, upload["Key"])
+                        aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "aborting stale uploads under", prefix) from None
+        return aborted
+
+    def pending_uploads(self, prefix: str) -> list[str]:
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+            return [u["Key"] for page in pages for u in page.get("Uploads", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "listing uploads under", prefix) from None
+
+    def multipart(
+        self, key: str, *, part_size: int, max_part_size: int, concurrency: int, expected_size: int = 0
+    ) -> MultipartUpload:
+        return MultipartUpload(
+            self, key, PartSizer(part_size, max_part_size, self.max_parts, expected_size), concurrency
+        )
+
+    def iter_chunks(self, key: str, size: int, *, chunk_size: int, concurrency: int) -> Iterator[bytes]:
+        """Yield the object's bytes in order, fetching up to ``concurrency`` ranges ahead."""
+        if size == 0:
+            return
+        ranges = deque((start, min(start + chunk_size, size) - 1) for start in range(0, size, chunk_size))
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-get") as pool:
+            inflight: deque[Future[bytes]] = deque()
+            try:
+                while ranges or inflight:
+                    while ranges and len(inflight) < concurrency:
+                        start, end = ranges.popleft()
+                        inflight.append(pool.submit(self._get_range, key, start, end))
+                    yield inflight.popleft().result()
+            finally:
+                for pending in inflight:
+                    pending.cancel()
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
+            try:
+                data = bytes(body.read())
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "reading", key) from None
+        if len(data) != end - start + 1:
+            raise StorageError(f"reading s3://{self.bucket}/{key}: short read at byte {start}")
+        return data
+
+
+class PartSizer:
+    """Chooses each part's size so an object of unknown length never exceeds ``max_parts``.
+
+    It starts at ``max(part_size, 2 x expected / max_parts)`` and doubles (up to ``max_part_size``) each
+    time half of the remaining part numbers are used, so a stream far larger than expected still fits.
+    The largest object it can upload is :meth:`capacity`.
+    """
+
+    def __init__(self, part_size: int, max_part_size: int, max_parts: int, expected_size: int = 0) -> None:
+        if not MIN_PART_SIZE <= part_size <= max_part_size <= MAX_PART_SIZE:
+            raise ValueError("part sizes must satisfy 5MiB <= part_size <= max_part_size <= 5GiB")
+        needed = math.ceil(2 * expected_size / max_parts) if expected_size else 0
+        self.initial = min(max_part_size, max(part_size, math.ceil(needed / MiB) * MiB))
+        self.max_part_size = max_part_size
+        self.max_parts = max_parts
+
+    def size_for(self, part_number: int) -> int:
+        """Size of part ``part_number`` (1-based)."""
+        if part_number > self.max_parts:
+            raise StorageError(
+                f"object needs more than {self.max_parts} parts even at {self.max_part_size // MiB} MiB "
+                "per part: raise transfer.max_part_size"
+            )
+        size, remaining, used = self.initial, self.max_parts, 0
+        while size < self.max_part_size:
+            half = max(1, remaining // 2)
+            if part_number <= used + half:
+                break
+            used += half
+            remaining -= half
+            size = min(self.max_part_size, size * 2)
+        return size
+
+    def capacity(self) -> int:
+        """The largest object (bytes) these settings can upload."""
+        total, number = 0, 1
+        size = self.size_for(1)
+        while number <= self.max_parts:
+            size = self.size_for(number)
+            if size == self.max_part_size:
+                return total + size * (self.max_parts - number + 1)
+            total += size
+            number += 1
+        return total
+
+
+class MultipartUpload:
+    """A streaming multipart upload: ``write`` blocks when ``concurrency`` parts are in flight.
+
+    Use as a context manager: an exception of any kind (including a SIGTERM turned into one) aborts the
+    upload, so no partial object is ever completed.
+    """
+
+    def __init__(self, store: ObjectStore, key: str, sizer: PartSizer, concurrency: int) -> None:
+        self.store = store
+        self.key = key
+        self.sizer = sizer
+        self.size = 0
+        self._concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._buffer = bytearray()
+        self._number = 0
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self.upload_id: str | None = None
+        self._done = False
+        self._error: Exception | None = None
+
+    def __enter__(self) -> MultipartUpload:
+        try:
+            self.upload_id = self.store.client.create_multipart_upload(Bucket=self.store.bucket, Key=self.key)[
+                "UploadId"
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise self.store._fail(exc, "starting upload of", self.key) from None
+        self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="s3-put")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None or not self._done:
+            self.abort()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+        while len(self._buffer) >= self.sizer.size_for(self._number + 1):
+            size = self.sizer.size_for(self._number + 1)
+            chunk = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            self._submit(chunk)
+
+    def _submit(self, chunk: bytes) -> None:
+        assert self._pool is not None
+        self._slots.acquire()
+        if self._error is not None:  # surface a failed part early instead of uploading the rest
+            self._slots.release()
+            raise self._error
+        self._number += 1
+        self.size += len(chunk)
+        self._parts.append(self._pool.submit(self._upload_part, self._number, chunk))
+
+    def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
+        try:
+            response = self.store.client.upload_part(
+                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+            )
+            return {"PartNumber": number, "ETag": response["ETag"]}
+        except (ClientError, BotoCoreError) as exc:
+            self._error = self.store._fail(exc, f"uploading part {number} of", self.key)
+            raise self._error from None
+        finally:
+            self._slots.release()
+
+    def complete(self) -> int:
+        """Upload what is buffered and complete the object; returns its size in bytes."""
+        if self._buffer or self._number == 0:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        parts = [f.result() for f in self._parts]
+        try:
+            self.store.client.complete_multipart_upload(
+                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self.store._fail(exc, "completing upload of", self.key) from None
+        self._done = True
+        self._shutdown()
+        return self.size
+
+    def abort(self) -> None:
+        self._shutdown(cancel=True)
+        if self.upload_id is None or self._done:
+            return
+        try:
+            self.store.client.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
+            log.warning("aborted upload of s3://%s/%s", self.store.bucket, self.key)
+        except (ClientError, BotoCoreError) as exc:  # the next run aborts it as stale
+            log.error("could not abort upload of s3://%s/%s: %s", self.store.bucket, self.key, exc)
+        self._done = True
+
+    def _shutdown(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
