@@ -231,7 +231,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
 
 def _first_error(exc: ValidationError) -> str:
     errors = exc.errors()
-    first = errors[0]
+    # an unknown key is usually a typo of a known one: report it before the "missing" it causes
+    first = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")[0]
     field = ""
     for part in first["loc"]:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))

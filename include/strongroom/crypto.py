@@ -235,4 +235,5 @@ def mac(kek: bytes, payload: bytes) -> str:
 
 
 def verify_mac(kek: bytes, payload: bytes, expected: str) -> bool:
-    return hmac.compare_digest(mac(kek, payload), expected)
+    # compare_digest raises TypeError on non-ASCII str; a MAC is lowercase hex, so anything else is a mismatch
+    return expected.isascii() and hmac.compare_digest(mac(kek, payload), expected)

@@ -129,7 +129,7 @@ class _RowCounter(threading.Thread):
     def result(self) -> dict[str, int]:
         self.join()
         if self.error is not None:
-            raise SourceError(f"counting rows failed: {str(self.error).splitlines()[0]}")
+            raise SourceError(f"counting rows in the snapshot failed: {str(self.error).splitlines()[0]}")
         return self.counts
 
 
@@ -220,6 +220,9 @@ def _stream_dump(
                 label=f"snapshot {database}",
             )
             if dump.wait() != 0:
+                counter.join(timeout=30)  # a failed count aborts the snapshot's transaction: it is the cause
+                if counter.error is not None:
+                    counter.result()
                 raise SourceError(f"pg_dump of {database} failed: {dump.error_line()}")
             counts = counter.result()
             upload.complete()

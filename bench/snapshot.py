@@ -1,0 +1,750 @@
+"""Benchmark: Strongroom snapshot and restore of a >1 GB database against pg_dump -Fc and pg_restore.
+
+Run from the repository root::
+
+    .venv/bin/python bench/snapshot.py [--scale N] [--repeat N] [--out bench/results/snapshot.json] [--keep]
+
+One run starts a throwaway PostgreSQL 15 cluster and a moto S3 server on loopback (both stopped at the end,
+also on error), creates the ``shop`` sample database, then measures, each as a fresh subprocess:
+
+* ``pg_dump_fc``        ``pg_dump -Fc`` (default compression) of shop to a local file: the snapshot baseline;
+* ``pg_dump_raw``       ``pg_dump -Fc --compress=0`` to /dev/null: what pg_dump alone costs (the floor);
+* ``snapshot``          ``strongroom snapshot --database shop`` into the local S3 server (the real CLI);
+* ``null_sink``         the same pipeline (snapshot_session + start_dump + encode_stream) into a sink that
+                        discards the bytes, so the store's own cost is visible;
+* ``null_sink_counted`` the same, with the exact row count running concurrently as ``take_snapshot`` does;
+* ``pg_restore_j1/j2``  ``pg_restore`` of the pg_dump -Fc file into a fresh database: the restore baseline;
+* ``restore``           ``strongroom restore --target-dsn ...`` from the local S3 server into a fresh
+                        database;
+* ``list``              ``strongroom list --json`` (the CLI's fixed start-up cost, and the stored size).
+
+Every measurement runs once as a warm-up, then ``--repeat`` times, interleaved; medians are reported.
+Wall time comes from the parent; CPU time and the tree's peak RSS from ``wait4``; each process's own peak
+RSS from sampling ``VmHWM`` in /proc; the moto server's and the PostgreSQL server's CPU from /proc deltas.
+Results go to ``--out`` as JSON, and a summary to stdout. This is a benchmark only: nothing asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "include" / "config" / "strongroom.example.yaml"
+VENV_BIN = Path(sys.executable).parent
+REGIONS = ("eu-central-1", "eu-west-1", "eu-north-1")
+DATABASE = "shop"
+DEFAULT_SCALE = 360  # ~3.4 MiB per scale unit: ~1.2 GiB
+MIN_DB_SIZE = 1 << 30
+MiB = 1 << 20
+MB = 10**6
+
+SNAPSHOT_RATIO_LIMIT = 1.0
+SNAPSHOT_RATIO_AIM = 0.6
+RESTORE_RATIO_LIMIT = 1.3
+RSS_LIMIT = 300 * MB
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------------------------- /proc probes
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the ``comm`` field (index 0 is the state), or None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def _descendants(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    children = _children_map() if children is None else children
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set size of one process, in bytes (0 when it has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _CLK_TCK
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU of ``root``, its reaped children and its live descendants (the postmaster and its backends)."""
+    return _cpu_seconds(root, reaped_children=True) + sum(_cpu_seconds(pid) for pid in _descendants(root))
+
+
+def _system_busy_seconds() -> float:
+    """Busy CPU seconds summed over all cores since boot (everything but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / _CLK_TCK
+
+
+class TreeMonitor(threading.Thread):
+    """Samples the peak RSS (VmHWM) of a process and each descendant, keyed by role, until stopped."""
+
+    def __init__(self, root: int, root_role: str, interval: float = 0.05) -> None:
+        super().__init__(name="rss-monitor", daemon=True)
+        self.root, self.root_role, self.interval = root, root_role, interval
+        self.peaks: dict[str, int] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(self.interval)
+
+    def sample(self) -> None:
+        for pid in [self.root, *_descendants(self.root)]:
+            role = self.root_role if pid == self.root else _comm(pid)
+            self.peaks[role] = max(self.peaks.get(role, 0), _vm_hwm(pid))
+
+    def stop(self) -> dict[str, int]:
+        self._stop_event.set()
+        self.join()
+        return {role: peak for role, peak in self.peaks.items() if peak}
+
+
+# --------------------------------------------------------------------------------------------- measurement
+
+
+@dataclass
+class Sample:
+    """One measured run of one command."""
+
+    name: str
+    round: int  # 0 is the warm-up
+    wall_s: float
+    cpu_s: float  # user + system of the process and every descendant it waited for
+    tree_maxrss: int  # bytes: wait4's ru_maxrss, the largest process in the tree
+    peak_rss: dict[str, int]  # bytes per role: the measured process, then its children by name
+    moto_cpu_s: float
+    postgres_cpu_s: float
+    system_busy_s: float  # all cores: cpu-seconds the whole machine was busy
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Probes:
+    moto_pid: int
+    postmaster_pid: int
+
+    def read(self) -> tuple[float, float, float]:
+        return (
+            _cpu_seconds(self.moto_pid, reaped_children=True),
+            _tree_cpu_seconds(self.postmaster_pid),
+            _system_busy_seconds(),
+        )
+
+
+def measure(
+    name: str,
+    round_no: int,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    probes: Probes,
+    logs: Path,
+    root_role: str,
+    stdout_to_null: bool = False,
+) -> tuple[Sample, str]:
+    """Run ``argv`` as a fresh process group; returns the sample and what it printed on stdout."""
+    out_path = logs / f"{name}.r{round_no}.out"
+    err_path = logs / f"{name}.r{round_no}.err"
+    with open(err_path, "wb") as err, open(os.devnull if stdout_to_null else out_path, "wb") as out:
+        before = probes.read()
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=REPO, start_new_session=True
+        )
+        monitor = TreeMonitor(proc.pid, root_role)
+        monitor.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            _kill_group(proc.pid)
+            raise
+        finally:
+            peaks = monitor.stop()
+        wall = time.perf_counter() - started
+        after = probes.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        _kill_group(proc.pid)
+        tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
+        raise CommandFailed(f"{name} exited with {proc.returncode}: {' | '.join(tail)}")
+    stdout = "" if stdout_to_null else out_path.read_text(errors="replace")
+    sample = Sample(
+        name=name,
+        round=round_no,
+        wall_s=round(wall, 3),
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+        tree_maxrss=usage.ru_maxrss * 1024,
+        peak_rss=peaks,
+        moto_cpu_s=round(after[0] - before[0], 2),
+        postgres_cpu_s=round(after[1] - before[1], 2),
+        system_busy_s=round(after[2] - before[2], 2),
+    )
+    return sample, stdout
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill the process group this benchmark started for one measured command (and only that)."""
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------- null sink
+
+
+def null_sink_worker(dsn: str, count_rows: bool) -> int:
+    """The snapshot pipeline into a sink that discards bytes; prints its stream statistics as JSON."""
+    from strongroom import crypto, postgres
+    from strongroom.config import load_config
+    from strongroom.snapshot import encode_stream
+
+    config = load_config(None)
+    settings = postgres.PgSettings.from_dsn(dsn)
+    started = time.monotonic()
+    counts: dict[str, int] = {}
+
+    def discard(block: bytes) -> None:
+        del block
+
+    with postgres.snapshot_session(settings) as session:
+        counter = threading.Thread(target=lambda: counts.update(session.count_rows()), daemon=True)
+        if count_rows:
+            counter.start()
+        dump = postgres.start_dump(settings, session.snapshot_name, config.snapshot.pg_bin_dir)
+        stats = encode_stream(
+            dump.stdout,
+            discard,
+            data_key=crypto.new_data_key(),
+            associated_data=crypto.object_identity("dump", settings.dbname, "bench"),
+            level=config.snapshot.zstd_level,
+            threads=config.snapshot.zstd_threads,
+            label="null sink",
+        )
+        if dump.wait() != 0:
+            sys.stderr.write(f"pg_dump failed: {dump.error_line()}\n")
+            return 1
+        if count_rows:
+            counter.join()
+    result = asdict(stats) | {"seconds": round(time.monotonic() - started, 3), "tables_counted": len(counts)}
+    print(json.dumps(result))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Bench:
+    scale: int
+    repeat: int
+    workdir: Path
+    pg: Any = None  # devstack.LocalPostgres
+    s3: Any = None  # devstack.MotoServer
+    env: dict[str, str] = field(default_factory=dict)
+    tool_env: dict[str, str] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    restore_jobs: int = 1
+    pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
+    _counter: int = 0
+
+    @property
+    def dump_file(self) -> Path:
+        return self.workdir / "shop.pgdump"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def start(self) -> None:
+        sys.path.insert(0, str(REPO / "scripts"))
+        from devstack import LocalPostgres, MotoServer
+        from strongroom import postgres
+        from strongroom.config import load_config
+
+        config = load_config(CONFIG)
+        self.pg_bin = Path(postgres.tool("pg_dump", config.snapshot.pg_bin_dir)).parent
+        self.restore_jobs = config.restore.jobs or (os.cpu_count() or 1)
+        self.info["config"] = {
+            "file": str(CONFIG.relative_to(REPO)),
+            "zstd_level": config.snapshot.zstd_level,
+            "zstd_threads": config.snapshot.zstd_threads,
+            "part_size": config.transfer.part_size,
+            "upload_concurrency": config.transfer.upload_concurrency,
+            "download_concurrency": config.transfer.download_concurrency,
+            "restore_jobs": self.restore_jobs,
+            "capture_globals": config.snapshot.capture_globals,
+        }
+        self.logs.mkdir(parents=True, exist_ok=True)
+        _say("starting PostgreSQL and the moto S3 server")
+        self.pg = LocalPostgres().start()
+        self.s3 = MotoServer().start()
+        for region in REGIONS:
+            self.s3.create_bucket(f"strongroom-{region}", region)
+        keyring = {"active": "bench", "keys": {"bench": base64.b64encode(os.urandom(32)).decode()}}
+        self.env = dict(os.environ)
+        self.env.update(
+            {f"AIRFLOW_CONN_S3_{r.upper().replace('-', '_')}": self.s3.airflow_conn(r) for r in REGIONS}
+        )
+        self.env.update(
+            {
+                "AIRFLOW_CONN_PG_SHOP": self.pg.airflow_uri(DATABASE),
+                "AIRFLOW_CONN_STRONGROOM_KEYRING": json.dumps({"conn_type": "generic", "extra": keyring}),
+                "STRONGROOM_CONFIG": str(CONFIG),
+                "PGPASSWORD": self.pg.password,
+            }
+        )
+        # the baseline tools find the server the libpq way; the CLI gets it from its connections only
+        self.tool_env = self.env | {"PGHOST": "127.0.0.1", "PGPORT": str(self.pg.port), "PGUSER": "postgres"}
+
+    def stop(self) -> None:
+        if self.s3 is not None:
+            self.info["moto_server_peak_rss"] = _vm_hwm(self.s3.process.pid) if self.s3.process else 0
+            self.s3.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+    @property
+    def probes(self) -> Probes:
+        postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+        return Probes(moto_pid=self.s3.process.pid, postmaster_pid=postmaster)
+
+    def sql(self, statement: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(autocommit=True, **self.pg.connect_kwargs(dbname)) as conn:
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
+
+    def create_database(self) -> None:
+        from sample_data import create_sample
+
+        _say(f"creating database {DATABASE} at scale {self.scale} (this takes a while)")
+        started = time.monotonic()
+        self.sql(f"CREATE DATABASE {DATABASE}")
+        create_sample(self.pg.connect_kwargs(DATABASE), self.scale)
+        self.sql("VACUUM", DATABASE)  # set hint bits now, so no measured run pays for them
+        size = int(self.sql("SELECT pg_database_size(current_database())", DATABASE)[0][0])
+        tables = self.sql(
+            "SELECT schemaname || '.' || relname, n_live_tup, pg_total_relation_size(relid)"
+            " FROM pg_stat_user_tables ORDER BY 1",
+            DATABASE,
+        )
+        self.info["database"] = {
+            "name": DATABASE,
+            "scale": self.scale,
+            "size_bytes": size,
+            "at_least_1_gib": size >= MIN_DB_SIZE,
+            "create_seconds": round(time.monotonic() - started, 1),
+            "tables": {name: {"rows": int(rows), "bytes": int(nbytes)} for name, rows, nbytes in tables},
+        }
+        _say(f"database {DATABASE}: {size / MiB:.0f} MiB ({size / 1e9:.2f} GB)")
+        if size < MIN_DB_SIZE:
+            _say(f"WARNING: {DATABASE} is smaller than 1 GiB; raise --scale for a representative run")
+
+    def settle(self) -> None:
+        """Flush dirty pages between runs so one run's writeback does not land in the next one's time."""
+        self.sql("CHECKPOINT")
+        os.sync()
+        time.sleep(1)
+
+    def _run(
+        self,
+        name: str,
+        round_no: int,
+        argv: list[str],
+        root_role: str,
+        *,
+        stdout_to_null: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> tuple[Sample, str]:
+        self.settle()
+        sample, stdout = measure(
+            name,
+            round_no,
+            argv,
+            env=env or self.env,
+            probes=self.probes,
+            logs=self.logs,
+            root_role=root_role,
+            stdout_to_null=stdout_to_null,
+        )
+        self.samples.append(sample)
+        rss = ", ".join(f"{role} {peak / MiB:.0f} MiB" for role, peak in sample.peak_rss.items())
+        _say(f"  {name:<18} round {round_no}: {sample.wall_s:8.2f} s  cpu {sample.cpu_s:7.1f} s  rss {rss}")
+        return sample, stdout
+
+    def fresh_name(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}_{self._counter}"
+
+    # ---- the measurements
+
+    def pg_dump_fc(self, r: int) -> None:
+        argv = [str(self.pg_bin / "pg_dump"), "--format=custom", "--no-password", f"--file={self.dump_file}"]
+        sample, _ = self._run("pg_dump_fc", r, [*argv, DATABASE], "pg_dump", env=self.tool_env)
+        sample.extra["file_bytes"] = self.dump_file.stat().st_size
+
+    def pg_dump_raw(self, r: int) -> None:
+        argv = [str(self.pg_bin / "pg_dump"), "--format=custom", "--compress=0", "--no-password", DATABASE]
+        self._run("pg_dump_raw", r, argv, "pg_dump", stdout_to_null=True, env=self.tool_env)
+
+    def snapshot(self, r: int) -> None:
+        argv = [str(VENV_BIN / "strongroom"), "snapshot", "--database", DATABASE, "--json"]
+        sample, stdout = self._run("snapshot", r, argv, "strongroom")
+        result = json.loads(stdout)[0]
+        sample.extra = {k: result[k] for k in ("snapshot_id", "seconds", "stored_bytes", "plain_bytes")}
+
+    def null_sink(self, r: int, count_rows: bool = False) -> None:
+        dsn = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={DATABASE}"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--null-sink-worker", dsn]
+        name = "null_sink_counted" if count_rows else "null_sink"
+        sample, stdout = self._run(name, r, [*argv, "--count-rows"] if count_rows else argv, "python")
+        sample.extra = json.loads(stdout)
+
+    def pg_restore(self, r: int, jobs: int) -> None:
+        target = self.fresh_name(f"restored_pgr_j{jobs}")
+        self.sql(f"CREATE DATABASE {target}")
+        # the options strongroom.postgres.restore_dump uses for a new database
+        argv = [str(self.pg_bin / "pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error"]
+        argv += ["--no-password", f"--jobs={jobs}", f"--dbname={target}", str(self.dump_file)]
+        try:
+            self._run(f"pg_restore_j{jobs}", r, argv, "pg_restore", env=self.tool_env)
+        finally:
+            self.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
+
+    def restore(self, r: int) -> None:
+        target = self.fresh_name("restored_sr")
+        dsn = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={target}"
+        argv = [
+            str(VENV_BIN / "strongroom"),
+            "restore",
+            "--database",
+            DATABASE,
+            "--target-dsn",
+            dsn,
+            "--json",
+        ]
+        # the spool goes to the default temporary directory, as in production with restore.spool_dir unset
+        try:
+            sample, stdout = self._run("restore", r, argv, "strongroom")
+        finally:
+            self.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
+        result = json.loads(stdout)
+        sample.extra = {k: result[k] for k in ("snapshot_id", "download_seconds", "restore_seconds", "rows")}
+
+    def list_snapshots(self, r: int) -> None:
+        argv = [str(VENV_BIN / "strongroom"), "list", "--database", DATABASE, "--json"]
+        sample, stdout = self._run("list", r, argv, "strongroom")
+        rows = json.loads(stdout)
+        newest = max(rows, key=lambda row: row["taken_at"])
+        sample.extra = {
+            "snapshots": len(rows),
+            "stored_bytes": newest["stored_bytes"],
+            "plain_bytes": newest["plain_bytes"],
+        }
+
+    def measurements(self) -> list[tuple[str, Callable[[int], None]]]:
+        jobs = sorted({1, 2, self.restore_jobs})
+        return [
+            ("pg_dump_fc", self.pg_dump_fc),
+            ("snapshot", self.snapshot),
+            ("null_sink", self.null_sink),
+            ("null_sink_counted", lambda r: self.null_sink(r, count_rows=True)),
+            ("pg_dump_raw", self.pg_dump_raw),
+            *[(f"pg_restore_j{j}", lambda r, j=j: self.pg_restore(r, j)) for j in jobs],
+            ("restore", self.restore),
+            ("list", self.list_snapshots),
+        ]
+
+    def run(self) -> None:
+        for round_no in range(self.repeat + 1):
+            _say("warm-up round" if round_no == 0 else f"round {round_no} of {self.repeat}")
+            for _, function in self.measurements():
+                function(round_no)
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _median(samples: list[Sample], name: str, pick: Callable[[Sample], float]) -> float:
+    values = [pick(s) for s in samples if s.name == name and s.round > 0]
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(bench: Bench) -> dict[str, Any]:
+    samples = bench.samples
+    names = list(dict.fromkeys(s.name for s in samples))
+    medians: dict[str, dict[str, Any]] = {}
+    for name in names:
+        measured = [s for s in samples if s.name == name and s.round > 0]
+        roles = sorted({role for s in measured for role in s.peak_rss})
+        medians[name] = {
+            "runs": len(measured),
+            "wall_s": _median(samples, name, lambda s: s.wall_s),
+            "wall_s_all": [s.wall_s for s in measured],
+            "cpu_s": _median(samples, name, lambda s: s.cpu_s),
+            "moto_cpu_s": _median(samples, name, lambda s: s.moto_cpu_s),
+            "postgres_cpu_s": _median(samples, name, lambda s: s.postgres_cpu_s),
+            "system_busy_s": _median(samples, name, lambda s: s.system_busy_s),
+            "peak_rss_max": {role: max(s.peak_rss.get(role, 0) for s in measured) for role in roles},
+            "tree_maxrss_max": max(s.tree_maxrss for s in measured),
+        }
+    wall = {name: m["wall_s"] for name, m in medians.items()}
+    jobs = bench.restore_jobs
+    strongroom_rss = max(
+        s.peak_rss.get("strongroom", 0) for s in samples if s.name in ("snapshot", "restore") and s.round > 0
+    )
+    last = {s.name: s for s in samples}
+    snapshot_ratio = wall["snapshot"] / wall["pg_dump_fc"]
+    restore_ratio = wall["restore"] / wall[f"pg_restore_j{jobs}"]
+    targets = {
+        "snapshot_vs_pg_dump_fc": {
+            "ratio": round(snapshot_ratio, 3),
+            "limit": SNAPSHOT_RATIO_LIMIT,
+            "aim": SNAPSHOT_RATIO_AIM,
+            "pass": snapshot_ratio <= SNAPSHOT_RATIO_LIMIT,
+            "meets_aim": snapshot_ratio <= SNAPSHOT_RATIO_AIM,
+        },
+        "restore_vs_pg_restore": {
+            "ratio": round(restore_ratio, 3),
+            "baseline": f"pg_restore_j{jobs} (strongroom restores with --jobs={jobs} on this machine)",
+            "limit": RESTORE_RATIO_LIMIT,
+            "pass": restore_ratio <= RESTORE_RATIO_LIMIT,
+            "ratio_vs_pg_restore_j1": round(wall["restore"] / wall["pg_restore_j1"], 3),
+        },
+        "strongroom_peak_rss": {
+            "bytes": strongroom_rss,
+            "mib": round(strongroom_rss / MiB, 1),
+            "limit_bytes": RSS_LIMIT,
+            "pass": strongroom_rss < RSS_LIMIT,
+            "snapshot_bytes": medians["snapshot"]["peak_rss_max"].get("strongroom", 0),
+            "restore_bytes": medians["restore"]["peak_rss_max"].get("strongroom", 0),
+        },
+    }
+    sizes = {
+        "database_bytes": bench.info["database"]["size_bytes"],
+        "pg_dump_fc_bytes": last["pg_dump_fc"].extra["file_bytes"],
+        "stored_object_bytes": last["list"].extra["stored_bytes"],
+        "plain_dump_bytes": last["list"].extra["plain_bytes"],
+    }
+    sizes["stored_vs_pg_dump_fc"] = round(sizes["stored_object_bytes"] / sizes["pg_dump_fc_bytes"], 3)
+    breakdown = {
+        "snapshot_minus_null_sink_s": round(wall["snapshot"] - wall["null_sink"], 2),
+        "snapshot_minus_null_sink_counted_s": round(wall["snapshot"] - wall["null_sink_counted"], 2),
+        "row_count_cost_s": round(wall["null_sink_counted"] - wall["null_sink"], 2),
+        "null_sink_minus_pg_dump_raw_s": round(wall["null_sink"] - wall["pg_dump_raw"], 2),
+        "snapshot_internal_seconds": _median(samples, "snapshot", lambda s: s.extra["seconds"]),
+        "restore_download_seconds": _median(samples, "restore", lambda s: s.extra["download_seconds"]),
+        "restore_pg_restore_seconds": _median(samples, "restore", lambda s: s.extra["restore_seconds"]),
+        "cli_start_and_list_s": wall["list"],
+    }
+    return {"medians": medians, "targets": targets, "sizes": sizes, "breakdown": breakdown}
+
+
+def machine_info(bench: Bench) -> dict[str, Any]:
+    cpu_lines = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpu_lines if line.startswith("model name")]
+    cpu_model = models[0] if models else platform.processor()
+    mem = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    versions: dict[str, str | None] = {}
+    for package in ("zstandard", "cryptography", "boto3", "moto", "apache-airflow-core", "psycopg"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    pg_dump = subprocess.run([str(bench.pg_bin / "pg_dump"), "--version"], capture_output=True, text=True)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_total_kib": int(mem.split()[1]),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres_server": bench.sql("SELECT version()")[0][0],
+        "pg_dump": pg_dump.stdout.strip(),
+        "packages": versions,
+        "git_commit": commit.stdout.strip() or None,
+    }
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    res = report["results"]
+    db = report["database"]
+    print()
+    print(
+        f"Strongroom snapshot benchmark  {report['date']}  nproc={report['machine']['nproc']}  "
+        f"scale={db['scale']}  database {db['size_bytes'] / MiB:.0f} MiB"
+    )
+    header = f"{'measurement':<19}{'wall s':>9}{'cpu s':>8}{'moto cpu':>10}{'pg cpu':>8}{'busy':>7}"
+    print(f"{header}  peak RSS (MiB)")
+    for name, m in res["medians"].items():
+        rss = ", ".join(f"{role} {peak / MiB:.0f}" for role, peak in m["peak_rss_max"].items())
+        busy = m["system_busy_s"] / max(m["wall_s"], 1e-9) / (report["machine"]["nproc"] or 1)
+        print(
+            f"{name:<19}{m['wall_s']:>9.2f}{m['cpu_s']:>8.1f}{m['moto_cpu_s']:>10.1f}"
+            f"{m['postgres_cpu_s']:>8.1f}{busy:>6.0%}  {rss}"
+        )
+    sizes = res["sizes"]
+    mib = {key: value / MiB for key, value in sizes.items() if key.endswith("_bytes")}
+    print(
+        f"\nsizes: database {mib['database_bytes']:.0f} MiB, pg_dump -Fc {mib['pg_dump_fc_bytes']:.0f} MiB, "
+        f"stored object {mib['stored_object_bytes']:.0f} MiB "
+        f"({sizes['stored_vs_pg_dump_fc']:.2f} x pg_dump -Fc), "
+        f"plain dump {mib['plain_dump_bytes']:.0f} MiB"
+    )
+    t = res["targets"]
+    snap, rest, rss = t["snapshot_vs_pg_dump_fc"], t["restore_vs_pg_restore"], t["strongroom_peak_rss"]
+    verdict = {True: "PASS", False: "FAIL"}
+    print(
+        f"snapshot / pg_dump -Fc = {snap['ratio']:.2f}  (limit {snap['limit']}, aim {snap['aim']}): "
+        f"{verdict[snap['pass']]}{'' if snap['meets_aim'] else ', aim missed'}"
+    )
+    print(
+        f"restore / {rest['baseline'].split()[0]} = {rest['ratio']:.2f}  (limit {rest['limit']}): "
+        f"{verdict[rest['pass']]}  [vs single-job pg_restore: {rest['ratio_vs_pg_restore_j1']:.2f}]"
+    )
+    print(f"strongroom peak RSS = {rss['mib']:.0f} MiB  (limit {RSS_LIMIT // MB} MB): {verdict[rss['pass']]}")
+    print("breakdown: " + ", ".join(f"{k}={v}" for k, v in res["breakdown"].items()))
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def _say(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--scale", type=int, default=DEFAULT_SCALE, help="sample_data scale (default: %(default)s)")
+    add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
+    add("--out", default="bench/results/snapshot.json", help="JSON results (default: %(default)s)")
+    add("--keep", action="store_true", help="keep the work directory (dump file, per-run logs)")
+    parser.add_argument("--null-sink-worker", metavar="DSN", help=argparse.SUPPRESS)
+    parser.add_argument("--count-rows", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.null_sink_worker:
+        return null_sink_worker(args.null_sink_worker, args.count_rows)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    workdir = Path(tempfile.mkdtemp(prefix="strongroom-bench-"))
+    bench = Bench(scale=args.scale, repeat=args.repeat, workdir=workdir)
+    started = time.monotonic()
+    try:
+        with _sigterm_as_exit():
+            bench.start()
+            bench.create_database()
+            bench.run()
+            machine = machine_info(bench)
+    finally:
+        bench.stop()
+        if args.keep:
+            _say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "benchmark": "strongroom snapshot/restore vs pg_dump -Fc/pg_restore",
+        "command": "python bench/snapshot.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "database": bench.info["database"],
+        "config": bench.info["config"],
+        "repeat": args.repeat,
+        "total_seconds": round(time.monotonic() - started, 1),
+        "moto_server_peak_rss": bench.info.get("moto_server_peak_rss"),
+        "results": summarize(bench),
+        "samples": [asdict(s) for s in bench.samples],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print_summary(report)
+    _say(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""DAG integrity and a real run of snapshot_databases through Airflow's task runner."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Stack
+
+DAGS = ROOT / "dags"
+EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
+
+
+def _dagbag(monkeypatch: pytest.MonkeyPatch, config: Path):  # noqa: ANN202
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(config))
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_dags_import_without_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = _dagbag(monkeypatch, EXAMPLE)
+    assert bag.import_errors == {}
+    for path in DAGS.glob("*.py"):
+        assert path.stem in bag.dags, f"{path.name} must define the DAG named after it"
+
+
+def test_snapshot_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    dag = _dagbag(monkeypatch, EXAMPLE).dags["snapshot_databases"]
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.dagrun_timeout is not None and dag.dagrun_timeout < timedelta(hours=1)
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert dag.timetable.expression == "0 * * * *"
+    assert dag.doc_md and "3 a.m." in dag.doc_md
+    assert {t.task_id for t in dag.tasks} == {"snapshot_and_encrypt", "commit"}
+    snapshot = dag.get_task("snapshot_and_encrypt")
+    assert snapshot.retries >= 1 and snapshot.retry_exponential_backoff
+    assert dag.get_task("commit").upstream_task_ids == {"snapshot_and_encrypt"}
+
+
+def test_invalid_config_is_a_clear_import_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retension: 30d\n")
+    bag = _dagbag(monkeypatch, bad)
+    errors = "\n".join(bag.import_errors.values())
+    assert "retension: unknown key" in errors
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    from airflow.utils import db
+
+    db.resetdb()
+
+
+def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None, monkeypatch) -> None:  # noqa: ANN001
+    from airflow.utils.state import DagRunState
+
+    dag = _dagbag(monkeypatch, stack.config_path).dags["snapshot_databases"]
+    before = {k for k in stack.keys() if "/manifests/" in k}
+    run = dag.test(logical_date=None)  # as when ops trigger it from the UI
+    assert run.state == DagRunState.SUCCESS
+
+    new = {k for k in stack.keys() if "/manifests/" in k} - before
+    assert sorted(k.split("/")[1] for k in new) == ["bulk", "shop"]
+    assert [k for k in stack.keys() if "/pending/" in k] == []
+
+    instances = [ti for ti in run.get_task_instances() if ti.task_id == "snapshot_and_encrypt"]
+    assert len(instances) == 2
+    from airflow.models.xcom import XComModel
+    from airflow.settings import Session
+
+    with Session() as session:
+        values = [json.dumps(x.value) for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)]
+    assert values
+    for value in values:
+        assert stack.pg.password not in value
+        for key in stack.keyring_extra["keys"].values():
+            assert key not in value
+        assert "wrapped_key" not in value

@@ -1,0 +1,149 @@
+"""Tampered, truncated or reordered snapshots, and wrong keys, fail with an integrity error and leave the
+target exactly as it was."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from strongroom import catalog, crypto
+from strongroom.errors import IntegrityError
+from strongroom.keyring import Keyring
+from strongroom.postgres import PgSettings
+from strongroom.restore import restore_snapshot
+from strongroom.snapshot import snapshot_database
+from tests.conftest import Stack
+
+SEGMENT = crypto.SEGMENT_SIZE + crypto.TAG_SIZE
+
+
+@pytest.fixture(scope="module")
+def bulk(stack: Stack, config, conns) -> dict:  # noqa: ANN001
+    result = snapshot_database(config, "bulk", conns)
+    manifest = catalog.load_manifest(
+        conns.store(config.primary, config.transfer), conns.keyring("strongroom_keyring"), "bulk",
+        result["snapshot_id"],
+    )
+    segments = (manifest.dump.stored_size - crypto.HEADER_SIZE + SEGMENT - 1) // SEGMENT
+    assert segments >= 3, "the bulk fixture must span several encryption segments"
+    return {"snapshot_id": result["snapshot_id"], "key": manifest.dump.key, "segments": segments,
+            "manifest_key": catalog.manifest_key("bulk", result["snapshot_id"])}
+
+
+@pytest.fixture()
+def precious(stack: Stack) -> Iterator[PgSettings]:
+    """An existing database with data that a failed restore must not change."""
+    stack.pg.execute("DROP DATABASE IF EXISTS precious")
+    stack.pg.execute("CREATE DATABASE precious")
+    stack.pg.execute("CREATE TABLE keep (id int); INSERT INTO keep SELECT generate_series(1, 42)", "precious")
+    yield PgSettings(dbname="precious", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                     password=stack.pg.password)
+
+
+def _segment_offset(index: int) -> int:
+    return crypto.HEADER_SIZE + index * SEGMENT
+
+
+def flip(offset_of: Callable[[dict], int]) -> Callable[[bytes, dict], bytes]:
+    def tamper(data: bytes, info: dict) -> bytes:
+        at = offset_of(info)
+        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+    return tamper
+
+
+def truncate_at_boundary(data: bytes, info: dict) -> bytes:
+    return data[: _segment_offset(info["segments"] - 1)]
+
+
+def swap_first_two(data: bytes, info: dict) -> bytes:
+    a, b, c = _segment_offset(0), _segment_offset(1), _segment_offset(2)
+    return data[:a] + data[b:c] + data[a:b] + data[c:]
+
+
+TAMPERING = {
+    "byte flipped in the first segment": flip(lambda i: _segment_offset(0) + 100),
+    "byte flipped in a middle segment": flip(lambda i: _segment_offset(i["segments"] // 2) + 7),
+    "byte flipped in the last segment": flip(lambda i: -5),
+    "byte flipped in the header": flip(lambda i: 20),
+    "truncated at a segment boundary": truncate_at_boundary,
+    "two segments swapped": swap_first_two,
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_tampered_object_fails_and_leaves_targets_untouched(
+    case: str, stack: Stack, config, conns, bulk: dict, precious: PgSettings  # noqa: ANN001
+) -> None:
+    original = stack.read(bulk["key"])
+    stack.write(bulk["key"], TAMPERING[case](original, bulk))
+    try:
+        new_target = PgSettings(dbname="never_created", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                                password=stack.pg.password)
+        with pytest.raises(IntegrityError):
+            restore_snapshot(config, "bulk", new_target, conns, snapshot_id=bulk["snapshot_id"])
+        assert not stack.database_exists("never_created")
+        with pytest.raises(IntegrityError):
+            restore_snapshot(config, "bulk", precious, conns, snapshot_id=bulk["snapshot_id"], clean=True)
+        _assert_precious_untouched(stack)
+    finally:
+        stack.write(bulk["key"], original)
+
+
+def _assert_precious_untouched(stack: Stack) -> None:
+    with psycopg.connect(**stack.pg.connect_kwargs("precious")) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        assert tables == [("keep",)]
+        assert conn.execute("SELECT count(*) FROM keep").fetchone() == (42,)
+
+
+def test_tampered_manifest_is_rejected(stack: Stack, config, conns, bulk: dict, precious: PgSettings) -> None:  # noqa: ANN001
+    original = stack.read(bulk["manifest_key"])
+    doc = json.loads(original)
+    doc["tables"]["public.blobs"] += 1
+    stack.write(bulk["manifest_key"], json.dumps(doc).encode())
+    try:
+        with pytest.raises(IntegrityError, match="failed authentication"):
+            restore_snapshot(config, "bulk", precious, conns, snapshot_id=bulk["snapshot_id"], clean=True)
+        _assert_precious_untouched(stack)
+    finally:
+        stack.write(bulk["manifest_key"], original)
+
+
+class _WrongKeyConnections:
+    """The real connections, except a keyring whose key under the same id is different."""
+
+    def __init__(self, conns) -> None:  # noqa: ANN001
+        self._conns = conns
+
+    def postgres(self, conn_id: str) -> PgSettings:
+        return self._conns.postgres(conn_id)
+
+    def store(self, region, transfer):  # noqa: ANN001, ANN201
+        return self._conns.store(region, transfer)
+
+    def keyring(self, conn_id: str) -> Keyring:
+        real = self._conns.keyring(conn_id)
+        wrong = base64.b64encode(os.urandom(32)).decode()
+        return Keyring.from_extra({"active": real.active_id, "keys": {real.active_id: wrong}})
+
+
+def test_wrong_key_fails_and_leaves_target_untouched(
+    stack: Stack, config, conns, bulk: dict, precious: PgSettings  # noqa: ANN001
+) -> None:
+    with pytest.raises(IntegrityError):
+        restore_snapshot(config, "bulk", precious, _WrongKeyConnections(conns), snapshot_id=bulk["snapshot_id"],
+                         clean=True)
+    _assert_precious_untouched(stack)
+
+
+def test_untampered_bulk_restores_after_all(stack: Stack, config, conns, bulk: dict) -> None:  # noqa: ANN001
+    """The tamper tests above fail for the tampering, not for a broken fixture."""
+    target = PgSettings(dbname="bulk_ok", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                        password=stack.pg.password)
+    result = restore_snapshot(config, "bulk", target, conns, snapshot_id=bulk["snapshot_id"])
+    assert result.rows == 3000

@@ -1,0 +1,90 @@
+"""A failed pg_dump, a killed run, or a stale upload never leaves a committed or half-written snapshot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from strongroom.errors import SourceError
+from strongroom.snapshot import snapshot_database
+from tests.conftest import Stack, write_config
+from tests.integration.helpers import run_cli, start_cli
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _cmdlines() -> list[bytes]:
+    lines = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                lines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+            except OSError:
+                pass
+    return lines
+
+
+def test_sigterm_aborts_the_upload_and_commits_nothing(stack: Stack) -> None:
+    before = stack.keys()
+    # hold a lock so pg_dump waits mid-run with the multipart upload already open
+    with psycopg.connect(**stack.pg.connect_kwargs("bulk")) as blocker:
+        blocker.execute("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE")
+        proc = start_cli("snapshot", "--database", "bulk")
+        try:
+            _wait_for(lambda: stack.uploads() != [])
+            _wait_for(lambda: any(b"pg_dump" in c and b"--snapshot=" in c for c in _cmdlines()))
+            for cmdline in _cmdlines():  # no secret on any command line while the dump runs
+                assert stack.pg.password.encode() not in cmdline
+                for key in stack.keyring_extra["keys"].values():
+                    assert key.encode() not in cmdline
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        blocker.rollback()
+    assert proc.returncode == 143
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        "strongroom: error: stopped by SIGTERM; unfinished uploads were aborted"
+    ]
+    assert stack.uploads() == []
+    assert stack.keys() == before
+    assert not any(b"--snapshot=" in c for c in _cmdlines()), "pg_dump was left running"
+
+
+def test_failed_pg_dump_leaves_nothing(stack: Stack, config, conns, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """A role that may not read one table makes pg_dump fail part-way: nothing is committed."""
+    stack.pg.execute("DROP ROLE IF EXISTS limited")
+    stack.pg.execute("CREATE ROLE limited LOGIN PASSWORD 'limited-pw'")
+    stack.pg.execute("CREATE TABLE IF NOT EXISTS zz_private (v text); "
+                     "INSERT INTO zz_private VALUES ('x'); GRANT SELECT ON blobs TO limited", "bulk")
+    monkeypatch.setenv("AIRFLOW_CONN_PG_BULK", stack.pg.airflow_uri("bulk", user="limited", password="limited-pw"))
+    before = stack.keys()
+    with pytest.raises(SourceError, match="permission denied"):
+        snapshot_database(config, "bulk", conns)
+    assert stack.keys() == before
+    assert stack.uploads() == []
+
+
+def test_next_run_aborts_stale_uploads(tmp_path: Path, stack: Stack) -> None:
+    stale = stack.client.create_multipart_upload(Bucket="sr-test-eu-central-1", Key="databases/shop/data/x/dump")
+    path = write_config(tmp_path / "c.yaml", snapshot={"run_timeout": "1s"})
+    time.sleep(1.5)
+    result = run_cli("--config", str(path), "snapshot", "--database", "shop")
+    assert result.code == 0, result.stderr
+    assert stale["UploadId"] not in [
+        u["UploadId"] for u in stack.client.list_multipart_uploads(Bucket="sr-test-eu-central-1").get("Uploads", [])
+    ]
+    assert stack.uploads() == []

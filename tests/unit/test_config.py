@@ -1,0 +1,336 @@
+"""Configuration loading: durations, sizes, defaults, and one clear line naming the field for every mistake."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from strongroom import config as config_module
+from strongroom.config import Config, config_path, load_config, parse_duration, parse_size
+from strongroom.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
+MiB = 2**20
+GiB = 2**30
+
+MINIMAL: dict[str, Any] = {
+    "regions": [{"name": "eu-central-1", "bucket": "strongroom-eu-central-1", "aws_conn_id": "s3_eu_central_1"}],
+    "encryption": {"keyring_conn_id": "strongroom_keyring"},
+    "databases": [{"name": "shop", "postgres_conn_id": "pg_shop"}],
+}
+
+
+def write(tmp_path: Path, data: Any, name: str = "strongroom.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+# --- the shipped example -------------------------------------------------------------------------------
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert config.retention == timedelta(days=30)
+    assert [r.name for r in config.regions] == ["eu-central-1", "eu-west-1", "eu-north-1"]
+    assert config.primary.bucket == "strongroom-eu-central-1"
+    assert config.keyring_conn_id(config.primary) == "strongroom_keyring"
+    assert config.database("shop").postgres_conn_id == "pg_shop"
+    assert config.transfer.part_size == 16 * MiB
+    assert config.transfer.max_part_size == 256 * MiB
+    assert config.snapshot.run_timeout == timedelta(minutes=50)
+    assert config.snapshot.schedule == "0 * * * *"
+    assert config.restore_test.rto == timedelta(hours=4)
+    assert config.alerts.staleness_threshold == timedelta(minutes=75)
+    assert config.alerts.email_to == ["oncall@example.com"]
+
+
+def test_defaults_match_the_documentation(tmp_path: Path) -> None:
+    minimal = {k: v for k, v in MINIMAL.items() if k != "databases"}
+    config = load_config(write(tmp_path, minimal))
+    assert config.retention == timedelta(days=30)
+    assert config.databases == []
+    assert config.object_storage == []
+    region = config.primary
+    assert (region.location, region.keyring_conn_id, region.max_parts) == (None, None, 10000)
+    t = config.transfer
+    assert (t.part_size, t.max_part_size, t.upload_concurrency, t.download_concurrency) == (16 * MiB, 256 * MiB, 4, 4)
+    assert (t.connect_timeout, t.read_timeout, t.max_attempts) == (timedelta(seconds=10), timedelta(seconds=120), 5)
+    s = config.snapshot
+    assert (s.schedule, s.run_timeout, s.zstd_level, s.zstd_threads) == ("0 * * * *", timedelta(minutes=50), 3, 0)
+    assert (s.capture_globals, s.pg_bin_dir) == (True, None)
+    assert (config.restore.jobs, config.restore.spool_dir) == (0, None)
+    rt = config.restore_test
+    assert (rt.schedule, rt.expectations_dir, rt.sandbox_conn_id) == ("@daily", "include/expectations", None)
+    assert (rt.freshness_lag, rt.checksum_max_rows, rt.rto) == (timedelta(hours=2), 100_000, timedelta(hours=4))
+    a = config.alerts
+    assert (a.email_to, a.smtp_conn_id, a.slack_conn_id) == ([], "smtp_default", None)
+    assert a.staleness_threshold == timedelta(minutes=75)
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(EXAMPLE)
+    with pytest.raises(ValidationError):
+        config.retention = timedelta(days=1)  # type: ignore[misc]
+
+
+def test_region_keyring_overrides_the_default(tmp_path: Path) -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["regions"].append(
+        {"name": "eu-west-1", "bucket": "strongroom-eu-west-1", "aws_conn_id": "s3_w", "keyring_conn_id": "kr_w"}
+    )
+    config = load_config(write(tmp_path, data))
+    assert config.keyring_conn_id(config.region("eu-central-1")) == "strongroom_keyring"
+    assert config.keyring_conn_id(config.region("eu-west-1")) == "kr_w"
+
+
+# --- durations and sizes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("45m", timedelta(minutes=45)),
+        ("90s", timedelta(seconds=90)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("2w", timedelta(weeks=2)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        (" 30d ", timedelta(days=30)),
+        (timedelta(minutes=5), timedelta(minutes=5)),
+    ],
+)
+def test_parse_duration_accepts(text: Any, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "30", "abc", "0s", "-1d", "1x", "1h 30m", "1H", "1.5h", 30, None])
+def test_parse_duration_rejects(text: Any) -> None:
+    with pytest.raises(ValueError, match="duration|longer than zero"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("16MiB", 16 * MiB),
+        ("8MB", 8_000_000),
+        ("512KiB", 512 * 1024),
+        ("1 GiB", GiB),
+        ("2GB", 2_000_000_000),
+        ("1TiB", 2**40),
+        ("10B", 10),
+        ("5242880", 5 * MiB),
+        (5 * MiB, 5 * MiB),
+    ],
+)
+def test_parse_size_accepts(text: Any, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "16M", "16mib", "1.5GiB", "MiB", "-5MiB", "16 MiB extra", True, 16.5])
+def test_parse_size_rejects(text: Any) -> None:
+    with pytest.raises(ValueError, match="is not a size"):
+        parse_size(text)
+
+
+# --- validation errors: ConfigError, one line, naming the field -----------------------------------------
+
+
+def _drop(path: tuple[Any, ...]) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        target: Any = data
+        for part in path[:-1]:
+            target = target[part]
+        del target[path[-1]]
+
+    return mutate
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        target: Any = data
+        for part in path[:-1]:
+            target = target.setdefault(part, {}) if isinstance(target, dict) else target[part]
+        target[path[-1]] = value
+
+    return mutate
+
+
+def _rename(path: tuple[Any, ...], new: str) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        target: Any = data
+        for part in path[:-1]:
+            target = target[part]
+        target[new] = target.pop(path[-1])
+
+    return mutate
+
+
+def _duplicate(section: str) -> Any:
+    def mutate(data: dict[str, Any]) -> None:
+        data[section].append(dict(data[section][0], **({"bucket": "another-bucket"} if section == "regions" else {})))
+
+    return mutate
+
+
+INVALID = [
+    ("missing bucket", _drop(("regions", 0, "bucket")), "regions[0].bucket: required field is missing"),
+    ("missing regions", _drop(("regions",)), "regions: required field is missing"),
+    ("missing encryption", _drop(("encryption",)), "encryption: required field is missing"),
+    ("missing keyring id", _drop(("encryption", "keyring_conn_id")), "encryption.keyring_conn_id: required field"),
+    ("missing postgres conn", _drop(("databases", 0, "postgres_conn_id")), "databases[0].postgres_conn_id: required"),
+    ("typo in region key", _rename(("regions", 0, "bucket"), "bukket"), "regions[0].bukket: unknown key"),
+    ("typo at top level", _set(("retension",), "30d"), "retension: unknown key"),
+    ("typo in section", _set(("transfer", "part_sise"), "8MiB"), "transfer.part_sise: unknown key"),
+    ("duplicate database", _duplicate("databases"), "databases: database name 'shop' appears twice"),
+    ("duplicate region", _duplicate("regions"), "regions: region name 'eu-central-1' appears twice"),
+    ("no regions", _set(("regions",), []), "regions: List should have at least 1 item"),
+    ("bucket uppercase", _set(("regions", 0, "bucket"), "Strongroom_EU"), "regions[0].bucket: String should match"),
+    ("bucket too short", _set(("regions", 0, "bucket"), "ab"), "regions[0].bucket: String should match"),
+    ("bucket trailing dash", _set(("regions", 0, "bucket"), "backups-"), "regions[0].bucket: String should match"),
+    ("region name", _set(("regions", 0, "name"), "EU Central"), "regions[0].name: String should match"),
+    ("location lowercase", _set(("regions", 0, "location"), "de"), "regions[0].location: String should match"),
+    ("location NO as bool", _set(("regions", 0, "location"), False), "regions[0].location: Input should be a valid"),
+    ("max_parts 1", _set(("regions", 0, "max_parts"), 1), "regions[0].max_parts: Input should be greater than"),
+    ("conn id space", _set(("encryption", "keyring_conn_id"), "my keyring"), "encryption.keyring_conn_id: String"),
+    ("database name", _set(("databases", 0, "name"), "shop/eu"), "databases[0].name: String should match"),
+    (
+        "part_size under 5MiB",
+        _set(("transfer", "part_size"), "4MiB"),
+        "transfer.part_size: must be between 5MiB and 5GiB (the S3 multipart limits)",
+    ),
+    (
+        "max_part_size over 5GiB",
+        _set(("transfer", "max_part_size"), "6GiB"),
+        "transfer.max_part_size: must be between 5MiB and 5GiB",
+    ),
+    ("part_size not a size", _set(("transfer", "part_size"), "16M"), "transfer.part_size: '16M' is not a size"),
+    ("concurrency 0", _set(("transfer", "upload_concurrency"), 0), "transfer.upload_concurrency: Input should be"),
+    ("retention plain number", _set(("retention",), 30), "retention: 30 is not a duration such as 30d"),
+    ("retention zero", _set(("retention",), "0s"), "retention: '0s' must be longer than zero"),
+    ("run_timeout bad", _set(("snapshot", "run_timeout"), "50 minutes"), "snapshot.run_timeout: '50 minutes' is not"),
+    ("zstd level", _set(("snapshot", "zstd_level"), 22), "snapshot.zstd_level: Input should be less than"),
+    ("section not a mapping", _set(("transfer",), 5), "transfer: Input should be a valid dictionary"),
+    ("databases null", _set(("databases",), None), "databases: Input should be a valid list"),
+    ("object source", _set(("object_storage",), [{"bucket": "src"}]), "object_storage[0].bucket: String should"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID])
+def test_invalid_config_names_the_field(tmp_path: Path, mutate: Any, expected: str) -> None:
+    data = copy.deepcopy(MINIMAL)
+    mutate(data)
+    path = write(tmp_path, data)
+    assert load_error(path).startswith(f"config {path}: {expected}")
+
+
+def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) -> None:
+    data = copy.deepcopy(MINIMAL)
+    del data["regions"][0]["bucket"]
+    data["transfer"] = {"part_size": "1MiB"}
+    path = write(tmp_path, data)
+    assert load_error(path).endswith("(and 1 more problem(s))")
+
+
+# --- the file itself -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("retention: 30d\nregions: x: y\n", "invalid YAML at line 2: mapping values are not allowed here"),
+        ("retention: 30d\nregions:\n\t- name: x\n", "invalid YAML at line 3: found character"),
+        ("a: 1\nb: [1, 2\nc: 3\n", "invalid YAML at line 3:"),
+        ("snapshot:\n  schedule: @daily\n", "invalid YAML at line 2: found character '@'"),
+    ],
+)
+def test_invalid_yaml_gives_the_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    assert load_error(path).startswith(f"config {path}: {expected}")
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "- a\n- b\n", "just text\n", "42\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    assert load_error(path) == f"config {path}: expected a mapping at the top level"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    assert load_error(path) == f"config {path}: cannot read: No such file or directory"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    assert load_error(tmp_path).startswith(f"config {tmp_path}: cannot read:")
+
+
+# --- where the file is found ---------------------------------------------------------------------------
+
+
+def test_config_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STRONGROOM_CONFIG", raising=False)
+    assert config_path() == config_module.DEFAULT_PATH
+    assert config_module.DEFAULT_PATH.parts[-3:] == ("include", "config", "strongroom.yaml")
+    from_env = write(tmp_path, MINIMAL, "env.yaml")
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(from_env))
+    assert config_path() == from_env
+    explicit = tmp_path / "explicit.yaml"
+    assert config_path(explicit) == explicit
+    assert load_config().database("shop").postgres_conn_id == "pg_shop"
+
+
+# --- lookups -------------------------------------------------------------------------------------------
+
+
+def test_unknown_database_lists_configured_names() -> None:
+    config = load_config(EXAMPLE)
+    with pytest.raises(ConfigError) as caught:
+        config.database("nope")
+    assert str(caught.value) == "unknown database 'nope' (configured: shop)"
+
+
+def test_unknown_database_with_none_configured(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, {k: v for k, v in MINIMAL.items() if k != "databases"}))
+    with pytest.raises(ConfigError, match=r"configured: none\)$"):
+        config.database("shop")
+
+
+def test_unknown_region_lists_configured_names() -> None:
+    config = load_config(EXAMPLE)
+    with pytest.raises(ConfigError) as caught:
+        config.region("us-east-1")
+    assert str(caught.value) == "unknown region 'us-east-1' (configured: eu-central-1, eu-west-1, eu-north-1)"
+
+
+def test_parse_config_takes_an_already_parsed_mapping() -> None:
+    assert isinstance(config_module.parse_config(copy.deepcopy(MINIMAL)), Config)
+    with pytest.raises(ConfigError, match=r"^config inline: retension: unknown key$"):
+        config_module.parse_config(dict(MINIMAL, retension="30d"), source="inline")
+
+
+def test_unquoted_yaml_boolean_words_are_not_strings(tmp_path: Path) -> None:
+    """YAML 1.1 reads NO, yes, on, off as booleans: country codes such as NO must be quoted."""
+    text = yaml.safe_dump(MINIMAL, sort_keys=False).replace(
+        "aws_conn_id: s3_eu_central_1", "aws_conn_id: s3_eu_central_1\n  location: NO"
+    )
+    path = write(tmp_path, text)
+    assert load_error(path) == f"config {path}: regions[0].location: Input should be a valid string"
+    quoted = write(tmp_path, text.replace("location: NO", "location: 'NO'"), "quoted.yaml")
+    assert load_config(quoted).primary.location == "NO"

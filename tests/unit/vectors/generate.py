@@ -1,0 +1,336 @@
+"""Generate the fixed test vectors of the Strongroom encryption format (docs/encryption-format.md).
+
+Run once, from the repository root, and commit the JSON files it writes next to itself::
+
+    .venv/bin/python tests/unit/vectors/generate.py
+
+Everything is deterministic: keys, salts, nonce prefixes and wrap nonces are SHA-256 of fixed labels,
+timestamps are fixed, and plaintexts are literals or a formula. Re-running it must not change the stream,
+key-wrap or manifest-MAC files. ``snapshot.json`` embeds zstd output, which may differ between zstd
+versions; the vector stays valid either way because it stores the compressed bytes it encrypted.
+
+The vectors pin the *format*, so regenerate only on a deliberate format change (and bump the version).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zstandard
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from strongroom import crypto
+from strongroom.catalog import Manifest, StoredObject, _canonical
+from strongroom.keyring import Keyring
+
+HERE = Path(__file__).resolve().parent
+SNAPSHOT_ID = "20261126T140000Z-1a2b3c"
+BIG_FORMULA = "plaintext[i] = i mod 251, for 0 <= i < plaintext_length"
+
+
+def fixed(label: str, size: int) -> bytes:
+    """A fixed, random-looking value: the first ``size`` bytes of SHA-256("strongroom vectors/" + label)."""
+    assert size <= 32
+    return hashlib.sha256(f"strongroom vectors/{label}".encode()).digest()[:size]
+
+
+def big_plaintext(length: int) -> bytes:
+    """``bytes(i % 251 for i in range(length))``, built faster."""
+    return (bytes(range(251)) * (length // 251 + 1))[:length]
+
+
+def hkdf(ikm: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def identity(kind: str, database: str, snapshot_id: str) -> dict[str, str]:
+    return {"kind": kind, "database": database, "snapshot_id": snapshot_id}
+
+
+def ad_of(ident: dict[str, str]) -> bytes:
+    return crypto.object_identity(ident["kind"], ident["database"], ident["snapshot_id"])
+
+
+def stream_vector(
+    name: str,
+    comment: str,
+    ident: dict[str, str],
+    segment_size: int,
+    plaintext: bytes,
+    *,
+    formula: bool = False,
+) -> dict[str, Any]:
+    data_key = fixed(f"{name}/data key", 32)
+    salt = fixed(f"{name}/salt", crypto.SALT_SIZE)
+    prefix = fixed(f"{name}/nonce prefix", crypto.NONCE_PREFIX_SIZE)
+    ad = ad_of(ident)
+    enc = crypto.StreamEncryptor(data_key, ad, segment_size, salt=salt, nonce_prefix=prefix)
+    ciphertext = enc.update(plaintext) + enc.finalize()
+    assert crypto.decrypt_bytes(data_key, ad, ciphertext) == plaintext
+    segments = max(1, -(-len(plaintext) // segment_size))
+    vector: dict[str, Any] = {
+        "name": name,
+        "comment": comment,
+        "data_key": data_key.hex(),
+        "identity": ident,
+        "associated_data": ad.hex(),
+        "segment_size": segment_size,
+        "salt": salt.hex(),
+        "nonce_prefix": prefix.hex(),
+        "header": enc.header.hex(),
+        "subkey": hkdf(data_key, crypto.STREAM_INFO + b"\x00" + ad, salt).hex(),
+        "segments": segments,
+        "plaintext_length": len(plaintext),
+        "ciphertext_length": len(ciphertext),
+    }
+    if formula:
+        vector["plaintext_formula"] = BIG_FORMULA
+        vector["plaintext_sha256"] = hashlib.sha256(plaintext).hexdigest()
+        vector["ciphertext_sha256"] = hashlib.sha256(ciphertext).hexdigest()
+    else:
+        vector["plaintext"] = plaintext.hex()
+        vector["ciphertext"] = ciphertext.hex()
+    return vector
+
+
+def stream_vectors() -> dict[str, Any]:
+    mib = crypto.SEGMENT_SIZE
+    dump = identity("dump", "shop", SNAPSHOT_ID)
+    return {
+        "description": "SRSTRM v1 streams: AES-256-GCM segments under an HKDF-SHA256 subkey; bytes in hex.",
+        "spec": "docs/encryption-format.md",
+        "vectors": [
+            stream_vector("empty", "no plaintext: one final segment that is only a tag", dump, mib, b""),
+            stream_vector(
+                "one-byte",
+                "a single byte, globals object identity",
+                identity("globals", "shop", SNAPSHOT_ID),
+                mib,
+                b"\x2a",
+            ),
+            stream_vector(
+                "one-full-segment",
+                "exactly one full segment: it is the final one (no empty segment follows)",
+                dump,
+                64,
+                bytes(range(64)),
+            ),
+            stream_vector(
+                "two-full-segments",
+                "exactly two full segments: the second is final and full",
+                dump,
+                64,
+                bytes(range(128)),
+            ),
+            stream_vector(
+                "multi-segment-partial-last",
+                "three full 64-byte segments and a final 8-byte segment; non-ASCII database name",
+                identity("dump", "café", SNAPSHOT_ID),
+                64,
+                b"Strongroom test vector, multi-segment. " * 5 + b"The end.",
+            ),
+            stream_vector(
+                "1mib-segments",
+                "the production segment size: two full 1 MiB segments and a final 12345-byte one",
+                dump,
+                mib,
+                big_plaintext(2 * mib + 12345),
+                formula=True,
+            ),
+        ],
+    }
+
+
+def wrap_vector(name: str, key_id: str, ident: dict[str, str]) -> dict[str, Any]:
+    kek = fixed(f"{name}/kek", 32)
+    data_key = fixed(f"{name}/data key", 32)
+    nonce = fixed(f"{name}/nonce", 12)
+    context = ad_of(ident)
+    wrapped = crypto.wrap_key(kek, key_id, data_key, context, nonce=nonce)
+    assert crypto.unwrap_key(kek, key_id, wrapped, context) == data_key
+    aad = crypto.WRAP_INFO + b"\x00" + key_id.encode() + b"\x00" + context
+    return {
+        "name": name,
+        "kek": kek.hex(),
+        "kek_base64": base64.b64encode(kek).decode(),
+        "key_id": key_id,
+        "identity": ident,
+        "context": context.hex(),
+        "data_key": data_key.hex(),
+        "nonce": nonce.hex(),
+        "wrap_key": hkdf(kek, crypto.WRAP_INFO).hex(),
+        "aad": aad.hex(),
+        "wrapped": wrapped,
+    }
+
+
+def wrap_vectors() -> dict[str, Any]:
+    return {
+        "description": "Data keys wrapped under a keyring key (AES-256-GCM, HKDF-SHA256); bytes in hex.",
+        "spec": "docs/encryption-format.md",
+        "vectors": [
+            wrap_vector("wrap-basic", "k20261126-a1b2c3", identity("data-key", "shop", SNAPSHOT_ID)),
+            wrap_vector(
+                "wrap-unicode", "k20250101-000000", identity("data-key", "café", "20250101T000000Z-abcdef")
+            ),
+        ],
+    }
+
+
+def stored(database: str, name: str, blob: bytes, plain: int, packed: int) -> StoredObject:
+    key = f"databases/{database}/data/{SNAPSHOT_ID}/{name}"
+    return StoredObject(key, plain, packed, len(blob), hashlib.sha256(blob).hexdigest())
+
+
+def keyring_extra(*labels: str) -> dict[str, Any]:
+    keys = {label: base64.b64encode(fixed(f"keyring/{label}", 32)).decode() for label in labels}
+    return {"active": labels[-1], "keys": keys}
+
+
+def manifest_mac_vector() -> dict[str, Any]:
+    extra = keyring_extra("k20250601-0a0b0c", "k20261126-a1b2c3")
+    keyring = Keyring.from_extra(extra)
+    ident = identity("data-key", "shop", SNAPSHOT_ID)
+    wrapped = crypto.wrap_key(
+        keyring.active_key,
+        keyring.active_id,
+        fixed("mac/data key", 32),
+        ad_of(ident),
+        nonce=fixed("mac/nonce", 12),
+    )
+    # table names chosen to exercise the canonical JSON rules: escapes, non-ASCII, code point sort order
+    tables = {
+        "public.orders": 1200,
+        "public.customers": 310,
+        'public."Quote\\Back"': 3,
+        "public.tab\there": 0,
+        "public.a/b": 1,
+        "public.straße": 7,
+        "public.\uff4d\uff45\uff4d\uff4f": 5,
+        "public.\U0001f600": 2,
+        "public.del\x7f": 4,
+    }
+    manifest = Manifest(
+        snapshot_id=SNAPSHOT_ID,
+        database="shop",
+        taken_at=datetime(2026, 11, 26, 14, 0, 0, 123456, tzinfo=UTC),
+        server_version="17.2",
+        pg_dump_version="17.2",
+        key_id=keyring.active_id,
+        wrapped_key=wrapped,
+        dump=StoredObject(
+            f"databases/shop/data/{SNAPSHOT_ID}/dump.zst.srenc",
+            987654321,
+            123456789,
+            123456985,
+            fixed("mac/sha256", 32).hex(),
+        ),
+        tables=tables,
+        globals=None,
+        globals_note="disabled in config",
+        created_at=datetime(2026, 11, 26, 14, 3, 7, tzinfo=UTC),
+        strongroom_version="0.1.0",
+    )
+    raw = manifest.to_json(keyring)
+    doc = json.loads(raw)
+    mac = doc.pop("mac")
+    payload = _canonical(doc)
+    assert crypto.verify_mac(keyring.active_key, payload, mac)
+    return {
+        "description": "A manifest authenticated with HMAC-SHA256 under HKDF-SHA256(keyring key).",
+        "spec": "docs/encryption-format.md",
+        "keyring": extra,
+        "mac_key_id": keyring.active_id,
+        "mac_key": hkdf(keyring.active_key, crypto.MAC_INFO).hex(),
+        "manifest_json": raw.decode("ascii"),
+        "canonical_payload": payload.decode("ascii"),
+        "mac": mac,
+    }
+
+
+def snapshot_vector() -> dict[str, Any]:
+    extra = keyring_extra("k20250601-0a0b0c", "k20261126-a1b2c3")
+    keyring = Keyring.from_extra(extra)
+    database = "shop"
+    data_key = fixed("snapshot/data key", 32)
+    dump_plain = b"PGDMP\x01\x10\x00\x04\x08\x01\x01\x01" + b"(stand-in for a pg_dump custom archive) " * 4
+    globals_plain = (
+        b"--\n-- PostgreSQL database cluster dump\n--\n\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\n"
+    )
+    objects: dict[str, dict[str, Any]] = {}
+    stored_objects: dict[str, StoredObject] = {}
+    for kind, name, plain in (
+        ("dump", "dump.zst.srenc", dump_plain),
+        ("globals", "globals.sql.zst.srenc", globals_plain),
+    ):
+        packed = zstandard.ZstdCompressor(level=3).compress(plain)
+        ad = crypto.object_identity(kind, database, SNAPSHOT_ID)
+        enc = crypto.StreamEncryptor(
+            data_key,
+            ad,
+            salt=fixed(f"snapshot/{kind}/salt", 32),
+            nonce_prefix=fixed(f"snapshot/{kind}/prefix", 7),
+        )
+        blob = enc.update(packed) + enc.finalize()
+        obj = stored(database, name, blob, len(plain), len(packed))
+        stored_objects[kind] = obj
+        objects[obj.key] = {
+            "kind": kind,
+            "stored": blob.hex(),
+            "compressed": packed.hex(),
+            "plaintext": plain.hex(),
+        }
+    manifest = Manifest(
+        snapshot_id=SNAPSHOT_ID,
+        database=database,
+        taken_at=datetime(2026, 11, 26, 14, 0, 0, tzinfo=UTC),
+        server_version="17.2",
+        pg_dump_version="17.2",
+        key_id=keyring.active_id,
+        wrapped_key=crypto.wrap_key(
+            keyring.active_key,
+            keyring.active_id,
+            data_key,
+            crypto.object_identity("data-key", database, SNAPSHOT_ID),
+            nonce=fixed("snapshot/wrap nonce", 12),
+        ),
+        dump=stored_objects["dump"],
+        tables={"public.customers": 2, "public.orders": 3},
+        globals=stored_objects["globals"],
+        globals_note="roles with passwords",
+        created_at=datetime(2026, 11, 26, 14, 0, 9, tzinfo=UTC),
+        strongroom_version="0.1.0",
+    )
+    return {
+        "description": "A whole snapshot: keyring, manifest, its two stored objects; bytes in hex.",
+        "spec": "docs/encryption-format.md",
+        "keyring": extra,
+        "manifest_key": f"databases/{database}/manifests/{SNAPSHOT_ID}.json",
+        "manifest_json": manifest.to_json(keyring).decode("ascii"),
+        "data_key": data_key.hex(),
+        "objects": objects,
+    }
+
+
+def write(name: str, doc: dict[str, Any]) -> None:
+    path = HERE / name
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+
+
+def main() -> int:
+    write("stream.json", stream_vectors())
+    write("key-wrap.json", wrap_vectors())
+    write("manifest-mac.json", manifest_mac_vector())
+    write("snapshot.json", snapshot_vector())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
