@@ -54,6 +54,7 @@ REGIONS = ("eu-central-1", "eu-west-1", "eu-north-1")
 DATABASE = "shop"
 DEFAULT_SCALE = 360  # ~3.4 MiB per scale unit: ~1.2 GiB
 MIN_DB_SIZE = 1 << 30
+TIME = "/usr/bin/time"  # GNU time
 MiB = 1 << 20
 MB = 10**6
 
@@ -138,7 +139,11 @@ def _system_busy_seconds() -> float:
 
 
 class TreeMonitor(threading.Thread):
-    """Samples the peak RSS (VmHWM) of a process and each descendant, keyed by role, until stopped."""
+    """Samples the peak RSS (VmHWM) of every process under ``root``, keyed by role, until stopped.
+
+    ``root`` is the /usr/bin/time wrapper: its child is the measured process (``root_role``); every
+    deeper descendant is keyed by its command name (pg_dump, pg_restore, ...).
+    """
 
     def __init__(self, root: int, root_role: str, interval: float = 0.05) -> None:
         super().__init__(name="rss-monitor", daemon=True)
@@ -152,8 +157,10 @@ class TreeMonitor(threading.Thread):
             self._stop_event.wait(self.interval)
 
     def sample(self) -> None:
-        for pid in [self.root, *_descendants(self.root)]:
-            role = self.root_role if pid == self.root else _comm(pid)
+        children = _children_map()
+        direct = set(children.get(self.root, []))
+        for pid in _descendants(self.root, children):
+            role = self.root_role if pid in direct else _comm(pid)
             self.peaks[role] = max(self.peaks.get(role, 0), _vm_hwm(pid))
 
     def stop(self) -> dict[str, int]:
@@ -172,8 +179,8 @@ class Sample:
     name: str
     round: int  # 0 is the warm-up
     wall_s: float
-    cpu_s: float  # user + system of the process and every descendant it waited for
-    tree_maxrss: int  # bytes: wait4's ru_maxrss, the largest process in the tree
+    cpu_s: float  # user + system of the process and every descendant it waited for (GNU time %U + %S)
+    tree_maxrss: int  # bytes: GNU time's %M, the largest process in the tree
     peak_rss: dict[str, int]  # bytes per role: the measured process, then its children by name
     moto_cpu_s: float
     postgres_cpu_s: float
@@ -209,9 +216,15 @@ def measure(
     root_role: str,
     stdout_to_null: bool = False,
 ) -> tuple[Sample, str]:
-    """Run ``argv`` as a fresh process group; returns the sample and what it printed on stdout."""
+    """Run ``argv`` under /usr/bin/time in a new process group; returns the sample and its stdout.
+
+    GNU time, a small C program, reports the tree's CPU and largest RSS from its own wait4 (wait4 in this
+    Python process would count the pages a forked child shares with us before it execs).
+    """
     out_path = logs / f"{name}.r{round_no}.out"
     err_path = logs / f"{name}.r{round_no}.err"
+    usage_path = logs / f"{name}.r{round_no}.time"
+    argv = [TIME, "--format=%M %U %S", f"--output={usage_path}", *argv]
     with open(err_path, "wb") as err, open(os.devnull if stdout_to_null else out_path, "wb") as out:
         before = probes.read()
         started = time.perf_counter()
@@ -221,7 +234,7 @@ def measure(
         monitor = TreeMonitor(proc.pid, root_role)
         monitor.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
             _kill_group(proc.pid)
             raise
@@ -229,18 +242,18 @@ def measure(
             peaks = monitor.stop()
         wall = time.perf_counter() - started
         after = probes.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         _kill_group(proc.pid)
         tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
         raise CommandFailed(f"{name} exited with {proc.returncode}: {' | '.join(tail)}")
     stdout = "" if stdout_to_null else out_path.read_text(errors="replace")
+    maxrss_kib, user, system = usage_path.read_text().split()[-3:]
     sample = Sample(
         name=name,
         round=round_no,
         wall_s=round(wall, 3),
-        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
-        tree_maxrss=usage.ru_maxrss * 1024,
+        cpu_s=round(float(user) + float(system), 2),
+        tree_maxrss=int(maxrss_kib) * 1024,
         peak_rss=peaks,
         moto_cpu_s=round(after[0] - before[0], 2),
         postgres_cpu_s=round(after[1] - before[1], 2),
@@ -349,9 +362,7 @@ class Bench:
             self.s3.create_bucket(f"strongroom-{region}", region)
         keyring = {"active": "bench", "keys": {"bench": base64.b64encode(os.urandom(32)).decode()}}
         self.env = dict(os.environ)
-        self.env.update(
-            {f"AIRFLOW_CONN_S3_{r.upper().replace('-', '_')}": self.s3.airflow_conn(r) for r in REGIONS}
-        )
+        self.env.update({f"AIRFLOW_CONN_S3_{r.upper().replace('-', '_')}": self.s3.airflow_conn(r) for r in REGIONS})
         self.env.update(
             {
                 "AIRFLOW_CONN_PG_SHOP": self.pg.airflow_uri(DATABASE),
@@ -619,9 +630,7 @@ def machine_info(bench: Bench) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    )
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     pg_dump = subprocess.run([str(bench.pg_bin / "pg_dump"), "--version"], capture_output=True, text=True)
     return {
         "nproc": os.cpu_count(),

@@ -139,7 +139,7 @@ class MotoServer:
             "extra": {"region_name": region, "endpoint_url": self.endpoint},
         })
 
-    def client(self, region: str = "eu-central-1"):  # noqa: ANN201
+    def client(self, region: str = "eu-central-1"):
         import boto3
         from botocore.config import Config
 

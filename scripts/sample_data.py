@@ -92,7 +92,8 @@ def _fill(scale: int) -> list[str]:
         SELECT 1 + (g * 13) % {customers}, (ARRAY['paid','shipped','delivered','refunded'])[1 + g % 4],
                timestamptz '2025-01-01 00:00+00' + (g * interval '3 minutes'), round((g % 1000)::numeric + 0.5, 2),
                jsonb_build_object('street', g || ' ' || initcap(({_WORDS})[1 + g % 20]) || ' Street',
-                                  'city', initcap(({_WORDS})[1 + (g * 3) % 20]), 'postcode', lpad((g % 99999)::text, 5, '0'))
+                                  'city', initcap(({_WORDS})[1 + (g * 3) % 20]),
+                                  'postcode', lpad((g % 99999)::text, 5, '0'))
         FROM generate_series(1, {orders}) g""",
         f"""INSERT INTO order_items (order_id, line, product_id, quantity, unit_price)
         SELECT o, l, 1 + (o * l) % {products}, 1 + (o + l) % 5, round((3 + (o * l) % 200)::numeric + 0.25, 2)

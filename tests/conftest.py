@@ -33,7 +33,7 @@ PRIMARY = "eu-central-1"
 BUCKET = "sr-test-eu-central-1"
 KEY_ID = "k-test-1"
 CANARY = "CANARY-7f3a9c-do-not-leak"
-ROLE_CANARY_PASSWORD = "canary-role-pw-51d2e8"  # noqa: S105
+ROLE_CANARY_PASSWORD = "canary-role-pw-51d2e8"
 
 
 @dataclass
@@ -44,10 +44,10 @@ class Stack:
     keyring_extra: dict
 
     @property
-    def client(self):  # noqa: ANN201
+    def client(self):
         return self.s3.client(PRIMARY)
 
-    def keys(self, bucket: str = BUCKET) -> list[str]:
+    def list_keys(self, bucket: str = BUCKET) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
@@ -116,14 +116,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def config(stack: Stack):  # noqa: ANN201
+def config(stack: Stack):
     from strongroom.config import load_config
 
     return load_config(stack.config_path)
 
 
 @pytest.fixture(scope="session")
-def conns(stack: Stack):  # noqa: ANN201
+def conns(stack: Stack):
     from strongroom.airflow_adapter import connections
 
     return connections()

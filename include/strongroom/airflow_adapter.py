@@ -28,7 +28,8 @@ def _connection(conn_id: str) -> Any:
     try:
         return Connection.get(conn_id)
     except Exception as exc:  # AirflowNotFoundException and friends
-        if "isn't defined" in str(exc) or "not found" in str(exc).lower() or type(exc).__name__.endswith("NotFoundException"):
+        missing = "isn't defined" in str(exc) or type(exc).__name__.endswith("NotFoundException")
+        if missing:
             env = "AIRFLOW_CONN_" + conn_id.upper()
             raise ConfigError(f"connection {conn_id!r} is not defined (add it in Airflow or set {env})") from None
         raise

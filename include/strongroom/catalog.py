@@ -163,7 +163,7 @@ def _canonical(doc: Mapping[str, Any]) -> bytes:
 def snapshot_ids(store: ObjectStore, database: str) -> list[str]:
     """Committed snapshot ids in this region, oldest first (from manifest key names)."""
     prefix = f"{database_prefix(database)}manifests/"
-    ids = [info.key[len(prefix) : -len(".json")] for info in store.list(prefix) if info.key.endswith(".json")]
+    ids = [info.key[len(prefix) : -len(".json")] for info in store.list_objects(prefix) if info.key.endswith(".json")]
     return sorted(i for i in ids if _ID.match(i))
 
 

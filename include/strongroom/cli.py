@@ -114,11 +114,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         for manifest in catalog.list_manifests(store, keyring, name):
-            rows.append(dict(manifest.summary(), region=region.name, age_seconds=int((now - manifest.taken_at).total_seconds())))
+            age = int((now - manifest.taken_at).total_seconds())
+            rows.append(dict(manifest.summary(), region=region.name, age_seconds=age))
     if args.json:
         _print(rows, True, "")
         return 0
-    print(f"{'DATABASE':<16} {'SNAPSHOT':<26} {'TAKEN AT (UTC)':<20} {'AGE':>8} {'STORED':>12} {'TABLES':>6} {'ROWS':>12}")
+    header = ("DATABASE", "SNAPSHOT", "TAKEN AT (UTC)", "AGE", "STORED", "TABLES", "ROWS")
+    print("{:<16} {:<26} {:<20} {:>8} {:>12} {:>6} {:>12}".format(*header))
     for r in rows:
         taken = datetime.fromisoformat(r["taken_at"]).strftime("%Y-%m-%d %H:%M:%S")
         print(
@@ -188,8 +190,9 @@ _COMMANDS = {"snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_resto
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # Airflow (imported lazily, for connections) logs at INFO through its own handlers; keep stderr to the one line
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO" if args.verbose else "ERROR")
+    # Airflow (imported lazily, for connections) logs through its own handlers, to stdout: keep stdout for
+    # our output (--json) and stderr for the one error line unless -v asks for more
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO" if args.verbose else "ERROR"
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -354,3 +354,22 @@ def count_rows(settings: PgSettings) -> dict[str, int]:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         session = SnapshotSession(conn, "", datetime.now(UTC), "", 0)
         return session.count_rows()
+
+
+def table_fingerprints(settings: PgSettings) -> dict[str, tuple[int, str]]:
+    """Per user table: (row count, md5 over every row's text in a stable order).
+
+    Two databases with equal fingerprints hold the same rows in every table. Reads whole tables: meant
+    for proving a restore equal to its source, not for hot paths.
+    """
+    out: dict[str, tuple[int, str]] = {}
+    with connect(settings) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        for table in SnapshotSession(conn, "", datetime.now(UTC), "", 0).tables():
+            query = sql.SQL(
+                "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {}.{} t"
+            ).format(sql.Identifier(table.schema), sql.Identifier(table.name))
+            row = conn.execute(query).fetchone()
+            assert row is not None
+            out[table.qualified] = (int(row[0]), str(row[1]))
+    return out

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 
-class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error we caused
+class Terminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM."""
 
 

@@ -99,7 +99,7 @@ class ObjectStore:
             raise self._fail(exc, "inspecting", key) from None
         return ObjectInfo(key, int(meta["ContentLength"]), meta.get("LastModified"))
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under ``prefix``, across all pages."""
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):

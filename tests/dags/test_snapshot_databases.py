@@ -14,7 +14,7 @@ DAGS = ROOT / "dags"
 EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
 
 
-def _dagbag(monkeypatch: pytest.MonkeyPatch, config: Path):  # noqa: ANN202
+def _dagbag(monkeypatch: pytest.MonkeyPatch, config: Path):
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("STRONGROOM_CONFIG", str(config))
@@ -57,17 +57,17 @@ def airflow_db() -> None:
     db.resetdb()
 
 
-def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None, monkeypatch) -> None:  # noqa: ANN001
+def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None, monkeypatch) -> None:
     from airflow.utils.state import DagRunState
 
     dag = _dagbag(monkeypatch, stack.config_path).dags["snapshot_databases"]
-    before = {k for k in stack.keys() if "/manifests/" in k}
+    before = {k for k in stack.list_keys() if "/manifests/" in k}
     run = dag.test(logical_date=None)  # as when ops trigger it from the UI
     assert run.state == DagRunState.SUCCESS
 
-    new = {k for k in stack.keys() if "/manifests/" in k} - before
+    new = {k for k in stack.list_keys() if "/manifests/" in k} - before
     assert sorted(k.split("/")[1] for k in new) == ["bulk", "shop"]
-    assert [k for k in stack.keys() if "/pending/" in k] == []
+    assert [k for k in stack.list_keys() if "/pending/" in k] == []
 
     instances = [ti for ti in run.get_task_instances() if ti.task_id == "snapshot_and_encrypt"]
     assert len(instances) == 2

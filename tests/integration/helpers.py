@@ -9,29 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
+from strongroom.postgres import PgSettings, table_fingerprints
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def fingerprints(conn_kwargs: dict[str, Any]) -> dict[str, tuple[int, str]]:
     """Per user table: (row count, md5 of all rows in a stable order)."""
-    out: dict[str, tuple[int, str]] = {}
-    with psycopg.connect(**conn_kwargs) as conn:
-        tables = conn.execute(
-            "SELECT schemaname, tablename FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
-        ).fetchall()
-        for schema, table in tables:
-            ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-            row = conn.execute(
-                sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {} t")
-                .format(ident)
-            ).fetchone()
-            assert row is not None
-            out[f"{schema}.{table}"] = (int(row[0]), str(row[1]))
-    return out
+    return table_fingerprints(PgSettings(**conn_kwargs))
 
 
 def schema_dump(port: int, dbname: str, password: str) -> str:

@@ -8,12 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
-
 from strongroom.snapshot import snapshot_database
+
 from tests.conftest import Stack, write_config
 from tests.integration.helpers import CliResult, run_cli
 
 B64_32 = base64.b64encode(b"k" * 32).decode()
+B64_16 = base64.b64encode(b"x" * 16).decode()
 
 
 def keyring_env(extra: object) -> dict[str, str]:
@@ -21,7 +22,7 @@ def keyring_env(extra: object) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def committed(stack: Stack, config, conns) -> dict:  # noqa: ANN001
+def committed(stack: Stack, config, conns) -> dict:
     return snapshot_database(config, "shop", conns)
 
 
@@ -46,7 +47,7 @@ SNAPSHOT_CASES = {
     ),
     "keyring connection missing": (["--database", "shop"], {}, ("AIRFLOW_CONN_STRONGROOM_KEYRING",),
                                    "connection 'strongroom_keyring' is not defined"),
-    "short key": (["--database", "shop"], keyring_env({"active": "k", "keys": {"k": base64.b64encode(b"x" * 16).decode()}}),
+    "short key": (["--database", "shop"], keyring_env({"active": "k", "keys": {"k": B64_16}}),
                   (), "is 16 bytes"),
     "malformed key": (["--database", "shop"], keyring_env({"active": "k", "keys": {"k": "not base64!"}}), (),
                       "not valid base64"),
@@ -58,20 +59,20 @@ SNAPSHOT_CASES = {
 @pytest.mark.parametrize("case", list(SNAPSHOT_CASES))
 def test_snapshot_bad_input_changes_nothing(case: str, stack: Stack, committed: dict) -> None:
     args, env, unset, fragment = SNAPSHOT_CASES[case]
-    before = stack.keys()
+    before = stack.list_keys()
     result = run_cli("snapshot", *args, env=env, unset=unset)
     assert_one_line_error(result, fragment)
-    assert stack.keys() == before
+    assert stack.list_keys() == before
     assert stack.uploads() == []
 
 
 def test_wrong_password(stack: Stack, committed: dict) -> None:
-    before = stack.keys()
+    before = stack.list_keys()
     env = {"AIRFLOW_CONN_PG_SHOP": stack.pg.airflow_uri("shop", password="wrong-password")}
     result = run_cli("snapshot", "--database", "shop", env=env)
     assert_one_line_error(result, "password authentication failed")
     assert "wrong-password" not in result.stderr
-    assert stack.keys() == before
+    assert stack.list_keys() == before
 
 
 @pytest.mark.parametrize(
@@ -83,10 +84,10 @@ def test_wrong_password(stack: Stack, committed: dict) -> None:
     ],
 )
 def test_invalid_config(tmp_path: Path, stack: Stack, text: str, fragment: str) -> None:
-    before = stack.keys()
+    before = stack.list_keys()
     result = run_cli("--config", bad_config(tmp_path, text), "snapshot")
     assert_one_line_error(result, fragment)
-    assert stack.keys() == before
+    assert stack.list_keys() == before
 
 
 def test_missing_bucket(tmp_path: Path, stack: Stack) -> None:

@@ -10,20 +10,20 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-
 from strongroom import catalog, crypto
 from strongroom.errors import IntegrityError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
+
 from tests.conftest import Stack
 
 SEGMENT = crypto.SEGMENT_SIZE + crypto.TAG_SIZE
 
 
 @pytest.fixture(scope="module")
-def bulk(stack: Stack, config, conns) -> dict:  # noqa: ANN001
+def bulk(stack: Stack, config, conns) -> dict:
     result = snapshot_database(config, "bulk", conns)
     manifest = catalog.load_manifest(
         conns.store(config.primary, config.transfer), conns.keyring("strongroom_keyring"), "bulk",
@@ -77,7 +77,7 @@ TAMPERING = {
 
 @pytest.mark.parametrize("case", list(TAMPERING))
 def test_tampered_object_fails_and_leaves_targets_untouched(
-    case: str, stack: Stack, config, conns, bulk: dict, precious: PgSettings  # noqa: ANN001
+    case: str, stack: Stack, config, conns, bulk: dict, precious: PgSettings
 ) -> None:
     original = stack.read(bulk["key"])
     stack.write(bulk["key"], TAMPERING[case](original, bulk))
@@ -101,7 +101,7 @@ def _assert_precious_untouched(stack: Stack) -> None:
         assert conn.execute("SELECT count(*) FROM keep").fetchone() == (42,)
 
 
-def test_tampered_manifest_is_rejected(stack: Stack, config, conns, bulk: dict, precious: PgSettings) -> None:  # noqa: ANN001
+def test_tampered_manifest_is_rejected(stack: Stack, config, conns, bulk: dict, precious: PgSettings) -> None:
     original = stack.read(bulk["manifest_key"])
     doc = json.loads(original)
     doc["tables"]["public.blobs"] += 1
@@ -117,13 +117,13 @@ def test_tampered_manifest_is_rejected(stack: Stack, config, conns, bulk: dict, 
 class _WrongKeyConnections:
     """The real connections, except a keyring whose key under the same id is different."""
 
-    def __init__(self, conns) -> None:  # noqa: ANN001
+    def __init__(self, conns) -> None:
         self._conns = conns
 
     def postgres(self, conn_id: str) -> PgSettings:
         return self._conns.postgres(conn_id)
 
-    def store(self, region, transfer):  # noqa: ANN001, ANN201
+    def store(self, region, transfer):
         return self._conns.store(region, transfer)
 
     def keyring(self, conn_id: str) -> Keyring:
@@ -133,7 +133,7 @@ class _WrongKeyConnections:
 
 
 def test_wrong_key_fails_and_leaves_target_untouched(
-    stack: Stack, config, conns, bulk: dict, precious: PgSettings  # noqa: ANN001
+    stack: Stack, config, conns, bulk: dict, precious: PgSettings
 ) -> None:
     with pytest.raises(IntegrityError):
         restore_snapshot(config, "bulk", precious, _WrongKeyConnections(conns), snapshot_id=bulk["snapshot_id"],
@@ -141,7 +141,7 @@ def test_wrong_key_fails_and_leaves_target_untouched(
     _assert_precious_untouched(stack)
 
 
-def test_untampered_bulk_restores_after_all(stack: Stack, config, conns, bulk: dict) -> None:  # noqa: ANN001
+def test_untampered_bulk_restores_after_all(stack: Stack, config, conns, bulk: dict) -> None:
     """The tamper tests above fail for the tampering, not for a broken fixture."""
     target = PgSettings(dbname="bulk_ok", host="127.0.0.1", port=stack.pg.port, user="postgres",
                         password=stack.pg.password)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -9,14 +10,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from strongroom.errors import SourceError
 from strongroom.snapshot import snapshot_database
+
 from tests.conftest import Stack, write_config
 from tests.integration.helpers import run_cli, start_cli
 
 
-def _wait_for(predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -29,15 +30,13 @@ def _cmdlines() -> list[bytes]:
     lines = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            try:
+            with contextlib.suppress(OSError):
                 lines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
-            except OSError:
-                pass
     return lines
 
 
 def test_sigterm_aborts_the_upload_and_commits_nothing(stack: Stack) -> None:
-    before = stack.keys()
+    before = stack.list_keys()
     # hold a lock so pg_dump waits mid-run with the multipart upload already open
     with psycopg.connect(**stack.pg.connect_kwargs("bulk")) as blocker:
         blocker.execute("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE")
@@ -60,21 +59,21 @@ def test_sigterm_aborts_the_upload_and_commits_nothing(stack: Stack) -> None:
         "strongroom: error: stopped by SIGTERM; unfinished uploads were aborted"
     ]
     assert stack.uploads() == []
-    assert stack.keys() == before
+    assert stack.list_keys() == before
     assert not any(b"--snapshot=" in c for c in _cmdlines()), "pg_dump was left running"
 
 
-def test_failed_pg_dump_leaves_nothing(stack: Stack, config, conns, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_failed_pg_dump_leaves_nothing(stack: Stack, config, conns, monkeypatch: pytest.MonkeyPatch) -> None:
     """A role that may not read one table makes pg_dump fail part-way: nothing is committed."""
     stack.pg.execute("DROP ROLE IF EXISTS limited")
     stack.pg.execute("CREATE ROLE limited LOGIN PASSWORD 'limited-pw'")
     stack.pg.execute("CREATE TABLE IF NOT EXISTS zz_private (v text); "
                      "INSERT INTO zz_private VALUES ('x'); GRANT SELECT ON blobs TO limited", "bulk")
     monkeypatch.setenv("AIRFLOW_CONN_PG_BULK", stack.pg.airflow_uri("bulk", user="limited", password="limited-pw"))
-    before = stack.keys()
+    before = stack.list_keys()
     with pytest.raises(SourceError, match="permission denied"):
         snapshot_database(config, "bulk", conns)
-    assert stack.keys() == before
+    assert stack.list_keys() == before
     assert stack.uploads() == []
 
 

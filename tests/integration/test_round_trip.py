@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from strongroom import catalog, crypto
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
+
 from tests.conftest import CANARY, ROLE_CANARY_PASSWORD, Stack
 from tests.integration.helpers import fingerprints, run_cli, schema_dump
 
 
 @pytest.fixture(scope="module")
-def shop_snapshot(stack: Stack, config, conns) -> dict:  # noqa: ANN001
+def shop_snapshot(stack: Stack, config, conns) -> dict:
     return snapshot_database(config, "shop", conns)
 
 
-def test_round_trip_restores_an_identical_database(stack: Stack, config, conns, shop_snapshot) -> None:  # noqa: ANN001
+def test_round_trip_restores_an_identical_database(stack: Stack, config, conns, shop_snapshot) -> None:
     target = PgSettings(dbname="shop_restored", host="127.0.0.1", port=stack.pg.port, user="postgres",
                         password=stack.pg.password)
     result = restore_snapshot(config, "shop", target, conns, snapshot_id=shop_snapshot["snapshot_id"])
@@ -36,7 +36,7 @@ def test_round_trip_restores_an_identical_database(stack: Stack, config, conns, 
     )
 
 
-def test_manifest_records_the_snapshot_exactly(stack: Stack, config, conns, shop_snapshot) -> None:  # noqa: ANN001
+def test_manifest_records_the_snapshot_exactly(stack: Stack, config, conns, shop_snapshot) -> None:
     keyring = conns.keyring("strongroom_keyring")
     store = conns.store(config.primary, config.transfer)
     manifest = catalog.load_manifest(store, keyring, "shop", shop_snapshot["snapshot_id"])
@@ -50,8 +50,8 @@ def test_manifest_records_the_snapshot_exactly(stack: Stack, config, conns, shop
     assert store.head(catalog.pending_key("shop", manifest.snapshot_id)) is None
 
 
-def test_no_stored_byte_reveals_the_data(stack: Stack, shop_snapshot) -> None:  # noqa: ANN001
-    keys = stack.keys()
+def test_no_stored_byte_reveals_the_data(stack: Stack, shop_snapshot) -> None:
+    keys = stack.list_keys()
     assert any(k.endswith("dump.zst.srenc") for k in keys) and any(k.endswith("globals.sql.zst.srenc") for k in keys)
     secrets = [CANARY.encode(), ROLE_CANARY_PASSWORD.encode(), stack.pg.password.encode(),
                *(v.encode() for v in stack.keyring_extra["keys"].values())]
@@ -65,7 +65,7 @@ def test_no_stored_byte_reveals_the_data(stack: Stack, shop_snapshot) -> None:  
             assert b"CREATE ROLE" not in data
 
 
-def test_cli_list_and_keys_check(stack: Stack, shop_snapshot) -> None:  # noqa: ANN001
+def test_cli_list_and_keys_check(stack: Stack, shop_snapshot) -> None:
     listed = run_cli("list", "--database", "shop", "--json")
     assert listed.code == 0, listed.stderr
     rows = json.loads(listed.stdout)
@@ -75,7 +75,7 @@ def test_cli_list_and_keys_check(stack: Stack, shop_snapshot) -> None:  # noqa: 
     assert "checked" in checked.stdout
 
 
-def test_keys_check_fails_when_a_needed_key_is_gone(stack: Stack, shop_snapshot) -> None:  # noqa: ANN001
+def test_keys_check_fails_when_a_needed_key_is_gone(stack: Stack, shop_snapshot) -> None:
     rotated = {"active": "k-new", "keys": {"k-new": stack.keyring_extra["keys"]["k-test-1"]}}
     env = {"AIRFLOW_CONN_STRONGROOM_KEYRING": json.dumps({"conn_type": "generic", "extra": rotated})}
     result = run_cli("keys", "check", env=env)
@@ -84,7 +84,7 @@ def test_keys_check_fails_when_a_needed_key_is_gone(stack: Stack, shop_snapshot)
     assert result.error_lines == [result.error_lines[0]] and "k-test-1" in result.error_lines[0]
 
 
-def test_cli_restore_at_a_point_in_time(stack: Stack, shop_snapshot) -> None:  # noqa: ANN001
+def test_cli_restore_at_a_point_in_time(stack: Stack, shop_snapshot) -> None:
     taken_at = shop_snapshot["taken_at"]
     env = {"PGPASSWORD": stack.pg.password}
     dsn = f"host=127.0.0.1 port={stack.pg.port} user=postgres dbname=shop_at"
@@ -94,9 +94,9 @@ def test_cli_restore_at_a_point_in_time(stack: Stack, shop_snapshot) -> None:  #
     assert fingerprints(stack.pg.connect_kwargs("shop_at")) == fingerprints(stack.pg.connect_kwargs("shop"))
 
 
-def test_bucket_holds_only_committed_layout(stack: Stack, shop_snapshot) -> None:  # noqa: ANN001
+def test_bucket_holds_only_committed_layout(stack: Stack, shop_snapshot) -> None:
     sid = shop_snapshot["snapshot_id"]
-    keys = [k for k in stack.keys() if sid in k]
+    keys = [k for k in stack.list_keys() if sid in k]
     assert sorted(keys) == sorted([
         f"databases/shop/data/{sid}/dump.zst.srenc",
         f"databases/shop/data/{sid}/globals.sql.zst.srenc",

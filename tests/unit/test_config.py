@@ -1,4 +1,4 @@
-"""Configuration loading: durations, sizes, defaults, and one clear line naming the field for every mistake."""
+"""Configuration loading: durations, sizes, defaults, and one clear line naming the field of every mistake."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-
 from strongroom import config as config_module
 from strongroom.config import Config, config_path, load_config, parse_duration, parse_size
 from strongroom.errors import ConfigError
@@ -20,8 +19,9 @@ EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
 MiB = 2**20
 GiB = 2**30
 
+PRIMARY = {"name": "eu-central-1", "bucket": "strongroom-eu-central-1", "aws_conn_id": "s3_eu_central_1"}
 MINIMAL: dict[str, Any] = {
-    "regions": [{"name": "eu-central-1", "bucket": "strongroom-eu-central-1", "aws_conn_id": "s3_eu_central_1"}],
+    "regions": [PRIMARY],
     "encryption": {"keyring_conn_id": "strongroom_keyring"},
     "databases": [{"name": "shop", "postgres_conn_id": "pg_shop"}],
 }
@@ -29,7 +29,8 @@ MINIMAL: dict[str, Any] = {
 
 def write(tmp_path: Path, data: Any, name: str = "strongroom.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -69,15 +70,17 @@ def test_defaults_match_the_documentation(tmp_path: Path) -> None:
     region = config.primary
     assert (region.location, region.keyring_conn_id, region.max_parts) == (None, None, 10000)
     t = config.transfer
-    assert (t.part_size, t.max_part_size, t.upload_concurrency, t.download_concurrency) == (16 * MiB, 256 * MiB, 4, 4)
-    assert (t.connect_timeout, t.read_timeout, t.max_attempts) == (timedelta(seconds=10), timedelta(seconds=120), 5)
+    assert (t.part_size, t.max_part_size) == (16 * MiB, 256 * MiB)
+    assert (t.upload_concurrency, t.download_concurrency, t.max_attempts) == (4, 4, 5)
+    assert (t.connect_timeout, t.read_timeout) == (timedelta(seconds=10), timedelta(seconds=120))
     s = config.snapshot
-    assert (s.schedule, s.run_timeout, s.zstd_level, s.zstd_threads) == ("0 * * * *", timedelta(minutes=50), 3, 0)
-    assert (s.capture_globals, s.pg_bin_dir) == (True, None)
+    assert (s.schedule, s.run_timeout) == ("0 * * * *", timedelta(minutes=50))
+    assert (s.zstd_level, s.zstd_threads, s.capture_globals, s.pg_bin_dir) == (3, 0, True, None)
     assert (config.restore.jobs, config.restore.spool_dir) == (0, None)
     rt = config.restore_test
     assert (rt.schedule, rt.expectations_dir, rt.sandbox_conn_id) == ("@daily", "include/expectations", None)
-    assert (rt.freshness_lag, rt.checksum_max_rows, rt.rto) == (timedelta(hours=2), 100_000, timedelta(hours=4))
+    assert (rt.freshness_lag, rt.rto) == (timedelta(hours=2), timedelta(hours=4))
+    assert rt.checksum_max_rows == 100_000
     a = config.alerts
     assert (a.email_to, a.smtp_conn_id, a.slack_conn_id) == ([], "smtp_default", None)
     assert a.staleness_threshold == timedelta(minutes=75)
@@ -91,9 +94,8 @@ def test_config_is_frozen() -> None:
 
 def test_region_keyring_overrides_the_default(tmp_path: Path) -> None:
     data = copy.deepcopy(MINIMAL)
-    data["regions"].append(
-        {"name": "eu-west-1", "bucket": "strongroom-eu-west-1", "aws_conn_id": "s3_w", "keyring_conn_id": "kr_w"}
-    )
+    west = {"name": "eu-west-1", "bucket": "strongroom-eu-west-1", "aws_conn_id": "s3_w"}
+    data["regions"].append(dict(west, keyring_conn_id="kr_w"))
     config = load_config(write(tmp_path, data))
     assert config.keyring_conn_id(config.region("eu-central-1")) == "strongroom_keyring"
     assert config.keyring_conn_id(config.region("eu-west-1")) == "kr_w"
@@ -122,7 +124,7 @@ def test_parse_duration_accepts(text: Any, expected: timedelta) -> None:
 
 @pytest.mark.parametrize("text", ["", "30", "abc", "0s", "-1d", "1x", "1h 30m", "1H", "1.5h", 30, None])
 def test_parse_duration_rejects(text: Any) -> None:
-    with pytest.raises(ValueError, match="duration|longer than zero"):
+    with pytest.raises(ValueError, match=r"duration|longer than zero"):
         parse_duration(text)
 
 
@@ -153,92 +155,92 @@ def test_parse_size_rejects(text: Any) -> None:
 # --- validation errors: ConfigError, one line, naming the field -----------------------------------------
 
 
-def _drop(path: tuple[Any, ...]) -> Any:
+def _parent(data: dict[str, Any], path: tuple[Any, ...]) -> Any:
+    target: Any = data
+    for part in path:
+        target = target.setdefault(part, {}) if isinstance(target, dict) else target[part]
+    return target
+
+
+def drop(*path: Any) -> Any:
+    return lambda data: _parent(data, path[:-1]).pop(path[-1])
+
+
+def put(*path_and_value: Any) -> Any:
+    *path, value = path_and_value
+    return lambda data: _parent(data, tuple(path[:-1])).__setitem__(path[-1], value)
+
+
+def rename(*path: Any, to: str) -> Any:
     def mutate(data: dict[str, Any]) -> None:
-        target: Any = data
-        for part in path[:-1]:
-            target = target[part]
-        del target[path[-1]]
+        parent = _parent(data, path[:-1])
+        parent[to] = parent.pop(path[-1])
 
     return mutate
 
 
-def _set(path: tuple[Any, ...], value: Any) -> Any:
+def duplicate(section: str) -> Any:
     def mutate(data: dict[str, Any]) -> None:
-        target: Any = data
-        for part in path[:-1]:
-            target = target.setdefault(part, {}) if isinstance(target, dict) else target[part]
-        target[path[-1]] = value
+        copy_of_first = dict(data[section][0])
+        if section == "regions":
+            copy_of_first["bucket"] = "another-bucket"
+        data[section].append(copy_of_first)
 
     return mutate
 
 
-def _rename(path: tuple[Any, ...], new: str) -> Any:
-    def mutate(data: dict[str, Any]) -> None:
-        target: Any = data
-        for part in path[:-1]:
-            target = target[part]
-        target[new] = target.pop(path[-1])
-
-    return mutate
-
-
-def _duplicate(section: str) -> Any:
-    def mutate(data: dict[str, Any]) -> None:
-        data[section].append(dict(data[section][0], **({"bucket": "another-bucket"} if section == "regions" else {})))
-
-    return mutate
-
-
+R0 = ("regions", 0)
+T = ("transfer",)
 INVALID = [
-    ("missing bucket", _drop(("regions", 0, "bucket")), "regions[0].bucket: required field is missing"),
-    ("missing regions", _drop(("regions",)), "regions: required field is missing"),
-    ("missing encryption", _drop(("encryption",)), "encryption: required field is missing"),
-    ("missing keyring id", _drop(("encryption", "keyring_conn_id")), "encryption.keyring_conn_id: required field"),
-    ("missing postgres conn", _drop(("databases", 0, "postgres_conn_id")), "databases[0].postgres_conn_id: required"),
-    ("typo in region key", _rename(("regions", 0, "bucket"), "bukket"), "regions[0].bukket: unknown key"),
-    ("typo at top level", _set(("retension",), "30d"), "retension: unknown key"),
-    ("typo in section", _set(("transfer", "part_sise"), "8MiB"), "transfer.part_sise: unknown key"),
-    ("duplicate database", _duplicate("databases"), "databases: database name 'shop' appears twice"),
-    ("duplicate region", _duplicate("regions"), "regions: region name 'eu-central-1' appears twice"),
-    ("no regions", _set(("regions",), []), "regions: List should have at least 1 item"),
-    ("bucket uppercase", _set(("regions", 0, "bucket"), "Strongroom_EU"), "regions[0].bucket: String should match"),
-    ("bucket too short", _set(("regions", 0, "bucket"), "ab"), "regions[0].bucket: String should match"),
-    ("bucket trailing dash", _set(("regions", 0, "bucket"), "backups-"), "regions[0].bucket: String should match"),
-    ("region name", _set(("regions", 0, "name"), "EU Central"), "regions[0].name: String should match"),
-    ("location lowercase", _set(("regions", 0, "location"), "de"), "regions[0].location: String should match"),
-    ("location NO as bool", _set(("regions", 0, "location"), False), "regions[0].location: Input should be a valid"),
-    ("max_parts 1", _set(("regions", 0, "max_parts"), 1), "regions[0].max_parts: Input should be greater than"),
-    ("conn id space", _set(("encryption", "keyring_conn_id"), "my keyring"), "encryption.keyring_conn_id: String"),
-    ("database name", _set(("databases", 0, "name"), "shop/eu"), "databases[0].name: String should match"),
-    (
-        "part_size under 5MiB",
-        _set(("transfer", "part_size"), "4MiB"),
-        "transfer.part_size: must be between 5MiB and 5GiB (the S3 multipart limits)",
-    ),
-    (
-        "max_part_size over 5GiB",
-        _set(("transfer", "max_part_size"), "6GiB"),
-        "transfer.max_part_size: must be between 5MiB and 5GiB",
-    ),
-    ("part_size not a size", _set(("transfer", "part_size"), "16M"), "transfer.part_size: '16M' is not a size"),
-    ("concurrency 0", _set(("transfer", "upload_concurrency"), 0), "transfer.upload_concurrency: Input should be"),
-    ("retention plain number", _set(("retention",), 30), "retention: 30 is not a duration such as 30d"),
-    ("retention zero", _set(("retention",), "0s"), "retention: '0s' must be longer than zero"),
-    ("run_timeout bad", _set(("snapshot", "run_timeout"), "50 minutes"), "snapshot.run_timeout: '50 minutes' is not"),
-    ("zstd level", _set(("snapshot", "zstd_level"), 22), "snapshot.zstd_level: Input should be less than"),
-    ("section not a mapping", _set(("transfer",), 5), "transfer: Input should be a valid dictionary"),
-    ("databases null", _set(("databases",), None), "databases: Input should be a valid list"),
-    ("object source", _set(("object_storage",), [{"bucket": "src"}]), "object_storage[0].bucket: String should"),
+    ("missing bucket", drop(*R0, "bucket"), "regions[0].bucket: required field is missing"),
+    ("missing regions", drop("regions"), "regions: required field is missing"),
+    ("missing encryption", drop("encryption"), "encryption: required field is missing"),
+    ("missing keyring id", drop("encryption", "keyring_conn_id"), "encryption.keyring_conn_id: required"),
+    ("missing pg conn", drop("databases", 0, "postgres_conn_id"), "databases[0].postgres_conn_id: required"),
+    ("typo in region key", rename(*R0, "bucket", to="bukket"), "regions[0].bukket: unknown key"),
+    ("typo at top level", put("retension", "30d"), "retension: unknown key"),
+    ("typo in section", put(*T, "part_sise", "8MiB"), "transfer.part_sise: unknown key"),
+    ("duplicate database", duplicate("databases"), "databases: database name 'shop' appears twice"),
+    ("duplicate region", duplicate("regions"), "regions: region name 'eu-central-1' appears twice"),
+    ("no regions", put("regions", []), "regions: List should have at least 1 item"),
+    ("bucket uppercase", put(*R0, "bucket", "Strongroom_EU"), "regions[0].bucket: String should match"),
+    ("bucket too short", put(*R0, "bucket", "ab"), "regions[0].bucket: String should match"),
+    ("bucket ends in dash", put(*R0, "bucket", "backups-"), "regions[0].bucket: String should match"),
+    ("region name", put(*R0, "name", "EU Central"), "regions[0].name: String should match"),
+    ("location lowercase", put(*R0, "location", "de"), "regions[0].location: String should match"),
+    ("location boolean", put(*R0, "location", False), "regions[0].location: Input should be a valid string"),
+    ("max_parts 1", put(*R0, "max_parts", 1), "regions[0].max_parts: Input should be greater than"),
+    ("conn id space", put("encryption", "keyring_conn_id", "my kr"), "encryption.keyring_conn_id: String"),
+    ("database name", put("databases", 0, "name", "shop/eu"), "databases[0].name: String should match"),
+    ("part_size < 5MiB", put(*T, "part_size", "4MiB"), "transfer.part_size: must be between 5MiB and 5GiB"),
+    ("max_part_size > 5GiB", put(*T, "max_part_size", "6GiB"), "transfer.max_part_size: must be between"),
+    ("part_size no unit", put(*T, "part_size", "16M"), "transfer.part_size: '16M' is not a size"),
+    ("concurrency 0", put(*T, "upload_concurrency", 0), "transfer.upload_concurrency: Input should be"),
+    ("retention number", put("retention", 30), "retention: 30 is not a duration such as 30d"),
+    ("retention zero", put("retention", "0s"), "retention: '0s' must be longer than zero"),
+    ("run_timeout words", put("snapshot", "run_timeout", "50 min"), "snapshot.run_timeout: '50 min' is not"),
+    ("zstd level", put("snapshot", "zstd_level", 22), "snapshot.zstd_level: Input should be less than"),
+    ("section not a mapping", put("transfer", 5), "transfer: Input should be a valid dictionary"),
+    ("databases null", put("databases", None), "databases: Input should be a valid list"),
+    ("source bucket", put("object_storage", [{"bucket": "S", "aws_conn_id": "s"}]), "object_storage[0].bucket:"),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID])
+@pytest.mark.parametrize(("mutate", "expected"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_invalid_config_names_the_field(tmp_path: Path, mutate: Any, expected: str) -> None:
     data = copy.deepcopy(MINIMAL)
     mutate(data)
     path = write(tmp_path, data)
     assert load_error(path).startswith(f"config {path}: {expected}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config.py does not compare the two sizes: storage.PartSizer raises a bare ValueError mid-snapshot",
+)
+def test_part_size_larger_than_max_part_size_is_refused(tmp_path: Path) -> None:
+    data = dict(copy.deepcopy(MINIMAL), transfer={"part_size": "512MiB", "max_part_size": "256MiB"})
+    assert load_error(write(tmp_path, data)).startswith(f"config {tmp_path}")
 
 
 def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) -> None:

@@ -1,0 +1,56 @@
+# Strongroom: `make demo` runs the main job on local services; `make test` runs the whole suite.
+# Both do all set-up on a fresh Debian machine (PostgreSQL 15 tools from apt, Python packages into .venv).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PG_BIN := /usr/lib/postgresql/15/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv system-deps demo test lint unit up bench clean
+
+help:
+	@echo "make demo   - snapshot a sample database through Airflow into local S3, restore it, prove it equal"
+	@echo "make test   - install everything and run lint, type checks and the whole test suite"
+	@echo "make up     - the Airflow UI on http://localhost:8080 against the same local stack"
+	@echo "make bench  - snapshot/restore benchmark on a >1 GB database (writes bench/results/)"
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements-lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# PostgreSQL 15 server and client tools (tests and the demo start their own throwaway cluster)
+system-deps:
+	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -x $(PG_BIN)/pg_dump ]; then \
+	  echo "installing PostgreSQL 15 from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15; \
+	fi
+	@id postgres >/dev/null 2>&1 || { echo "the postgres OS user is missing (it comes with postgresql-15)"; exit 1; }
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+test: venv system-deps lint
+	$(VENV)/bin/pytest -q
+
+demo: venv system-deps
+	$(PY) scripts/demo.py
+
+up: venv system-deps
+	$(PY) scripts/up.py
+
+bench: venv system-deps
+	$(PY) bench/snapshot.py
+
+clean:
+	rm -rf .demo .airflow .pytest_cache .mypy_cache .ruff_cache
