@@ -116,6 +116,8 @@ class Manifest:
             doc = json.loads(raw)
             mac_value = doc.pop("mac")
             mac_key_id = doc["mac_key_id"]
+            if not isinstance(mac_key_id, str):
+                raise TypeError("mac_key_id")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"manifest {where} is malformed") from None
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from strongroom.errors import ConfigError
 
@@ -102,6 +102,12 @@ class TransferConfig(_Section):
         if not 5 * 2**20 <= value <= 5 * 2**30:
             raise ValueError("must be between 5MiB and 5GiB (the S3 multipart limits)")
         return value
+
+    @model_validator(mode="after")
+    def _part_order(self) -> TransferConfig:
+        if self.part_size > self.max_part_size:
+            raise ValueError("part_size must not be larger than max_part_size")
+        return self
 
 
 class SnapshotConfig(_Section):

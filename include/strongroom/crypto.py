@@ -78,8 +78,12 @@ class StreamEncryptor:
     ) -> None:
         if len(data_key) != DATA_KEY_SIZE:
             raise ValueError("data key must be 32 bytes")
+        if not 1 <= segment_size <= 1 << 30:
+            raise ValueError("segment size must be between 1 byte and 1 GiB")
         salt = salt if salt is not None else os.urandom(SALT_SIZE)
         prefix = nonce_prefix if nonce_prefix is not None else os.urandom(NONCE_PREFIX_SIZE)
+        if len(salt) != SALT_SIZE or len(prefix) != NONCE_PREFIX_SIZE:
+            raise ValueError(f"salt must be {SALT_SIZE} bytes and nonce prefix {NONCE_PREFIX_SIZE} bytes")
         self.header = _HEADER.pack(MAGIC, VERSION, segment_size, salt, prefix)
         self._aead = AESGCM(_hkdf(data_key, STREAM_INFO + b"\x00" + associated_data, salt))
         self._prefix = prefix
@@ -91,6 +95,8 @@ class StreamEncryptor:
 
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
         """Return the ciphertext of every segment known not to be the last (the header comes first)."""
+        if self._finished:
+            raise ValueError("stream already finalized")
         out: list[bytes] = []
         if not self._started:
             out.append(self.header)
@@ -139,6 +145,8 @@ class StreamDecryptor:
         self._finished = False
 
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        if self._finished:
+            raise ValueError("stream already finalized")
         self._buffer += data
         if self._aead is None:
             if len(self._buffer) < HEADER_SIZE:

@@ -73,8 +73,8 @@ def fetch_dump(
         written += out.write(_inflate(decompressor, decryptor.finalize()))
     if digest.hexdigest() != obj.sha256:
         raise IntegrityError(f"s3://{store.bucket}/{obj.key} does not match the SHA-256 in its manifest")
-    if not decompressor.eof:
-        raise IntegrityError(f"s3://{store.bucket}/{obj.key}: compressed stream is incomplete")
+    if not decompressor.eof or decompressor.unused_data:
+        raise IntegrityError(f"s3://{store.bucket}/{obj.key}: compressed stream is incomplete or has trailing data")
     if written != obj.plain_size:
         raise IntegrityError(f"s3://{store.bucket}/{obj.key}: {written} bytes restored, manifest says {obj.plain_size}")
 

@@ -260,6 +260,8 @@ def commit_snapshot(config: Config, database: str, snapshot_id: str, conns: Conn
         return dict(manifest.summary(), region=region.name)
     raw = store.get_bytes(pending)
     manifest = Manifest.from_json(raw, keyring, f"s3://{store.bucket}/{pending}")
+    if (manifest.database, manifest.snapshot_id) != (db.name, snapshot_id):
+        raise IntegrityError(f"s3://{store.bucket}/{pending} describes another snapshot; not committing it")
     _check_stored(store, manifest.dump)
     if manifest.globals is not None:
         _check_stored(store, manifest.globals)
