@@ -18,4 +18,5 @@ RUN pip install --no-cache-dir --no-deps /opt/strongroom
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
 # Mount the real configuration here (or set STRONGROOM_CONFIG); it names connections, never credentials.
-ENV STRONGROOM_CONFIG=/opt/airflow/config/strongroom.yaml
+ENV STRONGROOM_CONFIG=/opt/airflow/config/strongroom.yaml \
+    AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES=keys

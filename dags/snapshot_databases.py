@@ -26,6 +26,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+
 from strongroom.config import load_config
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error

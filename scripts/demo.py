@@ -23,7 +23,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from devstack import LocalPostgres, MotoServer  # noqa: E402
 from sample_data import create_sample  # noqa: E402
-
 from strongroom.config import load_config  # noqa: E402
 from strongroom.postgres import PgSettings, table_fingerprints  # noqa: E402
 
@@ -40,6 +39,7 @@ def stack_env(pg: LocalPostgres, s3: MotoServer, airflow_home: Path) -> dict[str
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES": "keys",  # mask the keyring extra in the UI and logs
         "AIRFLOW_CONN_PG_SHOP": pg.airflow_uri("shop"),
         "AIRFLOW_CONN_STRONGROOM_KEYRING": json.dumps({
             "conn_type": "generic",
@@ -119,7 +119,8 @@ def main() -> int:
         print(f"  {'table':<22} {'rows':>9}  {'source md5':<12} {'restored md5':<12} equal")
         for table, (rows, digest) in sorted(source.items()):
             other = copy.get(table, (None, "missing"))
-            print(f"  {table:<22} {rows:>9}  {digest[:12]:<12} {other[1][:12]:<12} {'yes' if other == (rows, digest) else 'NO'}")
+            same = "yes" if other == (rows, digest) else "NO"
+            print(f"  {table:<22} {rows:>9}  {digest[:12]:<12} {other[1][:12]:<12} {same}")
         verdict = "PASS: the restored database equals the source, table by table" if equal else "FAIL: they differ"
         print(f"  result     {verdict} ({time.monotonic() - started:.0f}s in all; logs in {WORK})")
         return 0 if equal else 1

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from demo import start_stack, stack_env  # noqa: E402
+from demo import stack_env, start_stack  # noqa: E402
 
 HOME = ROOT / ".airflow"
 USER, PASSWORD = "admin", "admin"  # a local UI on loopback only

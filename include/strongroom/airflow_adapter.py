@@ -31,7 +31,10 @@ def _connection(conn_id: str) -> Any:
         missing = "isn't defined" in str(exc) or type(exc).__name__.endswith("NotFoundException")
         if missing:
             env = "AIRFLOW_CONN_" + conn_id.upper()
-            raise ConfigError(f"connection {conn_id!r} is not defined (add it in Airflow or set {env})") from None
+            raise ConfigError(
+                f"connection {conn_id!r} is not defined (set {env} or configure a secrets backend; "
+                "outside a task, Airflow's metadata database is not consulted)"
+            ) from None
         raise
 
 

@@ -200,6 +200,22 @@ def _require_unique(names: list[str], what: str) -> None:
         seen.add(name)
 
 
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """SafeLoader that refuses a key written twice (YAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The file to load: the argument, else ``$STRONGROOM_CONFIG``, else ``include/config/strongroom.yaml``."""
     if path:
@@ -217,7 +233,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"config {where}: cannot read: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

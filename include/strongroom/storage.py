@@ -9,7 +9,6 @@ limit. Downloads are ranged and parallel with the same bound.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -179,18 +178,22 @@ class ObjectStore:
 class PartSizer:
     """Chooses each part's size so an object of unknown length never exceeds ``max_parts``.
 
-    It starts at ``max(part_size, 2 x expected / max_parts)`` and doubles (up to ``max_part_size``) each
-    time half of the remaining part numbers are used, so a stream far larger than expected still fits.
-    The largest object it can upload is :meth:`capacity`.
+    Parts start at ``part_size`` and double, up to ``max_part_size``, every ``max_parts / 16`` parts: a
+    small object keeps small parts (little memory) and a stream far larger than expected still fits. The
+    starting size is raised (doubled) only while :meth:`capacity` is under twice ``expected_size``.
     """
+
+    LEVELS = 16
 
     def __init__(self, part_size: int, max_part_size: int, max_parts: int, expected_size: int = 0) -> None:
         if not MIN_PART_SIZE <= part_size <= max_part_size <= MAX_PART_SIZE:
             raise ValueError("part sizes must satisfy 5MiB <= part_size <= max_part_size <= 5GiB")
-        needed = math.ceil(2 * expected_size / max_parts) if expected_size else 0
-        self.initial = min(max_part_size, max(part_size, math.ceil(needed / MiB) * MiB))
         self.max_part_size = max_part_size
         self.max_parts = max_parts
+        self.step = max(1, max_parts // self.LEVELS)
+        self.initial = part_size
+        while self.initial < max_part_size and self.capacity() < 2 * expected_size:
+            self.initial = min(max_part_size, self.initial * 2)
 
     def size_for(self, part_number: int) -> int:
         """Size of part ``part_number`` (1-based)."""
@@ -199,27 +202,15 @@ class PartSizer:
                 f"object needs more than {self.max_parts} parts even at {self.max_part_size // MiB} MiB "
                 "per part: raise transfer.max_part_size"
             )
-        size, remaining, used = self.initial, self.max_parts, 0
-        while size < self.max_part_size:
-            half = max(1, remaining // 2)
-            if part_number <= used + half:
-                break
-            used += half
-            remaining -= half
-            size = min(self.max_part_size, size * 2)
-        return size
+        doublings = min((part_number - 1) // self.step, 64)
+        return min(self.max_part_size, self.initial << doublings)
 
     def capacity(self) -> int:
         """The largest object (bytes) these settings can upload."""
-        total, number = 0, 1
-        size = self.size_for(1)
-        while number <= self.max_parts:
-            size = self.size_for(number)
-            if size == self.max_part_size:
-                return total + size * (self.max_parts - number + 1)
-            total += size
-            number += 1
-        return total
+        full = self.max_parts // self.step
+        levels = sum(min(self.max_part_size, self.initial << d) * self.step for d in range(min(full, 64)))
+        rest = self.max_parts - full * self.step
+        return levels + rest * min(self.max_part_size, self.initial << min(full, 64))
 
 
 class MultipartUpload:
@@ -262,7 +253,8 @@ class MultipartUpload:
         self._buffer += data
         while len(self._buffer) >= self.sizer.size_for(self._number + 1):
             size = self.sizer.size_for(self._number + 1)
-            chunk = bytes(self._buffer[:size])
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[:size])  # one copy, not two
             del self._buffer[:size]
             self._submit(chunk)
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from strongroom.snapshot import snapshot_database
 
+from strongroom.snapshot import snapshot_database
 from tests.conftest import Stack, write_config
 from tests.integration.helpers import CliResult, run_cli
 

@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+
 from strongroom import catalog, crypto
 from strongroom.errors import IntegrityError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
-
 from tests.conftest import Stack
 
 SEGMENT = crypto.SEGMENT_SIZE + crypto.TAG_SIZE

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from strongroom.errors import SourceError
 from strongroom.snapshot import snapshot_database
-
 from tests.conftest import Stack, write_config
 from tests.integration.helpers import run_cli, start_cli
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from strongroom import catalog, crypto
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
-
 from tests.conftest import CANARY, ROLE_CANARY_PASSWORD, Stack
 from tests.integration.helpers import fingerprints, run_cli, schema_dump
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from strongroom import config as config_module
 from strongroom.config import Config, config_path, load_config, parse_duration, parse_size
 from strongroom.errors import ConfigError
@@ -328,3 +329,14 @@ def test_unquoted_yaml_boolean_words_are_not_strings(tmp_path: Path) -> None:
     assert load_error(path) == f"config {path}: regions[0].location: Input should be a valid string"
     quoted = write(tmp_path, text.replace("location: NO", "location: 'NO'"), "quoted.yaml")
     assert load_config(quoted).primary.location == "NO"
+
+
+def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "retention: 30d\nregions:\n  - {name: eu-west-1, bucket: bkt-one, aws_conn_id: s3}\n"
+        "encryption: {keyring_conn_id: kr}\nretention: 1d\n"
+    )
+    with pytest.raises(ConfigError, match="key 'retention' appears twice") as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value)

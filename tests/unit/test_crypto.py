@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from strongroom import crypto
 from strongroom.catalog import Manifest, StoredObject, _canonical
 from strongroom.errors import IntegrityError, KeyringError

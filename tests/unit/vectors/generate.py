@@ -25,6 +25,7 @@ from typing import Any
 import zstandard
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from strongroom import crypto
 from strongroom.catalog import Manifest, StoredObject, _canonical
 from strongroom.keyring import Keyring
