@@ -1,20 +1,24 @@
 """
-### Hourly database snapshots
+### Hourly database snapshots, in every EU region
 
-Takes one consistent, compressed, **AES-256 encrypted** snapshot of every configured PostgreSQL database
-and commits it in the primary EU region. One task instance per database (the map index shows its name).
+Takes one consistent, compressed, **AES-256 encrypted** snapshot of every configured PostgreSQL database,
+copies it to every configured region, verifies each copy from its own bytes, and commits it region by
+region. A snapshot exists in a region when, and only when, its authenticated manifest is there.
 
-| task | what it does | if it fails |
-|---|---|---|
-| `snapshot_and_encrypt` | pg_dump at one exported snapshot → zstd → encryption → multipart upload; exact row counts from the same snapshot | no snapshot exists for that database this hour; nothing half-written is ever committed, and an unfinished upload is aborted (or by the next run) |
-| `commit` | checks the stored object is complete, then writes the authenticated manifest: **the commit point** | the data object stays an orphan that retention removes; re-run the task to commit it |
+| task | one instance per | what it does | if it fails |
+|---|---|---|---|
+| `snapshot_and_encrypt` | database | pg_dump at one exported snapshot → zstd → encryption → multipart upload into the primary region (the next reachable region if the primary is down); exact row counts from the same snapshot | no snapshot of that database this hour; nothing half-written is committed and the unfinished upload is aborted |
+| `region.replicate` | database × region | copies the ciphertext from where it landed (server-side when possible, streamed otherwise), plus any older snapshot the region is missing (repair) | that region misses this hour; the next run repairs the gap from a healthy region |
+| `region.verify` | database × region | reads the region's stored bytes back and checks size and SHA-256 against the manifest | a corrupt copy is never committed |
+| `region.commit` | database × region | writes the region's own manifest, the data key wrapped by that region's keyring | as above |
+| `check_regions` | run | fails the run naming every database and region that did not commit | **the one alert that says what is missing** |
 
-Replication to the other regions, verification and retention pruning join this chain in later releases.
+Regions are independent: one region's outage or failure never blocks the others.
 
-**When this fails at 3 a.m.:** the task log's last line names the database and the cause
-(unreachable database, wrong password, missing bucket, missing key). Errors a retry cannot fix
-(bad configuration, missing key, integrity failure) fail at once without retrying; network errors retry
-with backoff. Check the newest committed snapshot with `strongroom list --database NAME`.
+**When this fails at 3 a.m.:** read `check_regions`' log: it lists each missing database/region and why
+(unreachable, not committed). `strongroom status` shows the newest snapshot per region and the gaps;
+gaps are repaired automatically by the next run once the region is back. Errors a retry cannot fix (bad
+configuration, missing key, integrity failure) fail at once; network errors retry with backoff.
 
 Configuration: `$STRONGROOM_CONFIG` (see `docs/configuration.md`). Credentials live only in Airflow
 connections; nothing secret is written to XCom or the logs.
@@ -23,13 +27,25 @@ connections; nothing secret is written to XCom or the logs.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task, task_group
 
 from strongroom.config import load_config
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
+DATABASES = [db.name for db in CONFIG.databases]
+TARGETS = [
+    {"database": db, "db_index": i, "region": region.name}
+    for i, db in enumerate(DATABASES)
+    for region in CONFIG.regions
+]
+
+
+def _label(**values: str) -> None:
+    """Values for map_index_template, so the UI shows 'shop' or 'shop → eu-west-1' per instance."""
+    get_current_context().update(values)  # type: ignore[typeddict-item]
 
 
 @dag(
@@ -43,8 +59,8 @@ CONFIG = load_config()  # a local file read at parse time: an invalid file shows
     tags=["strongroom", "backup", "postgres"],
     default_args={
         "owner": "strongroom",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
+        "retries": CONFIG.snapshot.retries,
+        "retry_delay": CONFIG.snapshot.retry_delay,
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": CONFIG.snapshot.run_timeout,
@@ -52,30 +68,80 @@ CONFIG = load_config()  # a local file read at parse time: an invalid file shows
 )
 def snapshot_databases() -> None:
     @task(map_index_template="{{ database }}")
-    def snapshot_and_encrypt(database: str) -> dict[str, object]:
+    def snapshot_and_encrypt(database: str) -> dict[str, Any]:
         """Dump, compress, encrypt and upload one database; returns the snapshot id (not yet committed)."""
         from strongroom import airflow_adapter, snapshot
 
-        get_current_context()["database"] = database  # type: ignore[typeddict-unknown-key]
-        config = load_config()
-        conns = airflow_adapter.connections()
-        return airflow_adapter.run_task(snapshot.take_snapshot, config, database, conns).to_dict()
-
-    @task(map_index_template="{{ database }}")
-    def commit(result: dict[str, object]) -> dict[str, object]:
-        """Write the manifest in the primary region once the data object is complete."""
-        from strongroom import airflow_adapter, snapshot
-
-        database = str(result["database"])
-        get_current_context()["database"] = database  # type: ignore[typeddict-unknown-key]
-        config = load_config()
-        conns = airflow_adapter.connections()
+        _label(database=database)
         return airflow_adapter.run_task(
-            snapshot.commit_snapshot, config, database, str(result["snapshot_id"]), conns
-        )
+            snapshot.take_snapshot, load_config(), database, airflow_adapter.connections()
+        ).to_dict()
 
-    snapshots = snapshot_and_encrypt.expand(database=[db.name for db in CONFIG.databases])
-    commit.expand(result=snapshots)
+    @task_group(group_id="region")
+    def region_chain(target: dict[str, Any]) -> None:
+        @task(trigger_rule="all_done", map_index_template="{{ label }}")
+        def replicate(target: dict[str, Any]) -> dict[str, Any]:
+            """Copy this run's snapshot (and any gap) into the region."""
+            from strongroom import airflow_adapter, replication
+
+            _label(label=f"{target['database']} → {target['region']}")
+            ti = get_current_context()["ti"]
+            landed = ti.xcom_pull(task_ids="snapshot_and_encrypt", map_indexes=target["db_index"])
+            this_run = replication.SnapshotRef(landed["snapshot_id"], landed["region"]) if landed else None
+            refs = airflow_adapter.run_task(
+                replication.replicate_region, load_config(), target["database"], target["region"],
+                airflow_adapter.connections(), this_run,
+            )
+            return dict(target, snapshots=[ref.to_dict() for ref in refs])
+
+        @task(map_index_template="{{ label }}")
+        def verify(copied: dict[str, Any]) -> dict[str, Any]:
+            """Read the region's bytes back and check them against the manifest."""
+            from strongroom import airflow_adapter, replication
+
+            _label(label=f"{copied['database']} → {copied['region']}")
+            refs = [replication.SnapshotRef.from_dict(r) for r in copied["snapshots"]]
+            airflow_adapter.run_task(
+                replication.verify_region, load_config(), copied["database"], copied["region"],
+                airflow_adapter.connections(), refs,
+            )
+            return copied
+
+        @task(map_index_template="{{ label }}")
+        def commit(verified: dict[str, Any]) -> dict[str, Any]:
+            """Write the region's own manifest: the snapshot now exists in this region."""
+            from strongroom import airflow_adapter, replication
+
+            _label(label=f"{verified['database']} → {verified['region']}")
+            refs = [replication.SnapshotRef.from_dict(r) for r in verified["snapshots"]]
+            committed = airflow_adapter.run_task(
+                replication.commit_region, load_config(), verified["database"], verified["region"],
+                airflow_adapter.connections(), refs,
+            )
+            return {"database": verified["database"], "region": verified["region"], "committed": committed}
+
+        commit(verify(replicate(target)))
+
+    @task(trigger_rule="all_done")
+    def check_regions() -> dict[str, Any]:
+        """Fail the run naming every database and region that did not commit this run's snapshot."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from strongroom import airflow_adapter, replication
+
+        ti = get_current_context()["ti"]
+        runs = {}
+        for index, database in enumerate(DATABASES):
+            landed = ti.xcom_pull(task_ids="snapshot_and_encrypt", map_indexes=index)
+            runs[database] = replication.SnapshotRef(landed["snapshot_id"], landed["region"]) if landed else None
+        report = replication.check_run(load_config(), airflow_adapter.connections(), runs)
+        if not report.ok:  # no retry: the region tasks already had theirs
+            raise AirflowFailException(report.summary())
+        return {"results": report.results}
+
+    snapshots = snapshot_and_encrypt.expand(database=DATABASES)
+    chains = region_chain.expand(target=TARGETS)
+    snapshots >> chains >> check_regions()
 
 
 snapshot_databases()

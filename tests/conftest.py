@@ -29,36 +29,56 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 from devstack import LocalPostgres, MotoServer  # noqa: E402
 from sample_data import create_sample  # noqa: E402
 
-PRIMARY = "eu-central-1"
-BUCKET = "sr-test-eu-central-1"
+REGIONS = ["eu-central-1", "eu-west-1", "eu-north-1"]
+PRIMARY = REGIONS[0]
+BUCKETS = {region: f"sr-test-{region}" for region in REGIONS}
+BUCKET = BUCKETS[PRIMARY]
 KEY_ID = "k-test-1"
+PRIMARY_KEY_ID = "k-primary-1"
 CANARY = "CANARY-7f3a9c-do-not-leak"
-ROLE_CANARY_PASSWORD = "canary-role-pw-51d2e8"
+ROLE_CANARY_PASSWORD = "canary-role-pw-51d2e8"  # noqa: S105
+
+
+def conn_id(region: str) -> str:
+    return "s3_" + region.replace("-", "_")
+
+
+def env_name(conn: str) -> str:
+    return "AIRFLOW_CONN_" + conn.upper()
 
 
 @dataclass
 class Stack:
     pg: LocalPostgres
-    s3: MotoServer
+    servers: dict[str, MotoServer]  # one S3 server per region: nothing passes by sharing a process
     config_path: Path
     keyring_extra: dict
+    primary_keyring_extra: dict
 
     @property
-    def client(self):
-        return self.s3.client(PRIMARY)
+    def client(self):  # noqa: ANN201
+        return self.servers[PRIMARY].client(PRIMARY)
 
-    def list_keys(self, bucket: str = BUCKET) -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    def client_for(self, region: str):  # noqa: ANN201
+        return self.servers[region].client(region)
+
+    def list_keys(self, region: str = PRIMARY) -> list[str]:
+        pages = self.client_for(region).get_paginator("list_objects_v2").paginate(Bucket=BUCKETS[region])
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
-    def uploads(self, bucket: str = BUCKET) -> list[str]:
-        return [u["Key"] for u in self.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    def uploads(self, region: str = PRIMARY) -> list[str]:
+        found = self.client_for(region).list_multipart_uploads(Bucket=BUCKETS[region]).get("Uploads", [])
+        return [u["Key"] for u in found]
 
-    def read(self, key: str, bucket: str = BUCKET) -> bytes:
-        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    def read(self, key: str, region: str = PRIMARY) -> bytes:
+        return self.client_for(region).get_object(Bucket=BUCKETS[region], Key=key)["Body"].read()
 
-    def write(self, key: str, data: bytes, bucket: str = BUCKET) -> None:
-        self.client.put_object(Bucket=bucket, Key=key, Body=data)
+    def write(self, key: str, data: bytes, region: str = PRIMARY) -> None:
+        self.client_for(region).put_object(Bucket=BUCKETS[region], Key=key, Body=data)
+
+    @property
+    def all_keys_material(self) -> list[str]:
+        return [*self.keyring_extra["keys"].values(), *self.primary_keyring_extra["keys"].values()]
 
     def database_exists(self, name: str) -> bool:
         import psycopg
@@ -67,29 +87,42 @@ class Stack:
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+def region_entries() -> list[dict]:
+    entries = [{"name": r, "bucket": BUCKETS[r], "aws_conn_id": conn_id(r)} for r in REGIONS]
+    entries[0]["keyring_conn_id"] = "kr_primary"  # the primary region keeps its own keyring
+    return entries
+
+
 def write_config(path: Path, **overrides: object) -> Path:
     config = {
         "retention": "30d",
-        "regions": [{"name": PRIMARY, "bucket": BUCKET, "aws_conn_id": "s3_primary"}],
+        "regions": region_entries(),
         "encryption": {"keyring_conn_id": "strongroom_keyring"},
         "databases": [
             {"name": "shop", "postgres_conn_id": "pg_shop"},
             {"name": "bulk", "postgres_conn_id": "pg_bulk"},
         ],
-        "transfer": {"part_size": "5MiB", "upload_concurrency": 2, "read_timeout": "30s", "max_attempts": 2},
-        "snapshot": {"run_timeout": "50m"},
+        "transfer": {"part_size": "5MiB", "upload_concurrency": 2, "connect_timeout": "2s", "read_timeout": "10s",
+                     "max_attempts": 2},
+        "snapshot": {"run_timeout": "50m", "retries": 0, "retry_delay": "1s"},
     }
     config.update(overrides)
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
 
 
+def keyring_conn(extra: dict) -> str:
+    return json.dumps({"conn_type": "generic", "extra": extra})
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     pg = LocalPostgres().start()
-    s3 = MotoServer().start()
+    servers: dict[str, MotoServer] = {}
     try:
-        s3.create_bucket(BUCKET, PRIMARY)
+        for region in REGIONS:
+            servers[region] = MotoServer().start()
+            servers[region].create_bucket(BUCKETS[region], region)
         pg.execute("CREATE DATABASE shop")
         create_sample(pg.connect_kwargs("shop"), scale=1)
         pg.execute(f"INSERT INTO customers (email, name, country, created_at, profile) "
@@ -101,17 +134,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pg.execute("INSERT INTO blobs SELECT g, string_agg(md5(random()::text || g || i), '') "
                    "FROM generate_series(1, 3000) g, generate_series(1, 60) i GROUP BY g", "bulk")
         keyring = {"active": KEY_ID, "keys": {KEY_ID: base64.b64encode(os.urandom(32)).decode()}}
+        primary_keyring = {"active": PRIMARY_KEY_ID,
+                           "keys": {PRIMARY_KEY_ID: base64.b64encode(os.urandom(32)).decode()}}
         os.environ.update({
-            "AIRFLOW_CONN_S3_PRIMARY": s3.airflow_conn(PRIMARY),
+            **{env_name(conn_id(r)): servers[r].airflow_conn(r) for r in REGIONS},
             "AIRFLOW_CONN_PG_SHOP": pg.airflow_uri("shop"),
             "AIRFLOW_CONN_PG_BULK": pg.airflow_uri("bulk"),
-            "AIRFLOW_CONN_STRONGROOM_KEYRING": json.dumps({"conn_type": "generic", "extra": keyring}),
+            "AIRFLOW_CONN_STRONGROOM_KEYRING": keyring_conn(keyring),
+            "AIRFLOW_CONN_KR_PRIMARY": keyring_conn(primary_keyring),
         })
         config_path = write_config(tmp_path_factory.mktemp("config") / "strongroom.yaml")
         os.environ["STRONGROOM_CONFIG"] = str(config_path)
-        yield Stack(pg, s3, config_path, keyring)
+        yield Stack(pg, servers, config_path, keyring, primary_keyring)
     finally:
-        s3.stop()
+        for server in servers.values():
+            server.stop()
         pg.stop()
 
 

@@ -77,6 +77,10 @@ class Manifest:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     strongroom_version: str = ""
 
+    def objects(self) -> list[StoredObject]:
+        """The data objects this snapshot consists of."""
+        return [self.dump, *([self.globals] if self.globals else [])]
+
     @property
     def identity(self) -> bytes:
         """Associated data binding the wrapped data key to this snapshot."""

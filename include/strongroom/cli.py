@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     rst.add_argument("--clean", action="store_true", help="replace the contents of a non-empty target")
     rst.add_argument("--json", action="store_true")
 
+    st = sub.add_parser("status", help="per database and region: newest snapshot, age, gaps, last error")
+    st.add_argument("--json", action="store_true")
+
     keys = sub.add_parser("keys", help="keyring tools")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
     keys_sub.add_parser("generate", help="print a new keyring entry")
@@ -90,9 +93,10 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
         result = snapshot.snapshot_database(config, name, conns)
         results.append(result)
         if not args.json:
+            regions = ", ".join(result["regions"])
             print(
-                f"{name}: snapshot {result['snapshot_id']} committed in {result['region']} "
-                f"({result['stored_bytes']} bytes stored, {result['tables']} tables, {result['seconds']}s)"
+                f"{name}: snapshot {result['snapshot_id']} committed in {regions} "
+                f"({result['stored_bytes']} bytes stored, {result['seconds']}s)"
             )
     if args.json:
         _print(results, True, "")
@@ -155,10 +159,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     _print(
         result.to_dict(),
         args.json,
-        f"restored {result.database} snapshot {result.snapshot_id} (taken {result.taken_at}) from "
+        f"restored {result.database} snapshot {result.snapshot_id} (taken {result.taken_at}) from region "
         f"{result.region} into {result.target}: {result.tables} tables, {result.rows} rows verified "
         f"(download+decrypt {result.download_seconds}s, pg_restore {result.restore_seconds}s)",
     )
+    for skipped in result.unavailable:
+        sys.stderr.write(f"strongroom: warning: region {skipped}\n")
     return 0
 
 
@@ -185,7 +191,27 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "keys": _cmd_keys}
+def _cmd_status(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, status
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    rows = status.collect_status(config, airflow_adapter.connections())
+    if args.json:
+        _print([row.to_dict() for row in rows], True, "")
+        return 0
+    header = ("DATABASE", "REGION", "NEWEST SNAPSHOT", "AGE", "GAPS", "LAST ERROR")
+    print("{:<16} {:<14} {:<26} {:>8} {:>5}  {}".format(*header))
+    for row in rows:
+        age = _age(row.age_seconds) if row.age_seconds is not None else "-"
+        print(f"{row.database:<16} {row.region:<14} {row.newest or '-':<26} {age:>8} {len(row.gaps):>5}  "
+              f"{row.last_error or ''}")
+    return 0
+
+
+_COMMANDS = {
+    "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,6 +67,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The 27 member states of the European Union (ISO 3166-1 alpha-2; Greece is GR).
+EU_MEMBER_STATES = frozenset(
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()  # noqa: SIM905
+)
+# Where AWS's regions are. Other providers' regions must declare `location`.
+AWS_REGION_COUNTRIES = {
+    "eu-central-1": "DE", "eu-central-2": "CH", "eu-west-1": "IE", "eu-west-2": "GB", "eu-west-3": "FR",
+    "eu-north-1": "SE", "eu-south-1": "IT", "eu-south-2": "ES",
+    "us-east-1": "US", "us-east-2": "US", "us-west-1": "US", "us-west-2": "US", "us-gov-east-1": "US",
+    "us-gov-west-1": "US", "ca-central-1": "CA", "ca-west-1": "CA", "sa-east-1": "BR", "mx-central-1": "MX",
+    "af-south-1": "ZA", "il-central-1": "IL", "me-south-1": "BH", "me-central-1": "AE",
+    "ap-east-1": "HK", "ap-south-1": "IN", "ap-south-2": "IN", "ap-northeast-1": "JP", "ap-northeast-2": "KR",
+    "ap-northeast-3": "JP", "ap-southeast-1": "SG", "ap-southeast-2": "AU", "ap-southeast-3": "ID",
+    "ap-southeast-4": "AU", "ap-southeast-5": "MY", "ap-southeast-7": "TH", "cn-north-1": "CN",
+    "cn-northwest-1": "CN",
+}
+
+
 class RegionConfig(_Section):
     """A bucket at a provider's region. The first region listed is the primary."""
 
@@ -76,6 +94,24 @@ class RegionConfig(_Section):
     location: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
     keyring_conn_id: ConnId | None = None
     max_parts: Annotated[int, Field(ge=2, le=10000)] = 10000
+
+    @model_validator(mode="after")
+    def _in_the_eu(self) -> RegionConfig:
+        known = AWS_REGION_COUNTRIES.get(self.name)
+        if known and self.location and self.location != known:
+            raise ValueError(f"region {self.name!r} is in {known}, not {self.location}")
+        country = known or self.location
+        if country is None:
+            raise ValueError(
+                f"region {self.name!r} is not an AWS region: declare its location (ISO country code, e.g. DE)"
+            )
+        if country not in EU_MEMBER_STATES:
+            raise ValueError(f"region {self.name!r} is in {country}, which is not an EU member state")
+        return self
+
+    @property
+    def country(self) -> str:
+        return AWS_REGION_COUNTRIES.get(self.name) or self.location or ""
 
 
 class EncryptionConfig(_Section):
@@ -117,6 +153,8 @@ class SnapshotConfig(_Section):
     zstd_threads: Annotated[int, Field(ge=0, le=64)] = 0
     capture_globals: bool = True
     pg_bin_dir: str | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_delay: Duration = timedelta(minutes=1)
 
 
 class RestoreConfig(_Section):
@@ -168,6 +206,7 @@ class Config(_Section):
     @classmethod
     def _unique_regions(cls, value: list[RegionConfig]) -> list[RegionConfig]:
         _require_unique([r.name for r in value], "region name")
+        _require_unique([f"{r.aws_conn_id}/{r.bucket}" for r in value], "bucket location (connection/bucket)")
         return value
 
     @property

@@ -44,3 +44,7 @@ class StorageError(StrongroomError):
 
 class RestoreError(StrongroomError):
     """A restore was refused or failed; the target was left as it was."""
+
+
+class ReplicationError(StrongroomError):
+    """A snapshot did not reach every region; the message names each region that is missing it."""

@@ -21,7 +21,7 @@ import zstandard
 
 from strongroom import catalog, crypto, postgres
 from strongroom.catalog import Manifest
-from strongroom.config import Config, TransferConfig
+from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, RestoreError, StrongroomError
 from strongroom.storage import ObjectStore
@@ -35,6 +35,7 @@ class RestoreResult:
     snapshot_id: str
     taken_at: str
     region: str
+    unavailable: tuple[str, ...]
     target: str
     created_database: bool
     tables: int
@@ -88,6 +89,19 @@ def _inflate(decompressor: Any, data: bytes) -> bytes:
         raise IntegrityError(f"decompression failed: {exc}") from None
 
 
+def _fetch_from(
+    config: Config, conns: Connections, region: RegionConfig, database: str, path: str,
+    *, snapshot_id: str | None, at: datetime | None,
+) -> Manifest:
+    """Select the snapshot in one region and fetch it, verified and decrypted, into ``path``."""
+    store = conns.store(region, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    manifest = catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at)
+    data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+    fetch_dump(store, manifest, data_key, path, config.transfer)
+    return manifest
+
+
 def restore_snapshot(
     config: Config,
     database: str,
@@ -99,27 +113,42 @@ def restore_snapshot(
     region: str | None = None,
     clean: bool = False,
 ) -> RestoreResult:
-    """Restore a snapshot of ``database`` into ``target``; the target is untouched unless all checks pass."""
-    db = config.database(database)
-    where = config.region(region) if region else config.primary
-    store = conns.store(where, config.transfer)
-    keyring = conns.keyring(config.keyring_conn_id(where))
-    manifest = catalog.select_snapshot(store, keyring, db.name, snapshot_id=snapshot_id, at=at)
-    data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+    """Restore a snapshot of ``database`` into ``target``; the target is untouched unless all checks pass.
 
+    Without ``region``, the primary is tried first and every other region after it, in configured order,
+    when a snapshot, object, key or integrity check fails there; the result says which region served.
+    """
+    db = config.database(database)
+    candidates = [config.region(region)] if region else list(config.regions)
     state = postgres.inspect_target(target)
     if state.exists and state.relations and not clean:
         raise RestoreError(
             f"target {target.describe()} is not empty ({state.relations} relations): "
             "restore into a new database, or pass --clean to replace its contents"
         )
-    log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, store.where, target.describe())
     spool = tempfile.mkdtemp(prefix="strongroom-restore-", dir=config.restore.spool_dir)
     try:
-        started = time.monotonic()
         path = os.path.join(spool, "dump")
-        fetch_dump(store, manifest, data_key, path, config.transfer)
+        started = time.monotonic()
+        failures: list[str] = []
+        for where in candidates:
+            try:
+                manifest = _fetch_from(config, conns, where, db.name, path, snapshot_id=snapshot_id, at=at)
+                break
+            except StrongroomError as exc:
+                if os.path.exists(path):
+                    os.unlink(path)
+                if len(candidates) == 1:
+                    raise
+                log.warning("region %s cannot serve the restore: %s", where.name, exc)
+                failures.append(f"{where.name}: {exc}")
+        else:
+            raise RestoreError("no region could serve the restore: " + "; ".join(failures))
+        if failures:
+            log.warning("restoring from %s after: %s", where.name, "; ".join(failures))
         downloaded = time.monotonic()
+        log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, where.name,
+                 target.describe())
         _restore_file(config, target, path, state, clean)
         restored = time.monotonic()
     finally:
@@ -138,6 +167,7 @@ def restore_snapshot(
         snapshot_id=manifest.snapshot_id,
         taken_at=manifest.taken_at.isoformat(),
         region=where.name,
+        unavailable=tuple(failures),
         target=target.describe(),
         created_database=not state.exists,
         tables=len(manifest.tables),

@@ -5,8 +5,10 @@ One streaming pipeline, no plaintext at rest::
     pg_dump --format=custom --compress=0 --snapshot=S  ->  zstd (multithreaded)  ->  SRSTRM AES-256-GCM
         ->  S3 multipart upload (memory bounded by part size x concurrency)
 
-``take_snapshot`` writes the data object and a *pending* manifest; ``commit_snapshot`` checks the data is
-complete and writes the manifest, the commit point. Until then the snapshot does not exist.
+``take_snapshot`` writes the data objects and a *pending* manifest into the landing region (the primary,
+or the next reachable region); ``replication`` copies them to every other region, verifies each copy from
+its own bytes and commits it there by writing that region's manifest, the commit point. Until then the
+snapshot does not exist in that region.
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
 import zstandard
 
-from strongroom import __version__, catalog, crypto, postgres
+from strongroom import __version__, catalog, crypto, postgres, replication
 from strongroom.catalog import Manifest, StoredObject
-from strongroom.config import Config
+from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
-from strongroom.errors import IntegrityError, SourceError
+from strongroom.errors import ReplicationError, SourceError, StrongroomError
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -134,15 +137,19 @@ class _RowCounter(threading.Thread):
 
 
 def take_snapshot(config: Config, database: str, conns: Connections) -> SnapshotResult:
-    """Dump ``database`` at one consistent point in time into the primary region, uncommitted."""
+    """Dump ``database`` at one consistent point in time into the landing region, uncommitted.
+
+    The landing region is the primary, or the first reachable region after it when the primary is down,
+    so a region outage never stops snapshots. Replication copies from there to every other region.
+    """
     started = time.monotonic()
     db = config.database(database)
-    region = config.primary
-    keyring = conns.keyring(config.keyring_conn_id(region))
-    store = conns.store(region, config.transfer)
     source = conns.postgres(db.postgres_conn_id)
+    for each in config.regions:  # a missing or broken keyring is a configuration error: fail before writing
+        conns.keyring(config.keyring_conn_id(each))
+    region, store = landing_region(config, conns)
+    keyring = conns.keyring(config.keyring_conn_id(region))
     bin_dir = config.snapshot.pg_bin_dir
-    store.check_bucket()
     stale_before = datetime.now(UTC) - config.snapshot.run_timeout
     store.abort_stale_uploads(catalog.database_prefix(db.name), stale_before)
     dump_version = postgres.tool_version(postgres.tool("pg_dump", bin_dir))
@@ -247,42 +254,48 @@ def _store_globals(
     return StoredObject(key, len(sql_bytes), len(packed), len(sealed), hashlib.sha256(sealed).hexdigest()), note
 
 
-def commit_snapshot(config: Config, database: str, snapshot_id: str, conns: Connections) -> dict[str, Any]:
-    """Write the manifest once the data objects are complete: the snapshot now exists. Idempotent."""
-    db = config.database(database)
-    region = config.primary
-    store = conns.store(region, config.transfer)
-    keyring = conns.keyring(config.keyring_conn_id(region))
-    final_key = catalog.manifest_key(db.name, snapshot_id)
-    pending = catalog.pending_key(db.name, snapshot_id)
-    if store.head(pending) is None and store.head(final_key) is not None:
-        manifest = catalog.load_manifest(store, keyring, db.name, snapshot_id)
-        return dict(manifest.summary(), region=region.name)
-    raw = store.get_bytes(pending)
-    manifest = Manifest.from_json(raw, keyring, f"s3://{store.bucket}/{pending}")
-    if (manifest.database, manifest.snapshot_id) != (db.name, snapshot_id):
-        raise IntegrityError(f"s3://{store.bucket}/{pending} describes another snapshot; not committing it")
-    _check_stored(store, manifest.dump)
-    if manifest.globals is not None:
-        _check_stored(store, manifest.globals)
-    store.put_bytes(final_key, raw)
-    store.delete(pending)
-    log.info("committed snapshot %s of %s in %s", snapshot_id, db.name, store.where)
-    return dict(manifest.summary(), region=region.name)
-
-
-def _check_stored(store: ObjectStore, obj: StoredObject) -> None:
-    info = store.head(obj.key)
-    if info is None:
-        raise IntegrityError(f"s3://{store.bucket}/{obj.key} is missing; the snapshot cannot be committed")
-    if info.size != obj.stored_size:
-        raise IntegrityError(
-            f"s3://{store.bucket}/{obj.key} is {info.size} bytes, the manifest says {obj.stored_size}"
-        )
+def landing_region(config: Config, conns: Connections) -> tuple[RegionConfig, ObjectStore]:
+    """The first region, in configured order, whose bucket answers."""
+    failures: list[StrongroomError] = []
+    for region in config.regions:
+        store = conns.store(region, config.transfer)
+        try:
+            store.check_bucket()
+        except StrongroomError as exc:
+            log.warning("region %s is not usable for this snapshot: %s", region.name, exc)
+            failures.append(exc)
+            continue
+        if failures:
+            log.warning("snapshot lands in %s instead of the primary", region.name)
+        return region, store
+    raise failures[0]
 
 
 def snapshot_database(config: Config, database: str, conns: Connections) -> dict[str, Any]:
-    """Take and commit one snapshot (the CLI's ``strongroom snapshot``)."""
+    """Take a snapshot and bring it to every region (the CLI's ``strongroom snapshot``).
+
+    Regions are copied, verified and committed in parallel, each on its own: a failed region does not
+    stop the others. Raises naming every region that did not commit, after the others did.
+    """
     result = take_snapshot(config, database, conns)
-    summary = commit_snapshot(config, database, result.snapshot_id, conns)
-    return dict(summary, seconds=result.seconds)
+    this_run = replication.SnapshotRef(result.snapshot_id, result.region)
+    with ThreadPoolExecutor(max_workers=len(config.regions), thread_name_prefix="region") as pool:
+        futures = {
+            region.name: pool.submit(replication.sync_region, config, database, region.name, conns, this_run)
+            for region in config.regions
+        }
+        outcomes: dict[str, str] = {}
+        for name, future in futures.items():
+            try:
+                future.result()
+                outcomes[name] = "committed"
+            except StrongroomError as exc:
+                outcomes[name] = str(exc)
+    report = replication.check_run(config, conns, {database: this_run})
+    if not report.ok:
+        missing = [
+            f"{region} ({outcomes.get(region) if outcomes.get(region) != 'committed' else outcome})"
+            for _, region, outcome in report.missing
+        ]
+        raise ReplicationError(f"{database}: snapshot {result.snapshot_id} not committed in " + "; ".join(missing))
+    return dict(result.to_dict(), regions=outcomes)

@@ -50,6 +50,10 @@ class ObjectStore:
         self.max_parts = max_parts
 
     @property
+    def endpoint(self) -> str:
+        return str(self.client.meta.endpoint_url)
+
+    @property
     def where(self) -> str:
         return f"s3://{self.bucket} (region {self.region})"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import REGIONS, ROOT, Stack
 
 DAGS = ROOT / "dags"
 EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
@@ -36,10 +36,18 @@ def test_snapshot_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
     assert dag.timetable.expression == "0 * * * *"
     assert dag.doc_md and "3 a.m." in dag.doc_md
-    assert {t.task_id for t in dag.tasks} == {"snapshot_and_encrypt", "commit"}
+    assert {t.task_id for t in dag.tasks} == {
+        "snapshot_and_encrypt", "region.replicate", "region.verify", "region.commit", "check_regions"
+    }
     snapshot = dag.get_task("snapshot_and_encrypt")
     assert snapshot.retries >= 1 and snapshot.retry_exponential_backoff
-    assert dag.get_task("commit").upstream_task_ids == {"snapshot_and_encrypt"}
+    assert dag.get_task("region.replicate").upstream_task_ids == {"snapshot_and_encrypt"}
+    assert dag.get_task("region.verify").upstream_task_ids == {"region.replicate"}
+    assert dag.get_task("region.commit").upstream_task_ids == {"region.verify"}
+    # one region's failure must not stop the others, nor the final check that names it
+    assert dag.get_task("region.replicate").trigger_rule == "all_done"
+    assert dag.get_task("check_regions").trigger_rule == "all_done"
+    assert dag.get_task("check_regions").upstream_task_ids == {"region.commit"}
 
 
 def test_invalid_config_is_a_clear_import_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +75,11 @@ def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None,
 
     new = {k for k in stack.list_keys() if "/manifests/" in k} - before
     assert sorted(k.split("/")[1] for k in new) == ["bulk", "shop"]
-    assert [k for k in stack.list_keys() if "/pending/" in k] == []
+    for region in REGIONS:  # committed everywhere, nothing left pending
+        assert new <= set(stack.list_keys(region)), region
+        assert [k for k in stack.list_keys(region) if "/pending/" in k] == []
+    commits = [ti for ti in run.get_task_instances() if ti.task_id == "region.commit"]
+    assert len(commits) == 2 * len(REGIONS) and all(ti.state == "success" for ti in commits)
 
     instances = [ti for ti in run.get_task_instances() if ti.task_id == "snapshot_and_encrypt"]
     assert len(instances) == 2
@@ -79,6 +91,6 @@ def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None,
     assert values
     for value in values:
         assert stack.pg.password not in value
-        for key in stack.keyring_extra["keys"].values():
+        for key in stack.all_keys_material:
             assert key not in value
         assert "wrapped_key" not in value

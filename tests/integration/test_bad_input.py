@@ -92,7 +92,7 @@ def test_invalid_config(tmp_path: Path, stack: Stack, text: str, fragment: str) 
 
 def test_missing_bucket(tmp_path: Path, stack: Stack) -> None:
     path = write_config(tmp_path / "c.yaml",
-                        regions=[{"name": "eu-central-1", "bucket": "sr-no-such-bucket", "aws_conn_id": "s3_primary"}])
+                        regions=[{"name": "eu-central-1", "bucket": "sr-no-such-bucket", "aws_conn_id": "s3_eu_central_1"}])
     result = run_cli("--config", str(path), "snapshot", "--database", "shop")
     assert_one_line_error(result, "bucket 'sr-no-such-bucket' does not exist")
 
@@ -143,6 +143,6 @@ def test_errors_never_print_secrets(stack: Stack, committed: dict) -> None:
     """Even verbose logs of a successful run carry no password or key material."""
     result = run_cli("-v", "snapshot", "--database", "shop")
     assert result.code == 0, result.stderr
-    for secret in [stack.pg.password, *stack.keyring_extra["keys"].values()]:
+    for secret in [stack.pg.password, *stack.all_keys_material]:
         assert secret not in result.stdout + result.stderr
     assert os.environ["AIRFLOW_CONN_PG_SHOP"] not in result.stderr

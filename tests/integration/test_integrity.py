@@ -17,7 +17,7 @@ from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
-from tests.conftest import Stack
+from tests.conftest import PRIMARY, Stack
 
 SEGMENT = crypto.SEGMENT_SIZE + crypto.TAG_SIZE
 
@@ -26,7 +26,7 @@ SEGMENT = crypto.SEGMENT_SIZE + crypto.TAG_SIZE
 def bulk(stack: Stack, config, conns) -> dict:
     result = snapshot_database(config, "bulk", conns)
     manifest = catalog.load_manifest(
-        conns.store(config.primary, config.transfer), conns.keyring("strongroom_keyring"), "bulk",
+        conns.store(config.primary, config.transfer), conns.keyring(config.keyring_conn_id(config.primary)), "bulk",
         result["snapshot_id"],
     )
     segments = (manifest.dump.stored_size - crypto.HEADER_SIZE + SEGMENT - 1) // SEGMENT
@@ -85,10 +85,11 @@ def test_tampered_object_fails_and_leaves_targets_untouched(
         new_target = PgSettings(dbname="never_created", host="127.0.0.1", port=stack.pg.port, user="postgres",
                                 password=stack.pg.password)
         with pytest.raises(IntegrityError):
-            restore_snapshot(config, "bulk", new_target, conns, snapshot_id=bulk["snapshot_id"])
+            restore_snapshot(config, "bulk", new_target, conns, snapshot_id=bulk["snapshot_id"], region=PRIMARY)
         assert not stack.database_exists("never_created")
         with pytest.raises(IntegrityError):
-            restore_snapshot(config, "bulk", precious, conns, snapshot_id=bulk["snapshot_id"], clean=True)
+            restore_snapshot(config, "bulk", precious, conns, snapshot_id=bulk["snapshot_id"], clean=True,
+                             region=PRIMARY)
         _assert_precious_untouched(stack)
     finally:
         stack.write(bulk["key"], original)
@@ -108,7 +109,8 @@ def test_tampered_manifest_is_rejected(stack: Stack, config, conns, bulk: dict, 
     stack.write(bulk["manifest_key"], json.dumps(doc).encode())
     try:
         with pytest.raises(IntegrityError, match="failed authentication"):
-            restore_snapshot(config, "bulk", precious, conns, snapshot_id=bulk["snapshot_id"], clean=True)
+            restore_snapshot(config, "bulk", precious, conns, snapshot_id=bulk["snapshot_id"], clean=True,
+                             region=PRIMARY)
         _assert_precious_untouched(stack)
     finally:
         stack.write(bulk["manifest_key"], original)
@@ -137,7 +139,7 @@ def test_wrong_key_fails_and_leaves_target_untouched(
 ) -> None:
     with pytest.raises(IntegrityError):
         restore_snapshot(config, "bulk", precious, _WrongKeyConnections(conns), snapshot_id=bulk["snapshot_id"],
-                         clean=True)
+                         clean=True, region=PRIMARY)
     _assert_precious_untouched(stack)
 
 
@@ -146,4 +148,20 @@ def test_untampered_bulk_restores_after_all(stack: Stack, config, conns, bulk: d
     target = PgSettings(dbname="bulk_ok", host="127.0.0.1", port=stack.pg.port, user="postgres",
                         password=stack.pg.password)
     result = restore_snapshot(config, "bulk", target, conns, snapshot_id=bulk["snapshot_id"])
+    assert result.rows == 3000
+
+
+def test_restore_falls_back_to_the_next_region_when_the_primary_copy_is_corrupt(
+    stack: Stack, config, conns, bulk: dict  # noqa: ANN001
+) -> None:
+    original = stack.read(bulk["key"])
+    stack.write(bulk["key"], flip(lambda i: _segment_offset(1) + 3)(original, bulk))
+    try:
+        target = PgSettings(dbname="bulk_fallback", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                            password=stack.pg.password)
+        result = restore_snapshot(config, "bulk", target, conns, snapshot_id=bulk["snapshot_id"])
+    finally:
+        stack.write(bulk["key"], original)
+    assert result.region == "eu-west-1"
+    assert len(result.unavailable) == 1 and result.unavailable[0].startswith("eu-central-1: ")
     assert result.rows == 3000

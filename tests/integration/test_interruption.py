@@ -46,7 +46,7 @@ def test_sigterm_aborts_the_upload_and_commits_nothing(stack: Stack) -> None:
             _wait_for(lambda: any(b"pg_dump" in c and b"--snapshot=" in c for c in _cmdlines()))
             for cmdline in _cmdlines():  # no secret on any command line while the dump runs
                 assert stack.pg.password.encode() not in cmdline
-                for key in stack.keyring_extra["keys"].values():
+                for key in stack.all_keys_material:
                     assert key.encode() not in cmdline
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=60)

@@ -324,11 +324,12 @@ def test_unquoted_yaml_boolean_words_are_not_strings(tmp_path: Path) -> None:
     """YAML 1.1 reads NO, yes, on, off as booleans: country codes such as NO must be quoted."""
     text = yaml.safe_dump(MINIMAL, sort_keys=False).replace(
         "aws_conn_id: s3_eu_central_1", "aws_conn_id: s3_eu_central_1\n  location: NO"
-    )
+    ).replace("name: eu-central-1", "name: osl-1")
     path = write(tmp_path, text)
     assert load_error(path) == f"config {path}: regions[0].location: Input should be a valid string"
     quoted = write(tmp_path, text.replace("location: NO", "location: 'NO'"), "quoted.yaml")
-    assert load_config(quoted).primary.location == "NO"
+    # read as a string, Norway is then refused for what it is: outside the EU
+    assert load_error(quoted).endswith("region 'osl-1' is in NO, which is not an EU member state")
 
 
 def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
@@ -340,3 +341,35 @@ def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="key 'retention' appears twice") as caught:
         load_config(path)
     assert "\n" not in str(caught.value)
+
+
+EU_CASES = [
+    ({"name": "us-east-1"}, "region 'us-east-1' is in US, which is not an EU member state"),
+    ({"name": "eu-west-2"}, "region 'eu-west-2' is in GB, which is not an EU member state"),
+    ({"name": "eu-central-2"}, "region 'eu-central-2' is in CH, which is not an EU member state"),
+    ({"name": "fr-par"}, "region 'fr-par' is not an AWS region: declare its location"),
+    ({"name": "fr-par", "location": "CH"}, "region 'fr-par' is in CH, which is not an EU member state"),
+    ({"name": "eu-west-1", "location": "DE"}, "region 'eu-west-1' is in IE, not DE"),
+]
+
+
+@pytest.mark.parametrize(("region", "message"), EU_CASES)
+def test_regions_outside_the_eu_are_refused(tmp_path: Path, region: dict[str, str], message: str) -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["regions"][0].update(region)
+    assert message in load_error(write(tmp_path, data))
+
+
+@pytest.mark.parametrize("region", [{"name": "eu-north-1"}, {"name": "fr-par", "location": "FR"},
+                                    {"name": "waw", "location": "PL"}, {"name": "eu-south-2"}])
+def test_eu_regions_are_accepted(tmp_path: Path, region: dict[str, str]) -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["regions"][0].update(region)
+    assert load_config(write(tmp_path, data)).primary.country in {"SE", "FR", "PL", "ES"}
+
+
+def test_the_same_bucket_location_twice_is_refused(tmp_path: Path) -> None:
+    data = copy.deepcopy(MINIMAL)
+    twin = dict(data["regions"][0], name="eu-west-1")
+    data["regions"].append(twin)
+    assert "appears twice" in load_error(write(tmp_path, data))

@@ -1,0 +1,298 @@
+"""Copy ciphertext between regions, and verify a region's copy from its own bytes.
+
+Objects are copied exactly as stored (never decrypted). When both buckets share an endpoint the
+provider copies server-side (a multipart copy above 5 GB, never one CopyObject); otherwise, or when the
+provider refuses, the bytes stream through with the same memory bound as an upload. No ACL header is
+ever sent: buckets with ACLs disabled reject them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from strongroom import catalog, crypto
+from strongroom.catalog import Manifest, StoredObject
+from strongroom.config import Config, RegionConfig, TransferConfig
+from strongroom.connections import Connections
+from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.keyring import Keyring
+from strongroom.storage import ObjectStore, PartSizer
+
+log = logging.getLogger(__name__)
+
+SINGLE_COPY_LIMIT = 5 * 10**9  # CopyObject's limit: 5 GB
+REPAIR_MARGIN = timedelta(hours=1)  # never re-copy a snapshot that expires within the hour
+
+
+def copy_object(
+    source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
+    *, single_copy_limit: int = SINGLE_COPY_LIMIT,
+) -> str:
+    """Copy ``key`` from ``source`` to ``target``; returns how it was copied."""
+    if source.endpoint == target.endpoint:
+        try:
+            if size <= single_copy_limit:
+                target.client.copy_object(
+                    Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key}
+                )
+                return "server-side copy"
+            _multipart_copy(source, target, key, size, transfer)
+            return "server-side multipart copy"
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            log.warning("server-side copy to %s refused (%s); streaming the bytes instead", target.where, code)
+    _stream_copy(source, target, key, size, transfer)
+    return "streamed copy"
+
+
+def _stream_copy(source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig) -> None:
+    upload = target.multipart(
+        key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
+        concurrency=transfer.upload_concurrency, expected_size=size,
+    )
+    with upload:
+        chunks = source.iter_chunks(
+            key, size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
+        )
+        for chunk in chunks:
+            upload.write(chunk)
+        if upload.complete() != size:
+            raise IntegrityError(f"copy of {key} to {target.where} has the wrong length")
+
+
+def _multipart_copy(source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig) -> None:
+    client = target.client
+    upload_id = client.create_multipart_upload(Bucket=target.bucket, Key=key)["UploadId"]
+    try:
+        sizer = PartSizer(transfer.part_size, transfer.max_part_size, target.max_parts, size)
+        parts, offset, number = [], 0, 1
+        while offset < size:
+            length = min(sizer.size_for(number), size - offset)
+            response = client.upload_part_copy(
+                Bucket=target.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                CopySource={"Bucket": source.bucket, "Key": key},
+                CopySourceRange=f"bytes={offset}-{offset + length - 1}",
+            )
+            parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
+            offset += length
+            number += 1
+        client.complete_multipart_upload(
+            Bucket=target.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        try:
+            client.abort_multipart_upload(Bucket=target.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            log.error("could not abort multipart copy of %s in %s: %s", key, target.where, exc)
+        raise
+
+
+def verify_object(store: ObjectStore, obj: StoredObject, transfer: TransferConfig) -> None:
+    """Read the stored bytes back and compare their length and SHA-256 with the manifest."""
+    info = store.head(obj.key)
+    if info is None:
+        raise IntegrityError(f"{store.where}: {obj.key} is missing")
+    if info.size != obj.stored_size:
+        raise IntegrityError(f"{store.where}: {obj.key} is {info.size} bytes, the manifest says {obj.stored_size}")
+    digest = hashlib.sha256()
+    for chunk in store.iter_chunks(
+        obj.key, obj.stored_size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
+    ):
+        digest.update(chunk)
+    if digest.hexdigest() != obj.sha256:
+        raise IntegrityError(f"{store.where}: {obj.key} does not match the SHA-256 in its manifest")
+
+
+# ---- region by region: copy, verify, commit, repair ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    """A snapshot and the region holding its authoritative manifest (pending or committed)."""
+
+    snapshot_id: str
+    source_region: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"snapshot_id": self.snapshot_id, "source_region": self.source_region}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SnapshotRef:
+        return cls(str(data["snapshot_id"]), str(data["source_region"]))
+
+
+def _region(config: Config, conns: Connections, name: str) -> tuple[RegionConfig, ObjectStore, Keyring]:
+    region = config.region(name)
+    return region, conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region))
+
+
+def source_manifest(config: Config, conns: Connections, database: str, ref: SnapshotRef) -> Manifest:
+    """The manifest a copy is made from: the landing region's pending one, or a committed one."""
+    _, store, keyring = _region(config, conns, ref.source_region)
+    pending = catalog.pending_key(database, ref.snapshot_id)
+    if store.head(pending) is not None:
+        manifest = Manifest.from_json(store.get_bytes(pending), keyring, f"s3://{store.bucket}/{pending}")
+        if (manifest.database, manifest.snapshot_id) != (database, ref.snapshot_id):
+            raise IntegrityError(f"s3://{store.bucket}/{pending} describes another snapshot")
+        return manifest
+    return catalog.load_manifest(store, keyring, database, ref.snapshot_id)
+
+
+def find_gaps(
+    config: Config, database: str, region_name: str, conns: Connections, now: datetime | None = None
+) -> list[SnapshotRef]:
+    """Snapshots committed in another region but missing here, that live for more than another hour."""
+    now = now or datetime.now(UTC)
+    _, store, _ = _region(config, conns, region_name)
+    present = set(catalog.snapshot_ids(store, database))  # a region we cannot list fails here, loudly
+    gaps: dict[str, SnapshotRef] = {}
+    for other in config.regions:
+        if other.name == region_name:
+            continue
+        try:
+            ids = catalog.snapshot_ids(conns.store(other, config.transfer), database)
+        except StrongroomError as exc:
+            log.warning("cannot list %s while looking for gaps: %s", other.name, exc)
+            continue
+        for snapshot_id in ids:
+            expires = catalog.snapshot_id_time(snapshot_id) + config.retention
+            if snapshot_id not in present and snapshot_id not in gaps and expires > now + REPAIR_MARGIN:
+                gaps[snapshot_id] = SnapshotRef(snapshot_id, other.name)
+    return [gaps[k] for k in sorted(gaps)]
+
+
+def replicate_region(
+    config: Config, database: str, region_name: str, conns: Connections,
+    this_run: SnapshotRef | None, *, now: datetime | None = None,
+) -> list[SnapshotRef]:
+    """Copy this run's snapshot, and every gap, into ``region_name``. Returns what verify must check."""
+    _, target, _ = _region(config, conns, region_name)
+    target.check_bucket()
+    refs = [this_run] if this_run else []
+    refs += [g for g in find_gaps(config, database, region_name, conns, now) if not this_run or g != this_run]
+    for ref in refs:
+        if ref.source_region == region_name:
+            continue
+        _, source, _ = _region(config, conns, ref.source_region)
+        manifest = source_manifest(config, conns, database, ref)
+        for obj in manifest.objects():
+            how = copy_object(source, target, obj.key, obj.stored_size, config.transfer)
+            log.info("%s: copied %s from %s to %s (%s)", database, obj.key, ref.source_region, region_name, how)
+    return refs
+
+
+def verify_region(
+    config: Config, database: str, region_name: str, conns: Connections, refs: list[SnapshotRef]
+) -> list[SnapshotRef]:
+    """Check each copy in ``region_name`` against its manifest by reading the stored bytes back."""
+    _, store, _ = _region(config, conns, region_name)
+    for ref in refs:
+        manifest = source_manifest(config, conns, database, ref)
+        for obj in manifest.objects():
+            verify_object(store, obj, config.transfer)
+        log.info("%s: snapshot %s verified in %s", database, ref.snapshot_id, region_name)
+    return refs
+
+
+def commit_region(
+    config: Config, database: str, region_name: str, conns: Connections, refs: list[SnapshotRef]
+) -> list[str]:
+    """Write each verified snapshot's manifest in ``region_name``, its data key wrapped by this region's
+    keyring, so the region's copy needs nothing from any other region. Idempotent."""
+    _, store, keyring = _region(config, conns, region_name)
+    committed = []
+    for ref in refs:
+        key = catalog.manifest_key(database, ref.snapshot_id)
+        if store.head(key) is None:
+            manifest = source_manifest(config, conns, database, ref)
+            _, _, source_keyring = _region(config, conns, ref.source_region)
+            data_key = crypto.unwrap_key(
+                source_keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity
+            )
+            own = replace(
+                manifest,
+                key_id=keyring.active_id,
+                wrapped_key=crypto.wrap_key(keyring.active_key, keyring.active_id, data_key, manifest.identity),
+            )
+            for obj in own.objects():
+                info = store.head(obj.key)
+                if info is None or info.size != obj.stored_size:
+                    raise IntegrityError(f"{store.where}: {obj.key} is missing or incomplete; not committing")
+            store.put_bytes(key, own.to_json(keyring))
+            log.info("%s: committed snapshot %s in %s", database, ref.snapshot_id, region_name)
+        committed.append(ref.snapshot_id)
+    return committed
+
+
+def sync_region(
+    config: Config, database: str, region_name: str, conns: Connections, this_run: SnapshotRef | None
+) -> list[str]:
+    """Copy, verify and commit in one region (the CLI path; the DAG runs these as three tasks)."""
+    refs = replicate_region(config, database, region_name, conns, this_run)
+    verified = verify_region(config, database, region_name, conns, refs)
+    return commit_region(config, database, region_name, conns, verified)
+
+
+# ---- the end of a run: which regions hold this run's snapshots ---------------------------------------------
+
+
+@dataclass
+class RunReport:
+    results: dict[str, dict[str, str]] = field(default_factory=dict)  # database -> region -> outcome
+    checked_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def missing(self) -> list[tuple[str, str, str]]:
+        return [(db, region, outcome) for db, regions in sorted(self.results.items())
+                for region, outcome in regions.items() if outcome != COMMITTED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def summary(self) -> str:
+        parts = [f"{db} in {region} ({outcome})" for db, region, outcome in self.missing]
+        return "not committed: " + "; ".join(parts) if parts else "committed in every region"
+
+
+COMMITTED = "committed"
+
+
+def check_run(config: Config, conns: Connections, runs: Mapping[str, SnapshotRef | None]) -> RunReport:
+    """Which regions hold each database's snapshot of this run; records the outcome in every region."""
+    report = RunReport()
+    for database, ref in runs.items():
+        outcome: dict[str, str] = {}
+        for region in config.regions:
+            if ref is None:
+                outcome[region.name] = "no snapshot was taken this run"
+                continue
+            try:
+                store = conns.store(region, config.transfer)
+                found = store.head(catalog.manifest_key(database, ref.snapshot_id)) is not None
+                outcome[region.name] = COMMITTED if found else f"snapshot {ref.snapshot_id} not committed"
+            except StrongroomError as exc:
+                outcome[region.name] = f"unreachable: {exc}"
+        report.results[database] = outcome
+        if ref is not None and all(v == COMMITTED for v in outcome.values()):
+            with contextlib.suppress(StrongroomError):  # a leftover is removed by retention
+                conns.store(config.region(ref.source_region), config.transfer).delete(
+                    catalog.pending_key(database, ref.snapshot_id)
+                )
+    record = json.dumps({"checked_at": report.checked_at, "results": report.results}, indent=2).encode()
+    for region in config.regions:
+        with contextlib.suppress(StrongroomError):  # an unreachable region is already in the report
+            conns.store(region, config.transfer).put_bytes(RUN_RECORD_KEY, record)
+    return report
+
+
+RUN_RECORD_KEY = "status/last-run.json"

@@ -1,0 +1,70 @@
+"""``strongroom status``: per database and region, the newest committed snapshot, its age, the gaps
+(snapshots another region holds and this one lacks), and the last error.
+
+It reads the buckets themselves, never Airflow's database, so it works when Airflow is what broke.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from strongroom import catalog
+from strongroom.config import Config
+from strongroom.connections import Connections
+from strongroom.errors import StrongroomError
+from strongroom.replication import COMMITTED, RUN_RECORD_KEY
+
+
+@dataclass(frozen=True)
+class RegionStatus:
+    database: str
+    region: str
+    newest: str | None
+    newest_taken_at: str | None
+    age_seconds: int | None
+    snapshots: int
+    gaps: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect_status(config: Config, conns: Connections, now: datetime | None = None) -> list[RegionStatus]:
+    now = now or datetime.now(UTC)
+    listings: dict[str, dict[str, list[str]]] = {}
+    errors: dict[str, str] = {}
+    last_run: dict[str, Any] = {}
+    for region in config.regions:
+        try:
+            store = conns.store(region, config.transfer)
+            listings[region.name] = {db.name: catalog.snapshot_ids(store, db.name) for db in config.databases}
+            record = json.loads(store.get_bytes(RUN_RECORD_KEY)) if store.head(RUN_RECORD_KEY) else {}
+            if record.get("checked_at", "") > last_run.get("checked_at", ""):
+                last_run = record
+        except (StrongroomError, ValueError) as exc:
+            errors[region.name] = f"unreachable: {exc}"
+    rows = []
+    for db in config.databases:
+        everywhere = sorted({i for ids in listings.values() for i in ids.get(db.name, [])})
+        live = [i for i in everywhere if catalog.snapshot_id_time(i) + config.retention > now]
+        for region in config.regions:
+            ids = listings.get(region.name, {}).get(db.name)
+            newest = ids[-1] if ids else None
+            taken = catalog.snapshot_id_time(newest) if newest else None
+            run_outcome = last_run.get("results", {}).get(db.name, {}).get(region.name)
+            error = errors.get(region.name) or (run_outcome if run_outcome not in (None, COMMITTED) else None)
+            rows.append(RegionStatus(
+                database=db.name,
+                region=region.name,
+                newest=newest,
+                newest_taken_at=taken.isoformat() if taken else None,
+                age_seconds=int((now - taken).total_seconds()) if taken else None,
+                snapshots=len(ids or []),
+                gaps=[] if ids is None else [i for i in live if i not in set(ids)],
+                last_error=error,
+            ))
+    return rows
