@@ -36,7 +36,7 @@ BUCKET = BUCKETS[PRIMARY]
 KEY_ID = "k-test-1"
 PRIMARY_KEY_ID = "k-primary-1"
 CANARY = "CANARY-7f3a9c-do-not-leak"
-ROLE_CANARY_PASSWORD = "canary-role-pw-51d2e8"  # noqa: S105
+ROLE_CANARY_PASSWORD = "canary-role-pw-51d2e8"
 
 
 def conn_id(region: str) -> str:
@@ -56,10 +56,10 @@ class Stack:
     primary_keyring_extra: dict
 
     @property
-    def client(self):  # noqa: ANN201
+    def client(self):
         return self.servers[PRIMARY].client(PRIMARY)
 
-    def client_for(self, region: str):  # noqa: ANN201
+    def client_for(self, region: str):
         return self.servers[region].client(region)
 
     def list_keys(self, region: str = PRIMARY) -> list[str]:

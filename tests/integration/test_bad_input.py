@@ -91,8 +91,8 @@ def test_invalid_config(tmp_path: Path, stack: Stack, text: str, fragment: str) 
 
 
 def test_missing_bucket(tmp_path: Path, stack: Stack) -> None:
-    path = write_config(tmp_path / "c.yaml",
-                        regions=[{"name": "eu-central-1", "bucket": "sr-no-such-bucket", "aws_conn_id": "s3_eu_central_1"}])
+    region = {"name": "eu-central-1", "bucket": "sr-no-such-bucket", "aws_conn_id": "s3_eu_central_1"}
+    path = write_config(tmp_path / "c.yaml", regions=[region])
     result = run_cli("--config", str(path), "snapshot", "--database", "shop")
     assert_one_line_error(result, "bucket 'sr-no-such-bucket' does not exist")
 

@@ -152,7 +152,7 @@ def test_untampered_bulk_restores_after_all(stack: Stack, config, conns, bulk: d
 
 
 def test_restore_falls_back_to_the_next_region_when_the_primary_copy_is_corrupt(
-    stack: Stack, config, conns, bulk: dict  # noqa: ANN001
+    stack: Stack, config, conns, bulk: dict
 ) -> None:
     original = stack.read(bulk["key"])
     stack.write(bulk["key"], flip(lambda i: _segment_offset(1) + 3)(original, bulk))
