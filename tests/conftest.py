@@ -164,3 +164,11 @@ def conns(stack: Stack):
     from strongroom.airflow_adapter import connections
 
     return connections()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Airflow's metadata database (SQLite under the test AIRFLOW_HOME), for real DAG runs."""
+    from airflow.utils import db
+
+    db.resetdb()

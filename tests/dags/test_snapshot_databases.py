@@ -58,13 +58,6 @@ def test_invalid_config_is_a_clear_import_error(tmp_path: Path, monkeypatch: pyt
     assert "retension: unknown key" in errors
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    from airflow.utils import db
-
-    db.resetdb()
-
-
 def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None, monkeypatch) -> None:
     from airflow.utils.state import DagRunState
 
