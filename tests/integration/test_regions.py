@@ -133,7 +133,7 @@ def test_copy_corrupted_in_one_region_is_caught_by_verify_and_never_committed(st
     good = stack.read(key, "eu-west-1")
     bad = good[:5000] + bytes([good[5000] ^ 0x40]) + good[5001:]  # same size, no metadata changed
     stack.write(key, bad, "eu-west-1")
-    with pytest.raises(IntegrityError, match="eu-west-1.*SHA-256"):
+    with pytest.raises(IntegrityError, match=r"eu-west-1.*SHA-256"):
         replication.verify_region(config, "bulk", "eu-west-1", conns, refs)
     assert f"databases/bulk/manifests/{landed.snapshot_id}.json" not in stack.list_keys("eu-west-1")
     # the other regions go on regardless
