@@ -12,6 +12,7 @@ region. A snapshot exists in a region when, and only when, its authenticated man
 | `region.verify` | database × region | reads the region's stored bytes back and checks size and SHA-256 against the manifest | a corrupt copy is never committed |
 | `region.commit` | database × region | writes the region's own manifest, the data key wrapped by that region's keyring | as above |
 | `check_regions` | run | fails the run naming every database and region that did not commit | **the one alert that says what is missing** |
+| `prune` | run | permanently deletes every snapshot older than the retention (every version, manifest last) in every region, each region on its own; aborts stale uploads, removes never-committed leftovers, writes an audit record | names each region it could not prune; a region is never pruned from a catalog it could not read completely |
 
 Regions are independent: one region's outage or failure never blocks the others.
 
@@ -139,9 +140,18 @@ def snapshot_databases() -> None:
             raise AirflowFailException(report.summary())
         return {"results": report.results}
 
+    @task(trigger_rule="all_done")
+    def prune() -> dict[str, Any]:
+        """Delete every snapshot older than the retention, in every region, each region on its own."""
+        from strongroom import airflow_adapter, retention
+
+        results = airflow_adapter.run_task(retention.prune_all, load_config(), airflow_adapter.connections())
+        return {"regions": [{"region": r["region"], "summary": r["summary"], "removed": r["removed"]}
+                            for r in results]}
+
     snapshots = snapshot_and_encrypt.expand(database=DATABASES)
     chains = region_chain.expand(target=TARGETS)
-    snapshots >> chains >> check_regions()
+    snapshots >> chains >> check_regions() >> prune()
 
 
 snapshot_databases()

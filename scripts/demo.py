@@ -95,6 +95,8 @@ def main() -> int:
 
         listed = json.loads(run([strongroom, "list", "--database", "shop", "--json"], env, WORK / "list.log").stdout)
         newest = listed[-1]
+        status = json.loads(run([strongroom, "status", "--json"], env, WORK / "status.log").stdout)
+        in_regions = [row["region"] for row in status if row["newest"] == newest["snapshot_id"]]
         scratch = "shop_restored_" + newest["snapshot_id"].split("-")[0].lower()
         print(f"demo: restoring snapshot {newest['snapshot_id']} into scratch database {scratch} ...", flush=True)
         dsn = f"host=127.0.0.1 port={pg.port} user=postgres dbname={scratch}"
@@ -105,7 +107,7 @@ def main() -> int:
 
         source = table_fingerprints(PgSettings(**pg.connect_kwargs("shop")))
         copy = table_fingerprints(PgSettings(**pg.connect_kwargs(scratch)))
-        equal = source == copy
+        equal = source == copy and len(in_regions) == len(status)
         print()
         print("Strongroom demo report")
         print(f"  source     shop on 127.0.0.1:{pg.port}: {len(source)} tables, "
@@ -113,7 +115,8 @@ def main() -> int:
         print(f"  snapshot   {newest['snapshot_id']} taken {newest['taken_at']} (server clock) "
               f"by Airflow DAG snapshot_databases in {dag_seconds:.1f}s")
         print(f"  stored     {newest['stored_bytes']:,} bytes encrypted (AES-256-GCM, key id {newest['key_id']}) "
-              f"from {newest['plain_bytes']:,} bytes of pg_dump output, in region {newest['region']}")
+              f"from {newest['plain_bytes']:,} bytes of pg_dump output")
+        print(f"  regions    committed and verified in {len(in_regions)} of {len(status)}: {', '.join(in_regions)}")
         print(f"  restored   into {scratch}: download+decrypt {restored['download_seconds']}s, "
               f"pg_restore {restored['restore_seconds']}s")
         print(f"  {'table':<22} {'rows':>9}  {'source md5':<12} {'restored md5':<12} equal")

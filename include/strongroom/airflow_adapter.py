@@ -81,7 +81,10 @@ class AirflowConnections:
             region_name=region.name,
             config=base.merge(ours) if base is not None else ours,
         )
-        return ObjectStore(hook.get_conn(), region.bucket, region=region.name, max_parts=region.max_parts)
+        return ObjectStore(
+            hook.get_conn(), region.bucket, region=region.name, max_parts=region.max_parts,
+            lock_mode=region.object_lock,
+        )
 
 
 def connections() -> AirflowConnections:

@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     rst.add_argument("--clean", action="store_true", help="replace the contents of a non-empty target")
     rst.add_argument("--json", action="store_true")
 
+    prn = sub.add_parser("prune", help="delete every snapshot older than the retention, in every region")
+    prn.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    prn.add_argument("--now", help="evaluate the policy at this instant (later than now: --dry-run only)")
+    prn.add_argument("--json", action="store_true")
+
+    sub.add_parser("init-buckets", help="create or check each region's bucket (versioning, lifecycle, ...)")
+
     st = sub.add_parser("status", help="per database and region: newest snapshot, age, gaps, last error")
     st.add_argument("--json", action="store_true")
 
@@ -65,13 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_at(text: str) -> datetime:
+def parse_at(text: str, option: str = "--at") -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"--at {text!r} is not an ISO 8601 time") from None
+        raise ConfigError(f"{option} {text!r} is not an ISO 8601 time") from None
     if value.tzinfo is None:
-        raise ConfigError(f"--at {text!r} needs an explicit UTC offset, e.g. {text}+00:00")
+        raise ConfigError(f"{option} {text!r} needs an explicit UTC offset, e.g. {text}+00:00")
     return value
 
 
@@ -209,8 +216,54 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, retention
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    now = parse_at(args.now, "--now") if args.now else None
+    results = retention.prune(config, airflow_adapter.connections(), now=now, dry_run=args.dry_run)
+    if args.json:
+        _print([r.to_dict() for r in results], True, "")
+    else:
+        for result in results:
+            if result.error:
+                print(f"{result.region}: NOT PRUNED: {result.error}")
+                continue
+            assert result.plan is not None
+            verb = "would delete" if args.dry_run else "deleted"
+            print(f"{result.plan.summary()}" + ("" if args.dry_run else f" ({result.removed} versions removed)"))
+            for d in result.plan.deletions:
+                what = f"{d.database}/{d.snapshot_id}" if d.snapshot_id else (d.upload[0] if d.upload else d.kind)
+                print(f"  {verb} {d.kind} {what}: {d.reason}")
+    failed = [f"{r.region} ({r.error})" for r in results if r.error]
+    if failed:
+        raise retention.PruneError("not pruned: " + "; ".join(failed))
+    return 0
+
+
+def _cmd_init_buckets(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, buckets
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    reports = buckets.init_buckets(config, airflow_adapter.connections())
+    for r in reports:
+        state = "created" if r.created else ("managed" if r.managed else "not created by strongroom: checked only")
+        print(f"{r.region}: s3://{r.bucket} ({state})")
+        for item in r.drift:
+            print(f"  {'fixed' if item in r.fixed else 'DRIFT'}: {item}")
+        if not r.drift:
+            print("  as expected")
+    bad = [r.region for r in reports if not r.ok]
+    if bad:
+        raise StrongroomError("buckets drift from the expected state in: " + ", ".join(bad))
+    return 0
+
+
 _COMMANDS = {
     "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
+    "prune": _cmd_prune, "init-buckets": _cmd_init_buckets,
 }
 
 

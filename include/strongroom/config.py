@@ -11,7 +11,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -94,6 +94,7 @@ class RegionConfig(_Section):
     location: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
     keyring_conn_id: ConnId | None = None
     max_parts: Annotated[int, Field(ge=2, le=10000)] = 10000
+    object_lock: Literal["off", "governance", "compliance"] = "off"
 
     @model_validator(mode="after")
     def _in_the_eu(self) -> RegionConfig:

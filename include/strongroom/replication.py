@@ -35,29 +35,33 @@ REPAIR_MARGIN = timedelta(hours=1)  # never re-copy a snapshot that expires with
 
 def copy_object(
     source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
-    *, single_copy_limit: int = SINGLE_COPY_LIMIT,
+    *, single_copy_limit: int = SINGLE_COPY_LIMIT, retain_until: datetime | None = None,
 ) -> str:
     """Copy ``key`` from ``source`` to ``target``; returns how it was copied."""
     if source.endpoint == target.endpoint:
         try:
             if size <= single_copy_limit:
                 target.client.copy_object(
-                    Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key}
+                    Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
+                    **target.lock_args(retain_until),
                 )
                 return "server-side copy"
-            _multipart_copy(source, target, key, size, transfer)
+            _multipart_copy(source, target, key, size, transfer, retain_until)
             return "server-side multipart copy"
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             log.warning("server-side copy to %s refused (%s); streaming the bytes instead", target.where, code)
-    _stream_copy(source, target, key, size, transfer)
+    _stream_copy(source, target, key, size, transfer, retain_until)
     return "streamed copy"
 
 
-def _stream_copy(source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig) -> None:
+def _stream_copy(
+    source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
+    retain_until: datetime | None,
+) -> None:
     upload = target.multipart(
         key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
-        concurrency=transfer.upload_concurrency, expected_size=size,
+        concurrency=transfer.upload_concurrency, expected_size=size, retain_until=retain_until,
     )
     with upload:
         chunks = source.iter_chunks(
@@ -69,9 +73,14 @@ def _stream_copy(source: ObjectStore, target: ObjectStore, key: str, size: int, 
             raise IntegrityError(f"copy of {key} to {target.where} has the wrong length")
 
 
-def _multipart_copy(source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig) -> None:
+def _multipart_copy(
+    source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
+    retain_until: datetime | None,
+) -> None:
     client = target.client
-    upload_id = client.create_multipart_upload(Bucket=target.bucket, Key=key)["UploadId"]
+    upload_id = client.create_multipart_upload(
+        Bucket=target.bucket, Key=key, **target.lock_args(retain_until)
+    )["UploadId"]
     try:
         sizer = PartSizer(transfer.part_size, transfer.max_part_size, target.max_parts, size)
         parts, offset, number = [], 0, 1
@@ -185,7 +194,8 @@ def replicate_region(
         _, source, _ = _region(config, conns, ref.source_region)
         manifest = source_manifest(config, conns, database, ref)
         for obj in manifest.objects():
-            how = copy_object(source, target, obj.key, obj.stored_size, config.transfer)
+            how = copy_object(source, target, obj.key, obj.stored_size, config.transfer,
+                              retain_until=manifest.taken_at + config.retention)
             log.info("%s: copied %s from %s to %s (%s)", database, obj.key, ref.source_region, region_name, how)
     return refs
 
@@ -223,11 +233,19 @@ def commit_region(
                 key_id=keyring.active_id,
                 wrapped_key=crypto.wrap_key(keyring.active_key, keyring.active_id, data_key, manifest.identity),
             )
+            erase_at = manifest.taken_at + config.retention  # a lock never outlives the erasure promise
             for obj in own.objects():
                 info = store.head(obj.key)
                 if info is None or info.size != obj.stored_size:
                     raise IntegrityError(f"{store.where}: {obj.key} is missing or incomplete; not committing")
-            store.put_bytes(key, own.to_json(keyring))
+                store.confirm_lock(obj.key, erase_at)
+            store.put_bytes(key, own.to_json(keyring), retain_until=erase_at)
+            try:
+                store.confirm_lock(key, erase_at)
+            except StrongroomError:
+                with contextlib.suppress(StrongroomError):
+                    store.delete(key)  # an unlocked manifest in a locking region is not a commit
+                raise
             log.info("%s: committed snapshot %s in %s", database, ref.snapshot_id, region_name)
         committed.append(ref.snapshot_id)
     return committed

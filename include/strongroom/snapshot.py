@@ -164,7 +164,9 @@ def take_snapshot(config: Config, database: str, conns: Connections) -> Snapshot
 
     globals_obj, globals_note = None, "disabled in config"
     if config.snapshot.capture_globals:
-        globals_obj, globals_note = _store_globals(config, store, source, db.name, snapshot_id, data_key)
+        globals_obj, globals_note = _store_globals(
+            config, store, source, db.name, snapshot_id, data_key, session.taken_at + config.retention
+        )
 
     manifest = Manifest(
         snapshot_id=snapshot_id,
@@ -215,6 +217,7 @@ def _stream_dump(
             max_part_size=transfer.max_part_size,
             concurrency=transfer.upload_concurrency,
             expected_size=session.database_size,
+            retain_until=session.taken_at + config.retention,
         )
         with upload:
             stats = encode_stream(
@@ -242,7 +245,8 @@ def _stream_dump(
 
 
 def _store_globals(
-    config: Config, store: ObjectStore, source: postgres.PgSettings, database: str, snapshot_id: str, data_key: bytes
+    config: Config, store: ObjectStore, source: postgres.PgSettings, database: str, snapshot_id: str,
+    data_key: bytes, retain_until: datetime,
 ) -> tuple[StoredObject | None, str]:
     sql_bytes, note = postgres.dump_globals(source, config.snapshot.pg_bin_dir)
     if sql_bytes is None:
@@ -250,7 +254,7 @@ def _store_globals(
     packed = zstandard.ZstdCompressor(level=config.snapshot.zstd_level).compress(sql_bytes)
     sealed = crypto.encrypt_bytes(data_key, crypto.object_identity("globals", database, snapshot_id), packed)
     key = catalog.data_key(database, snapshot_id, GLOBALS_OBJECT)
-    store.put_bytes(key, sealed)
+    store.put_bytes(key, sealed, retain_until=retain_until)
     return StoredObject(key, len(sql_bytes), len(packed), len(sealed), hashlib.sha256(sealed).hexdigest()), note
 
 

@@ -8,18 +8,20 @@ limit. Downloads are ranged and parallel with the same bound.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from strongroom.errors import NotFoundError, StorageError
+from strongroom.errors import IntegrityError, NotFoundError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,34 @@ def _code(exc: ClientError) -> str:
 class ObjectStore:
     """A bucket reached through an S3 client. ``where`` names it in every error message."""
 
-    def __init__(self, client: Any, bucket: str, *, region: str, max_parts: int = 10000) -> None:
+    def __init__(
+        self, client: Any, bucket: str, *, region: str, max_parts: int = 10000, lock_mode: str | None = None
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.region = region
         self.max_parts = max_parts
+        self.lock_mode = lock_mode.upper() if lock_mode and lock_mode != "off" else None
+
+    def lock_args(self, retain_until: datetime | None) -> dict[str, Any]:
+        """S3 Object Lock arguments for a write, when this region locks and a date is given."""
+        if self.lock_mode is None or retain_until is None:
+            return {}
+        return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
+
+    def confirm_lock(self, key: str, retain_until: datetime) -> None:
+        """Read the lock back: some providers accept the headers and ignore them."""
+        if self.lock_mode is None:
+            return
+        try:
+            retention = self.client.get_object_retention(Bucket=self.bucket, Key=key).get("Retention", {})
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"{self.where}: object lock on {key} cannot be read back: {exc}") from None
+        until = retention.get("RetainUntilDate")
+        if retention.get("Mode") != self.lock_mode or until is None:
+            raise IntegrityError(f"{self.where}: {key} is not locked although object_lock is on (provider ignored it)")
+        if until > retain_until + timedelta(seconds=1):
+            raise IntegrityError(f"{self.where}: {key} is locked until {until}, past its erasure time {retain_until}")
 
     @property
     def endpoint(self) -> str:
@@ -75,9 +100,12 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "reaching bucket") from None
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+        extra = self.lock_args(retain_until)
+        if extra:  # S3 requires an integrity header on locked writes
+            extra["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "writing", key) from None
 
@@ -142,10 +170,12 @@ class ObjectStore:
             raise self._fail(exc, "listing uploads under", prefix) from None
 
     def multipart(
-        self, key: str, *, part_size: int, max_part_size: int, concurrency: int, expected_size: int = 0
+        self, key: str, *, part_size: int, max_part_size: int, concurrency: int, expected_size: int = 0,
+        retain_until: datetime | None = None,
     ) -> MultipartUpload:
         return MultipartUpload(
-            self, key, PartSizer(part_size, max_part_size, self.max_parts, expected_size), concurrency
+            self, key, PartSizer(part_size, max_part_size, self.max_parts, expected_size), concurrency,
+            self.lock_args(retain_until),
         )
 
     def iter_chunks(self, key: str, size: int, *, chunk_size: int, concurrency: int) -> Iterator[bytes]:
@@ -224,7 +254,10 @@ class MultipartUpload:
     upload, so no partial object is ever completed.
     """
 
-    def __init__(self, store: ObjectStore, key: str, sizer: PartSizer, concurrency: int) -> None:
+    def __init__(
+        self, store: ObjectStore, key: str, sizer: PartSizer, concurrency: int, extra: dict[str, Any] | None = None
+    ) -> None:
+        self.extra = extra or {}
         self.store = store
         self.key = key
         self.sizer = sizer
@@ -241,9 +274,9 @@ class MultipartUpload:
 
     def __enter__(self) -> MultipartUpload:
         try:
-            self.upload_id = self.store.client.create_multipart_upload(Bucket=self.store.bucket, Key=self.key)[
-                "UploadId"
-            ]
+            self.upload_id = self.store.client.create_multipart_upload(
+                Bucket=self.store.bucket, Key=self.key, **self.extra
+            )["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             raise self.store._fail(exc, "starting upload of", self.key) from None
         self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="s3-put")

@@ -1,0 +1,352 @@
+"""Retention: every snapshot older than the window is permanently deleted, in every region.
+
+Two steps, kept apart:
+
+* :func:`plan_retention` is pure. From one region's catalog, the policy and ``now`` it decides what to
+  delete and why. It never guesses: it only runs on a catalog that was read completely.
+* :func:`execute_plan` deletes: every object version and delete marker under each doomed snapshot, the
+  manifest last, so an interrupted prune leaves a snapshot the next prune still finds. It records every
+  deletion in an audit log in the primary region.
+
+Retention is a hard maximum against the real clock, because erasure is the promise: a snapshot older than
+the window is deleted even when no newer snapshot exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from strongroom import catalog
+from strongroom.config import Config, RegionConfig
+from strongroom.connections import Connections
+from strongroom.errors import StorageError, StrongroomError
+from strongroom.keyring import Keyring
+from strongroom.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+AUDIT_PREFIX = "audit/retention/"
+_SNAPSHOT_KEY = re.compile(r"^databases/([^/]+)/(data|manifests|pending)/(\d{8}T\d{6}Z-[0-9a-f]{6})(?:/|\.json$)")
+_AUDIT_KEY = re.compile(r"^audit/retention/(\d{8}T\d{6}Z)-")
+
+
+class PruneError(StrongroomError):
+    """Some regions could not be pruned; the others were. The message names each one and why."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class Version:
+    key: str
+    version_id: str | None
+    last_modified: datetime
+    is_latest: bool
+    delete_marker: bool
+
+
+@dataclass
+class SnapshotEntry:
+    """Everything one snapshot id has in one region: live manifest or not, and every version."""
+
+    database: str
+    snapshot_id: str
+    taken_at: datetime | None = None  # from the authenticated manifest; None: not committed here
+    versions: list[Version] = field(default_factory=list)
+
+    @property
+    def newest_write(self) -> datetime:
+        return max(v.last_modified for v in self.versions)
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass
+class RegionCatalog:
+    """One region's complete catalog, as read by :func:`read_catalog`."""
+
+    region: str
+    snapshots: dict[tuple[str, str], SnapshotEntry] = field(default_factory=dict)
+    uploads: list[Upload] = field(default_factory=list)
+    audit: dict[str, list[Version]] = field(default_factory=dict)  # audit record key -> its versions
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """One thing to delete and why. ``versions`` are exact (key, version id) pairs; the manifest's last."""
+
+    region: str
+    kind: str  # "snapshot", "uncommitted", "upload", "audit"
+    database: str
+    snapshot_id: str
+    reason: str
+    versions: tuple[tuple[str, str | None], ...] = ()
+    upload: tuple[str, str] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        keys = sorted({k for k, _ in self.versions} | ({self.upload[0]} if self.upload else set()))
+        return {"region": self.region, "kind": self.kind, "database": self.database,
+                "snapshot_id": self.snapshot_id, "reason": self.reason, "keys": keys,
+                "versions": len(self.versions)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    region: str
+    now: datetime
+    deletions: tuple[Deletion, ...]
+    kept: int
+
+    def summary(self) -> str:
+        by_kind: dict[str, int] = defaultdict(int)
+        for d in self.deletions:
+            by_kind[d.kind] += 1
+        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) or "nothing"
+        return f"{self.region}: delete {parts}; keep {self.kept} snapshot(s)"
+
+
+def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedelta, now: datetime) -> Plan:
+    """Decide what to delete in one region. Pure: no I/O, no clock.
+
+    * a committed snapshot whose ``taken_at`` is older than ``retention``: everything, manifest last;
+    * data or pending objects without a manifest (a snapshot that never committed here), once their
+      newest write is older than ``grace`` (the run timeout) or the id itself is past ``retention``;
+    * unfinished multipart uploads begun more than ``grace`` ago;
+    * audit records older than ``retention``.
+    """
+    cutoff = now - retention
+    deletions: list[Deletion] = []
+    kept = 0
+    for (database, snapshot_id), entry in sorted(catalog_.snapshots.items()):
+        ordered = _manifest_last(entry.versions)
+        if entry.taken_at is not None:
+            if entry.taken_at < cutoff:
+                reason = (f"taken {entry.taken_at.isoformat()}, older than the retention of {_human(retention)} "
+                          f"(expired {(entry.taken_at + retention).isoformat()})")
+                deletions.append(Deletion(catalog_.region, "snapshot", database, snapshot_id, reason, ordered))
+            else:
+                kept += 1
+            continue
+        id_time = catalog.snapshot_id_time(snapshot_id)
+        if id_time < cutoff:
+            reason = f"never committed here, and its id time {id_time.isoformat()} is past the retention"
+        elif entry.newest_write < now - grace:
+            reason = (f"never committed here; last written {entry.newest_write.isoformat()}, "
+                      f"more than the run timeout ({_human(grace)}) ago")
+        else:
+            continue  # possibly a snapshot still being replicated: leave it alone
+        deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, ordered))
+    for upload in catalog_.uploads:
+        if upload.initiated < now - grace:
+            reason = f"unfinished upload begun {upload.initiated.isoformat()}, more than {_human(grace)} ago"
+            deletions.append(Deletion(catalog_.region, "upload", "", "", reason, upload=(upload.key, upload.upload_id)))
+    for key, versions in sorted(catalog_.audit.items()):
+        match = _AUDIT_KEY.match(key)
+        if match and datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) < cutoff:
+            deletions.append(Deletion(catalog_.region, "audit", "", "", "audit record past the retention",
+                                      tuple((v.key, v.version_id) for v in versions)))
+    return Plan(catalog_.region, now, tuple(deletions), kept)
+
+
+def _manifest_last(versions: Iterable[Version]) -> tuple[tuple[str, str | None], ...]:
+    ordered = sorted(versions, key=lambda v: ("/manifests/" in v.key, v.key, v.last_modified))
+    return tuple((v.key, v.version_id) for v in ordered)
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# ---- effects ------------------------------------------------------------------------------------------------
+
+
+def _versions(store: ObjectStore, prefix: str) -> Iterable[Version]:
+    """Every version and delete marker under ``prefix`` (works on unversioned buckets too)."""
+    try:
+        pages = store.client.get_paginator("list_object_versions").paginate(Bucket=store.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Versions", []):
+                yield Version(item["Key"], _vid(item), item["LastModified"], bool(item.get("IsLatest")), False)
+            for item in page.get("DeleteMarkers", []):
+                yield Version(item["Key"], _vid(item), item["LastModified"], bool(item.get("IsLatest")), True)
+    except (ClientError, BotoCoreError) as exc:
+        raise store._fail(exc, "listing versions under", prefix) from None
+
+
+def _vid(item: Mapping[str, Any]) -> str | None:
+    vid = item.get("VersionId")
+    return None if vid in (None, "null") else str(vid)
+
+
+def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCatalog:
+    """Read one region completely: every version under ``databases/``, every live manifest authenticated,
+    every unfinished upload. Any failure raises: a region is never pruned from a partial catalog."""
+    result = RegionCatalog(region)
+    live_manifests: list[tuple[str, str]] = []
+    for version in _versions(store, "databases/"):
+        match = _SNAPSHOT_KEY.match(version.key)
+        if not match:
+            continue
+        database, kind, snapshot_id = match.groups()
+        entry = result.snapshots.setdefault((database, snapshot_id), SnapshotEntry(database, snapshot_id))
+        entry.versions.append(version)
+        if kind == "manifests" and version.is_latest and not version.delete_marker:
+            live_manifests.append((database, snapshot_id))
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="manifest") as pool:
+        manifests = list(pool.map(lambda ds: catalog.load_manifest(store, keyring, *ds), live_manifests))
+    for manifest in manifests:
+        result.snapshots[(manifest.database, manifest.snapshot_id)].taken_at = manifest.taken_at
+    for version in _versions(store, AUDIT_PREFIX):
+        result.audit.setdefault(version.key, []).append(version)
+    try:
+        pages = store.client.get_paginator("list_multipart_uploads").paginate(Bucket=store.bucket)
+        for page in pages:
+            for up in page.get("Uploads", []):
+                result.uploads.append(Upload(up["Key"], up["UploadId"], up["Initiated"]))
+    except (ClientError, BotoCoreError) as exc:
+        raise store._fail(exc, "listing unfinished uploads in", None) from None
+    return result
+
+
+def execute_plan(store: ObjectStore, plan: Plan) -> int:
+    """Delete what the plan says, logging it first. Returns the number of versions and uploads removed."""
+    for deletion in plan.deletions:
+        log.info("prune %s: %s %s %s: %s", plan.region, deletion.kind, deletion.database, deletion.snapshot_id,
+                 deletion.reason)
+    removed = 0
+    for deletion in plan.deletions:
+        if deletion.upload:
+            key, upload_id = deletion.upload
+            try:
+                store.client.abort_multipart_upload(Bucket=store.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise store._fail(exc, "aborting upload of", key) from None
+            removed += 1
+            continue
+        data = [v for v in deletion.versions if "/manifests/" not in v[0]]
+        last = [v for v in deletion.versions if "/manifests/" in v[0]]
+        removed += _delete_versions(store, data) + _delete_versions(store, last)  # the manifest goes last
+    return removed
+
+
+def _delete_versions(store: ObjectStore, versions: list[tuple[str, str | None]]) -> int:
+    for start in range(0, len(versions), 1000):
+        batch = [{"Key": k, **({"VersionId": v} if v else {})} for k, v in versions[start : start + 1000]]
+        try:
+            response = store.client.delete_objects(
+                Bucket=store.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise store._fail(exc, "deleting from", None) from None
+        if response.get("Errors"):
+            first = response["Errors"][0]
+            raise StorageError(f"{store.where}: deleting {first.get('Key')} failed: {first.get('Code')} "
+                               f"{first.get('Message', '')}".strip())
+    return len(versions)
+
+
+@dataclass(frozen=True)
+class RegionPrune:
+    region: str
+    plan: Plan | None
+    removed: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "error": self.error, "removed": self.removed,
+                "summary": self.plan.summary() if self.plan else None,
+                "deletions": [d.describe() for d in self.plan.deletions] if self.plan else []}
+
+
+def prune_region(
+    config: Config, region: RegionConfig, conns: Connections, now: datetime, *, dry_run: bool
+) -> RegionPrune:
+    store = conns.store(region, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    plan = plan_retention(read_catalog(store, keyring, region.name), config.retention,
+                          config.snapshot.run_timeout, now)
+    log.info("prune plan for %s: %s", region.name, plan.summary())
+    if dry_run:
+        return RegionPrune(region.name, plan)
+    return RegionPrune(region.name, plan, execute_plan(store, plan))
+
+
+def prune(
+    config: Config, conns: Connections, *, now: datetime | None = None, dry_run: bool = False,
+    regions: Iterable[str] | None = None,
+) -> list[RegionPrune]:
+    """Prune every region on its own; one that fails is named, the others are pruned regardless.
+
+    ``now`` may be earlier than the real clock (a preview of the past is harmless); a later ``now`` is
+    refused unless ``dry_run``, so no typo can delete backups early.
+    """
+    real_now = datetime.now(UTC)
+    if now is None:
+        now = real_now
+    if now.tzinfo is None:
+        raise PruneRefused("--now needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
+    if now > real_now + timedelta(seconds=5) and not dry_run:
+        raise PruneRefused(f"--now {now.isoformat()} is later than the real clock: only allowed with --dry-run")
+    chosen = [config.region(r) for r in regions] if regions else list(config.regions)
+    results = []
+    for region in chosen:
+        try:
+            results.append(prune_region(config, region, conns, now, dry_run=dry_run))
+        except StrongroomError as exc:
+            log.error("prune of %s failed, nothing deleted there on a guess: %s", region.name, exc)
+            results.append(RegionPrune(region.name, None, error=str(exc)))
+    if not dry_run:
+        _audit(config, conns, results, now)
+    return results
+
+
+def prune_all(config: Config, conns: Connections, **kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`prune`, then fail naming every region that could not be pruned (the others were)."""
+    results = prune(config, conns, **kwargs)
+    failed = [f"{r.region} ({r.error})" for r in results if r.error]
+    if failed:
+        raise PruneError("not pruned: " + "; ".join(failed))
+    return [r.to_dict() for r in results]
+
+
+class PruneRefused(StrongroomError):
+    """A prune that could delete something early was refused."""
+
+
+def _audit(config: Config, conns: Connections, results: list[RegionPrune], now: datetime) -> None:
+    """Record what was deleted, where, when and why, in the primary (else the first reachable) region."""
+    deletions = [d.describe() for r in results if r.plan for d in r.plan.deletions]
+    if not deletions:
+        return
+    record = json.dumps({"pruned_at": datetime.now(UTC).isoformat(), "policy_now": now.isoformat(),
+                         "retention": _human(config.retention), "deletions": deletions,
+                         "regions": [{"region": r.region, "removed": r.removed, "error": r.error}
+                                     for r in results]}, indent=2).encode()
+    key = f"{AUDIT_PREFIX}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{catalog.new_snapshot_id(now)[-6:]}.json"
+    for region in config.regions:
+        try:
+            conns.store(region, config.transfer).put_bytes(key, record)
+            return
+        except StrongroomError as exc:
+            log.error("could not write the prune audit record to %s: %s", region.name, exc)
+
