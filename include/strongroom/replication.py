@@ -238,6 +238,7 @@ def commit_region(
                 info = store.head(obj.key)
                 if info is None or info.size != obj.stored_size:
                     raise IntegrityError(f"{store.where}: {obj.key} is missing or incomplete; not committing")
+                store.apply_lock(obj.key, erase_at)
                 store.confirm_lock(obj.key, erase_at)
             store.put_bytes(key, own.to_json(keyring), retain_until=erase_at)
             try:

@@ -60,16 +60,27 @@ class ObjectStore:
             return {}
         return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
 
+    def apply_lock(self, key: str, retain_until: datetime) -> None:
+        """Set the object's retention explicitly: some providers drop lock headers on multipart uploads."""
+        if self.lock_mode is None:
+            return
+        try:
+            self.client.put_object_retention(
+                Bucket=self.bucket, Key=key, Retention={"Mode": self.lock_mode, "RetainUntilDate": retain_until}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "locking", key) from None
+
     def confirm_lock(self, key: str, retain_until: datetime) -> None:
         """Read the lock back: some providers accept the headers and ignore them."""
         if self.lock_mode is None:
             return
-        try:
-            retention = self.client.get_object_retention(Bucket=self.bucket, Key=key).get("Retention", {})
+        try:  # HeadObject reports the lock to a caller allowed to read it (as GetObjectRetention does)
+            meta = self.client.head_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"{self.where}: object lock on {key} cannot be read back: {exc}") from None
-        until = retention.get("RetainUntilDate")
-        if retention.get("Mode") != self.lock_mode or until is None:
+        until = meta.get("ObjectLockRetainUntilDate")
+        if meta.get("ObjectLockMode") != self.lock_mode or until is None:
             raise IntegrityError(f"{self.where}: {key} is not locked although object_lock is on (provider ignored it)")
         if until > retain_until + timedelta(seconds=1):
             raise IntegrityError(f"{self.where}: {key} is locked until {until}, past its erasure time {retain_until}")

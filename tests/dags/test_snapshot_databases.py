@@ -37,8 +37,11 @@ def test_snapshot_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dag.timetable.expression == "0 * * * *"
     assert dag.doc_md and "3 a.m." in dag.doc_md
     assert {t.task_id for t in dag.tasks} == {
-        "snapshot_and_encrypt", "region.replicate", "region.verify", "region.commit", "check_regions"
+        "snapshot_and_encrypt", "region.replicate", "region.verify", "region.commit", "check_regions", "prune"
     }
+    # prune runs whatever happened upstream: deletion never waits for an outage elsewhere to end
+    assert dag.get_task("prune").trigger_rule == "all_done"
+    assert dag.get_task("prune").upstream_task_ids == {"check_regions"}
     snapshot = dag.get_task("snapshot_and_encrypt")
     assert snapshot.retries >= 1 and snapshot.retry_exponential_backoff
     assert dag.get_task("region.replicate").upstream_task_ids == {"snapshot_and_encrypt"}

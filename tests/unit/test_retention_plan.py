@@ -1,0 +1,106 @@
+"""The retention plan is a pure decision: table-driven, no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from strongroom.retention import RegionCatalog, SnapshotEntry, Upload, Version, plan_retention
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+RETENTION = timedelta(days=30)
+GRACE = timedelta(minutes=50)
+
+
+def sid(at: datetime) -> str:
+    return at.strftime("%Y%m%dT%H%M%SZ") + "-abcdef"
+
+
+def entry(taken: datetime, committed: bool = True, written: datetime | None = None, db: str = "shop") -> SnapshotEntry:
+    s = sid(taken)
+    when = written or taken
+    versions = [
+        Version(f"databases/{db}/manifests/{s}.json", "m1", when, True, False),
+        Version(f"databases/{db}/data/{s}/dump.zst.srenc", "d1", when, True, False),
+        Version(f"databases/{db}/data/{s}/dump.zst.srenc", "d0", when - timedelta(seconds=1), False, False),
+        Version(f"databases/{db}/data/{s}/globals.sql.zst.srenc", "g-marker", when, True, True),
+    ]
+    if not committed:
+        versions = versions[1:]
+    return SnapshotEntry(db, s, taken if committed else None, versions)
+
+
+def catalog_of(*entries: SnapshotEntry, uploads: tuple[Upload, ...] = ()) -> RegionCatalog:
+    return RegionCatalog("eu-west-1", {(e.database, e.snapshot_id): e for e in entries}, list(uploads))
+
+
+@pytest.mark.parametrize(
+    ("age", "deleted"),
+    [
+        (RETENTION - timedelta(seconds=1), False),
+        (RETENTION + timedelta(seconds=1), True),
+        (RETENTION + timedelta(days=300), True),
+        (timedelta(0), False),
+    ],
+)
+def test_window_boundary(age: timedelta, deleted: bool) -> None:
+    plan = plan_retention(catalog_of(entry(NOW - age)), RETENTION, GRACE, NOW)
+    assert [d.kind for d in plan.deletions] == (["snapshot"] if deleted else [])
+    assert plan.kept == (0 if deleted else 1)
+
+
+def test_expired_snapshot_goes_even_when_no_newer_one_exists() -> None:
+    plan = plan_retention(catalog_of(entry(NOW - timedelta(days=45))), RETENTION, GRACE, NOW)
+    assert len(plan.deletions) == 1 and plan.kept == 0
+    assert "older than the retention of 30d" in plan.deletions[0].reason
+
+
+def test_every_version_and_marker_is_deleted_manifest_last() -> None:
+    old = entry(NOW - timedelta(days=31))
+    (deletion,) = plan_retention(catalog_of(old), RETENTION, GRACE, NOW).deletions
+    assert set(deletion.versions) == {(v.key, v.version_id) for v in old.versions}
+    assert "/manifests/" in deletion.versions[-1][0]
+    assert all("/manifests/" not in key for key, _ in deletion.versions[:-1])
+
+
+@pytest.mark.parametrize(
+    ("taken_ago", "written_ago", "deleted"),
+    [
+        (timedelta(minutes=10), timedelta(minutes=10), False),  # may still be replicating: keep
+        (timedelta(hours=2), timedelta(hours=2), True),  # never committed, older than the run timeout
+        (timedelta(hours=2), timedelta(minutes=5), False),  # still being written
+        (timedelta(days=31), timedelta(minutes=5), True),  # past the retention whatever happens
+    ],
+)
+def test_uncommitted_leftovers(taken_ago: timedelta, written_ago: timedelta, deleted: bool) -> None:
+    orphan = entry(NOW - taken_ago, committed=False, written=NOW - written_ago)
+    plan = plan_retention(catalog_of(orphan), RETENTION, GRACE, NOW)
+    assert [d.kind for d in plan.deletions] == (["uncommitted"] if deleted else [])
+
+
+def test_stale_uploads_are_aborted_young_ones_kept() -> None:
+    uploads = (Upload("databases/shop/data/x/dump", "u-old", NOW - timedelta(hours=1)),
+               Upload("databases/shop/data/y/dump", "u-new", NOW - timedelta(minutes=5)))
+    plan = plan_retention(catalog_of(uploads=uploads), RETENTION, GRACE, NOW)
+    assert [d.upload for d in plan.deletions] == [("databases/shop/data/x/dump", "u-old")]
+
+
+def test_old_audit_records_are_pruned_by_the_same_window() -> None:
+    old_key = "audit/retention/" + sid(NOW - timedelta(days=31))[:16] + "-aaaaaa.json"
+    new_key = "audit/retention/" + sid(NOW - timedelta(days=1))[:16] + "-bbbbbb.json"
+    cat = catalog_of()
+    cat.audit = {old_key: [Version(old_key, "v1", NOW - timedelta(days=31), True, False)],
+                 new_key: [Version(new_key, "v1", NOW - timedelta(days=1), True, False)]}
+    plan = plan_retention(cat, RETENTION, GRACE, NOW)
+    assert [d.versions for d in plan.deletions] == [((old_key, "v1"),)]
+
+
+def test_plan_is_pure_and_mixed() -> None:
+    cat = catalog_of(entry(NOW - timedelta(days=40)), entry(NOW - timedelta(days=2)),
+                     entry(NOW - timedelta(days=31), db="erased-account"))
+    first = plan_retention(cat, RETENTION, GRACE, NOW)
+    assert first == plan_retention(cat, RETENTION, GRACE, NOW)
+    assert sorted(d.database for d in first.deletions) == ["erased-account", "shop"]
+    assert first.kept == 1
+    assert first.summary() == "eu-west-1: delete 2 snapshot; keep 1 snapshot(s)"
