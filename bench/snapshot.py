@@ -9,7 +9,9 @@ also on error), creates the ``shop`` sample database, then measures, each as a f
 
 * ``pg_dump_fc``        ``pg_dump -Fc`` (default compression) of shop to a local file: the snapshot baseline;
 * ``pg_dump_raw``       ``pg_dump -Fc --compress=0`` to /dev/null: what pg_dump alone costs (the floor);
-* ``snapshot``          ``strongroom snapshot --database shop`` into the local S3 server (the real CLI);
+* ``snapshot``          ``strongroom snapshot --database shop`` into the local S3 server (the real CLI: the
+                        dump lands in the primary region, then is copied, verified and committed in every
+                        configured region);
 * ``null_sink``         the same pipeline (snapshot_session + start_dump + encode_stream) into a sink that
                         discards the bytes, so the store's own cost is visible;
 * ``null_sink_counted`` the same, with the exact row count running concurrently as ``take_snapshot`` does;
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import platform
@@ -62,6 +65,8 @@ SNAPSHOT_RATIO_LIMIT = 1.0
 SNAPSHOT_RATIO_AIM = 0.6
 RESTORE_RATIO_LIMIT = 1.3
 RSS_LIMIT = 300 * MB
+QUIET_BUSY = 0.15  # fraction of all cores others may keep busy while we wait to measure
+DISTURBED = 0.1  # a run during which others used more than this fraction of all cores is flagged
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -185,6 +190,8 @@ class Sample:
     moto_cpu_s: float
     postgres_cpu_s: float
     system_busy_s: float  # all cores: cpu-seconds the whole machine was busy
+    other_cpu_s: float  # busy cpu-seconds of everything else on the machine (other users, kernel threads)
+    waited_s: float = 0.0  # how long the machine took to become quiet before this run
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,11 +204,13 @@ class Probes:
     moto_pid: int
     postmaster_pid: int
 
-    def read(self) -> tuple[float, float, float]:
+    def read(self) -> tuple[float, float, float, float]:
+        own = os.times()
         return (
             _cpu_seconds(self.moto_pid, reaped_children=True),
             _tree_cpu_seconds(self.postmaster_pid),
             _system_busy_seconds(),
+            own.user + own.system,  # this process: the RSS monitor's sampling
         )
 
 
@@ -248,16 +257,19 @@ def measure(
         raise CommandFailed(f"{name} exited with {proc.returncode}: {' | '.join(tail)}")
     stdout = "" if stdout_to_null else out_path.read_text(errors="replace")
     maxrss_kib, user, system = usage_path.read_text().split()[-3:]
+    moto_cpu, postgres_cpu, busy, own_cpu = (a - b for a, b in zip(after, before, strict=True))
+    tree_cpu = float(user) + float(system)
     sample = Sample(
         name=name,
         round=round_no,
         wall_s=round(wall, 3),
-        cpu_s=round(float(user) + float(system), 2),
+        cpu_s=round(tree_cpu, 2),
         tree_maxrss=int(maxrss_kib) * 1024,
         peak_rss=peaks,
-        moto_cpu_s=round(after[0] - before[0], 2),
-        postgres_cpu_s=round(after[1] - before[1], 2),
-        system_busy_s=round(after[2] - before[2], 2),
+        moto_cpu_s=round(moto_cpu, 2),
+        postgres_cpu_s=round(postgres_cpu, 2),
+        system_busy_s=round(busy, 2),
+        other_cpu_s=round(max(0.0, busy - tree_cpu - moto_cpu - postgres_cpu - own_cpu), 2),
     )
     return sample, stdout
 
@@ -324,6 +336,7 @@ class Bench:
     samples: list[Sample] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     restore_jobs: int = 1
+    quiet_timeout: float = 300.0
     pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
     _counter: int = 0
 
@@ -419,11 +432,35 @@ class Bench:
         if size < MIN_DB_SIZE:
             _say(f"WARNING: {DATABASE} is smaller than 1 GiB; raise --scale for a representative run")
 
-    def settle(self) -> None:
-        """Flush dirty pages between runs so one run's writeback does not land in the next one's time."""
+    def settle(self) -> float:
+        """Flush dirty pages, then wait for the machine to be quiet; returns the seconds waited.
+
+        One run's writeback must not land in the next one's time, and on a shared machine someone else's
+        work (a test suite, a build) must not land in ours: each run waits, up to ``quiet_timeout``, until
+        everything else together keeps less than ``QUIET_BUSY`` of the cores busy for two seconds.
+        """
+        self.check_services()
         self.sql("CHECKPOINT")
         os.sync()
-        time.sleep(1)
+        started = time.monotonic()
+        cores = os.cpu_count() or 1
+        calm = 0
+        while time.monotonic() - started < self.quiet_timeout:
+            before = _system_busy_seconds()
+            time.sleep(1)
+            calm = calm + 1 if (_system_busy_seconds() - before) / cores < QUIET_BUSY else 0
+            if calm >= 2:
+                break
+        else:
+            _say(f"  (machine still busy after {self.quiet_timeout:.0f}s: measuring anyway)")
+        return round(time.monotonic() - started, 1)
+
+    def check_services(self) -> None:
+        if self.s3.process is None or self.s3.process.poll() is not None:
+            code = self.s3.process.returncode if self.s3.process else None
+            raise RuntimeError(f"the moto S3 server is gone (exit status {code}); no result can be trusted")
+        if not (self.pg.data / "postmaster.pid").exists():
+            raise RuntimeError("the PostgreSQL server is gone; no result can be trusted")
 
     def _run(
         self,
@@ -435,7 +472,7 @@ class Bench:
         stdout_to_null: bool = False,
         env: dict[str, str] | None = None,
     ) -> tuple[Sample, str]:
-        self.settle()
+        waited = self.settle()
         sample, stdout = measure(
             name,
             round_no,
@@ -446,9 +483,11 @@ class Bench:
             root_role=root_role,
             stdout_to_null=stdout_to_null,
         )
+        sample.waited_s = waited
         self.samples.append(sample)
         rss = ", ".join(f"{role} {peak / MiB:.0f} MiB" for role, peak in sample.peak_rss.items())
-        _say(f"  {name:<18} round {round_no}: {sample.wall_s:8.2f} s  cpu {sample.cpu_s:7.1f} s  rss {rss}")
+        others = f"  [others used {sample.other_cpu_s:.1f} cpu-s]" if sample.other_cpu_s >= 1 else ""
+        _say(f"  {name:<18} round {round_no}: {sample.wall_s:8.2f} s  cpu {sample.cpu_s:7.1f} s  rss {rss}{others}")
         return sample, stdout
 
     def fresh_name(self, prefix: str) -> str:
@@ -470,7 +509,8 @@ class Bench:
         argv = [str(VENV_BIN / "strongroom"), "snapshot", "--database", DATABASE, "--json"]
         sample, stdout = self._run("snapshot", r, argv, "strongroom")
         result = json.loads(stdout)[0]
-        sample.extra = {k: result[k] for k in ("snapshot_id", "seconds", "stored_bytes", "plain_bytes")}
+        keys = ("snapshot_id", "seconds", "stored_bytes", "plain_bytes", "regions")
+        sample.extra = {k: result[k] for k in keys if k in result}
 
     def null_sink(self, r: int, count_rows: bool = False) -> None:
         dsn = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={DATABASE}"
@@ -564,6 +604,7 @@ def summarize(bench: Bench) -> dict[str, Any]:
             "moto_cpu_s": _median(samples, name, lambda s: s.moto_cpu_s),
             "postgres_cpu_s": _median(samples, name, lambda s: s.postgres_cpu_s),
             "system_busy_s": _median(samples, name, lambda s: s.system_busy_s),
+            "other_cpu_s_max": max(s.other_cpu_s for s in measured),
             "peak_rss_max": {role: max(s.peak_rss.get(role, 0) for s in measured) for role in roles},
             "tree_maxrss_max": max(s.tree_maxrss for s in measured),
         }
@@ -574,6 +615,7 @@ def summarize(bench: Bench) -> dict[str, Any]:
     )
     last = {s.name: s for s in samples}
     snapshot_ratio = wall["snapshot"] / wall["pg_dump_fc"]
+    landing = _median(samples, "snapshot", lambda s: s.extra["seconds"])
     restore_ratio = wall["restore"] / wall[f"pg_restore_j{jobs}"]
     targets = {
         "snapshot_vs_pg_dump_fc": {
@@ -582,6 +624,10 @@ def summarize(bench: Bench) -> dict[str, Any]:
             "aim": SNAPSHOT_RATIO_AIM,
             "pass": snapshot_ratio <= SNAPSHOT_RATIO_LIMIT,
             "meets_aim": snapshot_ratio <= SNAPSHOT_RATIO_AIM,
+            "landing_only_ratio": round(landing / wall["pg_dump_fc"], 3),
+            "landing_only_note": "take_snapshot's own timer (dump, compress, encrypt, upload to the first "
+            "region, pending manifest), without CLI start-up and without replication to the other regions",
+            "null_sink_ratio": round(wall["null_sink"] / wall["pg_dump_fc"], 3),
         },
         "restore_vs_pg_restore": {
             "ratio": round(restore_ratio, 3),
@@ -611,12 +657,28 @@ def summarize(bench: Bench) -> dict[str, Any]:
         "snapshot_minus_null_sink_counted_s": round(wall["snapshot"] - wall["null_sink_counted"], 2),
         "row_count_cost_s": round(wall["null_sink_counted"] - wall["null_sink"], 2),
         "null_sink_minus_pg_dump_raw_s": round(wall["null_sink"] - wall["pg_dump_raw"], 2),
-        "snapshot_internal_seconds": _median(samples, "snapshot", lambda s: s.extra["seconds"]),
+        "snapshot_take_seconds": landing,
+        "snapshot_replicate_and_start_s": _median(samples, "snapshot", lambda s: s.wall_s - s.extra["seconds"]),
         "restore_download_seconds": _median(samples, "restore", lambda s: s.extra["download_seconds"]),
         "restore_pg_restore_seconds": _median(samples, "restore", lambda s: s.extra["restore_seconds"]),
+        "restore_start_select_and_check_s": _median(
+            samples, "restore", lambda s: s.wall_s - s.extra["download_seconds"] - s.extra["restore_seconds"]
+        ),
         "cli_start_and_list_s": wall["list"],
     }
-    return {"medians": medians, "targets": targets, "sizes": sizes, "breakdown": breakdown}
+    cores = os.cpu_count() or 1
+    disturbed = [
+        f"{s.name} round {s.round}: others used {s.other_cpu_s} cpu-s in {s.wall_s} s"
+        for s in samples
+        if s.round > 0 and s.other_cpu_s > DISTURBED * s.wall_s * cores
+    ]
+    return {
+        "medians": medians,
+        "targets": targets,
+        "sizes": sizes,
+        "breakdown": breakdown,
+        "disturbed_runs": disturbed,
+    }
 
 
 def machine_info(bench: Bench) -> dict[str, Any]:
@@ -630,7 +692,6 @@ def machine_info(bench: Bench) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     pg_dump = subprocess.run([str(bench.pg_bin / "pg_dump"), "--version"], capture_output=True, text=True)
     return {
         "nproc": os.cpu_count(),
@@ -641,7 +702,22 @@ def machine_info(bench: Bench) -> dict[str, Any]:
         "postgres_server": bench.sql("SELECT version()")[0][0],
         "pg_dump": pg_dump.stdout.strip(),
         "packages": versions,
+    }
+
+
+def code_state() -> dict[str, Any]:
+    """Which library code is measured: the commit, and a digest of include/ as it is on disk now."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "include"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "include").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return {
         "git_commit": commit.stdout.strip() or None,
+        "include_modified": bool(dirty.stdout.strip()),
+        "include_sha256": digest.hexdigest(),
     }
 
 
@@ -653,14 +729,14 @@ def print_summary(report: dict[str, Any]) -> None:
         f"Strongroom snapshot benchmark  {report['date']}  nproc={report['machine']['nproc']}  "
         f"scale={db['scale']}  database {db['size_bytes'] / MiB:.0f} MiB"
     )
-    header = f"{'measurement':<19}{'wall s':>9}{'cpu s':>8}{'moto cpu':>10}{'pg cpu':>8}{'busy':>7}"
+    header = f"{'measurement':<19}{'wall s':>9}{'cpu s':>8}{'moto cpu':>10}{'pg cpu':>8}{'busy':>7}{'others':>8}"
     print(f"{header}  peak RSS (MiB)")
     for name, m in res["medians"].items():
         rss = ", ".join(f"{role} {peak / MiB:.0f}" for role, peak in m["peak_rss_max"].items())
         busy = m["system_busy_s"] / max(m["wall_s"], 1e-9) / (report["machine"]["nproc"] or 1)
         print(
             f"{name:<19}{m['wall_s']:>9.2f}{m['cpu_s']:>8.1f}{m['moto_cpu_s']:>10.1f}"
-            f"{m['postgres_cpu_s']:>8.1f}{busy:>6.0%}  {rss}"
+            f"{m['postgres_cpu_s']:>8.1f}{busy:>6.0%}{m['other_cpu_s_max']:>8.1f}  {rss}"
         )
     sizes = res["sizes"]
     mib = {key: value / MiB for key, value in sizes.items() if key.endswith("_bytes")}
@@ -675,14 +751,19 @@ def print_summary(report: dict[str, Any]) -> None:
     verdict = {True: "PASS", False: "FAIL"}
     print(
         f"snapshot / pg_dump -Fc = {snap['ratio']:.2f}  (limit {snap['limit']}, aim {snap['aim']}): "
-        f"{verdict[snap['pass']]}{'' if snap['meets_aim'] else ', aim missed'}"
+        f"{verdict[snap['pass']]}{'' if snap['meets_aim'] else ', aim missed'}  "
+        f"[landing only: {snap['landing_only_ratio']:.2f}, null sink: {snap['null_sink_ratio']:.2f}]"
     )
     print(
         f"restore / {rest['baseline'].split()[0]} = {rest['ratio']:.2f}  (limit {rest['limit']}): "
         f"{verdict[rest['pass']]}  [vs single-job pg_restore: {rest['ratio_vs_pg_restore_j1']:.2f}]"
     )
     print(f"strongroom peak RSS = {rss['mib']:.0f} MiB  (limit {RSS_LIMIT // MB} MB): {verdict[rss['pass']]}")
-    print("breakdown: " + ", ".join(f"{k}={v}" for k, v in res["breakdown"].items()))
+    print("breakdown: " + ", ".join(f"{k}={round(v, 2)}" for k, v in res["breakdown"].items()))
+    for line in res["disturbed_runs"]:
+        print(f"disturbed: {line}")
+    if report["code_changed_during_run"]:
+        print("WARNING: files under include/ changed during the run: the results mix code versions")
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -711,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
     add("--out", default="bench/results/snapshot.json", help="JSON results (default: %(default)s)")
     add("--keep", action="store_true", help="keep the work directory (dump file, per-run logs)")
+    add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
     parser.add_argument("--null-sink-worker", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--count-rows", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -720,14 +802,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
 
     workdir = Path(tempfile.mkdtemp(prefix="strongroom-bench-"))
-    bench = Bench(scale=args.scale, repeat=args.repeat, workdir=workdir)
+    bench = Bench(scale=args.scale, repeat=args.repeat, workdir=workdir, quiet_timeout=args.quiet_timeout)
     started = time.monotonic()
+    code_before = code_state()
     try:
         with _sigterm_as_exit():
             bench.start()
             bench.create_database()
             bench.run()
             machine = machine_info(bench)
+            code_after = code_state()
     finally:
         bench.stop()
         if args.keep:
@@ -739,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/snapshot.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine,
+        "code": code_before,
+        "code_changed_during_run": code_after != code_before,
         "database": bench.info["database"],
         "config": bench.info["config"],
         "repeat": args.repeat,

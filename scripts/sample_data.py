@@ -100,7 +100,7 @@ def _fill(scale: int) -> list[str]:
         FROM generate_series(1, {orders}) o, generate_series(1, 3) l""",
         f"""INSERT INTO events (customer_id, kind, occurred_at, payload)
         SELECT 1 + g % {customers}, (ARRAY['login','view','search','checkout','logout'])[1 + g % 5],
-               timestamptz '2026-01-01 00:00+00' + (g * interval '7 seconds'),
+               now() - (({events} - g) * interval '7 seconds'),  -- the newest event is current
                jsonb_build_object('session', md5(g::text), 'path', '/' || ({_WORDS})[1 + g % 20] || '/' || g,
                                   'agent', 'Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/' || (100 + g % 40),
                                   'query', ({_WORDS})[1 + (g * 11) % 20] || ' ' || ({_WORDS})[1 + (g * 5) % 20],

@@ -74,6 +74,7 @@ class Manifest:
     tables: Mapping[str, int]
     globals: StoredObject | None = None
     globals_note: str = ""
+    checksums: Mapping[str, str] = field(default_factory=dict)  # table -> content md5, small tables only
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     strongroom_version: str = ""
 
@@ -95,6 +96,9 @@ class Manifest:
         body["taken_at"] = self.taken_at.isoformat()
         body["created_at"] = self.created_at.isoformat()
         body["tables"] = dict(sorted(self.tables.items()))
+        body["checksums"] = dict(sorted(self.checksums.items()))
+        if not body["checksums"]:
+            del body["checksums"]  # manifests without checksums keep their original shape
         body["encryption"] = {
             "stream": "SRSTRM/1 AES-256-GCM-HKDF-SHA256, 1 MiB segments",
             "key_wrap": "AES-256-GCM under HKDF(keyring key)",
@@ -145,6 +149,7 @@ class Manifest:
             tables=doc["tables"],
             globals=StoredObject(**doc["globals"]) if doc.get("globals") else None,
             globals_note=doc.get("globals_note", ""),
+            checksums=doc.get("checksums", {}),
             created_at=datetime.fromisoformat(doc["created_at"]),
             strongroom_version=doc.get("strongroom_version", ""),
         )

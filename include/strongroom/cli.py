@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom.errors import ConfigError, StrongroomError
+from strongroom.errors import ConfigError, PruneError, RestoreTestError, StrongroomError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     prn.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
     prn.add_argument("--now", help="evaluate the policy at this instant (later than now: --dry-run only)")
     prn.add_argument("--json", action="store_true")
+
+    rt = sub.add_parser("restore-test", help="restore into an isolated server and validate (exit 1 on failure)")
+    rt.add_argument("--database", help="one configured database (default: all)")
+    rt.add_argument("--snapshot", help="snapshot id (default: the newest plus a random one)")
+    rt.add_argument("--region", help="region to test (default: today's region in the rotation)")
+    rt.add_argument("--all", action="store_true",
+                    help="full-platform drill: every database's newest snapshot from one region, against the RTO")
+    rt.add_argument("--json", action="store_true")
 
     sub.add_parser("init-buckets", help="create or check each region's bucket (versioning, lifecycle, ...)")
 
@@ -238,7 +246,38 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                 print(f"  {verb} {d.kind} {what}: {d.reason}")
     failed = [f"{r.region} ({r.error})" for r in results if r.error]
     if failed:
-        raise retention.PruneError("not pruned: " + "; ".join(failed))
+        raise PruneError("not pruned: " + "; ".join(failed))
+    return 0
+
+
+def _cmd_restore_test(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, drill
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    conns = airflow_adapter.connections()
+    if args.all:
+        report = drill.run_full_drill(config, conns, region=args.region)
+        lines = [f"full drill from {report['region']}: {report['total_seconds']}s for every database "
+                 f"(RTO {report['rto_seconds']:.0f}s: {'within' if report['within_rto'] else 'EXCEEDED'})"]
+        lines += [drill.DrillResult(**{k: v for k, v in r.items() if k != "restore_seconds"}).headline()
+                  for r in report["results"]]
+        _print(report, args.json, "\n".join(lines))
+        if not report["success"]:
+            raise RestoreTestError(lines[0] if not report["within_rto"] else "a restore in the drill failed")
+        return 0
+    results = drill.run_restore_tests(config, conns, database=args.database, snapshot_id=args.snapshot,
+                                      region=args.region)
+    if args.json:
+        _print([r.to_dict() for r in results], True, "")
+    else:
+        for r in results:
+            print(r.headline())
+            phases = ", ".join(f"{k} {v}s" for k, v in r.phases.items())
+            print(f"  snapshot age {r.snapshot_age_seconds}s; phases: {phases}")
+            if r.result_key:
+                print(f"  result: {r.result_key}" + (f"; Data Docs: {r.docs_key}" if r.docs_key else ""))
+    drill.require_success(results)
     return 0
 
 
@@ -263,7 +302,7 @@ def _cmd_init_buckets(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
-    "prune": _cmd_prune, "init-buckets": _cmd_init_buckets,
+    "prune": _cmd_prune, "init-buckets": _cmd_init_buckets, "restore-test": _cmd_restore_test,
 }
 
 

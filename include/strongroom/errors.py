@@ -48,3 +48,17 @@ class RestoreError(StrongroomError):
 
 class ReplicationError(StrongroomError):
     """A snapshot did not reach every region; the message names each region that is missing it."""
+
+
+class RefusedError(StrongroomError):
+    """A request that could do harm (delete early, overwrite production) was refused; nothing changed."""
+
+
+class PruneError(StrongroomError):
+    """Some regions could not be pruned; the others were. The message names each one and why."""
+
+    retryable = True
+
+
+class RestoreTestError(StrongroomError):
+    """A restore test failed; the message names the database, snapshot, region and what broke."""

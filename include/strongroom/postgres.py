@@ -36,6 +36,11 @@ _LIBPQ_ENV = {
     "options": "PGOPTIONS",
 }
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+# Output settings a content checksum depends on: pinned at snapshot time and in the restore sandbox.
+STABLE_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO,YMD", "IntervalStyle": "postgres",
+                   "extra_float_digits": "3", "bytea_output": "hex"}
+# md5 over every row's text in a stable order; "{}.{}" is the table
+CHECKSUM_SQL = "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {}.{} t"
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,18 @@ class SnapshotSession:
             (list(_SYSTEM_SCHEMAS),),
         ).fetchall()
         return [TableRef(schema, name) for schema, name in rows]
+
+    def checksums(self, counts: dict[str, int], max_rows: int) -> dict[str, str]:
+        """Content checksums of the tables with at most ``max_rows`` rows, in this same snapshot."""
+        for name, value in STABLE_SETTINGS.items():
+            self.connection.execute(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        out: dict[str, str] = {}
+        for table in self.tables():
+            if counts.get(table.qualified, max_rows + 1) <= max_rows:
+                query = sql.SQL(CHECKSUM_SQL).format(sql.Identifier(table.schema), sql.Identifier(table.name))
+                row = self.connection.execute(query).fetchone()
+                out[table.qualified] = str(row[0]) if row else ""
+        return out
 
     def count_rows(self) -> dict[str, int]:
         """Exact row counts per table, read in the exported snapshot itself."""
@@ -366,9 +383,9 @@ def table_fingerprints(settings: PgSettings) -> dict[str, tuple[int, str]]:
     with connect(settings) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         for table in SnapshotSession(conn, "", datetime.now(UTC), "", 0).tables():
-            query = sql.SQL(
-                "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {}.{} t"
-            ).format(sql.Identifier(table.schema), sql.Identifier(table.name))
+            query = sql.SQL(CHECKSUM_SQL.replace("SELECT md5", "SELECT count(*), md5", 1)).format(
+                sql.Identifier(table.schema), sql.Identifier(table.name)
+            )
             row = conn.execute(query).fetchone()
             assert row is not None
             out[table.qualified] = (int(row[0]), str(row[1]))

@@ -49,8 +49,12 @@ class RestoreResult:
 
 def fetch_dump(
     store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, transfer: TransferConfig
-) -> None:
-    """Download, verify, decrypt and decompress the dump into ``path`` (mode 0600)."""
+) -> dict[str, float]:
+    """Download, verify, decrypt and decompress the dump into ``path`` (mode 0600).
+
+    Returns the seconds spent waiting for bytes (``download``) and decrypting, decompressing and writing
+    them (``decrypt``); the two overlap with the parallel range downloads.
+    """
     obj = manifest.dump
     info = store.head(obj.key)
     if info is None:
@@ -68,16 +72,24 @@ def fetch_dump(
         chunks = store.iter_chunks(
             obj.key, obj.stored_size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
         )
+        waited = worked = 0.0
+        mark = time.monotonic()
         for chunk in chunks:
+            got = time.monotonic()
+            waited += got - mark
             digest.update(chunk)
             written += out.write(_inflate(decompressor, decryptor.update(chunk)))
+            mark = time.monotonic()
+            worked += mark - got
         written += out.write(_inflate(decompressor, decryptor.finalize()))
+        worked += time.monotonic() - mark
     if digest.hexdigest() != obj.sha256:
         raise IntegrityError(f"s3://{store.bucket}/{obj.key} does not match the SHA-256 in its manifest")
     if not decompressor.eof or decompressor.unused_data:
         raise IntegrityError(f"s3://{store.bucket}/{obj.key}: compressed stream is incomplete or has trailing data")
     if written != obj.plain_size:
         raise IntegrityError(f"s3://{store.bucket}/{obj.key}: {written} bytes restored, manifest says {obj.plain_size}")
+    return {"download": round(waited, 3), "decrypt": round(worked, 3)}
 
 
 def _inflate(decompressor: Any, data: bytes) -> bytes:

@@ -29,21 +29,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from strongroom import catalog
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
-from strongroom.errors import StorageError, StrongroomError
+from strongroom.errors import PruneError, RefusedError, StorageError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 AUDIT_PREFIX = "audit/retention/"
+# Records Strongroom keeps about itself, each named with the UTC second it was made; pruned by the window.
+RECORD_PREFIXES = (AUDIT_PREFIX, "restore-tests/")
 _SNAPSHOT_KEY = re.compile(r"^databases/([^/]+)/(data|manifests|pending)/(\d{8}T\d{6}Z-[0-9a-f]{6})(?:/|\.json$)")
-_AUDIT_KEY = re.compile(r"^audit/retention/(\d{8}T\d{6}Z)-")
-
-
-class PruneError(StrongroomError):
-    """Some regions could not be pruned; the others were. The message names each one and why."""
-
-    retryable = True
+_RECORD_TIME = re.compile(r"/(\d{8}T\d{6}Z)-")
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ class RegionCatalog:
     region: str
     snapshots: dict[tuple[str, str], SnapshotEntry] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
-    audit: dict[str, list[Version]] = field(default_factory=dict)  # audit record key -> its versions
+    records: dict[str, list[Version]] = field(default_factory=dict)  # audit/restore-test key -> versions
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
     * data or pending objects without a manifest (a snapshot that never committed here), once their
       newest write is older than ``grace`` (the run timeout) or the id itself is past ``retention``;
     * unfinished multipart uploads begun more than ``grace`` ago;
-    * audit records older than ``retention``.
+    * audit and restore-test records older than ``retention``.
     """
     cutoff = now - retention
     deletions: list[Deletion] = []
@@ -155,10 +151,10 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         if upload.initiated < now - grace:
             reason = f"unfinished upload begun {upload.initiated.isoformat()}, more than {_human(grace)} ago"
             deletions.append(Deletion(catalog_.region, "upload", "", "", reason, upload=(upload.key, upload.upload_id)))
-    for key, versions in sorted(catalog_.audit.items()):
-        match = _AUDIT_KEY.match(key)
+    for key, versions in sorted(catalog_.records.items()):
+        match = _RECORD_TIME.search(key)
         if match and datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) < cutoff:
-            deletions.append(Deletion(catalog_.region, "audit", "", "", "audit record past the retention",
+            deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention",
                                       tuple((v.key, v.version_id) for v in versions)))
     return Plan(catalog_.region, now, tuple(deletions), kept)
 
@@ -215,8 +211,9 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
         manifests = list(pool.map(lambda ds: catalog.load_manifest(store, keyring, *ds), live_manifests))
     for manifest in manifests:
         result.snapshots[(manifest.database, manifest.snapshot_id)].taken_at = manifest.taken_at
-    for version in _versions(store, AUDIT_PREFIX):
-        result.audit.setdefault(version.key, []).append(version)
+    for prefix in RECORD_PREFIXES:
+        for version in _versions(store, prefix):
+            result.records.setdefault(version.key, []).append(version)
     try:
         pages = store.client.get_paginator("list_multipart_uploads").paginate(Bucket=store.bucket)
         for page in pages:
@@ -304,9 +301,9 @@ def prune(
     if now is None:
         now = real_now
     if now.tzinfo is None:
-        raise PruneRefused("--now needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
+        raise RefusedError("--now needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
     if now > real_now + timedelta(seconds=5) and not dry_run:
-        raise PruneRefused(f"--now {now.isoformat()} is later than the real clock: only allowed with --dry-run")
+        raise RefusedError(f"--now {now.isoformat()} is later than the real clock: only allowed with --dry-run")
     chosen = [config.region(r) for r in regions] if regions else list(config.regions)
     results = []
     for region in chosen:
@@ -327,10 +324,6 @@ def prune_all(config: Config, conns: Connections, **kwargs: Any) -> list[dict[st
     if failed:
         raise PruneError("not pruned: " + "; ".join(failed))
     return [r.to_dict() for r in results]
-
-
-class PruneRefused(StrongroomError):
-    """A prune that could delete something early was refused."""
 
 
 def _audit(config: Config, conns: Connections, results: list[RegionPrune], now: datetime) -> None:

@@ -117,15 +117,19 @@ class SnapshotResult:
 class _RowCounter(threading.Thread):
     """Counts rows in the exported snapshot while pg_dump streams it."""
 
-    def __init__(self, session: postgres.SnapshotSession) -> None:
+    def __init__(self, session: postgres.SnapshotSession, checksum_max_rows: int) -> None:
         super().__init__(name="row-counter", daemon=True)
         self.session = session
+        self.checksum_max_rows = checksum_max_rows
         self.counts: dict[str, int] = {}
+        self.checksums: dict[str, str] = {}
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             self.counts = self.session.count_rows()
+            if self.checksum_max_rows:
+                self.checksums = self.session.checksums(self.counts, self.checksum_max_rows)
         except BaseException as exc:
             self.error = exc
 
@@ -160,7 +164,7 @@ def take_snapshot(config: Config, database: str, conns: Connections) -> Snapshot
             raise SourceError(f"pg_dump {dump_version} is older than server {session.server_version}")
         snapshot_id = catalog.new_snapshot_id(session.taken_at)
         log.info("snapshot %s of %s at %s (server clock)", snapshot_id, db.name, session.taken_at.isoformat())
-        dump, counts = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key)
+        dump, counter = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key)
 
     globals_obj, globals_note = None, "disabled in config"
     if config.snapshot.capture_globals:
@@ -182,7 +186,8 @@ def take_snapshot(config: Config, database: str, conns: Connections) -> Snapshot
             crypto.object_identity("data-key", db.name, snapshot_id),
         ),
         dump=dump,
-        tables=counts,
+        tables=counter.counts,
+        checksums=counter.checksums,
         globals=globals_obj,
         globals_note=globals_note,
         strongroom_version=__version__,
@@ -203,11 +208,11 @@ def _stream_dump(
     database: str,
     snapshot_id: str,
     data_key: bytes,
-) -> tuple[StoredObject, dict[str, int]]:
-    """Stream pg_dump into the store while counting rows in the same snapshot."""
+) -> tuple[StoredObject, _RowCounter]:
+    """Stream pg_dump into the store while counting rows (and checksumming small tables) in the same snapshot."""
     key = catalog.data_key(database, snapshot_id, DUMP_OBJECT)
     transfer = config.transfer
-    counter = _RowCounter(session)
+    counter = _RowCounter(session, config.restore_test.checksum_max_rows)
     counter.start()
     dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir)
     try:
@@ -234,14 +239,14 @@ def _stream_dump(
                 if counter.error is not None:
                     counter.result()
                 raise SourceError(f"pg_dump of {database} failed: {dump.error_line()}")
-            counts = counter.result()
+            counter.result()
             upload.complete()
     except BaseException:
         dump.kill()
         session.connection.cancel_safe()
         counter.join(timeout=30)
         raise
-    return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), counts
+    return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), counter
 
 
 def _store_globals(

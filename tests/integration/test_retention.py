@@ -15,6 +15,7 @@ import pytest
 from strongroom import catalog, crypto, retention
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, load_config
+from strongroom.errors import PruneError
 from strongroom.keyring import Keyring
 from strongroom.snapshot import snapshot_database
 from tests.conftest import REGIONS, Stack, env_name
@@ -174,7 +175,7 @@ def test_a_region_that_cannot_be_read_is_not_pruned_and_is_named(ret: dict, conn
     assert versions_under(ret, "eu-central-1", "databases/") == []
     assert versions_under(ret, "eu-west-1", "databases/") == before["eu-west-1"]
     assert versions_under(ret, "eu-north-1", "databases/") == before["eu-north-1"]
-    with pytest.raises(retention.PruneError, match="eu-west-1"):
+    with pytest.raises(PruneError, match="eu-west-1"):
         retention.prune_all(config_with(ret, "tiny.yaml", "1s"), conns)
     client.delete_object(Bucket=RET_BUCKETS["eu-west-1"], Key=bad_key)  # leave the rest to the later tests
 

@@ -86,11 +86,12 @@ def test_stale_uploads_are_aborted_young_ones_kept() -> None:
     assert [d.upload for d in plan.deletions] == [("databases/shop/data/x/dump", "u-old")]
 
 
-def test_old_audit_records_are_pruned_by_the_same_window() -> None:
-    old_key = "audit/retention/" + sid(NOW - timedelta(days=31))[:16] + "-aaaaaa.json"
-    new_key = "audit/retention/" + sid(NOW - timedelta(days=1))[:16] + "-bbbbbb.json"
+@pytest.mark.parametrize("prefix", ["audit/retention/", "restore-tests/shop/"])
+def test_old_records_are_pruned_by_the_same_window(prefix: str) -> None:
+    old_key = prefix + sid(NOW - timedelta(days=31))[:16] + "-aaaaaa.json"
+    new_key = prefix + sid(NOW - timedelta(days=1))[:16] + "-bbbbbb/result.json"
     cat = catalog_of()
-    cat.audit = {old_key: [Version(old_key, "v1", NOW - timedelta(days=31), True, False)],
+    cat.records = {old_key: [Version(old_key, "v1", NOW - timedelta(days=31), True, False)],
                  new_key: [Version(new_key, "v1", NOW - timedelta(days=1), True, False)]}
     plan = plan_retention(cat, RETENTION, GRACE, NOW)
     assert [d.versions for d in plan.deletions] == [((old_key, "v1"),)]

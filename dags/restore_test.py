@@ -1,0 +1,77 @@
+"""
+### Restore tests: is every backup really restorable?
+
+"A backup you've never restored from is a hope, not a backup." Every day (see `restore_test.schedule`),
+for every configured database, this DAG restores the **newest** snapshot and a **random** one within the
+retention window from one region (a different region each day, so every region is exercised) into an
+**isolated** PostgreSQL server that the task starts and tears down itself, then proves the data intact
+with Great Expectations:
+
+* the **baseline**, generated from the snapshot's manifest: every table present, row counts exactly those
+  recorded in the snapshot's own transaction, content checksums of small tables;
+* the **user suites** in `include/expectations/<database>/`.
+
+| task | what it does | if it fails |
+|---|---|---|
+| `teardown_stale_sandboxes` | removes throwaway servers that a dead worker left on this host (by their lease records) | cleanup only; the tests still run |
+| `restore_and_validate` (one per database) | provision → download from that region only → verify → decrypt → restore → validate → teardown, all in one task; records the time of each phase (RTO evidence) and the snapshot's age (RPO evidence) | the alert names the database, snapshot, region and the failing expectations |
+
+A restore test never switches regions: a corrupt copy in the tested region fails the test, on purpose.
+Results (JSON) and Data Docs (HTML, no row values) are stored in the primary region under
+`restore-tests/<database>/`; `strongroom restore-test` runs the same code by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+from strongroom.config import load_config
+
+CONFIG = load_config()
+DATABASES = [db.name for db in CONFIG.databases]
+
+
+@dag(
+    dag_id="restore_test",
+    schedule=CONFIG.restore_test.schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=CONFIG.restore_test.rto + timedelta(hours=1),
+    doc_md=__doc__,
+    tags=["strongroom", "restore-test"],
+    default_args={"owner": "strongroom", "retries": 0, "execution_timeout": CONFIG.restore_test.rto},
+)
+def restore_test() -> None:
+    @task
+    def teardown_stale_sandboxes() -> dict[str, Any]:
+        """Remove throwaway servers left behind by workers that died mid-test."""
+        from strongroom import airflow_adapter, sandbox
+
+        config, conns = load_config(), airflow_adapter.connections()
+        removed = []
+        for region in config.regions:
+            removed += airflow_adapter.run_task(sandbox.teardown_stale, conns.store(region, config.transfer))
+        return {"removed": removed}
+
+    @task(map_index_template="{{ database }}", trigger_rule="all_done")
+    def restore_and_validate(database: str) -> dict[str, Any]:
+        """Restore the chosen snapshots into an isolated server and validate them."""
+        from strongroom import airflow_adapter, drill
+
+        get_current_context()["database"] = database  # type: ignore[typeddict-unknown-key]
+        results = airflow_adapter.run_task(drill.run_restore_tests, load_config(), airflow_adapter.connections(),
+                                           database=database)
+        summary = [{k: r.to_dict()[k] for k in ("snapshot_id", "region", "success", "restore_seconds",
+                                                  "snapshot_age_seconds", "result_key")} for r in results]
+        airflow_adapter.run_task(drill.require_success, results)
+        return {"database": database, "tests": summary}
+
+    teardown_stale_sandboxes() >> restore_and_validate.expand(database=DATABASES)
+
+
+restore_test()

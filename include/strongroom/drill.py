@@ -1,0 +1,229 @@
+"""Restore tests: restore snapshots into an isolated PostgreSQL and prove the data intact and usable.
+
+For each database: pick snapshots (the newest, plus a random one within the retention window) from a
+region chosen in rotation, so every region is exercised; then, inside one call (tasks may run on
+different workers): provision an isolated server, download from that region only, verify, decrypt,
+restore, validate (``strongroom.validation``), tear down in a ``finally``. Each phase is timed (RTO
+evidence) and the snapshot's age when tested is recorded (RPO evidence). A JSON result and the Data Docs
+are stored in the primary region under ``restore-tests/`` and pruned by the same retention window.
+A restore test never switches regions: it tests the region it chose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from strongroom import catalog, crypto, postgres, sandbox, validation
+from strongroom.config import Config, RegionConfig
+from strongroom.connections import Connections
+from strongroom.errors import RestoreTestError, StrongroomError
+from strongroom.postgres import PgSettings
+from strongroom.restore import fetch_dump
+from strongroom.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+RESULT_PREFIX = "restore-tests/"
+
+
+@dataclass
+class DrillResult:
+    database: str
+    snapshot_id: str
+    region: str
+    tested_at: str
+    snapshot_taken_at: str = ""
+    snapshot_age_seconds: int = 0
+    success: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    expectations: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    error: str | None = None
+    result_key: str | None = None
+    docs_key: str | None = None
+
+    @property
+    def restore_seconds(self) -> float:
+        return round(sum(self.phases.get(p, 0.0) for p in ("download", "decrypt", "restore")), 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__, restore_seconds=self.restore_seconds)
+
+    def headline(self) -> str:
+        what = f"{self.database} snapshot {self.snapshot_id} from {self.region}"
+        if self.success:
+            return f"restore test passed: {what} ({self.restore_seconds}s to restore, {len(self.expectations)} checks)"
+        cause = self.error or "; ".join(self.failures[:5]) + (" ..." if len(self.failures) > 5 else "")
+        return f"restore test FAILED: {what}: {cause}"
+
+
+def rotation_region(config: Config, now: datetime) -> RegionConfig:
+    """A different region each day, so every region is exercised."""
+    return config.regions[now.toordinal() % len(config.regions)]
+
+
+def choose_snapshots(ids: list[str], rng: random.Random) -> list[str]:
+    """The newest, plus a random other one within the window (like AWS Backup's LATEST and RANDOM)."""
+    if not ids:
+        return []
+    chosen = [ids[-1]]
+    if len(ids) > 1:
+        chosen.append(rng.choice(ids[:-1]))
+    return chosen
+
+
+@contextmanager
+def _isolated(
+    config: Config, conns: Connections, major: str, store: ObjectStore, name: str
+) -> Iterator[PgSettings]:
+    if config.restore_test.sandbox_conn_id:
+        server = conns.postgres(config.restore_test.sandbox_conn_id)
+        if any(conns.postgres(db.postgres_conn_id).describe() == server.describe() for db in config.databases):
+            raise RestoreTestError("restore_test.sandbox_conn_id names a production source; refusing")
+        with sandbox.sandbox_database(server, name) as target:
+            yield target
+    else:
+        with sandbox.throwaway_server(major, store) as server:
+            target = server.with_dbname(name)
+            postgres.create_database(target)
+            yield target
+
+
+def check_snapshot(
+    config: Config, conns: Connections, database: str, snapshot_id: str, region: RegionConfig,
+    *, now: datetime | None = None, record: bool = True,
+) -> DrillResult:
+    """Restore one snapshot from ``region`` into an isolated server and validate it. Never raises for a
+    failed restore or check: the result says what failed (and is recorded); raises only for bad input."""
+    now = now or datetime.now(UTC)
+    db = config.database(database)
+    store = conns.store(region, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    result = DrillResult(db.name, snapshot_id, region.name, now.isoformat())
+    suites = validation.load_user_suites(Path(config.restore_test.expectations_dir), db.name)
+    spool = tempfile.mkdtemp(prefix="strongroom-rt-", dir=config.restore.spool_dir)
+    report = None
+    try:
+        manifest = catalog.load_manifest(store, keyring, db.name, snapshot_id)
+        result.snapshot_taken_at = manifest.taken_at.isoformat()
+        result.snapshot_age_seconds = int((now - manifest.taken_at).total_seconds())
+        data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key,
+                                     manifest.identity)
+        started = time.monotonic()
+        with _isolated(config, conns, manifest.server_version.split(".")[0], store, db.name) as target:
+            result.phases["provision"] = round(time.monotonic() - started, 3)
+            path = os.path.join(spool, "dump")
+            result.phases.update(fetch_dump(store, manifest, data_key, path, config.transfer))
+            mark = time.monotonic()
+            postgres.restore_dump(target, path, jobs=config.restore.jobs or (os.cpu_count() or 1),
+                                  single_transaction=False, clean=False, bin_dir=config.snapshot.pg_bin_dir)
+            os.unlink(path)
+            result.phases["restore"] = round(time.monotonic() - mark, 3)
+            mark = time.monotonic()
+            restored = postgres.count_rows(target)
+            result.tables = {t: {"expected": n, "restored": restored.get(t)}
+                             for t, n in sorted(manifest.tables.items())}
+            report = validation.validate(
+                target, manifest, suites, validation.parameters_for(manifest, config.restore_test.freshness_lag),
+                run_name=f"{db.name}-{snapshot_id}",
+            )
+            result.phases["validate"] = round(time.monotonic() - mark, 3)
+            result.expectations = report.expectations
+            result.failures = report.failures
+            result.success = report.success
+            mark = time.monotonic()
+        result.phases["teardown"] = round(time.monotonic() - mark, 3)
+    except StrongroomError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.success = False
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    if record:
+        _record(config, conns, result, report.docs if report else {})
+    log.info("%s", result.headline())
+    return result
+
+
+def _record(config: Config, conns: Connections, result: DrillResult, docs: dict[str, bytes]) -> None:
+    """Store the JSON result and the Data Docs in the primary region (the tested region if it is down)."""
+    run = f"{datetime.fromisoformat(result.tested_at):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    prefix = f"{RESULT_PREFIX}{result.database}/{run}/"
+    for region in [config.primary, config.region(result.region)]:
+        try:
+            store = conns.store(region, config.transfer)
+            for name, data in docs.items():
+                store.put_bytes(prefix + "docs/" + name, data)
+            result.docs_key = prefix + "docs/index.html" if docs else None
+            result.result_key = prefix + "result.json"
+            store.put_bytes(result.result_key, json.dumps(dict(result.to_dict(), stored_in=region.name),
+                                                          indent=2).encode())
+            return
+        except StrongroomError as exc:
+            log.error("could not store the restore-test result in %s: %s", region.name, exc)
+
+
+def run_restore_tests(
+    config: Config, conns: Connections, *, database: str | None = None, snapshot_id: str | None = None,
+    region: str | None = None, now: datetime | None = None, seed: int | None = None,
+) -> list[DrillResult]:
+    """The scheduled restore test for one or every database: newest plus a random snapshot, one region."""
+    now = now or datetime.now(UTC)
+    where = config.region(region) if region else rotation_region(config, now)
+    rng = random.Random(seed)  # noqa: S311 - choosing a sample, not a secret
+    names = [config.database(database).name] if database else [d.name for d in config.databases]
+    results = []
+    for name in names:
+        if snapshot_id:
+            chosen = [snapshot_id]
+        else:
+            store = conns.store(where, config.transfer)
+            live = [i for i in catalog.snapshot_ids(store, name)
+                    if catalog.snapshot_id_time(i) + config.retention > now]
+            chosen = choose_snapshots(live, rng)
+            if not chosen:
+                results.append(DrillResult(name, "-", where.name, now.isoformat(),
+                                           error=f"no committed snapshot of {name} in {where.name} to test"))
+                continue
+        results += [check_snapshot(config, conns, name, sid, where, now=now) for sid in chosen]
+    return results
+
+
+def run_full_drill(config: Config, conns: Connections, region: str | None = None) -> dict[str, Any]:
+    """Restore every database's newest snapshot from one region, as after losing the others; compare the
+    total time with ``restore_test.rto``."""
+    where = config.region(region) if region else config.regions[1 if len(config.regions) > 1 else 0]
+    started = time.monotonic()
+    results = []
+    for db in config.databases:
+        ids = catalog.snapshot_ids(conns.store(where, config.transfer), db.name)
+        if not ids:
+            results.append(DrillResult(db.name, "-", where.name, datetime.now(UTC).isoformat(),
+                                       error=f"no committed snapshot of {db.name} in {where.name}"))
+            continue
+        results.append(check_snapshot(config, conns, db.name, ids[-1], where))
+    total = round(time.monotonic() - started, 3)
+    rto = config.restore_test.rto.total_seconds()
+    return {"region": where.name, "total_seconds": total, "rto_seconds": rto, "within_rto": total <= rto,
+            "success": all(r.success for r in results) and total <= rto,
+            "results": [r.to_dict() for r in results]}
+
+
+def require_success(results: list[DrillResult]) -> list[dict[str, Any]]:
+    failed = [r for r in results if not r.success]
+    if failed:
+        raise RestoreTestError(" | ".join(r.headline() for r in failed))
+    return [r.to_dict() for r in results]

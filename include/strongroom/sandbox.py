@@ -1,0 +1,154 @@
+"""Isolated PostgreSQL for restore tests: a throwaway server, or a fresh database on a sandbox server.
+
+The throwaway server has its own data directory, listens on a private Unix socket only (no TCP), uses the
+source's major version, and is torn down in a ``finally``. A lease record in the bucket names what each
+throwaway server left on which host, so a later teardown can remove what a worker that died left behind.
+Never a production source: a configured sandbox gets a new database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from strongroom import postgres
+from strongroom.errors import SourceError, StrongroomError
+from strongroom.postgres import STABLE_SETTINGS, PgSettings
+from strongroom.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+LEASE_PREFIX = "leases/restore-tests/"
+# Text output that checksums depend on, pinned so a snapshot and its restore compare equal anywhere.
+STABLE_OPTIONS = " ".join(f"-c {k}={v}" for k, v in STABLE_SETTINGS.items())
+
+
+def bin_dir(major: str) -> str:
+    path = f"/usr/lib/postgresql/{major}/bin"
+    if not os.access(os.path.join(path, "initdb"), os.X_OK):
+        raise SourceError(f"PostgreSQL {major} server binaries are not installed ({path}/initdb missing)")
+    return path
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    """initdb refuses root: run the server as the postgres OS user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@dataclass(frozen=True)
+class Lease:
+    lease_id: str
+    host: str
+    data_dir: str
+    started_at: str
+    expires_at: str
+
+    @property
+    def key(self) -> str:
+        return f"{LEASE_PREFIX}{self.lease_id}.json"
+
+
+@contextmanager
+def throwaway_server(
+    major: str, store: ObjectStore | None = None, ttl: timedelta = timedelta(hours=6)
+) -> Iterator[PgSettings]:
+    """Start a private PostgreSQL ``major`` server; yield superuser settings; always tear it down."""
+    base = Path(tempfile.mkdtemp(prefix="strongroom-sandbox-"))
+    lease = Lease(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}", socket.gethostname(), str(base),
+                  datetime.now(UTC).isoformat(), (datetime.now(UTC) + ttl).isoformat())
+    if store is not None:
+        store.put_bytes(lease.key, json.dumps(lease.__dict__).encode())
+    try:
+        _start(base, major)
+        yield PgSettings(dbname="postgres", host=str(base), port=5432, user="postgres",
+                         options={"options": STABLE_OPTIONS})
+    finally:
+        stop_and_remove(base, major)
+        if store is not None:
+            try:
+                store.delete(lease.key)
+            except StrongroomError as exc:
+                log.warning("could not remove lease %s: %s", lease.key, exc)
+
+
+def _start(base: Path, major: str) -> None:
+    binaries = bin_dir(major)
+    os.chmod(base, 0o700)
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+    data = base / "data"
+    run = [
+        ([f"{binaries}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+         "initdb"),
+        ([f"{binaries}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+          f"-c listen_addresses='' -c unix_socket_directories={base} -p 5432 -c fsync=off"
+          " -c full_page_writes=off -c synchronous_commit=off", "start"], "start"),
+    ]
+    for argv, what in run:
+        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SourceError(f"throwaway PostgreSQL {major}: {what} failed: {result.stderr.strip()[-300:]}")
+
+
+def stop_and_remove(base: Path, major: str) -> None:
+    data = base / "data"
+    pid_file = data / "postmaster.pid"
+    if pid_file.exists():
+        subprocess.run(_as_server_user([f"{bin_dir(major)}/pg_ctl", "-D", str(data), "-m", "immediate", "-w",
+                                        "stop"]), capture_output=True, check=False)
+        if pid_file.exists():  # pg_ctl could not stop it: the postmaster's pid is the first line
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def teardown_stale(store: ObjectStore, now: datetime | None = None) -> list[str]:
+    """Remove what dead workers left on this host: expired leases' servers and data directories."""
+    now = now or datetime.now(UTC)
+    removed = []
+    host = socket.gethostname()
+    for info in store.list_objects(LEASE_PREFIX):
+        try:
+            lease = Lease(**json.loads(store.get_bytes(info.key)))
+        except (ValueError, TypeError):
+            log.warning("ignoring unreadable lease %s", info.key)
+            continue
+        if datetime.fromisoformat(lease.expires_at) > now:
+            continue
+        if lease.host == host:
+            base = Path(lease.data_dir)
+            if base.name.startswith("strongroom-sandbox-") and base.exists():
+                version = (base / "data" / "PG_VERSION")
+                major = version.read_text().strip() if version.exists() else "15"
+                stop_and_remove(base, major)
+            store.delete(info.key)
+            removed.append(lease.lease_id)
+        else:
+            log.warning("lease %s on host %s expired: that host's teardown removes it", lease.lease_id, lease.host)
+    return removed
+
+
+@contextmanager
+def sandbox_database(server: PgSettings, name_hint: str) -> Iterator[PgSettings]:
+    """A new, empty database on a configured sandbox server, dropped afterwards."""
+    target = server.with_dbname(f"strongroom_rt_{name_hint}_{secrets.token_hex(3)}")
+    postgres.create_database(target)
+    try:
+        yield target
+    finally:
+        postgres.drop_database(target)

@@ -1,0 +1,187 @@
+"""Restore testing: isolated restore, Great Expectations validation, RTO and RPO evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from strongroom import catalog, drill, sandbox
+from strongroom.catalog import Manifest
+from strongroom.config import load_config
+from strongroom.errors import RestoreTestError
+from strongroom.keyring import Keyring
+from strongroom.snapshot import snapshot_database
+from tests.conftest import BUCKETS, CANARY, PRIMARY, Stack, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def leftovers() -> tuple[list[str], list[str]]:
+    dirs = [p for p in os.listdir("/tmp") if p.startswith("strongroom-sandbox-")]
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"strongroom-sandbox-" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                procs.append(pid)
+        except OSError:
+            pass
+    return dirs, procs
+
+
+@pytest.fixture(scope="module")
+def shop_snapshot(stack: Stack, config, conns) -> dict:
+    return snapshot_database(config, "shop", conns)
+
+
+def config_at(tmp_path: Path, **restore_test: object):
+    rt = {"expectations_dir": str(ROOT / "include" / "expectations"), **restore_test}
+    return load_config(write_config(tmp_path / "rt.yaml", restore_test=rt))
+
+
+def test_a_healthy_snapshot_passes_with_evidence_and_no_row_values(
+    stack: Stack, conns, shop_snapshot, tmp_path
+) -> None:
+    config = config_at(tmp_path)
+    result = drill.check_snapshot(config, conns, "shop", shop_snapshot["snapshot_id"], config.region(PRIMARY))
+    assert result.success, result.headline()
+    assert leftovers() == ([], [])
+    doc = json.loads(stack.read(result.result_key))
+    assert doc["success"] is True and doc["region"] == PRIMARY
+    assert set(doc["phases"]) >= {"provision", "download", "decrypt", "restore", "validate", "teardown"}
+    assert doc["tables"]["public.orders"] == {"expected": 10000 // 5 * 1, "restored": 2000} or \
+        doc["tables"]["public.orders"]["expected"] == doc["tables"]["public.orders"]["restored"]
+    assert 0 <= doc["snapshot_age_seconds"] < 3600
+    kinds = {(e["suite"], e["expectation"]) for e in doc["expectations"]}
+    assert ("baseline.public.orders", "expect_table_row_count_to_equal") in kinds
+    assert ("baseline.public.orders", "unexpected_rows_expectation") in kinds  # the content checksum
+    assert ("user.events_fresh", "expect_column_max_to_be_between") in kinds
+    docs = [k for k in stack.list_keys() if k.startswith(result.result_key.rsplit("/", 1)[0] + "/docs/")]
+    assert result.docs_key in docs
+    for key in [result.result_key, *docs]:  # neither the result nor the Data Docs hold row values
+        data = stack.read(key)
+        assert CANARY.encode() not in data
+        assert b"canary@example.com" not in data
+
+
+def _forged(stack: Stack, config, snapshot_id: str, change) -> None:
+    """Rewrite the primary's manifest with different facts, correctly authenticated, as a buggy snapshot
+    pipeline could: the restored data then disagrees with what the snapshot recorded."""
+    keyring = Keyring.from_extra(stack.primary_keyring_extra)
+    key = catalog.manifest_key("shop", snapshot_id)
+    manifest = Manifest.from_json(stack.read(key), keyring, key)
+    stack.write(key, change(manifest).to_json(keyring))
+
+
+def test_counts_that_differ_from_the_manifest_fail_the_baseline(stack: Stack, conns, tmp_path) -> None:
+    config = config_at(tmp_path)
+    taken = snapshot_database(config, "shop", conns)
+    from dataclasses import replace
+
+    key = catalog.manifest_key("shop", taken["snapshot_id"])
+    original = stack.read(key)
+    _forged(stack, config, taken["snapshot_id"],
+            lambda m: replace(m, tables=dict(m.tables, **{"public.orders": m.tables["public.orders"] + 1})))
+    try:
+        result = drill.check_snapshot(config, conns, "shop", taken["snapshot_id"], config.region(PRIMARY))
+    finally:
+        stack.write(key, original)
+    assert not result.success
+    assert "baseline.public.orders: expect_table_row_count_to_equal on public.orders" in result.failures
+    assert all("orders" in f for f in result.failures if f.startswith("baseline."))
+    assert leftovers() == ([], [])
+
+
+def test_a_user_suite_the_data_breaks_fails_and_names_the_expectation(stack: Stack, conns, shop_snapshot,
+                                                                      tmp_path) -> None:
+    suites = tmp_path / "suites"
+    shutil.copytree(ROOT / "include" / "expectations", suites)
+    (suites / "shop" / "strict.json").write_text(json.dumps({
+        "name": "only_paid", "meta": {"table": "orders"},
+        "expectations": [{"type": "expect_column_values_to_be_in_set",
+                          "kwargs": {"column": "status", "value_set": ["paid"]}}]}))
+    config = config_at(tmp_path, expectations_dir=str(suites))
+    with pytest.raises(RestoreTestError, match=r"user\.only_paid: expect_column_values_to_be_in_set\(status\)"):
+        drill.require_success([drill.check_snapshot(config, conns, "shop", shop_snapshot["snapshot_id"],
+                                                    config.region(PRIMARY))])
+
+
+def test_stale_data_fails_the_freshness_rule(stack: Stack, conns, shop_snapshot, tmp_path) -> None:
+    config = config_at(tmp_path, freshness_lag="1s")
+    result = drill.check_snapshot(config, conns, "shop", shop_snapshot["snapshot_id"], config.region(PRIMARY))
+    assert "user.events_fresh: expect_column_max_to_be_between(occurred_at) on public.events" in result.failures
+
+
+def test_a_corrupt_copy_fails_the_test_of_that_region_without_switching(stack: Stack, conns, shop_snapshot,
+                                                                        tmp_path) -> None:
+    config = config_at(tmp_path)
+    region = "eu-west-1"
+    key = catalog.data_key("shop", shop_snapshot["snapshot_id"], "dump.zst.srenc")
+    good = stack.read(key, region)
+    stack.write(key, good[:100] + bytes([good[100] ^ 1]) + good[101:], region)
+    try:
+        result = drill.check_snapshot(config, conns, "shop", shop_snapshot["snapshot_id"], config.region(region))
+    finally:
+        stack.write(key, good, region)
+    assert not result.success and result.region == region
+    assert result.error and "IntegrityError" in result.error
+    assert leftovers() == ([], [])
+    recorded = json.loads(stack.read(result.result_key))
+    assert recorded["success"] is False and recorded["region"] == region
+
+
+def test_a_dead_workers_server_is_torn_down_by_its_lease(stack: Stack, conns, config) -> None:
+    """A worker killed mid-test (SIGKILL: no finally runs) leaves a running server and its data directory."""
+    store = conns.store(config.primary, config.transfer)
+    base = Path("/tmp/strongroom-sandbox-deadworker")
+    base.mkdir()
+    sandbox._start(base, "15")
+    lease = sandbox.Lease("dead-1", os.uname().nodename, str(base), datetime.now(UTC).isoformat(),
+                          (datetime.now(UTC) - timedelta(minutes=1)).isoformat())
+    store.put_bytes(lease.key, json.dumps(lease.__dict__).encode())
+    assert leftovers()[1]
+    assert sandbox.teardown_stale(store) == ["dead-1"]
+    assert leftovers() == ([], [])
+    assert store.head(lease.key) is None
+
+
+def test_cli_restore_test_and_full_drill(stack: Stack, shop_snapshot, tmp_path) -> None:
+    from tests.integration.helpers import run_cli
+
+    only_shop = [{"name": "shop", "postgres_conn_id": "pg_shop"}]
+    path = write_config(tmp_path / "cli.yaml", databases=only_shop, restore_test={
+        "expectations_dir": str(ROOT / "include" / "expectations"), "rto": "1h"})
+    ok = run_cli("--config", str(path), "restore-test", "--database", "shop", "--region", PRIMARY, "--json")
+    assert ok.code == 0, ok.stderr[-2000:]
+    assert ok.stdout.lstrip().startswith("["), ok.stdout[:500]
+    results = json.loads(ok.stdout)
+    assert 1 <= len(results) <= 2 and all(r["success"] and r["region"] == PRIMARY for r in results)
+    assert results[0]["snapshot_id"] == catalog.snapshot_ids(
+        load_config(path) and _store(stack), "shop")[-1]
+    drill_run = run_cli("--config", str(path), "restore-test", "--all", "--region", "eu-north-1")
+    assert drill_run.code == 0, drill_run.stderr[-2000:]
+    assert "full drill from eu-north-1" in drill_run.stdout and "within" in drill_run.stdout
+    tight = write_config(tmp_path / "tight.yaml", databases=only_shop, restore_test={
+        "expectations_dir": str(ROOT / "include" / "expectations"), "rto": "1s"})
+    over = run_cli("--config", str(tight), "restore-test", "--all", "--region", "eu-north-1")
+    assert over.code == 1 and "EXCEEDED" in over.error_lines[-1]
+    assert leftovers() == ([], [])
+
+
+def _store(stack: Stack):
+    from strongroom.storage import ObjectStore
+
+    return ObjectStore(stack.client, BUCKETS[PRIMARY], region=PRIMARY)
+
+
+def test_the_drill_fails_when_a_database_has_nothing_to_restore(stack: Stack, tmp_path: Path) -> None:
+    from tests.integration.helpers import run_cli
+
+    path = write_config(tmp_path / "ghost.yaml", databases=[{"name": "ghost", "postgres_conn_id": "pg_shop"}])
+    result = run_cli("--config", str(path), "restore-test", "--all", "--region", "eu-north-1")
+    assert result.code == 1
+    assert "no committed snapshot of ghost in eu-north-1" in result.stdout
