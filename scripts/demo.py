@@ -105,6 +105,12 @@ def main() -> int:
             {**env, "PGPASSWORD": pg.password}, WORK / "restore.log",
         ).stdout)
 
+        print("demo: restore test: isolated throwaway server + Great Expectations ...", flush=True)
+        tested = json.loads(run(
+            [strongroom, "restore-test", "--database", "shop", "--snapshot", newest["snapshot_id"],
+             "--region", newest["region"], "--json"], env, WORK / "restore-test.log",
+        ).stdout)[0]
+
         source = table_fingerprints(PgSettings(**pg.connect_kwargs("shop")))
         copy = table_fingerprints(PgSettings(**pg.connect_kwargs(scratch)))
         equal = source == copy and len(in_regions) == len(status)
@@ -124,6 +130,11 @@ def main() -> int:
             other = copy.get(table, (None, "missing"))
             same = "yes" if other == (rows, digest) else "NO"
             print(f"  {table:<22} {rows:>9}  {digest[:12]:<12} {other[1][:12]:<12} {same}")
+        passed = sum(1 for e in tested["expectations"] if e["success"])
+        phases = ", ".join(f"{k} {v}s" for k, v in tested["phases"].items())
+        print(f"  validated  {passed}/{len(tested['expectations'])} expectations passed in a throwaway server "
+              f"({phases}); Data Docs at s3://.../{tested['docs_key']}")
+        equal = equal and tested["success"]
         verdict = "PASS: the restored database equals the source, table by table" if equal else "FAIL: they differ"
         print(f"  result     {verdict} ({time.monotonic() - started:.0f}s in all; logs in {WORK})")
         return 0 if equal else 1

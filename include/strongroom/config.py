@@ -165,7 +165,7 @@ class RestoreConfig(_Section):
 
 class RestoreTestConfig(_Section):
     schedule: str = "@daily"
-    expectations_dir: str = "include/expectations"
+    expectations_dir: str = "../expectations"  # relative to the configuration file's folder
     sandbox_conn_id: ConnId | None = None
     freshness_lag: Duration = timedelta(hours=2)
     checksum_max_rows: Annotated[int, Field(ge=0)] = 100_000
@@ -281,7 +281,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"config {where}: invalid YAML{at}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {where}: expected a mapping at the top level")
-    return parse_config(data, source=str(where))
+    config = parse_config(data, source=str(where))
+    folder = Path(config.restore_test.expectations_dir)
+    if not folder.is_absolute():  # relative paths follow the file, not the worker's current directory
+        resolved = (where.resolve().parent / folder).resolve()
+        config = config.model_copy(update={
+            "restore_test": config.restore_test.model_copy(update={"expectations_dir": str(resolved)})
+        })
+    return config
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:

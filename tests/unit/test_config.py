@@ -79,7 +79,8 @@ def test_defaults_match_the_documentation(tmp_path: Path) -> None:
     assert (s.zstd_level, s.zstd_threads, s.capture_globals, s.pg_bin_dir) == (3, 0, True, None)
     assert (config.restore.jobs, config.restore.spool_dir) == (0, None)
     rt = config.restore_test
-    assert (rt.schedule, rt.expectations_dir, rt.sandbox_conn_id) == ("@daily", "include/expectations", None)
+    assert (rt.schedule, rt.sandbox_conn_id) == ("@daily", None)
+    assert Path(rt.expectations_dir).is_absolute()  # resolved against the configuration file's folder
     assert (rt.freshness_lag, rt.rto) == (timedelta(hours=2), timedelta(hours=4))
     assert rt.checksum_max_rows == 100_000
     a = config.alerts
@@ -373,3 +374,9 @@ def test_the_same_bucket_location_twice_is_refused(tmp_path: Path) -> None:
     twin = dict(data["regions"][0], name="eu-west-1")
     data["regions"].append(twin)
     assert "appears twice" in load_error(write(tmp_path, data))
+
+
+def test_a_relative_expectations_dir_follows_the_config_file(tmp_path: Path) -> None:
+    data = dict(copy.deepcopy(MINIMAL), restore_test={"expectations_dir": "suites"})
+    config = load_config(write(tmp_path, data))
+    assert config.restore_test.expectations_dir == str((tmp_path / "suites").resolve())
