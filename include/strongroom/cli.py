@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom.errors import ConfigError, PruneError, RestoreTestError, StrongroomError
+from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -67,6 +67,26 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--all", action="store_true",
                     help="full-platform drill: every database's newest snapshot from one region, against the RTO")
     rt.add_argument("--json", action="store_true")
+
+    obj = sub.add_parser("objects", help="object-storage backups")
+    obj_sub = obj.add_subparsers(dest="objects_command", required=True, parser_class=_Parser)
+    ob = obj_sub.add_parser("backup", help="run one incremental pass of one or every source bucket")
+    ob.add_argument("--bucket", help="one configured source bucket (default: all)")
+    ob.add_argument("--json", action="store_true")
+    ol = obj_sub.add_parser("list", help="what a point in time holds")
+    ol.add_argument("--bucket", required=True)
+    ol.add_argument("--at", help="time with a UTC offset (default: now)")
+    ol.add_argument("--prefix", default="")
+    ol.add_argument("--json", action="store_true")
+    orr = obj_sub.add_parser("restore", help="write the objects as they were at a point in time into a bucket")
+    orr.add_argument("--bucket", required=True, help="the configured source bucket")
+    orr.add_argument("--at", required=True, help="time with a UTC offset")
+    orr.add_argument("--target-bucket", required=True)
+    orr.add_argument("--target-conn", help="Airflow AWS connection of the target (default: the source's)")
+    orr.add_argument("--prefix", default="")
+    orr.add_argument("--region", help="region to restore from (default: the primary, then the others)")
+    orr.add_argument("--confirm-source", help="repeat the source bucket's name to overwrite the live source")
+    orr.add_argument("--json", action="store_true")
 
     sub.add_parser("init-buckets", help="create or check each region's bucket (versioning, lifecycle, ...)")
 
@@ -281,6 +301,44 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_objects(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, objects
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    conns = airflow_adapter.connections()
+    if args.objects_command == "backup":
+        names = [config.source(args.bucket).bucket] if args.bucket else [s.bucket for s in config.object_storage]
+        if not names:
+            raise ConfigError("no object_storage sources are configured")
+        results = [objects.backup_pass(config, name, conns) for name in names]
+        for r in results if not args.json else []:
+            print(f"{r.source}: point {r.taken_at}: {r.objects} objects, {r.read_from_source} read from the source, "
+                  f"committed in {', '.join(r.committed) or 'no region'} ({r.seconds}s)")
+        if args.json:
+            _print([r.to_dict() for r in results], True, "")
+        failed = [f"{r.source} in {region} ({why})" for r in results for region, why in r.failed.items()]
+        if failed:
+            raise ReplicationError("point not committed: " + "; ".join(failed))
+        return 0
+    at = parse_at(args.at) if getattr(args, "at", None) else None
+    if args.objects_command == "list":
+        listing = objects.list_point(config, conns, args.bucket, at, args.prefix)
+        text = [f"{listing['source']} at point {listing['point']} (region {listing['region']}):"]
+        text += [f"  {o['size']:>12}  {o['key']}" for o in listing["objects"]]
+        _print(listing, args.json, "\n".join(text))
+        return 0
+    source = config.source(args.bucket)
+    target = conns.bucket_store(args.target_conn or source.aws_conn_id, args.target_bucket, source.region,
+                                config.transfer)
+    assert at is not None
+    done = objects.restore_point(config, conns, args.bucket, at, target, prefix_=args.prefix, region=args.region,
+                                 allow_source=args.confirm_source)
+    _print(done, args.json, f"restored {done['objects']} objects ({done['bytes']} bytes) of {done['source']} as at "
+                            f"point {done['point']} from {done['region']} into s3://{done['target']}")
+    return 0
+
+
 def _cmd_init_buckets(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, buckets
     from strongroom.config import load_config
@@ -303,6 +361,7 @@ def _cmd_init_buckets(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
     "prune": _cmd_prune, "init-buckets": _cmd_init_buckets, "restore-test": _cmd_restore_test,
+    "objects": _cmd_objects,
 }
 
 

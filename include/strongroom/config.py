@@ -173,9 +173,12 @@ class RestoreTestConfig(_Section):
 
 
 class ObjectSourceConfig(_Section):
+    """A source bucket whose objects are backed up (uploads, attachments, generated files)."""
+
     bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     aws_conn_id: ConnId
     prefixes: list[str] = Field(default_factory=list)
+    region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")] | None = None  # default: the connection's
 
 
 class AlertsConfig(_Section):
@@ -220,6 +223,13 @@ class Config(_Section):
                 return db
         known = ", ".join(d.name for d in self.databases) or "none"
         raise ConfigError(f"unknown database {name!r} (configured: {known})")
+
+    def source(self, bucket: str) -> ObjectSourceConfig:
+        for source in self.object_storage:
+            if source.bucket == bucket:
+                return source
+        known = ", ".join(s.bucket for s in self.object_storage) or "none"
+        raise ConfigError(f"unknown source bucket {bucket!r} (configured: {known})")
 
     def region(self, name: str) -> RegionConfig:
         for region in self.regions:

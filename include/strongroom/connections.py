@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from strongroom.config import RegionConfig, TransferConfig
+from strongroom.config import ObjectSourceConfig, RegionConfig, TransferConfig
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.storage import ObjectStore
@@ -20,3 +20,9 @@ class Connections(Protocol):
     def keyring(self, conn_id: str) -> Keyring: ...
 
     def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore: ...
+
+    def source_store(self, source: ObjectSourceConfig, transfer: TransferConfig) -> ObjectStore: ...
+
+    def bucket_store(self, aws_conn_id: str, bucket: str, region: str | None, transfer: TransferConfig) -> ObjectStore:
+        """Any bucket reachable through an Airflow AWS connection (a restore target)."""
+        ...

@@ -54,6 +54,11 @@ def object_identity(kind: str, *parts: str) -> bytes:
     return "\x00".join(("strongroom/v1", kind, *parts)).encode("utf-8")
 
 
+def hkdf(ikm: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    """HKDF-SHA256 to 32 bytes: one key per purpose from one keyring key."""
+    return _hkdf(ikm, info, salt)
+
+
 def _hkdf(ikm: bytes, info: bytes, salt: bytes | None = None) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
 

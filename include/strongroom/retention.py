@@ -80,6 +80,17 @@ class RegionCatalog:
     snapshots: dict[tuple[str, str], SnapshotEntry] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
     records: dict[str, list[Version]] = field(default_factory=dict)  # audit/restore-test key -> versions
+    sources: dict[str, SourceCatalog] = field(default_factory=dict)  # object-storage backups per source
+
+
+@dataclass
+class SourceCatalog:
+    """One source bucket's backups in a region: its points (and what each references) and its contents."""
+
+    points: dict[datetime, set[str]] = field(default_factory=dict)  # point time -> content ids referenced
+    point_versions: dict[datetime, list[Version]] = field(default_factory=dict)
+    contents: dict[str, list[Version]] = field(default_factory=dict)  # content id -> versions
+    other: list[Version] = field(default_factory=list)  # progress journals and strays
 
 
 @dataclass(frozen=True)
@@ -156,7 +167,35 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         if match and datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) < cutoff:
             deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention",
                                       tuple((v.key, v.version_id) for v in versions)))
+    deletions += _plan_sources(catalog_, cutoff, grace, now)
     return Plan(catalog_.region, now, tuple(deletions), kept)
+
+
+def _plan_sources(catalog_: RegionCatalog, cutoff: datetime, grace: timedelta, now: datetime) -> list[Deletion]:
+    """Points older than the window go; then every content no remaining point references (all versions),
+    unless it was written within ``grace`` (a pass in progress has not indexed it yet)."""
+    deletions: list[Deletion] = []
+    for source, cat in sorted(catalog_.sources.items()):
+        kept_refs: set[str] = set()
+        for at, refs in sorted(cat.points.items()):
+            if at < cutoff:
+                doomed = tuple((v.key, v.version_id) for v in cat.point_versions.get(at, []))
+                deletions.append(Deletion(catalog_.region, "point", source, at.isoformat(),
+                                          f"point {at.isoformat()} is older than the retention", doomed))
+            else:
+                kept_refs |= refs
+        for cid, versions in sorted(cat.contents.items()):
+            if cid in kept_refs or max(v.last_modified for v in versions) >= now - grace:
+                continue
+            deletions.append(Deletion(catalog_.region, "content", source, cid[:16],
+                                      "no point inside the retention references this content",
+                                      tuple((v.key, v.version_id) for v in versions)))
+        stale = [v for v in cat.other if v.last_modified < now - grace]
+        if stale:
+            deletions.append(Deletion(catalog_.region, "journal", source, "",
+                                      "progress journal of a pass older than the run timeout",
+                                      tuple((v.key, v.version_id) for v in stale)))
+    return deletions
 
 
 def _manifest_last(versions: Iterable[Version]) -> tuple[tuple[str, str | None], ...]:
@@ -214,6 +253,7 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
     for prefix in RECORD_PREFIXES:
         for version in _versions(store, prefix):
             result.records.setdefault(version.key, []).append(version)
+    _read_sources(store, keyring, result)
     try:
         pages = store.client.get_paginator("list_multipart_uploads").paginate(Bucket=store.bucket)
         for page in pages:
@@ -222,6 +262,32 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
     except (ClientError, BotoCoreError) as exc:
         raise store._fail(exc, "listing unfinished uploads in", None) from None
     return result
+
+
+def _read_sources(store: ObjectStore, keyring: Keyring, result: RegionCatalog) -> None:
+    from strongroom import objects
+
+    live_points: list[tuple[str, datetime]] = []
+    for version in _versions(store, "objects/"):
+        parts = version.key.split("/")
+        if len(parts) < 4:
+            continue
+        cat = result.sources.setdefault(parts[1], SourceCatalog())
+        if parts[2] == "content":
+            cat.contents.setdefault(parts[3], []).append(version)
+        elif parts[2] == "points" and parts[3].endswith(".idx"):
+            at = datetime.strptime(parts[3][:-4], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            cat.point_versions.setdefault(at, []).append(version)
+            if version.is_latest and not version.delete_marker:
+                live_points.append((parts[1], at))
+        else:
+            cat.other.append(version)
+    for source, at in live_points:  # every live point is read: a region is never pruned on a guess
+        index = objects.load_point(store, keyring, source, at)
+        result.sources[source].points[at] = {e.content_id for e in index.entries.values()}
+    for cat in result.sources.values():  # points that are only old versions or markers: delete them too
+        for at in cat.point_versions:
+            cat.points.setdefault(at, set())
 
 
 def execute_plan(store: ObjectStore, plan: Plan) -> int:
@@ -241,7 +307,7 @@ def execute_plan(store: ObjectStore, plan: Plan) -> int:
             removed += 1
             continue
         data = [v for v in deletion.versions if "/manifests/" not in v[0]]
-        last = [v for v in deletion.versions if "/manifests/" in v[0]]
+        last = [v for v in deletion.versions if "/manifests/" in v[0]]  # the commit point goes last
         removed += _delete_versions(store, data) + _delete_versions(store, last)  # the manifest goes last
     return removed
 

@@ -1,0 +1,424 @@
+"""Object-storage backups: versioned, encrypted, multi-region, restorable to any point in the window.
+
+A *pass* lists the source bucket's live object versions and stores each content it has not seen before in
+every region, then commits a *point index*: for every live key at that instant, which stored content it
+had. Content is stored once per distinct content: its id is an HMAC-SHA256 of the bytes under a key
+derived from the keyring, so the backup does not reveal whether a known file is stored. Contents and
+indexes are encrypted with the same envelope scheme as snapshots (a fresh data key each, wrapped by the
+region's keyring); file names appear only inside encrypted indexes.
+
+Layout per region bucket::
+
+    objects/<source>/content/<content id>        sealed content
+    objects/<source>/points/<UTC second>.idx     sealed point index (the commit point of a pass)
+    objects/<source>/partial/journal.idx         sealed progress of an unfinished pass (resume)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import zstandard
+from botocore.exceptions import BotoCoreError, ClientError
+
+from strongroom import crypto
+from strongroom.config import Config, RegionConfig
+from strongroom.connections import Connections
+from strongroom.errors import IntegrityError, NotFoundError, RefusedError, ReplicationError, StrongroomError
+from strongroom.keyring import Keyring
+from strongroom.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SROBJ\x00\x01\n"
+ID_INFO = b"strongroom content-id v1"
+_TIME = "%Y%m%dT%H%M%SZ"
+JOURNAL_EVERY = float(os.environ.get("STRONGROOM_JOURNAL_EVERY", "15"))  # seconds between progress journals
+
+
+def prefix(source: str) -> str:
+    return f"objects/{source}/"
+
+
+def content_key(source: str, cid: str) -> str:
+    return f"objects/{source}/content/{cid}"
+
+
+def point_key(source: str, at: datetime) -> str:
+    return f"objects/{source}/points/{at.astimezone(UTC):{_TIME}}.idx"
+
+
+def journal_key(source: str) -> str:
+    return f"objects/{source}/partial/journal.idx"
+
+
+# ---- sealing: the envelope for contents and indexes --------------------------------------------------------
+
+
+def seal(plain: bytes, keyring: Keyring, identity: bytes) -> bytes:
+    """MAGIC | u32 header length | header JSON {key_id, wrapped_key} | SRSTRM stream of zstd(plain)."""
+    data_key = crypto.new_data_key()
+    header = json.dumps({"key_id": keyring.active_id, "wrapped_key": crypto.wrap_key(
+        keyring.active_key, keyring.active_id, data_key, identity)}).encode()
+    body = crypto.encrypt_bytes(data_key, identity, zstandard.ZstdCompressor(level=3).compress(plain))
+    return MAGIC + struct.pack(">I", len(header)) + header + body
+
+
+def unseal(blob: bytes, keyring: Keyring, identity: bytes, where: str) -> bytes:
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
+        raise IntegrityError(f"{where} is not a Strongroom sealed object")
+    (length,) = struct.unpack_from(">I", blob, len(MAGIC))
+    start = len(MAGIC) + 4
+    try:
+        header = json.loads(blob[start : start + length])
+        key_id, wrapped = str(header["key_id"]), str(header["wrapped_key"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"{where}: malformed header") from None
+    data_key = crypto.unwrap_key(keyring.key(key_id), key_id, wrapped, identity)
+    packed = crypto.decrypt_bytes(data_key, identity, blob[start + length :])
+    try:
+        return zstandard.ZstdDecompressor().decompress(packed)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{where}: {exc}") from None
+
+
+def id_key(keyring: Keyring, key_id: str | None = None) -> tuple[str, bytes]:
+    kid = key_id or keyring.active_id
+    return kid, crypto.hkdf(keyring.key(kid), ID_INFO)
+
+
+def content_id(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+# ---- point indexes ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    content_id: str
+    version_id: str
+    size: int
+
+
+@dataclass
+class PointIndex:
+    source: str
+    taken_at: datetime
+    id_key_id: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        entries = {k: [e.content_id, e.version_id, e.size] for k, e in sorted(self.entries.items())}
+        return json.dumps({"format": "strongroom.points/1", "source": self.source,
+                           "taken_at": self.taken_at.isoformat(), "id_key_id": self.id_key_id,
+                           "entries": entries}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, where: str) -> PointIndex:
+        try:
+            doc = json.loads(raw)
+            return cls(doc["source"], datetime.fromisoformat(doc["taken_at"]), doc["id_key_id"],
+                       {k: Entry(c, v, int(s)) for k, (c, v, s) in doc["entries"].items()})
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"point index {where} is malformed") from None
+
+
+def _identity(kind: str, source: str, name: str) -> bytes:
+    return crypto.object_identity(kind, source, name)
+
+
+def point_times(store: ObjectStore, source: str) -> list[datetime]:
+    out = []
+    for info in store.list_objects(f"{prefix(source)}points/"):
+        name = info.key.rsplit("/", 1)[-1].removesuffix(".idx")
+        try:
+            out.append(datetime.strptime(name, _TIME).replace(tzinfo=UTC))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def load_point(store: ObjectStore, keyring: Keyring, source: str, at: datetime) -> PointIndex:
+    key = point_key(source, at)
+    raw = unseal(store.get_bytes(key), keyring, _identity("points", source, f"{at:{_TIME}}"), key)
+    index = PointIndex.from_bytes(raw, key)
+    if index.source != source:
+        raise IntegrityError(f"{key} belongs to another source")
+    return index
+
+
+def _load_journal(store: ObjectStore, keyring: Keyring, source: str) -> PointIndex | None:
+    key = journal_key(source)
+    if store.head(key) is None:
+        return None
+    try:
+        return PointIndex.from_bytes(unseal(store.get_bytes(key), keyring, _identity("journal", source, "journal"),
+                                            key), key)
+    except StrongroomError as exc:
+        log.warning("ignoring unreadable journal %s: %s", key, exc)
+        return None
+
+
+# ---- a backup pass ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceVersion:
+    key: str
+    version_id: str
+    size: int
+
+
+def live_versions(store: ObjectStore, prefixes: list[str]) -> dict[str, SourceVersion]:
+    """Every live key's current version (paginated); keys whose latest version is a delete marker are gone."""
+    live: dict[str, SourceVersion] = {}
+    try:
+        for p in prefixes or [""]:
+            for page in store.client.get_paginator("list_object_versions").paginate(Bucket=store.bucket, Prefix=p):
+                for v in page.get("Versions", []):
+                    if v.get("IsLatest"):
+                        live[v["Key"]] = SourceVersion(v["Key"], str(v.get("VersionId") or "null"), int(v["Size"]))
+    except (ClientError, BotoCoreError) as exc:
+        raise store._fail(exc, "listing versions of", None) from None
+    return live
+
+
+@dataclass
+class _Region:
+    config: RegionConfig
+    store: ObjectStore
+    keyring: Keyring
+    known: dict[tuple[str, str], str] = field(default_factory=dict)  # (key, version) -> content id
+    id_key_id: str = ""
+    error: str | None = None
+    claimed: set[str] = field(default_factory=set)  # content ids stored (or being stored) this pass
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class PassResult:
+    source: str
+    taken_at: str
+    objects: int = 0
+    read_from_source: int = 0
+    bytes_read: int = 0
+    stored: dict[str, int] = field(default_factory=dict)  # region -> contents uploaded
+    committed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def backup_pass(
+    config: Config, source_name: str, conns: Connections, *, now: datetime | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> PassResult:
+    """One incremental pass of a source bucket into every region; commits a point index in each."""
+    started = time.monotonic()
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    source = config.source(source_name)
+    src = conns.source_store(source, config.transfer)
+    id_key_id, key = id_key(conns.keyring(config.encryption.keyring_conn_id))
+    regions = _open_regions(config, conns, source.bucket, id_key_id)
+    live = live_versions(src, source.prefixes)
+    result = PassResult(source.bucket, now.isoformat(), objects=len(live))
+    usable = [r for r in regions if r.error is None]
+    if not usable:
+        raise ReplicationError(f"{source.bucket}: no backup region is reachable: "
+                               + "; ".join(f"{r.config.name} ({r.error})" for r in regions))
+    todo = [v for v in live.values() if any((v.key, v.version_id) not in r.known for r in usable)]
+    log.info("%s: %d live objects, %d to read", source.bucket, len(live), len(todo))
+    found: dict[tuple[str, str], str] = {}
+    last_journal = time.monotonic()
+    with ThreadPoolExecutor(max_workers=config.transfer.upload_concurrency, thread_name_prefix="objects") as pool:
+        for done, (version, cid, size) in enumerate(
+            pool.map(lambda v: _store_one(config, src, source.bucket, v, key, usable, result), todo), 1
+        ):
+            found[(version.key, version.version_id)] = cid
+            result.read_from_source += 1
+            result.bytes_read += size
+            if on_progress:
+                on_progress(done)
+            if time.monotonic() - last_journal > JOURNAL_EVERY:
+                _write_journals(usable, source.bucket, now, id_key_id, found, live)
+                last_journal = time.monotonic()
+    for region in usable:
+        entries = {}
+        for k, v in live.items():
+            # a version unknown to any usable region was read and stored this pass, so it is in `found`
+            cid = region.known.get((k, v.version_id)) or found[(k, v.version_id)]
+            entries[k] = Entry(cid, v.version_id, v.size)
+        index = PointIndex(source.bucket, now, id_key_id, entries)
+        try:
+            ident = _identity("points", source.bucket, f"{now:{_TIME}}")
+            region.store.put_bytes(point_key(source.bucket, now), seal(index.to_bytes(), region.keyring, ident))
+            region.store.delete(journal_key(source.bucket))
+            result.committed.append(region.config.name)
+        except StrongroomError as exc:
+            result.failed[region.config.name] = str(exc)
+    for region in regions:
+        if region.error:
+            result.failed[region.config.name] = region.error
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _open_regions(config: Config, conns: Connections, source: str, id_key_id: str) -> list[_Region]:
+    regions = []
+    for cfg in config.regions:
+        region = _Region(cfg, conns.store(cfg, config.transfer), conns.keyring(config.keyring_conn_id(cfg)))
+        try:
+            region.store.check_bucket()
+            times = point_times(region.store, source)
+            indexes = [load_point(region.store, region.keyring, source, times[-1])] if times else []
+            journal = _load_journal(region.store, region.keyring, source)
+            for index in [*indexes, *([journal] if journal else [])]:
+                if index.id_key_id == id_key_id:  # ids under a rotated key are recomputed once
+                    region.known.update({(k, e.version_id): e.content_id for k, e in index.entries.items()})
+        except StrongroomError as exc:
+            region.error = str(exc)
+            log.error("region %s skipped for %s: %s", cfg.name, source, exc)
+        regions.append(region)
+    return regions
+
+
+def _store_one(
+    config: Config, src: ObjectStore, source: str, version: SourceVersion, key: bytes,
+    regions: list[_Region], result: PassResult,
+) -> tuple[SourceVersion, str, int]:
+    data = _read_version(src, version)
+    cid = content_id(key, data)
+    for region in regions:
+        ckey = content_key(source, cid)
+        with region.lock:  # two keys with the same bytes in one pass: one upload
+            if cid in region.claimed:
+                continue
+            region.claimed.add(cid)
+        if (version.key, version.version_id) in region.known or region.store.head(ckey) is not None:
+            continue
+        region.store.put_bytes(ckey, seal(data, region.keyring, _identity("content", source, cid)))
+        result.stored[region.config.name] = result.stored.get(region.config.name, 0) + 1
+    return version, cid, len(data)
+
+
+def _read_version(src: ObjectStore, version: SourceVersion) -> bytes:
+    args: dict[str, Any] = {"Bucket": src.bucket, "Key": version.key}
+    if version.version_id != "null":
+        args["VersionId"] = version.version_id
+    try:
+        body = src.client.get_object(**args)["Body"]
+        try:
+            return bytes(body.read())
+        finally:
+            body.close()
+    except (ClientError, BotoCoreError) as exc:
+        raise src._fail(exc, "reading", version.key) from None
+
+
+def _write_journals(regions: list[_Region], source: str, now: datetime, id_key_id: str,
+                    found: dict[tuple[str, str], str], live: dict[str, SourceVersion]) -> None:
+    entries = {k: Entry(cid, v, live[k].size) for (k, v), cid in found.items() if k in live}
+    raw = PointIndex(source, now, id_key_id, entries).to_bytes()
+    for region in regions:
+        try:
+            region.store.put_bytes(journal_key(source), seal(raw, region.keyring, _identity("journal", source,
+                                                                                            "journal")))
+        except StrongroomError as exc:
+            log.warning("could not write the progress journal in %s: %s", region.config.name, exc)
+
+
+# ---- listing and restoring a point in time ----------------------------------------------------------------
+
+
+def point_at(config: Config, conns: Connections, source: str, at: datetime,
+             region: str | None = None) -> tuple[RegionConfig, PointIndex]:
+    """The newest committed point at or before ``at``: from ``region``, else the first region that has one."""
+    if at.tzinfo is None:
+        raise RefusedError("--at needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
+    config.source(source)
+    failures = []
+    for cfg in [config.region(region)] if region else config.regions:
+        try:
+            store, keyring = conns.store(cfg, config.transfer), conns.keyring(config.keyring_conn_id(cfg))
+            times = [t for t in point_times(store, source) if t <= at]
+            if not times:
+                raise NotFoundError(f"no point of {source} at or before {at.isoformat()} in {cfg.name}")
+            return cfg, load_point(store, keyring, source, times[-1])
+        except StrongroomError as exc:
+            failures.append(f"{cfg.name}: {exc}")
+    raise NotFoundError("no region can serve that point in time: " + "; ".join(failures))
+
+
+def list_point(
+    config: Config, conns: Connections, source: str, at: datetime | None, prefix_: str = ""
+) -> dict[str, Any]:
+    where, index = point_at(config, conns, source, at or datetime.now(UTC))
+    entries = {k: e for k, e in index.entries.items() if k.startswith(prefix_)}
+    return {"source": source, "point": index.taken_at.isoformat(), "region": where.name,
+            "objects": [{"key": k, "size": e.size, "version_id": e.version_id} for k, e in sorted(entries.items())]}
+
+
+def fetch_content(store: ObjectStore, keyring: Keyring, source: str, entry: Entry, id_key_bytes: bytes) -> bytes:
+    key = content_key(source, entry.content_id)
+    data = unseal(store.get_bytes(key), keyring, _identity("content", source, entry.content_id), key)
+    if content_id(id_key_bytes, data) != entry.content_id or len(data) != entry.size:
+        raise IntegrityError(f"{store.where}: {key} does not match its content id")
+    return data
+
+
+def restore_point(
+    config: Config, conns: Connections, source: str, at: datetime, target: ObjectStore, *,
+    prefix_: str = "", region: str | None = None, allow_source: str | None = None,
+) -> dict[str, Any]:
+    """Write the objects as they were at ``at`` into ``target``. The live source is never the target unless
+    ``allow_source`` repeats its name (a deliberate, confirmed choice)."""
+    src_cfg = config.source(source)
+    if target.bucket == src_cfg.bucket and allow_source != src_cfg.bucket:
+        raise RefusedError(f"the target is the live source bucket {source!r}: pass --confirm-source {source} "
+                           "to overwrite it deliberately")
+    where, index = point_at(config, conns, source, at, region)
+    store, keyring = conns.store(where, config.transfer), conns.keyring(config.keyring_conn_id(where))
+    _, ikey = id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
+    chosen = {k: e for k, e in index.entries.items() if k.startswith(prefix_)}
+    # everything is fetched and verified before the first write: no partial restore from a bad point
+    with ThreadPoolExecutor(max_workers=config.transfer.download_concurrency) as pool:
+        verified = dict(zip(chosen, pool.map(lambda e: fetch_content(store, keyring, source, e, ikey),
+                                             chosen.values()), strict=True)) if len(chosen) <= 2000 else None
+    if verified is None:  # large restores stream object by object, each verified before it is written
+        for k, e in chosen.items():
+            target.put_bytes(k, fetch_content(store, keyring, source, e, ikey))
+    else:
+        with ThreadPoolExecutor(max_workers=config.transfer.upload_concurrency) as pool:
+            list(pool.map(lambda item: target.put_bytes(*item), verified.items()))
+    return {"source": source, "point": index.taken_at.isoformat(), "region": where.name,
+            "target": target.bucket, "objects": len(chosen), "bytes": sum(e.size for e in chosen.values())}
+
+
+def iter_points(store: ObjectStore, keyring: Keyring, source: str) -> Iterator[PointIndex]:
+    for at in point_times(store, source):
+        yield load_point(store, keyring, source, at)
+
+
+def sources_in(store: ObjectStore) -> list[str]:
+    """Source buckets with backups in this region (from the keys, so removed sources are found too)."""
+    names = set()
+    for info in store.list_objects("objects/"):
+        parts = info.key.split("/")
+        if len(parts) > 2:
+            names.add(parts[1])
+    return sorted(names)

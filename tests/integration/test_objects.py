@@ -1,0 +1,200 @@
+"""Object-storage backups against real S3 servers (one per region, the source on its own bucket)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from strongroom import objects, retention
+from strongroom.config import Config, load_config
+from strongroom.errors import RefusedError
+from strongroom.storage import ObjectStore
+from tests.conftest import BUCKETS, PRIMARY, REGIONS, Stack, conn_id, write_config
+from tests.integration.helpers import run_cli, start_cli
+
+SOURCE = "sr-test-uploads"
+CANARY_BYTES = b"OBJECT-CANARY-93d1f0-secret-contract"
+CANARY_NAME = "customers/acme-gmbh/CANARY-NAME-4be7.pdf"
+
+
+class CountingConnections:
+    """The real connections; the source client counts the GetObject requests it sends."""
+
+    def __init__(self, conns) -> None:  # noqa: ANN001
+        self._conns = conns
+        self.source_gets = 0
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._conns, name)
+
+    def source_store(self, source, transfer) -> ObjectStore:  # noqa: ANN001
+        store = self._conns.source_store(source, transfer)
+
+        def count(**_: object) -> None:
+            self.source_gets += 1
+
+        store.client.meta.events.register("before-call.s3.GetObject", count)
+        return store
+
+
+def source_config(tmp_path: Path, name: str = "objects.yaml", **overrides: object) -> Config:
+    return load_config(write_config(
+        tmp_path / name, object_storage=[{"bucket": SOURCE, "aws_conn_id": conn_id(PRIMARY), "region": PRIMARY}],
+        **overrides))
+
+
+@pytest.fixture(scope="module")
+def source(stack: Stack) -> Iterator[object]:
+    stack.servers[PRIMARY].create_bucket(SOURCE, PRIMARY)
+    client = stack.client_for(PRIMARY)
+    yield client
+
+
+def put(client, key: str, body: bytes) -> None:  # noqa: ANN001
+    client.put_object(Bucket=SOURCE, Key=key, Body=body)
+
+
+def restored(stack: Stack, bucket: str) -> dict[str, bytes]:
+    client = stack.client_for(PRIMARY)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])]
+    return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def test_three_passes_restore_each_moment_exactly(stack: Stack, source, conns, tmp_path: Path) -> None:  # noqa: ANN001
+    config = source_config(tmp_path)
+    counting = CountingConnections(conns)
+    moments: list[tuple[datetime, dict[str, bytes]]] = []
+    put(source, "a.txt", b"alpha v1")
+    put(source, "docs/b.bin", bytes(range(256)) * 100)
+    put(source, CANARY_NAME, CANARY_BYTES)
+    put(source, "dup-1.txt", b"same bytes")
+    put(source, "dup-2.txt", b"same bytes")
+    first = objects.backup_pass(config, SOURCE, counting)
+    assert first.committed == REGIONS and first.read_from_source == 5
+    assert all(n == 4 for n in first.stored.values())  # duplicate content stored once
+    moments.append((datetime.fromisoformat(first.taken_at), restored(stack, SOURCE)))
+
+    time.sleep(1.1)
+    gets_before = counting.source_gets
+    put(source, "a.txt", b"alpha v2, overwritten")
+    source.delete_object(Bucket=SOURCE, Key="docs/b.bin")
+    second = objects.backup_pass(config, SOURCE, counting)
+    assert counting.source_gets - gets_before == 1  # only the new version of a.txt: nothing unchanged re-read
+    moments.append((datetime.fromisoformat(second.taken_at), restored(stack, SOURCE)))
+
+    time.sleep(1.1)
+    put(source, "c/new.txt", b"third pass")
+    third = objects.backup_pass(config, SOURCE, counting)
+    assert third.read_from_source == 1
+    moments.append((datetime.fromisoformat(third.taken_at), restored(stack, SOURCE)))
+
+    for i, (at, expected) in enumerate(moments):
+        target = f"sr-restore-{i}"
+        stack.servers[PRIMARY].create_bucket(target, PRIMARY)
+        result = run_cli("--config", str(tmp_path / "objects.yaml"), "objects", "restore", "--bucket", SOURCE,
+                         "--at", (at + timedelta(seconds=0.5)).isoformat(), "--target-bucket", target, "--json")
+        assert result.code == 0, result.stderr
+        assert restored(stack, target) == expected, i
+    listed = run_cli("--config", str(tmp_path / "objects.yaml"), "objects", "list", "--bucket", SOURCE,
+                     "--at", moments[1][0].isoformat(), "--json")
+    assert sorted(o["key"] for o in json.loads(listed.stdout)["objects"]) == sorted(moments[1][1])
+
+
+def test_no_backup_byte_reveals_a_content_or_a_file_name(stack: Stack, source, conns, tmp_path: Path) -> None:  # noqa: ANN001
+    put(source, CANARY_NAME, CANARY_BYTES)
+    objects.backup_pass(source_config(tmp_path), SOURCE, conns)
+    for region in REGIONS:
+        keys = [k for k in stack.list_keys(region) if k.startswith(f"objects/{SOURCE}/")]
+        assert any("/points/" in k for k in keys) and any("/content/" in k for k in keys)
+        for key in keys:
+            assert b"CANARY-NAME-4be7" not in key.encode()
+            data = stack.read(key, region)
+            assert CANARY_BYTES not in data and b"CANARY-NAME-4be7" not in data and b"acme-gmbh" not in data
+
+
+def test_the_live_source_is_never_the_target_unless_confirmed(stack: Stack, source, conns, tmp_path: Path) -> None:  # noqa: ANN001
+    config = source_config(tmp_path)
+    objects.backup_pass(config, SOURCE, conns)
+    target = conns.source_store(config.source(SOURCE), config.transfer)
+    with pytest.raises(RefusedError, match="live source bucket"):
+        objects.restore_point(config, conns, SOURCE, datetime.now(UTC), target)
+    result = run_cli("--config", str(tmp_path / "objects.yaml"), "objects", "restore", "--bucket", SOURCE,
+                     "--at", datetime.now(UTC).isoformat(), "--target-bucket", SOURCE)
+    assert result.code == 1 and "--confirm-source" in result.error_lines[0]
+
+
+def test_a_killed_pass_resumes_and_completes(stack: Stack, source, conns, tmp_path: Path,  # noqa: ANN001
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    config = source_config(tmp_path)
+    with source_batch(source, "bulk/", 600):
+        pass
+    path = tmp_path / "objects.yaml"
+    proc = start_cli("--config", str(path), "objects", "backup", "--bucket", SOURCE,
+                     env={"STRONGROOM_JOURNAL_EVERY": "0.2"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and f"objects/{SOURCE}/partial/journal.idx" not in stack.list_keys(PRIMARY):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    counting = CountingConnections(conns)
+    resumed = objects.backup_pass(config, SOURCE, counting)
+    assert 0 < resumed.read_from_source < 600  # what the journal recorded is not read again
+    point = objects.list_point(config, conns, SOURCE, None, "bulk/")
+    assert len(point["objects"]) == 600
+
+
+class source_batch:  # noqa: N801 - a context manager used as a statement
+    def __init__(self, client, prefix: str, count: int) -> None:  # noqa: ANN001
+        self.client, self.prefix, self.count = client, prefix, count
+
+    def __enter__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: put(self.client, f"{self.prefix}{i:05d}", f"object {i}".encode() * 20),
+                          range(self.count)))
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_after_the_window_deleted_content_is_gone_and_live_content_kept(
+    stack: Stack, source, conns, tmp_path: Path  # noqa: ANN001
+) -> None:
+    config = source_config(tmp_path)
+    put(source, "keep/forever.txt", b"long-lived content")
+    put(source, "erase/me.txt", b"ERASE-ME-content-7c1d")
+    objects.backup_pass(config, SOURCE, conns)
+    source.delete_object(Bucket=SOURCE, Key="erase/me.txt")
+    time.sleep(3)
+    newest = objects.backup_pass(config, SOURCE, conns)
+    window = (datetime.now(UTC) - datetime.fromisoformat(newest.taken_at)).total_seconds() + 1.5
+    short = source_config(tmp_path, "short.yaml", retention=f"{int(window)}s")
+    retention.prune_all(short, conns)
+    for region in REGIONS:
+        keys = [k for k in stack.list_keys(region) if k.startswith(f"objects/{SOURCE}/")]
+        contents = [stack.read(k, region) for k in keys]
+        assert len([k for k in keys if "/points/" in k]) == 1, region
+        versions = stack.client_for(region).list_object_versions(Bucket=BUCKETS[region],
+                                                                 Prefix=f"objects/{SOURCE}/")
+        live_ids = {k.rsplit("/", 1)[1] for k in keys if "/content/" in k}
+        all_ids = {v["Key"].rsplit("/", 1)[1] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])
+                   if "/content/" in v["Key"]}
+        assert all_ids == live_ids  # no stray version of a deleted content survives
+        assert len(contents) == len(keys)
+    listing = objects.list_point(config, conns, SOURCE, None, "")
+    assert "keep/forever.txt" in [o["key"] for o in listing["objects"]]
+    assert "erase/me.txt" not in [o["key"] for o in listing["objects"]]
+    target = "sr-restore-keep"
+    stack.servers[PRIMARY].create_bucket(target, PRIMARY)
+    objects.restore_point(config, conns, SOURCE, datetime.now(UTC),
+                          conns.bucket_store(conn_id(PRIMARY), target, PRIMARY, config.transfer), prefix_="keep/")
+    assert restored(stack, target) == {"keep/forever.txt": b"long-lived content"}
