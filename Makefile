@@ -25,13 +25,18 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt pyproject.
 
 venv: $(STAMP)
 
-# PostgreSQL 15 server and client tools (tests and the demo start their own throwaway cluster)
+# PostgreSQL 15 server and client tools (tests and the demo start their own throwaway cluster);
+# Chromium for the Backups page test in a real browser
 system-deps:
 	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -x $(PG_BIN)/pg_dump ]; then \
 	  echo "installing PostgreSQL 15 from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15; \
 	fi
 	@id postgres >/dev/null 2>&1 || { echo "the postgres OS user is missing (it comes with postgresql-15)"; exit 1; }
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Chromium from Debian's packages (the Backups page browser test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 lint: venv
 	$(VENV)/bin/ruff check .

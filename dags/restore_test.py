@@ -14,6 +14,7 @@ with Great Expectations:
 | task | what it does | if it fails |
 |---|---|---|
 | `teardown_stale_sandboxes` | removes throwaway servers that a dead worker left on this host (by their lease records) | cleanup only; the tests still run |
+| `restore_objects_sample` (one per source bucket) | restores a random sample of objects of the newest point from the same region and checks each against the point index (keyed content hash, size) | names the bucket, point and region |
 | `restore_and_validate` (one per database) | provision → download from that region only → verify → decrypt → restore → validate → teardown, all in one task; records the time of each phase (RTO evidence) and the snapshot's age (RPO evidence) | the alert names the database, snapshot, region and the failing expectations |
 
 A restore test never switches regions: a corrupt copy in the tested region fails the test, on purpose.
@@ -29,10 +30,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
+from strongroom.airflow_adapter import notify_task_failure
 from strongroom.config import load_config
 
 CONFIG = load_config()
 DATABASES = [db.name for db in CONFIG.databases]
+SOURCES = [s.bucket for s in CONFIG.object_storage]
 
 
 @dag(
@@ -44,7 +47,8 @@ DATABASES = [db.name for db in CONFIG.databases]
     dagrun_timeout=CONFIG.restore_test.rto + timedelta(hours=1),
     doc_md=__doc__,
     tags=["strongroom", "restore-test"],
-    default_args={"owner": "strongroom", "retries": 0, "execution_timeout": CONFIG.restore_test.rto},
+    default_args={"owner": "strongroom", "retries": 0, "execution_timeout": CONFIG.restore_test.rto,
+                  "on_failure_callback": [notify_task_failure]},  # one alert per final failure
 )
 def restore_test() -> None:
     @task
@@ -71,7 +75,26 @@ def restore_test() -> None:
         airflow_adapter.run_task(drill.require_success, results)
         return {"database": database, "tests": summary}
 
-    teardown_stale_sandboxes() >> restore_and_validate.expand(database=DATABASES)
+    @task(map_index_template="{{ bucket }}", trigger_rule="all_done")
+    def restore_objects_sample(bucket: str) -> dict[str, Any]:
+        """Restore a random sample of objects of the newest point and check them against the point index."""
+        import random
+        from datetime import UTC, datetime
+
+        from strongroom import airflow_adapter, drill
+
+        get_current_context()["bucket"] = bucket  # type: ignore[typeddict-unknown-key]
+        config = load_config()
+        region = drill.rotation_region(config, datetime.now(UTC))
+        rng = random.Random()  # noqa: S311 - picks a sample to test, not a secret
+        result = airflow_adapter.run_task(drill.check_objects, config, airflow_adapter.connections(), bucket,
+                                          region, rng)
+        airflow_adapter.run_task(drill.require_success, [result])
+        return {"bucket": bucket, "region": result.region, "point": result.snapshot_id, "checked": len(result.expectations)}
+
+    cleanup = teardown_stale_sandboxes()
+    cleanup >> restore_and_validate.expand(database=DATABASES)
+    cleanup >> restore_objects_sample.expand(bucket=SOURCES)
 
 
 restore_test()

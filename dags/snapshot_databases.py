@@ -33,6 +33,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task, task_group
 
+from strongroom.airflow_adapter import notify_task_failure
 from strongroom.config import load_config
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
@@ -65,6 +66,7 @@ def _label(**values: str) -> None:
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": CONFIG.snapshot.run_timeout,
+        "on_failure_callback": [notify_task_failure],  # one alert per final failure
     },
 )
 def snapshot_databases() -> None:
@@ -151,7 +153,9 @@ def snapshot_databases() -> None:
 
     snapshots = snapshot_and_encrypt.expand(database=DATABASES)
     chains = region_chain.expand(target=TARGETS)
-    snapshots >> chains >> check_regions() >> prune()
+    # two leaves: check_regions fails the run when a region missed it, even though prune (which runs whatever
+    # happened upstream: deletion never waits for an outage elsewhere) succeeds
+    snapshots >> chains >> [check_regions(), prune()]
 
 
 snapshot_databases()

@@ -49,6 +49,8 @@ def stack_env(pg: LocalPostgres, s3: MotoServer, airflow_home: Path) -> dict[str
     }
     for region in config.regions:
         env[f"AIRFLOW_CONN_{region.aws_conn_id.upper()}"] = s3.airflow_conn(region.name)
+    for source in config.object_storage:
+        env[f"AIRFLOW_CONN_{source.aws_conn_id.upper()}"] = s3.airflow_conn(source.region or "eu-central-1")
     return env
 
 
@@ -56,8 +58,14 @@ def start_stack(scale: int) -> tuple[LocalPostgres, MotoServer]:
     pg = LocalPostgres().start()
     s3 = MotoServer().start()
     try:
-        for region in load_config(CONFIG).regions:
+        config = load_config(CONFIG)
+        for region in config.regions:
             s3.create_bucket(region.bucket, region.name)
+        for source in config.object_storage:  # a versioned uploads bucket with a few files
+            s3.create_bucket(source.bucket, source.region or "eu-central-1")
+            client = s3.client(source.region or "eu-central-1")
+            for i in range(20):
+                client.put_object(Bucket=source.bucket, Key=f"attachments/{i:03d}.txt", Body=f"invoice {i}".encode())
         pg.execute("CREATE DATABASE shop")
         create_sample(pg.connect_kwargs("shop"), scale=scale)
     except BaseException:

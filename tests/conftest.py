@@ -172,3 +172,16 @@ def airflow_db() -> None:
     from airflow.utils import db
 
     db.resetdb()
+
+
+@pytest.fixture(scope="session")
+def mail() -> Iterator[object]:
+    """A real SMTP server on loopback; its Airflow connection is ``smtp_alerts``."""
+    from tests.mailsink import MailSink
+
+    sink = MailSink().start()
+    os.environ["AIRFLOW_CONN_SMTP_ALERTS"] = sink.airflow_conn()
+    try:
+        yield sink
+    finally:
+        sink.stop()

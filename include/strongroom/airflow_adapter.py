@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from strongroom.config import RegionConfig, TransferConfig
+from strongroom.alerts import Alert, first_line, post_slack, slack_webhook_url, task_failure
+from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
 from strongroom.errors import ConfigError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
@@ -62,10 +63,22 @@ class AirflowConnections:
         return Keyring.from_extra(conn.extra_dejson, source=f"keyring connection {conn_id!r}")
 
     def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore:
+        client = self._client(region.aws_conn_id, region.name, transfer)
+        return ObjectStore(client, region.bucket, region=region.name, max_parts=region.max_parts,
+                           lock_mode=region.object_lock)
+
+    def source_store(self, source: ObjectSourceConfig, transfer: TransferConfig) -> ObjectStore:
+        return self.bucket_store(source.aws_conn_id, source.bucket, source.region, transfer)
+
+    def bucket_store(self, aws_conn_id: str, bucket: str, region: str | None, transfer: TransferConfig) -> ObjectStore:
+        client = self._client(aws_conn_id, region, transfer)
+        return ObjectStore(client, bucket, region=str(client.meta.region_name or region or ""))
+
+    def _client(self, aws_conn_id: str, region_name: str | None, transfer: TransferConfig) -> Any:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from botocore.config import Config
 
-        _connection(region.aws_conn_id)  # a clear error for a missing connection
+        _connection(aws_conn_id)  # a clear error for a missing connection
         ours = Config(
             connect_timeout=transfer.connect_timeout.total_seconds(),
             read_timeout=transfer.read_timeout.total_seconds(),
@@ -75,16 +88,10 @@ class AirflowConnections:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        base = S3Hook(aws_conn_id=region.aws_conn_id, region_name=region.name).config
-        hook = S3Hook(
-            aws_conn_id=region.aws_conn_id,
-            region_name=region.name,
-            config=base.merge(ours) if base is not None else ours,
-        )
-        return ObjectStore(
-            hook.get_conn(), region.bucket, region=region.name, max_parts=region.max_parts,
-            lock_mode=region.object_lock,
-        )
+        base = S3Hook(aws_conn_id=aws_conn_id, region_name=region_name).config
+        hook = S3Hook(aws_conn_id=aws_conn_id, region_name=region_name,
+                      config=base.merge(ours) if base is not None else ours)
+        return hook.get_conn()
 
 
 def connections() -> AirflowConnections:
@@ -104,3 +111,70 @@ def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if exc.retryable:
             raise
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
+
+
+# --- alerts -------------------------------------------------------------------------------------------
+# The failure callback is a plain function here, not a BaseNotifier subclass in strongroom.alerts: a
+# subclass needs Airflow imported at module level, and this is the one module allowed to import Airflow
+# (lazily, so the CLI stays light). What an alert says is composed by strongroom.alerts (no Airflow).
+
+
+def send_alert(config: Config, alert: Alert) -> None:
+    """Email the alert through the smtp provider's SmtpNotifier and, when configured, post it to Slack.
+
+    Both are tried; an error is raised afterwards (naming the channel, never a secret) if either failed.
+    """
+    import socket
+
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    settings = config.alerts
+    failures: list[str] = []
+    if settings.email_to:
+        try:
+            extra = _connection(settings.smtp_conn_id).extra_dejson or {}
+            sender = extra.get("from_email") or f"strongroom@{socket.getfqdn()}"
+            SmtpNotifier(
+                to=list(settings.email_to), from_email=sender, subject=alert.subject, html_content=alert.html(),
+                smtp_conn_id=settings.smtp_conn_id,
+            ).notify({})  # type: ignore[arg-type]  # nothing left to render: the content is final
+        except Exception as exc:
+            log.error("could not email the alert via %r: %s", settings.smtp_conn_id, first_line(exc))
+            failures.append(f"email via {settings.smtp_conn_id!r}: {first_line(exc)}")
+    else:
+        log.warning("alerts.email_to is empty: alert not emailed: %s", alert.subject)
+    if settings.slack_conn_id:
+        try:
+            conn = _connection(settings.slack_conn_id)
+            post_slack(slack_webhook_url(conn.host, conn.password), alert)
+        except Exception as exc:
+            log.error("could not post the alert to Slack via %r: %s", settings.slack_conn_id, type(exc).__name__)
+            failures.append(f"Slack via {settings.slack_conn_id!r}: {type(exc).__name__}")
+    if failures:
+        raise ConfigError("alert not delivered: " + "; ".join(failures))
+
+
+def notify_task_failure(context: Any) -> None:
+    """``on_failure_callback`` of every Strongroom task: runs once, when a task fails for good.
+
+    Airflow calls failure callbacks only for the final failure (retries call ``on_retry_callback``),
+    so a task that fails after its retries alerts exactly once.
+    """
+    from strongroom.config import load_config
+
+    ti = context["ti"]
+    label = getattr(ti, "rendered_map_index", None) or context.get("label") or context.get("database")
+    alert = task_failure(
+        dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, label=label, error=context.get("exception"),
+        log_url=_safe(lambda: ti.log_url), try_number=_safe(lambda: ti.try_number),
+        region=context.get("region"),
+    )
+    log.error("%s", alert.subject)
+    send_alert(load_config(), alert)
+
+
+def _safe(read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except Exception:  # a missing attribute must not cost the alert
+        return None

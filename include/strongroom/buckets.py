@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from strongroom.config import Config, RegionConfig
+from strongroom.config import Config, ObjectSourceConfig, RegionConfig
 from strongroom.connections import Connections
 from strongroom.storage import ObjectStore
 
@@ -138,5 +138,20 @@ def init_bucket(config: Config, region: RegionConfig, conns: Connections) -> Buc
     return report
 
 
+def check_source(config: Config, source: ObjectSourceConfig, conns: Connections) -> BucketReport:
+    """A source bucket is only checked, never changed: versioning must be on for point-in-time restores."""
+    store = conns.source_store(source, config.transfer)
+    report = BucketReport(f"source {source.bucket}", source.bucket)
+    try:
+        status = store.client.get_bucket_versioning(Bucket=store.bucket).get("Status")
+    except (ClientError, BotoCoreError) as exc:
+        raise store._fail(exc, "checking versioning of", None) from None
+    if status != "Enabled":
+        report.drift.append("versioning is not enabled on this source bucket: overwritten or deleted files "
+                            "between two passes cannot be backed up (enable it on the bucket)")
+    return report
+
+
 def init_buckets(config: Config, conns: Connections) -> list[BucketReport]:
-    return [init_bucket(config, region, conns) for region in config.regions]
+    reports = [init_bucket(config, region, conns) for region in config.regions]
+    return reports + [check_source(config, source, conns) for source in config.object_storage]

@@ -179,6 +179,7 @@ class ObjectSourceConfig(_Section):
     aws_conn_id: ConnId
     prefixes: list[str] = Field(default_factory=list)
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")] | None = None  # default: the connection's
+    concurrency: Annotated[int, Field(ge=1, le=128)] = 16  # objects read and stored in parallel
 
 
 class AlertsConfig(_Section):

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAGIC = b"SROBJ\x00\x01\n"
 ID_INFO = b"strongroom content-id v1"
 _TIME = "%Y%m%dT%H%M%SZ"
+LIST_INSTEAD_OF_HEAD = 500
 JOURNAL_EVERY = float(os.environ.get("STRONGROOM_JOURNAL_EVERY", "15"))  # seconds between progress journals
 
 
@@ -205,6 +206,7 @@ class _Region:
     id_key_id: str = ""
     error: str | None = None
     claimed: set[str] = field(default_factory=set)  # content ids stored (or being stored) this pass
+    present: set[str] | None = None  # content ids already stored, when listed up front
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -243,9 +245,13 @@ def backup_pass(
                                + "; ".join(f"{r.config.name} ({r.error})" for r in regions))
     todo = [v for v in live.values() if any((v.key, v.version_id) not in r.known for r in usable)]
     log.info("%s: %d live objects, %d to read", source.bucket, len(live), len(todo))
+    if len(todo) > LIST_INSTEAD_OF_HEAD:  # one paginated listing beats a HEAD per new content
+        for region in usable:
+            listed = region.store.list_objects(f"{prefix(source.bucket)}content/")
+            region.present = {info.key.rsplit("/", 1)[1] for info in listed}
     found: dict[tuple[str, str], str] = {}
     last_journal = time.monotonic()
-    with ThreadPoolExecutor(max_workers=config.transfer.upload_concurrency, thread_name_prefix="objects") as pool:
+    with ThreadPoolExecutor(max_workers=source.concurrency, thread_name_prefix="objects") as pool:
         for done, (version, cid, size) in enumerate(
             pool.map(lambda v: _store_one(config, src, source.bucket, v, key, usable, result), todo), 1
         ):
@@ -309,7 +315,9 @@ def _store_one(
             if cid in region.claimed:
                 continue
             region.claimed.add(cid)
-        if (version.key, version.version_id) in region.known or region.store.head(ckey) is not None:
+        if (version.key, version.version_id) in region.known:
+            continue
+        if cid in region.present if region.present is not None else region.store.head(ckey) is not None:
             continue
         region.store.put_bytes(ckey, seal(data, region.keyring, _identity("content", source, cid)))
         result.stored[region.config.name] = result.stored.get(region.config.name, 0) + 1
@@ -396,14 +404,14 @@ def restore_point(
     _, ikey = id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
     chosen = {k: e for k, e in index.entries.items() if k.startswith(prefix_)}
     # everything is fetched and verified before the first write: no partial restore from a bad point
-    with ThreadPoolExecutor(max_workers=config.transfer.download_concurrency) as pool:
+    with ThreadPoolExecutor(max_workers=src_cfg.concurrency) as pool:
         verified = dict(zip(chosen, pool.map(lambda e: fetch_content(store, keyring, source, e, ikey),
                                              chosen.values()), strict=True)) if len(chosen) <= 2000 else None
     if verified is None:  # large restores stream object by object, each verified before it is written
         for k, e in chosen.items():
             target.put_bytes(k, fetch_content(store, keyring, source, e, ikey))
     else:
-        with ThreadPoolExecutor(max_workers=config.transfer.upload_concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=src_cfg.concurrency) as pool:
             list(pool.map(lambda item: target.put_bytes(*item), verified.items()))
     return {"source": source, "point": index.taken_at.isoformat(), "region": where.name,
             "target": target.bucket, "objects": len(chosen), "bytes": sum(e.size for e in chosen.values())}

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom import catalog
+from strongroom import catalog, objects
 from strongroom.config import Config
 from strongroom.connections import Connections
 from strongroom.errors import StrongroomError
@@ -28,6 +28,7 @@ class RegionStatus:
     snapshots: int
     gaps: list[str] = field(default_factory=list)
     last_error: str | None = None
+    kind: str = "database"  # or "bucket": an object-storage source, whose snapshots are points
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +43,9 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
         try:
             store = conns.store(region, config.transfer)
             listings[region.name] = {db.name: catalog.snapshot_ids(store, db.name) for db in config.databases}
+            for source in config.object_storage:
+                listings[region.name]["bucket:" + source.bucket] = [
+                    f"{t:%Y%m%dT%H%M%SZ}" for t in objects.point_times(store, source.bucket)]
             record = json.loads(store.get_bytes(RUN_RECORD_KEY)) if store.head(RUN_RECORD_KEY) else {}
             if record.get("checked_at", "") > last_run.get("checked_at", ""):
                 last_run = record
@@ -67,4 +71,23 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
                 gaps=[] if ids is None else [i for i in live if i not in set(ids)],
                 last_error=error,
             ))
+    for source in config.object_storage:
+        name = "bucket:" + source.bucket
+        everywhere = sorted({i for ids in listings.values() for i in ids.get(name, [])})
+        live = [i for i in everywhere if _point_time(i) + config.retention > now]
+        for region in config.regions:
+            ids = listings.get(region.name, {}).get(name)
+            newest = ids[-1] if ids else None
+            taken = _point_time(newest) if newest else None
+            rows.append(RegionStatus(
+                database=source.bucket, region=region.name, newest=newest,
+                newest_taken_at=taken.isoformat() if taken else None,
+                age_seconds=int((now - taken).total_seconds()) if taken else None,
+                snapshots=len(ids or []), gaps=[] if ids is None else [i for i in live if i not in set(ids)],
+                last_error=errors.get(region.name), kind="bucket",
+            ))
     return rows
+
+
+def _point_time(name: str) -> datetime:
+    return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)

@@ -26,7 +26,8 @@ def test_restore_test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     dag = _dag(monkeypatch, EXAMPLE)
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.doc_md and "never switches regions" in dag.doc_md
-    assert {t.task_id for t in dag.tasks} == {"teardown_stale_sandboxes", "restore_and_validate"}
+    assert {t.task_id for t in dag.tasks} == {"teardown_stale_sandboxes", "restore_and_validate",
+                                             "restore_objects_sample"}
     assert dag.get_task("restore_and_validate").trigger_rule == "all_done"
 
 

@@ -41,7 +41,8 @@ def test_snapshot_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     # prune runs whatever happened upstream: deletion never waits for an outage elsewhere to end
     assert dag.get_task("prune").trigger_rule == "all_done"
-    assert dag.get_task("prune").upstream_task_ids == {"check_regions"}
+    assert dag.get_task("prune").upstream_task_ids == {"region.commit"}
+    assert dag.get_task("check_regions").downstream_task_ids == set()  # a leaf: its failure fails the run
     snapshot = dag.get_task("snapshot_and_encrypt")
     assert snapshot.retries >= 1 and snapshot.retry_exponential_backoff
     assert dag.get_task("region.replicate").upstream_task_ids == {"snapshot_and_encrypt"}

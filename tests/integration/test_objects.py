@@ -26,14 +26,14 @@ CANARY_NAME = "customers/acme-gmbh/CANARY-NAME-4be7.pdf"
 class CountingConnections:
     """The real connections; the source client counts the GetObject requests it sends."""
 
-    def __init__(self, conns) -> None:  # noqa: ANN001
+    def __init__(self, conns) -> None:
         self._conns = conns
         self.source_gets = 0
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._conns, name)
 
-    def source_store(self, source, transfer) -> ObjectStore:  # noqa: ANN001
+    def source_store(self, source, transfer) -> ObjectStore:
         store = self._conns.source_store(source, transfer)
 
         def count(**_: object) -> None:
@@ -56,7 +56,7 @@ def source(stack: Stack) -> Iterator[object]:
     yield client
 
 
-def put(client, key: str, body: bytes) -> None:  # noqa: ANN001
+def put(client, key: str, body: bytes) -> None:
     client.put_object(Bucket=SOURCE, Key=key, Body=body)
 
 
@@ -67,7 +67,7 @@ def restored(stack: Stack, bucket: str) -> dict[str, bytes]:
     return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
-def test_three_passes_restore_each_moment_exactly(stack: Stack, source, conns, tmp_path: Path) -> None:  # noqa: ANN001
+def test_three_passes_restore_each_moment_exactly(stack: Stack, source, conns, tmp_path: Path) -> None:
     config = source_config(tmp_path)
     counting = CountingConnections(conns)
     moments: list[tuple[datetime, dict[str, bytes]]] = []
@@ -107,7 +107,7 @@ def test_three_passes_restore_each_moment_exactly(stack: Stack, source, conns, t
     assert sorted(o["key"] for o in json.loads(listed.stdout)["objects"]) == sorted(moments[1][1])
 
 
-def test_no_backup_byte_reveals_a_content_or_a_file_name(stack: Stack, source, conns, tmp_path: Path) -> None:  # noqa: ANN001
+def test_no_backup_byte_reveals_a_content_or_a_file_name(stack: Stack, source, conns, tmp_path: Path) -> None:
     put(source, CANARY_NAME, CANARY_BYTES)
     objects.backup_pass(source_config(tmp_path), SOURCE, conns)
     for region in REGIONS:
@@ -119,7 +119,7 @@ def test_no_backup_byte_reveals_a_content_or_a_file_name(stack: Stack, source, c
             assert CANARY_BYTES not in data and b"CANARY-NAME-4be7" not in data and b"acme-gmbh" not in data
 
 
-def test_the_live_source_is_never_the_target_unless_confirmed(stack: Stack, source, conns, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_live_source_is_never_the_target_unless_confirmed(stack: Stack, source, conns, tmp_path: Path) -> None:
     config = source_config(tmp_path)
     objects.backup_pass(config, SOURCE, conns)
     target = conns.source_store(config.source(SOURCE), config.transfer)
@@ -130,7 +130,7 @@ def test_the_live_source_is_never_the_target_unless_confirmed(stack: Stack, sour
     assert result.code == 1 and "--confirm-source" in result.error_lines[0]
 
 
-def test_a_killed_pass_resumes_and_completes(stack: Stack, source, conns, tmp_path: Path,  # noqa: ANN001
+def test_a_killed_pass_resumes_and_completes(stack: Stack, source, conns, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     config = source_config(tmp_path)
     with source_batch(source, "bulk/", 600):
@@ -151,8 +151,8 @@ def test_a_killed_pass_resumes_and_completes(stack: Stack, source, conns, tmp_pa
     assert len(point["objects"]) == 600
 
 
-class source_batch:  # noqa: N801 - a context manager used as a statement
-    def __init__(self, client, prefix: str, count: int) -> None:  # noqa: ANN001
+class source_batch:
+    def __init__(self, client, prefix: str, count: int) -> None:
         self.client, self.prefix, self.count = client, prefix, count
 
     def __enter__(self) -> None:
@@ -167,7 +167,7 @@ class source_batch:  # noqa: N801 - a context manager used as a statement
 
 
 def test_after_the_window_deleted_content_is_gone_and_live_content_kept(
-    stack: Stack, source, conns, tmp_path: Path  # noqa: ANN001
+    stack: Stack, source, conns, tmp_path: Path
 ) -> None:
     config = source_config(tmp_path)
     put(source, "keep/forever.txt", b"long-lived content")
@@ -198,3 +198,64 @@ def test_after_the_window_deleted_content_is_gone_and_live_content_kept(
     objects.restore_point(config, conns, SOURCE, datetime.now(UTC),
                           conns.bucket_store(conn_id(PRIMARY), target, PRIMARY, config.transfer), prefix_="keep/")
     assert restored(stack, target) == {"keep/forever.txt": b"long-lived content"}
+
+
+def test_restore_test_checks_a_sample_and_catches_a_corrupt_content(
+    stack: Stack, source, conns, tmp_path: Path
+) -> None:
+    import random
+
+    from strongroom import drill
+
+    config = source_config(tmp_path)
+    put(source, "sample/one.txt", b"sampled content")
+    objects.backup_pass(config, SOURCE, conns)
+    good = drill.check_objects(config, conns, SOURCE, config.region("eu-west-1"), random.Random(1), sample=1000)
+    assert good.success and len(good.expectations) >= 1 and good.region == "eu-west-1"
+    keys = [k for k in stack.list_keys("eu-west-1") if k.startswith(f"objects/{SOURCE}/content/")]
+    victim = keys[0]
+    original = stack.read(victim, "eu-west-1")
+    stack.write(victim, original[:-3] + bytes([original[-3] ^ 1]) + original[-2:], "eu-west-1")
+    try:
+        bad = drill.check_objects(config, conns, SOURCE, config.region("eu-west-1"), random.Random(1), sample=1000)
+    finally:
+        stack.write(victim, original, "eu-west-1")
+    assert not bad.success and "IntegrityError" in (bad.error or "")
+
+
+def test_status_covers_source_buckets(stack: Stack, source, conns, tmp_path: Path) -> None:
+    from strongroom.status import collect_status
+
+    config = source_config(tmp_path)
+    result = objects.backup_pass(config, SOURCE, conns)
+    rows = [r for r in collect_status(config, conns) if r.kind == "bucket"]
+    assert {r.region for r in rows} == set(REGIONS)
+    newest = datetime.fromisoformat(result.taken_at).strftime("%Y%m%dT%H%M%SZ")
+    assert all(r.newest == newest and r.gaps == [] and r.age_seconds is not None for r in rows)
+
+
+def test_five_thousand_objects_over_several_passes_restore_correctly(
+    stack: Stack, source, conns, tmp_path: Path
+) -> None:
+    config = source_config(tmp_path, "many.yaml")
+    with source_batch(source, "many/", 5000):
+        pass
+    first = objects.backup_pass(config, SOURCE, conns)
+    assert first.objects >= 5000
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:  # change 300, delete 200, add 100
+        list(pool.map(lambda i: put(source, f"many/{i:05d}", f"changed {i}".encode()), range(0, 300)))
+        list(pool.map(lambda i: source.delete_object(Bucket=SOURCE, Key=f"many/{i:05d}"), range(300, 500)))
+        list(pool.map(lambda i: put(source, f"many/new-{i:04d}", f"new {i}".encode()), range(100)))
+    second = objects.backup_pass(config, SOURCE, conns)
+    assert second.read_from_source == 400
+    target = "sr-restore-many"
+    stack.servers[PRIMARY].create_bucket(target, PRIMARY)
+    done = objects.restore_point(config, conns, SOURCE, datetime.now(UTC),
+                                 conns.bucket_store(conn_id(PRIMARY), target, PRIMARY, config.transfer),
+                                 prefix_="many/")
+    assert done["objects"] == 5000 - 200 + 100
+    got = restored(stack, target)
+    assert got["many/00000"] == b"changed 0" and got["many/04999"] == b"object 4999" * 20
+    assert "many/00300" not in got and got["many/new-0099"] == b"new 99"

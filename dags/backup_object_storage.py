@@ -1,0 +1,82 @@
+"""
+### Hourly object-storage backups
+
+For every configured source bucket (`object_storage` in the configuration): one **incremental pass** that
+lists the bucket's live object versions, reads only the versions not seen before (by version id: unchanged
+objects are never re-read), stores each new content once (content ids are keyed hashes) in **every region**,
+encrypted like the database snapshots, and commits an encrypted **point index**: for every live key at
+that instant, which content it had. Deleted keys are absent from later points. Any point inside the
+retention window can be restored (`restore_objects` DAG, or `strongroom objects restore`).
+
+| task | one instance per | what it does | if it fails |
+|---|---|---|---|
+| `backup_pass` | source bucket | the pass above; a pass that is killed or times out resumes where it stopped (a progress journal, encrypted, in each region) | no point this hour for that bucket (and region); the next pass catches up |
+| `prune` | run | points older than the retention are deleted, then every content no remaining point references, all versions, in every region | names each region it could not prune |
+
+**At 3 a.m.:** `strongroom status` shows the newest point per source bucket and region;
+`strongroom objects list --bucket NAME` what the newest point holds.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+
+from strongroom.airflow_adapter import notify_task_failure
+from strongroom.config import load_config
+
+CONFIG = load_config()
+SOURCES = [s.bucket for s in CONFIG.object_storage]
+
+
+@dag(
+    dag_id="backup_object_storage",
+    schedule=CronTriggerTimetable(CONFIG.snapshot.schedule, timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=CONFIG.snapshot.run_timeout,
+    doc_md=__doc__,
+    tags=["strongroom", "backup", "object-storage"],
+    default_args={
+        "owner": "strongroom",
+        "retries": CONFIG.snapshot.retries,
+        "retry_delay": CONFIG.snapshot.retry_delay,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": CONFIG.snapshot.run_timeout,
+        "on_failure_callback": [notify_task_failure],  # one alert per final failure
+    },
+)
+def backup_object_storage() -> None:
+    @task(map_index_template="{{ bucket }}")
+    def backup_pass(bucket: str) -> dict[str, Any]:
+        """One incremental pass of one source bucket into every region."""
+        from strongroom import airflow_adapter, objects
+        from strongroom.errors import ReplicationError
+
+        get_current_context()["bucket"] = bucket  # type: ignore[typeddict-unknown-key]
+        result = airflow_adapter.run_task(objects.backup_pass, load_config(), bucket, airflow_adapter.connections())
+        if result.failed:  # the other regions committed; a retry completes the missing one
+            failed = "; ".join(f"{region} ({why})" for region, why in result.failed.items())
+            raise ReplicationError(f"{bucket}: point not committed in {failed}")
+        return {k: v for k, v in result.to_dict().items() if k != "failed"}
+
+    @task
+    def prune() -> dict[str, Any]:
+        """Delete points past the retention and the content nothing else references, in every region."""
+        from strongroom import airflow_adapter, retention
+
+        results = airflow_adapter.run_task(retention.prune_all, load_config(), airflow_adapter.connections())
+        return {"regions": [{"region": r["region"], "summary": r["summary"]} for r in results]}
+
+    # independent leaves: a failed pass fails the run even though prune succeeds (content a running pass has
+    # stored but not yet indexed is protected by the run-timeout grace)
+    backup_pass.expand(bucket=SOURCES)
+    prune()
+
+
+backup_object_storage()

@@ -1,0 +1,123 @@
+"""Alerts for ops on call: what a message says, and the Slack webhook that carries it.
+
+This module is plain Python: composing an alert needs no Airflow. The Airflow side (the task failure
+callback, sending mail through the smtp provider's ``SmtpNotifier``, resolving connections) lives in
+``strongroom.airflow_adapter``, the one module of the library that imports Airflow. The task failure
+callback is a plain function there rather than a ``BaseNotifier`` subclass in this module, because a
+subclass would need Airflow imported at module level (and DAG-level notifiers misbehave under
+``dag.test``; task-level function callbacks work everywhere).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import urllib.request
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "[strongroom]"
+SLACK_DEFAULT_HOST = "https://hooks.slack.com/services"
+MAX_ERROR_CHARS = 300
+LABEL_ARROW = " → "  # map index labels read "shop" or "shop → eu-west-1" (see the DAGs' _label)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message to ops: a subject line and ``facts`` (label, value) pairs, in order."""
+
+    subject: str
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    link: str | None = None
+    details: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [self.subject, ""]
+        lines += [f"{name}: {value}" for name, value in self.facts]
+        if self.link:
+            lines.append(f"log: {self.link}")
+        if self.details:
+            lines += ["", *self.details]
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        rows = "".join(
+            f"<tr><th align='left'>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+            for name, value in self.facts
+        )
+        link = (f"<p><a href='{html.escape(self.link, quote=True)}'>Open the task log</a>"
+                f" ({html.escape(self.link)})</p>") if self.link else ""
+        details = "".join(f"<li>{html.escape(d)}</li>" for d in self.details)
+        return (f"<p><b>{html.escape(self.subject)}</b></p><table>{rows}</table>{link}"
+                + (f"<ul>{details}</ul>" if details else ""))
+
+
+def first_line(error: object) -> str:
+    """The first non-empty line of an error, with its type, short enough for a subject or a page."""
+    if error is None:
+        return "unknown error (no exception was recorded; see the log)"
+    text = str(error).strip()
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if isinstance(error, BaseException):
+        name = type(error).__name__
+        line = f"{name}: {line}" if line and not line.startswith(name) else (line or name)
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def split_label(label: str | None) -> tuple[str | None, str | None]:
+    """``"shop → eu-west-1"`` → (``"shop"``, ``"eu-west-1"``); ``"shop"`` → (``"shop"``, None)."""
+    if not label:
+        return None, None
+    what, _, region = label.partition(LABEL_ARROW)
+    return what.strip() or None, region.strip() or None
+
+
+def task_failure(
+    *, dag_id: str, task_id: str, run_id: str, label: str | None, error: object, log_url: str | None,
+    try_number: int | None = None, region: str | None = None,
+) -> Alert:
+    """The alert for a task that failed for good (after its retries)."""
+    target, label_region = split_label(label)
+    region = region or label_region
+    where = f" [{target}{' @ ' + region if region else ''}]" if target else ""
+    line = first_line(error)
+    facts = [("DAG", dag_id), ("task", task_id)]
+    if target:
+        facts.append(("database/bucket", target))
+    if region:
+        facts.append(("region", region))
+    facts += [("error", line), ("run", run_id)]
+    if try_number:
+        facts.append(("attempts", str(try_number)))
+    return Alert(subject=f"{SUBJECT_PREFIX} FAILED {dag_id}.{task_id}{where}: {line}", facts=facts, link=log_url)
+
+
+def slack_webhook_url(host: str | None, password: str | None) -> str:
+    """The webhook URL from a connection, as the slack provider's ``slackwebhook`` connection stores it:
+    the full URL, or the ``T…/B…/…`` token in the password with the host as the base."""
+    secret = (password or "").strip()
+    if secret.startswith(("https://", "http://")):
+        return secret
+    if not secret:
+        raise ValueError("the Slack connection has no webhook token or URL in its password field")
+    base = (host or SLACK_DEFAULT_HOST).strip().rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        base = "https://" + base
+    return f"{base}/{secret.lstrip('/')}"
+
+
+def slack_payload(alert: Alert) -> dict[str, str]:
+    return {"text": alert.text()}
+
+
+def post_slack(url: str, alert: Alert, *, timeout: float = 10.0) -> None:
+    """POST the alert to a Slack incoming webhook (no SDK needed: it is one JSON request). An HTTP error
+    raises ``urllib.error.HTTPError``; the URL (a secret) is never part of a message we raise or log."""
+    request = urllib.request.Request(  # noqa: S310 - the URL comes from an Airflow connection
+        url, data=json.dumps(slack_payload(alert)).encode(), headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - the URL comes from a connection
+        pass

@@ -1,0 +1,118 @@
+"""The staleness monitor against the real S3 API and a real SMTP server: stale alerts, fresh stays quiet,
+a persisting condition alerts again only after an hour, and the backup_monitor DAG does it end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from strongroom.drill import DrillResult
+from tests.conftest import PRIMARY, REGIONS, ROOT, Stack, conn_id, write_config
+from tests.mailsink import MailSink
+
+ONCALL = ["oncall@example.test"]
+
+
+@pytest.fixture(scope="module")
+def monitored(stack: Stack, tmp_path_factory: pytest.TempPathFactory):
+    """Buckets of its own (other tests' snapshots and keys must not leak in), one fresh snapshot of shop in
+    every region, and a passed restore test of it."""
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from strongroom.snapshot import snapshot_database
+
+    buckets = {r: f"sr-mon-{r}" for r in REGIONS}
+    for region, bucket in buckets.items():
+        stack.servers[region].create_bucket(bucket, region)
+    regions = [{"name": r, "bucket": buckets[r], "aws_conn_id": conn_id(r)} for r in REGIONS]
+    regions[0]["keyring_conn_id"] = "kr_primary"
+    folder = tmp_path_factory.mktemp("monitor")
+    alerts = {"email_to": ONCALL, "smtp_conn_id": "smtp_alerts", "staleness_threshold": "75m"}
+    path = write_config(folder / "monitor.yaml", regions=regions, alerts=alerts,
+                        databases=[{"name": "shop", "postgres_conn_id": "pg_shop"}])
+    config = load_config(path)
+    taken = snapshot_database(config, "shop", connections())
+    tested = DrillResult("shop", taken["snapshot_id"], PRIMARY, datetime.now(UTC).isoformat(), success=True,
+                         phases={"download": 0.5, "restore": 1.0},
+                         docs_key="restore-tests/shop/run/docs/index.html",
+                         result_key="restore-tests/shop/20990101T000000Z-aaaaaa/result.json")
+    stack.client_for(PRIMARY).put_object(Bucket=buckets[PRIMARY], Key=tested.result_key,
+                                         Body=json.dumps(tested.to_dict()).encode())
+    both = write_config(folder / "with-ghost.yaml", regions=regions, alerts=alerts,
+                        databases=[{"name": "shop", "postgres_conn_id": "pg_shop"},
+                                   {"name": "ghost", "postgres_conn_id": "pg_shop"}])
+    return config, buckets, both
+
+
+def test_stale_alerts_fresh_stays_quiet_and_repeats_hourly(stack: Stack, mail: MailSink, monitored) -> None:
+    from strongroom.airflow_adapter import connections, send_alert
+    from strongroom.monitor import STATE_KEY, run_monitor
+
+    config, buckets, _ = monitored
+    run = partial(run_monitor, config, connections(), partial(send_alert, config))
+    start = datetime.now(UTC)
+    mail.clear()
+
+    quiet = run(now=start + timedelta(minutes=5))
+    assert quiet["alerted"] == [] and quiet["conditions"] == 0
+    assert mail.received(timeout=0.5) == []
+
+    stale = run(now=start + timedelta(hours=2))
+    assert sorted(stale["alerted"]) == sorted(f"stale:shop:{r}" for r in REGIONS)
+    [(recipients, message)] = mail.received(at_least=1)
+    assert recipients == ONCALL
+    assert message["Subject"].startswith("[strongroom] backup monitor: shop in ")
+    assert "(+2 more)" in message["Subject"]
+    body = MailSink.body(message)
+    for region in REGIONS:
+        assert f"shop in {region}: newest snapshot" in body
+    assert "threshold 1h15m" in body
+    state = json.loads(stack.client_for(PRIMARY).get_object(Bucket=buckets[PRIMARY], Key=STATE_KEY)["Body"].read())
+    assert set(state["alerted"]) == {f"stale:shop:{r}" for r in REGIONS}
+
+    still = run(now=start + timedelta(hours=2, minutes=30))
+    assert still["alerted"] == [] and len(still["suppressed"]) == 3
+    assert len(mail.received(timeout=0.5)) == 1
+
+    again = run(now=start + timedelta(hours=3, minutes=1))
+    assert len(again["alerted"]) == 3
+    assert len(mail.received(at_least=2)) == 2
+
+    cleared = run(now=start + timedelta(minutes=6))  # fresh again: quiet, and the state forgets it
+    assert cleared["alerted"] == [] and sorted(cleared["resolved"]) == sorted(state["alerted"])
+    assert len(mail.received(timeout=0.5)) == 2
+
+
+def test_backup_monitor_dag_alerts_on_the_stale_database_only(
+    stack: Stack, mail: MailSink, monitored, airflow_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import DagRunState
+
+    _, _, both = monitored
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(both))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "backup_monitor.py"))
+    assert bag.import_errors == {}
+    mail.clear()
+    run = bag.dags["backup_monitor"].test(logical_date=None)
+    assert run.state == DagRunState.SUCCESS
+    [(_, message)] = mail.received(at_least=1)
+    body = MailSink.body(message)
+    assert "ghost has no committed snapshot in eu-central-1" in message["Subject"]
+    assert "ghost has no restore test on record" in body
+    assert "shop" not in body.replace("ghost", "")  # the fresh, tested database stays quiet
+
+
+def test_monitor_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(ROOT / "include" / "config" / "strongroom.example.yaml"))
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "backup_monitor.py")).dags["backup_monitor"]
+    assert dag.timetable.expression == "*/10 * * * *"
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.doc_md and "once an hour" in dag.doc_md
+    assert Path(dag.fileloc).name == "backup_monitor.py"
