@@ -133,8 +133,17 @@ def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
 
 
 def _tree_cpu_seconds(root: int) -> float:
-    """CPU of ``root``, its reaped children and its live descendants (the postmaster and its backends)."""
-    return _cpu_seconds(root, reaped_children=True) + sum(_cpu_seconds(pid) for pid in _descendants(root))
+    """CPU of ``root``, its reaped children and its live descendants (the postmaster and its backends).
+
+    A child reaped while its siblings are read would be counted nowhere (gone from /proc, not yet in the
+    parent's total when that was read), so the read is repeated until the parent's total holds still.
+    """
+    for _ in range(20):
+        reaped = _cpu_seconds(root, reaped_children=True)
+        live = sum(_cpu_seconds(pid) for pid in _descendants(root))
+        if _cpu_seconds(root, reaped_children=True) == reaped:
+            break
+    return reaped + live
 
 
 def _system_busy_seconds() -> float:

@@ -28,7 +28,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from strongroom.airflow_adapter import notify_task_failure
+from strongroom.alerts import on_task_failure
 
 
 @dag(
@@ -45,7 +45,7 @@ from strongroom.airflow_adapter import notify_task_failure
         "retries": 1,
         "retry_delay": timedelta(seconds=30),
         "execution_timeout": timedelta(minutes=8),
-        "on_failure_callback": [notify_task_failure],  # one alert per final failure
+        "on_failure_callback": [on_task_failure],  # one alert per final failure
     },
 )
 def backup_monitor() -> None:

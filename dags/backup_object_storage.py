@@ -25,7 +25,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from strongroom.airflow_adapter import notify_task_failure
+from strongroom.alerts import on_task_failure
 from strongroom.config import load_config
 
 CONFIG = load_config()
@@ -48,7 +48,7 @@ SOURCES = [s.bucket for s in CONFIG.object_storage]
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": CONFIG.snapshot.run_timeout,
-        "on_failure_callback": [notify_task_failure],  # one alert per final failure
+        "on_failure_callback": [on_task_failure],  # one alert per final failure
     },
 )
 def backup_object_storage() -> None:

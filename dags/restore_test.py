@@ -30,7 +30,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from strongroom.airflow_adapter import notify_task_failure
+from strongroom.alerts import on_task_failure
 from strongroom.config import load_config
 
 CONFIG = load_config()
@@ -48,7 +48,7 @@ SOURCES = [s.bucket for s in CONFIG.object_storage]
     doc_md=__doc__,
     tags=["strongroom", "restore-test"],
     default_args={"owner": "strongroom", "retries": 0, "execution_timeout": CONFIG.restore_test.rto,
-                  "on_failure_callback": [notify_task_failure]},  # one alert per final failure
+                  "on_failure_callback": [on_task_failure]},  # one alert per final failure
 )
 def restore_test() -> None:
     @task

@@ -33,7 +33,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task, task_group
 
-from strongroom.airflow_adapter import notify_task_failure
+from strongroom.alerts import on_task_failure
 from strongroom.config import load_config
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
@@ -66,7 +66,7 @@ def _label(**values: str) -> None:
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": CONFIG.snapshot.run_timeout,
-        "on_failure_callback": [notify_task_failure],  # one alert per final failure
+        "on_failure_callback": [on_task_failure],  # one alert per final failure
     },
 )
 def snapshot_databases() -> None:

@@ -121,3 +121,14 @@ def post_slack(url: str, alert: Alert, *, timeout: float = 10.0) -> None:
     )
     with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - the URL comes from a connection
         pass
+
+
+def on_task_failure(context: object) -> None:
+    """The ``on_failure_callback`` of every Strongroom task.
+
+    DAG files import it from here, a light module, so parsing a DAG does not load boto3 and psycopg; the
+    work happens in ``strongroom.airflow_adapter.notify_task_failure`` when a task has failed for good.
+    """
+    from strongroom.airflow_adapter import notify_task_failure
+
+    notify_task_failure(context)

@@ -78,7 +78,12 @@ def fetch_dump(
             got = time.monotonic()
             waited += got - mark
             digest.update(chunk)
-            written += out.write(_inflate(decompressor, decryptor.update(chunk)))
+            view = memoryview(chunk)
+            # one segment at a time: a whole range would inflate to ~10x its size in memory at once
+            for start in range(0, len(chunk), crypto.SEGMENT_SIZE):
+                piece = view[start : start + crypto.SEGMENT_SIZE]
+                written += out.write(_inflate(decompressor, decryptor.update(piece)))
+            view.release()
             mark = time.monotonic()
             worked += mark - got
         written += out.write(_inflate(decompressor, decryptor.finalize()))

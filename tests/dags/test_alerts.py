@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.airflow_adapter import notify_task_failure
+from strongroom.alerts import on_task_failure
 from tests.conftest import ROOT, Stack, write_config
 from tests.mailsink import MailSink
 
@@ -34,7 +34,7 @@ def test_every_task_of_every_dag_alerts_on_failure(monkeypatch: pytest.MonkeyPat
         for task in dag.tasks:
             callbacks = task.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-            assert callbacks.count(notify_task_failure) == 1, f"{dag.dag_id}.{task.task_id} has no failure alert"
+            assert callbacks.count(on_task_failure) == 1, f"{dag.dag_id}.{task.task_id} has no failure alert"
 
 
 def _probe_dag(monkeypatch: pytest.MonkeyPatch, retries: int):

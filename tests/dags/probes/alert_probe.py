@@ -9,12 +9,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from strongroom.airflow_adapter import notify_task_failure
+from strongroom.alerts import on_task_failure
 
 
 @dag(dag_id="alert_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
      default_args={"retries": int(os.environ.get("PROBE_RETRIES", "1")), "retry_delay": timedelta(seconds=0),
-                   "on_failure_callback": [notify_task_failure]})
+                   "on_failure_callback": [on_task_failure]})
 def alert_probe() -> None:
     @task(map_index_template="{{ label }}")
     def copy(target: dict[str, str]) -> None:
