@@ -16,8 +16,10 @@ Layout per region bucket::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -75,6 +77,67 @@ def seal(plain: bytes, keyring: Keyring, identity: bytes) -> bytes:
         keyring.active_key, keyring.active_id, data_key, identity)}).encode()
     body = crypto.encrypt_bytes(data_key, identity, zstandard.ZstdCompressor(level=3).compress(plain))
     return MAGIC + struct.pack(">I", len(header)) + header + body
+
+
+class SealWriter:
+    """Seal a stream of any length in bounded memory: the same bytes :func:`seal` produces for it."""
+
+    def __init__(self, keyring: Keyring, identity: bytes, sink: Callable[[bytes], None]) -> None:
+        data_key = crypto.new_data_key()
+        header = json.dumps({"key_id": keyring.active_id, "wrapped_key": crypto.wrap_key(
+            keyring.active_key, keyring.active_id, data_key, identity)}).encode()
+        self._sink = sink
+        self._encryptor = crypto.StreamEncryptor(data_key, identity)
+        self._compressor = zstandard.ZstdCompressor(level=3).compressobj()
+        sink(MAGIC + struct.pack(">I", len(header)) + header)
+
+    def write(self, data: bytes) -> None:
+        packed = self._compressor.compress(data)
+        if packed:
+            self._sink(self._encryptor.update(packed))
+
+    def close(self) -> None:
+        self._sink(self._encryptor.update(self._compressor.flush()))
+        self._sink(self._encryptor.finalize())
+
+
+def unseal_stream(
+    chunks: Iterator[bytes], keyring: Keyring, identity: bytes, where: str
+) -> Iterator[bytes]:
+    """Unseal a stream chunk by chunk. Each segment is authenticated before it is yielded and the end of
+    the stream last: a consumer that writes as it goes must discard its output on an exception."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= len(MAGIC) + 4:
+            (length,) = struct.unpack_from(">I", buffer, len(MAGIC))
+            if len(buffer) >= len(MAGIC) + 4 + length:
+                break
+    if not buffer.startswith(MAGIC) or len(buffer) < len(MAGIC) + 4:
+        raise IntegrityError(f"{where} is not a Strongroom sealed object")
+    (length,) = struct.unpack_from(">I", buffer, len(MAGIC))
+    start = len(MAGIC) + 4
+    try:
+        header = json.loads(buffer[start : start + length])
+        key_id, wrapped = str(header["key_id"]), str(header["wrapped_key"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"{where}: malformed header") from None
+    decryptor = crypto.StreamDecryptor(crypto.unwrap_key(keyring.key(key_id), key_id, wrapped, identity), identity)
+    inflater = zstandard.ZstdDecompressor().decompressobj()
+
+    def inflate(packed: bytes) -> bytes:
+        try:
+            return bytes(inflater.decompress(packed)) if packed else b""
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{where}: {exc}") from None
+
+    rest = buffer[start + length :]
+    for piece in itertools.chain([rest], chunks):
+        for q in range(0, len(piece), crypto.SEGMENT_SIZE):
+            out = inflate(decryptor.update(piece[q : q + crypto.SEGMENT_SIZE]))
+            if out:
+                yield out
+    yield inflate(decryptor.finalize())
 
 
 def unseal(blob: bytes, keyring: Keyring, identity: bytes, where: str) -> bytes:
@@ -307,21 +370,81 @@ def _store_one(
     config: Config, src: ObjectStore, source: str, version: SourceVersion, key: bytes,
     regions: list[_Region], result: PassResult,
 ) -> tuple[SourceVersion, str, int]:
+    if version.size > config.transfer.part_size:
+        return _store_large(config, src, source, version, key, regions, result)
     data = _read_version(src, version)
     cid = content_id(key, data)
     for region in regions:
-        ckey = content_key(source, cid)
-        with region.lock:  # two keys with the same bytes in one pass: one upload
-            if cid in region.claimed:
-                continue
-            region.claimed.add(cid)
-        if (version.key, version.version_id) in region.known:
+        if not _claim(region, source, version, cid):
             continue
-        if cid in region.present if region.present is not None else region.store.head(ckey) is not None:
-            continue
-        region.store.put_bytes(ckey, seal(data, region.keyring, _identity("content", source, cid)))
+        region.store.put_bytes(content_key(source, cid), seal(data, region.keyring, _identity("content", source, cid)))
         result.stored[region.config.name] = result.stored.get(region.config.name, 0) + 1
     return version, cid, len(data)
+
+
+def _claim(region: _Region, source: str, version: SourceVersion, cid: str) -> bool:
+    """Whether this call should store ``cid`` in ``region`` (not stored yet, not claimed by another)."""
+    with region.lock:  # two keys with the same bytes in one pass: one upload
+        if cid in region.claimed:
+            return False
+        region.claimed.add(cid)
+    if (version.key, version.version_id) in region.known:
+        return False
+    if region.present is not None:
+        return cid not in region.present
+    return region.store.head(content_key(source, cid)) is None
+
+
+def _store_large(
+    config: Config, src: ObjectStore, source: str, version: SourceVersion, key: bytes,
+    regions: list[_Region], result: PassResult,
+) -> tuple[SourceVersion, str, int]:
+    """An object above the part size streams: read once to learn its id, once more to seal it into every
+    region that lacks it, with memory bounded by part size and concurrency, never by the object's size."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    size = 0
+    for chunk in _stream_version(src, version):
+        mac.update(chunk)
+        size += len(chunk)
+    cid = mac.hexdigest()
+    needing = [r for r in regions if _claim(r, source, version, cid)]
+    if not needing:
+        return version, cid, size
+    transfer = config.transfer
+    with contextlib.ExitStack() as stack:
+        writers = []
+        for region in needing:
+            upload = stack.enter_context(region.store.multipart(
+                content_key(source, cid), part_size=transfer.part_size, max_part_size=transfer.max_part_size,
+                concurrency=transfer.upload_concurrency, expected_size=size))
+            writers.append((upload, SealWriter(region.keyring, _identity("content", source, cid), upload.write)))
+        again = hmac.new(key, digestmod=hashlib.sha256)
+        for chunk in _stream_version(src, version):
+            again.update(chunk)
+            for _, writer in writers:
+                writer.write(chunk)
+        if again.hexdigest() != cid:  # the version changed under us: store nothing
+            raise IntegrityError(f"{src.where}: {version.key} changed while it was being read")
+        for upload, writer in writers:
+            writer.close()
+            upload.complete()
+    for region in needing:
+        result.stored[region.config.name] = result.stored.get(region.config.name, 0) + 1
+    return version, cid, size
+
+
+def _stream_version(src: ObjectStore, version: SourceVersion, chunk: int = 1 << 20) -> Iterator[bytes]:
+    args: dict[str, Any] = {"Bucket": src.bucket, "Key": version.key}
+    if version.version_id != "null":
+        args["VersionId"] = version.version_id
+    try:
+        body = src.client.get_object(**args)["Body"]
+        try:
+            yield from body.iter_chunks(chunk)
+        finally:
+            body.close()
+    except (ClientError, BotoCoreError) as exc:
+        raise src._fail(exc, "reading", version.key) from None
 
 
 def _read_version(src: ObjectStore, version: SourceVersion) -> bytes:
@@ -389,6 +512,31 @@ def fetch_content(store: ObjectStore, keyring: Keyring, source: str, entry: Entr
     return data
 
 
+VERIFY_FIRST_BUDGET = 256 * 2**20
+
+
+def _restore_large(config: Config, store: ObjectStore, keyring: Keyring, source: str, key: str, entry: Entry,
+                   ikey: bytes, target: ObjectStore) -> None:
+    ckey = content_key(source, entry.content_id)
+    info = store.head(ckey)
+    if info is None:
+        raise IntegrityError(f"{store.where}: {ckey} is missing")
+    transfer = config.transfer
+    chunks = store.iter_chunks(ckey, info.size, chunk_size=transfer.part_size,
+                               concurrency=transfer.download_concurrency)
+    mac, size = hmac.new(ikey, digestmod=hashlib.sha256), 0
+    upload = target.multipart(key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
+                              concurrency=transfer.upload_concurrency, expected_size=entry.size)
+    with upload:
+        for plain in unseal_stream(chunks, keyring, _identity("content", source, entry.content_id), ckey):
+            mac.update(plain)
+            size += len(plain)
+            upload.write(plain)
+        if mac.hexdigest() != entry.content_id or size != entry.size:
+            raise IntegrityError(f"{store.where}: {ckey} does not match its content id")
+        upload.complete()
+
+
 def restore_point(
     config: Config, conns: Connections, source: str, at: datetime, target: ObjectStore, *,
     prefix_: str = "", region: str | None = None, allow_source: str | None = None,
@@ -403,16 +551,19 @@ def restore_point(
     store, keyring = conns.store(where, config.transfer), conns.keyring(config.keyring_conn_id(where))
     _, ikey = id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
     chosen = {k: e for k, e in index.entries.items() if k.startswith(prefix_)}
-    # everything is fetched and verified before the first write: no partial restore from a bad point
+    small = {k: e for k, e in chosen.items() if e.size <= config.transfer.part_size}
     with ThreadPoolExecutor(max_workers=src_cfg.concurrency) as pool:
-        verified = dict(zip(chosen, pool.map(lambda e: fetch_content(store, keyring, source, e, ikey),
-                                             chosen.values()), strict=True)) if len(chosen) <= 2000 else None
-    if verified is None:  # large restores stream object by object, each verified before it is written
-        for k, e in chosen.items():
-            target.put_bytes(k, fetch_content(store, keyring, source, e, ikey))
-    else:
-        with ThreadPoolExecutor(max_workers=src_cfg.concurrency) as pool:
+        if sum(e.size for e in small.values()) <= VERIFY_FIRST_BUDGET:
+            # every small object is fetched and verified before the first write: a bad point writes nothing
+            verified = dict(zip(small, pool.map(lambda e: fetch_content(store, keyring, source, e, ikey),
+                                                small.values()), strict=True))
             list(pool.map(lambda item: target.put_bytes(*item), verified.items()))
+        else:  # too much to hold: each object is verified before it is written
+            list(pool.map(lambda item: target.put_bytes(item[0], fetch_content(store, keyring, source, item[1],
+                                                                               ikey)), small.items()))
+    for k, e in chosen.items():  # large objects stream; an upload that fails its check is aborted, not completed
+        if k not in small:
+            _restore_large(config, store, keyring, source, k, e, ikey, target)
     return {"source": source, "point": index.taken_at.isoformat(), "region": where.name,
             "target": target.bucket, "objects": len(chosen), "bytes": sum(e.size for e in chosen.values())}
 

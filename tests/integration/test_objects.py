@@ -259,3 +259,26 @@ def test_five_thousand_objects_over_several_passes_restore_correctly(
     got = restored(stack, target)
     assert got["many/00000"] == b"changed 0" and got["many/04999"] == b"object 4999" * 20
     assert "many/00300" not in got and got["many/new-0099"] == b"new 99"
+
+
+def test_objects_above_the_part_size_stream_both_ways(stack: Stack, source, conns, tmp_path: Path) -> None:
+    import os as _os
+
+    config = source_config(tmp_path, "large.yaml")
+    big = _os.urandom(3 * 2**20) * 4  # 12 MiB, above the 5 MiB part size of the test configuration
+    put(source, "large/video.bin", big)
+    put(source, "large/copy.bin", big)  # the same content: stored once per region
+    result = objects.backup_pass(config, SOURCE, conns)
+    assert result.committed == REGIONS
+    stored = [k for k in stack.list_keys("eu-west-1") if k.startswith(f"objects/{SOURCE}/content/")]
+    sizes = [stack.client_for("eu-west-1").head_object(Bucket=BUCKETS["eu-west-1"], Key=k)["ContentLength"]
+             for k in stored]
+    assert max(sizes) > 5 * 2**20  # sealed as a multipart upload, not held whole
+    assert big not in b"".join(stack.read(k, "eu-west-1") for k in stored if stack.client_for("eu-west-1")
+                               .head_object(Bucket=BUCKETS["eu-west-1"], Key=k)["ContentLength"] > 2**20)
+    target = "sr-restore-large"
+    stack.servers[PRIMARY].create_bucket(target, PRIMARY)
+    objects.restore_point(config, conns, SOURCE, datetime.now(UTC),
+                          conns.bucket_store(conn_id(PRIMARY), target, PRIMARY, config.transfer), prefix_="large/",
+                          region="eu-west-1")
+    assert restored(stack, target) == {"large/video.bin": big, "large/copy.bin": big}
