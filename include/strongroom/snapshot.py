@@ -288,9 +288,15 @@ def snapshot_database(config: Config, database: str, conns: Connections) -> dict
     """
     result = take_snapshot(config, database, conns)
     this_run = replication.SnapshotRef(result.snapshot_id, result.region)
+    # the regions share one process here (a DAG gives each its own task): split the transfer concurrency
+    # between them so the memory bound stays that of a single upload
+    share, t = len(config.regions), config.transfer
+    shared = config.model_copy(update={"transfer": t.model_copy(update={
+        "upload_concurrency": max(1, t.upload_concurrency // share),
+        "download_concurrency": max(1, t.download_concurrency // share)})})
     with ThreadPoolExecutor(max_workers=len(config.regions), thread_name_prefix="region") as pool:
         futures = {
-            region.name: pool.submit(replication.sync_region, config, database, region.name, conns, this_run)
+            region.name: pool.submit(replication.sync_region, shared, database, region.name, conns, this_run)
             for region in config.regions
         }
         outcomes: dict[str, str] = {}
