@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -283,29 +282,20 @@ def landing_region(config: Config, conns: Connections) -> tuple[RegionConfig, Ob
 def snapshot_database(config: Config, database: str, conns: Connections) -> dict[str, Any]:
     """Take a snapshot and bring it to every region (the CLI's ``strongroom snapshot``).
 
-    Regions are copied, verified and committed in parallel, each on its own: a failed region does not
-    stop the others. Raises naming every region that did not commit, after the others did.
+    Regions are copied, verified and committed one after the other, each on its own: a failed region
+    does not stop the others. Raises naming every region that did not commit, after the others did.
     """
     result = take_snapshot(config, database, conns)
     this_run = replication.SnapshotRef(result.snapshot_id, result.region)
-    # the regions share one process here (a DAG gives each its own task): split the transfer concurrency
-    # between them so the memory bound stays that of a single upload
-    share, t = len(config.regions), config.transfer
-    shared = config.model_copy(update={"transfer": t.model_copy(update={
-        "upload_concurrency": max(1, t.upload_concurrency // share),
-        "download_concurrency": max(1, t.download_concurrency // share)})})
-    with ThreadPoolExecutor(max_workers=len(config.regions), thread_name_prefix="region") as pool:
-        futures = {
-            region.name: pool.submit(replication.sync_region, shared, database, region.name, conns, this_run)
-            for region in config.regions
-        }
-        outcomes: dict[str, str] = {}
-        for name, future in futures.items():
-            try:
-                future.result()
-                outcomes[name] = "committed"
-            except StrongroomError as exc:
-                outcomes[name] = str(exc)
+    # The regions share one process here (a DAG gives each its own task): they are synced one after the
+    # other, so memory stays that of a single transfer; each region's outcome is independent all the same.
+    outcomes: dict[str, str] = {}
+    for region in config.regions:
+        try:
+            replication.sync_region(config, database, region.name, conns, this_run)
+            outcomes[region.name] = "committed"
+        except StrongroomError as exc:
+            outcomes[region.name] = str(exc)
     report = replication.check_run(config, conns, {database: this_run})
     if not report.ok:
         missing = [
