@@ -282,3 +282,14 @@ def test_objects_above_the_part_size_stream_both_ways(stack: Stack, source, conn
                           conns.bucket_store(conn_id(PRIMARY), target, PRIMARY, config.transfer), prefix_="large/",
                           region="eu-west-1")
     assert restored(stack, target) == {"large/video.bin": big, "large/copy.bin": big}
+
+
+def test_init_buckets_says_when_a_source_bucket_is_not_versioned(stack: Stack, tmp_path: Path) -> None:
+    client = stack.client_for(PRIMARY)
+    client.create_bucket(Bucket="sr-unversioned", CreateBucketConfiguration={"LocationConstraint": PRIMARY})
+    path = write_config(tmp_path / "uv.yaml", object_storage=[
+        {"bucket": "sr-unversioned", "aws_conn_id": conn_id(PRIMARY), "region": PRIMARY}])
+    result = run_cli("--config", str(path), "init-buckets")
+    assert result.code == 1
+    assert "source sr-unversioned" in result.stdout and "DRIFT: versioning is not enabled" in result.stdout
+    assert client.get_bucket_versioning(Bucket="sr-unversioned").get("Status") is None  # never changed
