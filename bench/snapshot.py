@@ -800,6 +800,7 @@ def _say(message: str) -> None:
 @contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
+        _say(f"stopped by signal {signum}: stopping the servers, no results written")
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -314,7 +314,8 @@ def backup_pass(
             region.present = {info.key.rsplit("/", 1)[1] for info in listed}
     found: dict[tuple[str, str], str] = {}
     last_journal = time.monotonic()
-    with ThreadPoolExecutor(max_workers=source.concurrency, thread_name_prefix="objects") as pool:
+    pool = ThreadPoolExecutor(max_workers=source.concurrency, thread_name_prefix="objects")
+    try:
         for done, (version, cid, size) in enumerate(
             pool.map(lambda v: _store_one(config, src, source.bucket, v, key, usable, result), todo), 1
         ):
@@ -326,6 +327,8 @@ def backup_pass(
             if time.monotonic() - last_journal > JOURNAL_EVERY:
                 _write_journals(usable, source.bucket, now, id_key_id, found, live)
                 last_journal = time.monotonic()
+    finally:  # stopped (SIGTERM, timeout, error): drop the queued objects, the journal has the progress
+        pool.shutdown(wait=True, cancel_futures=True)
     for region in usable:
         entries = {}
         for k, v in live.items():
