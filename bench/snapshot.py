@@ -730,19 +730,22 @@ def machine_info(bench: Bench) -> dict[str, Any]:
 
 
 def code_state() -> dict[str, Any]:
-    """Which library code is measured: the commit, and a digest of include/ as it is on disk now."""
+    """Which library code is measured: the commit, and a digest of each file under include/ as on disk now."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--", "include"], cwd=REPO, capture_output=True, text=True, check=False
     )
-    digest = hashlib.sha256()
-    for path in sorted((REPO / "include").rglob("*.py")):
-        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
-    return {
-        "git_commit": commit.stdout.strip() or None,
-        "include_modified": bool(dirty.stdout.strip()),
-        "include_sha256": digest.hexdigest(),
+    files = {
+        str(path.relative_to(REPO)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((REPO / "include").rglob("*.py"))
     }
+    return {"git_commit": commit.stdout.strip() or None, "include_modified": bool(dirty.stdout.strip()), "files": files}
+
+
+def changed_files(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Files under include/ that were added, removed or changed while the benchmark ran."""
+    old, new = before["files"], after["files"]
+    return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
 
 
 def print_summary(report: dict[str, Any]) -> None:
@@ -787,7 +790,8 @@ def print_summary(report: dict[str, Any]) -> None:
     for line in res["disturbed_runs"]:
         print(f"disturbed: {line}")
     if report["code_changed_during_run"]:
-        print("WARNING: files under include/ changed during the run: the results mix code versions")
+        changed = ", ".join(report["code_changed_during_run"])
+        print(f"WARNING: changed under include/ during the run (the results may mix code versions): {changed}")
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -851,8 +855,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/snapshot.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine,
-        "code": code_before,
-        "code_changed_during_run": code_after != code_before,
+        "code": {k: v for k, v in code_before.items() if k != "files"},
+        "code_changed_during_run": changed_files(code_before, code_after),
         "database": bench.info["database"],
         "config": bench.info["config"],
         "repeat": args.repeat,
