@@ -185,3 +185,30 @@ def mail() -> Iterator[object]:
         yield sink
     finally:
         sink.stop()
+
+
+LEDGER_TABLES = ("public.accounts", "public.entries")
+
+
+@pytest.fixture(scope="session")
+def ledger(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A third source, ``ledger``, that restore tests may overwrite; the config offers it as a target.
+
+    ``pg_ledger_alias`` reaches the same database by another host name (only the server's system
+    identifier can tell it is production), ``pg_sandbox`` is the sandbox server (the same PostgreSQL).
+    """
+    stack.pg.execute("CREATE DATABASE ledger")
+    stack.pg.execute("CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL)", "ledger")
+    stack.pg.execute("INSERT INTO accounts SELECT g, 'customer-' || g FROM generate_series(1, 50) g", "ledger")
+    stack.pg.execute("CREATE TABLE entries (id int PRIMARY KEY, account int NOT NULL REFERENCES accounts, "
+                     "cents bigint NOT NULL)", "ledger")
+    stack.pg.execute("INSERT INTO entries SELECT g, 1 + g % 50, g * 7 FROM generate_series(1, 2000) g", "ledger")
+    os.environ["AIRFLOW_CONN_PG_LEDGER"] = stack.pg.airflow_uri("ledger")
+    os.environ["AIRFLOW_CONN_PG_LEDGER_ALIAS"] = stack.pg.airflow_uri("ledger").replace("127.0.0.1", "localhost")
+    os.environ["AIRFLOW_CONN_PG_SANDBOX"] = stack.pg.airflow_uri("postgres")
+    return write_config(
+        tmp_path_factory.mktemp("ledger") / "strongroom.yaml",
+        databases=[{"name": "shop", "postgres_conn_id": "pg_shop"}, {"name": "bulk", "postgres_conn_id": "pg_bulk"},
+                   {"name": "ledger", "postgres_conn_id": "pg_ledger"}],
+        restore={"sandbox_conn_id": "pg_sandbox", "target_conn_ids": ["pg_ledger_alias"], "approval_timeout": "10m"},
+    )

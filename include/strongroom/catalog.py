@@ -29,6 +29,10 @@ def new_snapshot_id(taken_at: datetime) -> str:
     return f"{taken_at.astimezone(UTC).strftime(_ID_TIME)}-{secrets.token_hex(3)}"
 
 
+def is_snapshot_id(text: str) -> bool:
+    return _ID.match(text) is not None
+
+
 def snapshot_id_time(snapshot_id: str) -> datetime:
     match = _ID.match(snapshot_id)
     if not match:

@@ -51,8 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     target = rst.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-conn", help="Airflow connection id of the target database")
     target.add_argument("--target-dsn", help="libpq DSN without a password (PGPASSWORD/PGPASSFILE supply it)")
+    target.add_argument("--sandbox", action="store_true",
+                        help="a new database on restore.sandbox_conn_id, named after the snapshot")
     rst.add_argument("--region", help="region to restore from (default: the primary)")
+    rst.add_argument("--table", action="append", default=[], dest="tables", metavar="SCHEMA.TABLE",
+                     help="restore only this table (repeatable; into a new database)")
     rst.add_argument("--clean", action="store_true", help="replace the contents of a non-empty target")
+    rst.add_argument("--confirm-production", metavar="NAME",
+                     help="the source database's name, to restore over it (a safety snapshot is taken first)")
     rst.add_argument("--json", action="store_true")
 
     prn = sub.add_parser("prune", help="delete every snapshot older than the retention, in every region")
@@ -187,12 +193,20 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     at = parse_at(args.at) if args.at else None
     conns = airflow_adapter.connections()
-    target = PgSettings.from_dsn(args.target_dsn) if args.target_dsn else conns.postgres(args.target_conn)
-    result = restore.restore_snapshot(
-        config, args.database, target, conns, snapshot_id=args.snapshot, at=at, region=args.region, clean=args.clean
+    plan = restore.plan_restore(
+        config, conns, args.database,
+        target_conn_id=args.target_conn or restore.SANDBOX,
+        target_dsn=PgSettings.from_dsn(args.target_dsn) if args.target_dsn else None,
+        snapshot_id=args.snapshot, at=at, region=args.region, tables=args.tables, clean=args.clean,
+        confirm_production=args.confirm_production,
     )
+    target = PgSettings.from_dsn(args.target_dsn) if args.target_dsn else restore.planned_target(conns, plan)
+    safety = restore.take_safety_snapshot(config, conns, plan)
+    if safety:
+        sys.stderr.write(f"strongroom: safety snapshot of {plan.production} before the restore: {safety}\n")
+    result = restore.execute_plan(config, conns, plan, target)
     _print(
-        result.to_dict(),
+        dict(result.to_dict(), safety_snapshot=safety),
         args.json,
         f"restored {result.database} snapshot {result.snapshot_id} (taken {result.taken_at}) from region "
         f"{result.region} into {result.target}: {result.tables} tables, {result.rows} rows verified "

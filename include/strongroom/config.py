@@ -161,6 +161,11 @@ class SnapshotConfig(_Section):
 class RestoreConfig(_Section):
     jobs: Annotated[int, Field(ge=0, le=64)] = 0
     spool_dir: str | None = None
+    # the default target of restore_database: a new database on this server, named after the snapshot
+    sandbox_conn_id: ConnId | None = None
+    # the other targets the restore_database form offers (a production source only when listed here)
+    target_conn_ids: list[ConnId] = Field(default_factory=list)
+    approval_timeout: Duration = timedelta(hours=4)  # a production restore waits this long for approval
 
 
 class RestoreTestConfig(_Section):

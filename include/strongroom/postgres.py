@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -304,16 +304,63 @@ def dump_globals(settings: PgSettings, bin_dir: str | None = None) -> tuple[byte
 
 
 def restore_dump(
-    target: PgSettings, path: str, *, jobs: int, single_transaction: bool, clean: bool, bin_dir: str | None
+    target: PgSettings, path: str, *, jobs: int, single_transaction: bool, clean: bool, bin_dir: str | None,
+    use_list: str | None = None,
 ) -> None:
-    """pg_restore a custom-format file; in one transaction (all or nothing) or with parallel jobs."""
+    """pg_restore a custom-format file; in one transaction (all or nothing) or with parallel jobs.
+
+    ``use_list`` is a TOC list file (``pg_restore -L``): only its entries are restored.
+    """
     argv = [tool("pg_restore", bin_dir), "--no-owner", "--no-privileges", "--exit-on-error", "--no-password"]
     argv += ["--single-transaction"] if single_transaction else [f"--jobs={max(1, jobs)}"]
     argv += ["--clean", "--if-exists"] if clean else []
+    argv += [f"--use-list={use_list}"] if use_list else []
     argv += [f"--dbname={_conninfo_dbname(target.dbname)}", path]
     result = subprocess.run(argv, capture_output=True, env=target.env(), check=False)
     if result.returncode != 0:
         raise SourceError(f"pg_restore into {target.describe()} failed: {_first_line(result.stderr.decode())}")
+
+
+# a TOC line of `pg_restore --list`: "<id>; <tableoid> <oid> <DESC> <schema> <name> <owner>"
+_TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (TABLE DATA|TABLE|SEQUENCE SET|SEQUENCE|SCHEMA) (\S+) (\S+) ")
+
+
+def table_list(path: str, tables: Iterable[str], bin_dir: str | None = None) -> str:
+    """The TOC list that restores only ``tables`` ("schema.table"): their definitions and rows, and schemas.
+
+    Indexes, constraints, triggers and every other table are left out: a partial restore is meant for
+    reading rows back, not for a working copy of the application's schema.
+    """
+    wanted = {tuple(t.split(".", 1)) for t in tables}
+    schemas = {schema for schema, _ in wanted}
+    result = subprocess.run([tool("pg_restore", bin_dir), "--list", path], capture_output=True, check=False)
+    if result.returncode != 0:
+        raise SourceError(f"pg_restore --list failed: {_first_line(result.stderr.decode())}")
+    keep: list[str] = []
+    for line in result.stdout.decode().splitlines():
+        match = _TOC_LINE.match(line)
+        if not match:
+            continue
+        kind, schema, name = match.group(2), match.group(3), match.group(4)
+        is_schema = kind == "SCHEMA" and name in schemas - {"public"}
+        if is_schema or ((schema, name) in wanted and kind.startswith("TABLE")):
+            keep.append(line)
+    found = {(m.group(3), m.group(4)) for m in map(_TOC_LINE.match, keep) if m and m.group(2) == "TABLE"}
+    if missing := wanted - found:
+        raise SourceError("the snapshot's dump has no table " + ", ".join(sorted(".".join(t) for t in missing)))
+    return "\n".join(keep) + "\n"
+
+
+def system_identifier(settings: PgSettings) -> str | None:
+    """The server's system identifier (unique per cluster), or None when it cannot be read."""
+    for candidate in (settings, settings.with_dbname("postgres")):
+        try:
+            with psycopg.connect(**candidate.connect_kwargs()) as conn:
+                row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+                return str(row[0]) if row else None
+        except psycopg.Error:
+            continue
+    return None
 
 
 def _conninfo_dbname(name: str) -> str:

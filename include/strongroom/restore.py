@@ -13,17 +13,18 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
 
-from strongroom import catalog, crypto, postgres
+from strongroom import catalog, crypto, postgres, snapshot
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
-from strongroom.errors import IntegrityError, RestoreError, StrongroomError
+from strongroom.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, RestoreError, StrongroomError
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -129,20 +130,18 @@ def restore_snapshot(
     at: datetime | None = None,
     region: str | None = None,
     clean: bool = False,
+    tables: Sequence[str] = (),
 ) -> RestoreResult:
     """Restore a snapshot of ``database`` into ``target``; the target is untouched unless all checks pass.
 
     Without ``region``, the primary is tried first and every other region after it, in configured order,
     when a snapshot, object, key or integrity check fails there; the result says which region served.
+    With ``tables`` only those tables (definitions and rows) are restored, into a new database.
     """
     db = config.database(database)
     candidates = [config.region(region)] if region else list(config.regions)
     state = postgres.inspect_target(target)
-    if state.exists and state.relations and not clean:
-        raise RestoreError(
-            f"target {target.describe()} is not empty ({state.relations} relations): "
-            "restore into a new database, or pass --clean to replace its contents"
-        )
+    _check_target(target, state, clean, tables)
     spool = tempfile.mkdtemp(prefix="strongroom-restore-", dir=config.restore.spool_dir)
     try:
         path = os.path.join(spool, "dump")
@@ -166,13 +165,20 @@ def restore_snapshot(
         downloaded = time.monotonic()
         log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, where.name,
                  target.describe())
-        _restore_file(config, target, path, state, clean)
+        chosen = resolve_tables(manifest, tables)
+        use_list = None
+        if chosen:
+            use_list = os.path.join(spool, "tables.list")
+            with open(use_list, "w", encoding="utf-8") as out:
+                out.write(postgres.table_list(path, chosen, config.snapshot.pg_bin_dir))
+        _restore_file(config, target, path, state, clean, use_list)
         restored = time.monotonic()
     finally:
         shutil.rmtree(spool, ignore_errors=True)
 
     actual = postgres.count_rows(target)
-    wrong = {t: (n, actual.get(t)) for t, n in manifest.tables.items() if actual.get(t) != n}
+    recorded = {t: n for t, n in manifest.tables.items() if not chosen or t in chosen}
+    wrong = {t: (n, actual.get(t)) for t, n in recorded.items() if actual.get(t) != n}
     if wrong:
         table, (expected, got) = sorted(wrong.items())[0]
         raise IntegrityError(
@@ -187,15 +193,16 @@ def restore_snapshot(
         unavailable=tuple(failures),
         target=target.describe(),
         created_database=not state.exists,
-        tables=len(manifest.tables),
-        rows=sum(manifest.tables.values()),
+        tables=len(recorded),
+        rows=sum(recorded.values()),
         download_seconds=round(downloaded - started, 3),
         restore_seconds=round(restored - downloaded, 3),
     )
 
 
 def _restore_file(
-    config: Config, target: postgres.PgSettings, path: str, state: postgres.TargetState, clean: bool
+    config: Config, target: postgres.PgSettings, path: str, state: postgres.TargetState, clean: bool,
+    use_list: str | None,
 ) -> None:
     jobs = config.restore.jobs or (os.cpu_count() or 1)
     if state.exists:
@@ -207,10 +214,262 @@ def _restore_file(
     postgres.create_database(target)
     try:
         postgres.restore_dump(
-            target, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=config.snapshot.pg_bin_dir
+            target, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=config.snapshot.pg_bin_dir,
+            use_list=use_list,
         )
     except BaseException as exc:
         postgres.drop_database(target)  # we created it: leave nothing half-restored behind
         if isinstance(exc, StrongroomError):
             raise RestoreError(f"{exc}; the new database was dropped") from None
         raise
+
+
+def _check_target(
+    target: postgres.PgSettings, state: postgres.TargetState, clean: bool, tables: Sequence[str]
+) -> None:
+    if tables and state.exists:
+        raise RestoreError(
+            f"a partial restore (tables) goes into a new database, and {target.describe()} exists: "
+            "restore the tables elsewhere and copy the rows you need from there"
+        )
+    if state.exists and state.relations and not clean:
+        raise RestoreError(
+            f"target {target.describe()} is not empty ({state.relations} relations): "
+            "restore into a new database, or pass --clean to replace its contents"
+        )
+
+
+def resolve_tables(manifest: Manifest, tables: Sequence[str]) -> tuple[str, ...]:
+    """``tables`` as the snapshot names them ("schema.table"); a bare name must match exactly one table."""
+    out: list[str] = []
+    for name in tables:
+        if name in manifest.tables:
+            out.append(name)
+            continue
+        matches = [t for t in manifest.tables if t.split(".", 1)[1] == name]
+        if len(matches) != 1:
+            reason = "is ambiguous: name the schema" if matches else "is not in it"
+            raise NotFoundError(f"table {name!r} {reason} (snapshot {manifest.snapshot_id} of {manifest.database})")
+        out.append(matches[0])
+    return tuple(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore will do, decided before anything is touched. Holds no secret: it travels in XCom."""
+
+    database: str
+    snapshot_id: str
+    taken_at: str
+    region: str | None  # None: the primary, then the other regions
+    found_in: str
+    target_conn_id: str | None  # None: given as a DSN (CLI only)
+    target_dbname: str
+    target: str  # where, without credentials
+    new_database: bool
+    production: str | None  # the configured source database the target is, if any
+    tables: tuple[str, ...]
+    clean: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "tables": list(self.tables)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RestorePlan:
+        return cls(**{**data, "tables": tuple(data.get("tables", ()))})
+
+
+def parse_snapshot_choice(text: str) -> tuple[str | None, datetime | None]:
+    """The form's snapshot field: "newest" (or empty), a snapshot id, or a time with a UTC offset."""
+    text = text.strip()
+    if text.lower() in ("", "newest", "latest"):
+        return None, None
+    if catalog.is_snapshot_id(text):
+        return text, None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise ConfigError(
+            f"snapshot {text!r} is neither 'newest', a snapshot id (e.g. 20261126T140000Z-a1b2c3) "
+            "nor a time (e.g. 2026-11-26T14:00:00+00:00)"
+        ) from None
+    if at.tzinfo is None:
+        raise ConfigError(f"snapshot time {text!r} needs a UTC offset, e.g. {text}+00:00")
+    return None, at
+
+
+def sandbox_dbname(database: str, taken_at: datetime) -> str:
+    """The default target's name: the source's and the snapshot's time, e.g. shop_20261126_140000."""
+    return f"{database}_{taken_at.astimezone(UTC):%Y%m%d_%H%M%S}"
+
+
+def locate_snapshot(
+    config: Config, conns: Connections, database: str, *, snapshot_id: str | None, at: datetime | None,
+    region: str | None,
+) -> tuple[Manifest, str]:
+    """The snapshot a restore would use, and the region it was found in (the primary first)."""
+    candidates = [config.region(region)] if region else list(config.regions)
+    failures: list[str] = []
+    for where in candidates:
+        try:
+            store = conns.store(where, config.transfer)
+            keyring = conns.keyring(config.keyring_conn_id(where))
+            return catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at), where.name
+        except StrongroomError as exc:
+            if len(candidates) == 1:
+                raise
+            failures.append(f"{where.name}: {exc}")
+    raise NotFoundError("no region holds the snapshot: " + "; ".join(failures))
+
+
+def production_source(config: Config, conns: Connections, target: postgres.PgSettings) -> str | None:
+    """The configured source database that ``target`` is: same server (system identifier) and database.
+
+    When either server's identifier cannot be read, a target with a source's database name counts as that
+    source: a guess may only ever add a confirmation, never skip one.
+    """
+    target_id: str | None = None
+    for db in config.databases:
+        source = conns.postgres(db.postgres_conn_id)
+        if source.dbname != target.dbname:
+            continue
+        target_id = target_id or postgres.system_identifier(target)
+        source_id = postgres.system_identifier(source)
+        if target_id is None or source_id is None or target_id == source_id:
+            return db.name
+    return None
+
+
+def guard_production(source: str | None, target: str, confirm: str | None) -> None:
+    """Refuse to overwrite a production source unless its name was typed; refuse a confirmation for nothing."""
+    if source and confirm != source:
+        typed = f" (typed {confirm!r})" if confirm else ""
+        raise RefusedError(
+            f"target {target} is the production database {source}: type {source!r} to confirm{typed}"
+        )
+    if confirm and not source:
+        raise RefusedError(
+            f"a production confirmation was given ({confirm!r}) but target {target} is not a production database"
+        )
+
+
+SANDBOX = "sandbox"
+
+
+def plan_restore(
+    config: Config,
+    conns: Connections,
+    database: str,
+    *,
+    target_conn_id: str = SANDBOX,
+    target_dsn: postgres.PgSettings | None = None,
+    snapshot_id: str | None = None,
+    at: datetime | None = None,
+    region: str | None = None,
+    tables: Sequence[str] = (),
+    clean: bool = False,
+    confirm_production: str | None = None,
+) -> RestorePlan:
+    """Check every input and decide the restore; reads the catalog and the target, changes nothing.
+
+    The target is ``target_dsn`` when given, else the connection ``target_conn_id``'s database, else
+    (``"sandbox"``) a new database on ``restore.sandbox_conn_id`` named after the source and snapshot time.
+    """
+    db = config.database(database)
+    if region:
+        config.region(region)
+    if target_conn_id == SANDBOX and target_dsn is None and not config.restore.sandbox_conn_id:
+        raise ConfigError("no sandbox server is configured (restore.sandbox_conn_id): name a target connection")
+    manifest, found_in = locate_snapshot(config, conns, db.name, snapshot_id=snapshot_id, at=at, region=region)
+    chosen = resolve_tables(manifest, tables)
+    conn_id: str | None
+    if target_dsn is not None:
+        target, conn_id = target_dsn, None
+    elif target_conn_id == SANDBOX:
+        conn_id = config.restore.sandbox_conn_id
+        assert conn_id is not None
+        target = conns.postgres(conn_id).with_dbname(sandbox_dbname(db.name, manifest.taken_at))
+    else:
+        target, conn_id = conns.postgres(target_conn_id), target_conn_id
+    state = postgres.inspect_target(target)
+    if target_conn_id == SANDBOX and target_dsn is None and state.exists:
+        raise RestoreError(f"{target.describe()} exists already (restored before?): drop it or choose a target")
+    _check_target(target, state, clean, chosen)
+    source = production_source(config, conns, target)
+    guard_production(source, target.describe(), confirm_production)
+    return RestorePlan(
+        database=db.name, snapshot_id=manifest.snapshot_id, taken_at=manifest.taken_at.isoformat(),
+        region=region, found_in=found_in, target_conn_id=conn_id, target_dbname=target.dbname,
+        target=target.describe(), new_database=not state.exists, production=source, tables=chosen, clean=clean,
+    )
+
+
+def planned_target(conns: Connections, plan: RestorePlan) -> postgres.PgSettings:
+    """The target of a plan made in another task (a plan with a DSN target cannot leave its process)."""
+    if plan.target_conn_id is None:
+        raise ConfigError("this plan's target was a DSN: it can only be executed where it was made")
+    return conns.postgres(plan.target_conn_id).with_dbname(plan.target_dbname)
+
+
+def check_approval(approval: Mapping[str, Any] | None, triggered_by: str | None) -> str:
+    """The approver's name when a second person approved; refuses otherwise.
+
+    ``approval`` is what Airflow's approval task returned: ``chosen_options`` and ``responded_by_user``.
+    """
+    if not approval or list(approval.get("chosen_options") or []) != ["Approve"]:
+        raise RefusedError("the production restore was not approved")
+    user = approval.get("responded_by_user") or {}
+    approver = {str(user.get("id") or ""), str(user.get("name") or "")} - {""}
+    if not approver:
+        raise RefusedError("the approval does not say who approved")
+    if not triggered_by:
+        raise RefusedError("the run does not say who triggered it, so a second person's approval cannot be proven")
+    if triggered_by in approver:
+        raise RefusedError(f"{triggered_by} triggered this restore and cannot approve it: a second person must")
+    return str(user.get("name") or user.get("id"))
+
+
+def check_target_choice(config: Config, choice: str) -> None:
+    """The restore_database form offers the sandbox and the configured targets, nothing else."""
+    allowed = [SANDBOX, *config.restore.target_conn_ids]
+    if choice not in allowed:
+        raise ConfigError(f"target {choice!r} is not a configured restore target (choose from {', '.join(allowed)})")
+
+
+def check_clearance(
+    plan: RestorePlan, approval: Mapping[str, Any] | None, triggered_by: str | None,
+    safety: Mapping[str, Any] | None,
+) -> None:
+    """Before a production target is touched: a second person approved, and its safety snapshot exists."""
+    if not plan.production:
+        return
+    check_approval(approval, triggered_by)
+    if not plan.new_database and not (safety or {}).get("safety_snapshot"):
+        raise RefusedError(f"no safety snapshot of the production database {plan.production} was taken")
+
+
+def take_safety_snapshot(config: Config, conns: Connections, plan: RestorePlan) -> str | None:
+    """A fresh snapshot of the production database about to be overwritten, committed in every region."""
+    if not plan.production or plan.new_database:
+        return None
+    result = snapshot.snapshot_database(config, plan.production, conns)
+    log.info("safety snapshot of %s before the restore: %s", plan.production, result["snapshot_id"])
+    return str(result["snapshot_id"])
+
+
+def execute_plan(
+    config: Config, conns: Connections, plan: RestorePlan, target: postgres.PgSettings
+) -> RestoreResult:
+    """Restore as planned; the target must still be the one planned (same name, same production status)."""
+    if target.dbname != plan.target_dbname:
+        raise RefusedError(f"target {target.describe()} is not the planned {plan.target}")
+    source = production_source(config, conns, target)
+    if source != plan.production:
+        raise RefusedError(f"target {target.describe()} changed since the plan: production is now {source!r}")
+    return restore_snapshot(
+        config, plan.database, target, conns, snapshot_id=plan.snapshot_id, region=plan.region,
+        clean=plan.clean, tables=plan.tables,
+    )

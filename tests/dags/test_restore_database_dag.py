@@ -1,0 +1,95 @@
+"""restore_database: its trigger form, its shape, and a real run through Airflow into the sandbox.
+
+The production path (second-person approval under a running Airflow) is in
+tests/integration/test_restore_approval.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Stack
+from tests.integration.helpers import fingerprints
+
+DAGS = ROOT / "dags"
+
+
+def _dag(monkeypatch: pytest.MonkeyPatch, config: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(config))
+    bag = DagBag(dag_folder=str(DAGS / "restore_database.py"))
+    assert bag.import_errors == {}
+    return bag.dags["restore_database"]
+
+
+def test_trigger_form_and_shape(monkeypatch: pytest.MonkeyPatch, ledger: Path) -> None:
+    dag = _dag(monkeypatch, ledger)
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual only
+    params = dag.params
+    assert params.get_param("database").schema["enum"] == ["shop", "bulk", "ledger"]
+    assert params.get_param("region").schema["enum"] == ["automatic", "eu-central-1", "eu-west-1", "eu-north-1"]
+    assert params.get_param("target").schema["enum"] == ["sandbox", "pg_ledger_alias"]
+    assert params.get_param("tables").schema["type"] == "array"
+    for name in ("database", "snapshot", "region", "target", "tables", "replace_contents", "confirm_production"):
+        assert params.get_param(name).description, name
+    approve = dag.get_task("approve_production_restore")
+    assert type(approve).__name__ == "ApprovalOperator" and approve.ignore_downstream_trigger_rules
+    assert dag.get_task("route").downstream_task_ids == {"approve_production_restore", "no_approval_needed"}
+    assert dag.get_task("safety_snapshot").upstream_task_ids == {"plan", "approve_production_restore"}
+    restore = dag.get_task("restore")
+    assert restore.upstream_task_ids == {"plan", "safety_snapshot", "no_approval_needed"}
+    assert restore.trigger_rule == "none_failed_min_one_success"
+
+
+def test_form_values_are_checked_before_the_run(monkeypatch: pytest.MonkeyPatch, ledger: Path) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = _dag(monkeypatch, ledger).params
+    for name, bad in (("database", "nosuch"), ("region", "us-east-1"), ("target", "pg_shop"), ("tables", "entries"),
+                      ("snapshot", ""), ("replace_contents", "yes")):
+        with pytest.raises(ParamValidationError):
+            params.get_param(name).resolve(bad)
+    assert params.get_param("target").resolve("pg_ledger_alias") == "pg_ledger_alias"
+
+
+def test_sandbox_restore_of_one_table_runs_without_approval(
+    stack: Stack, ledger: Path, airflow_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from strongroom.snapshot import snapshot_database
+
+    at_snapshot = fingerprints(stack.pg.connect_kwargs("ledger"))["public.accounts"]
+    taken = snapshot_database(load_config(ledger), "ledger", connections())
+    dag = _dag(monkeypatch, ledger)
+    run = dag.test(logical_date=None, run_conf={"database": "ledger", "snapshot": taken["snapshot_id"],
+                                                 "region": "eu-west-1", "tables": ["public.accounts"]})
+    assert run.state == DagRunState.SUCCESS
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"plan": "success", "route": "success", "no_approval_needed": "success",
+                      "approve_production_restore": "skipped", "safety_snapshot": "skipped", "restore": "success"}
+    name = "ledger_" + taken["snapshot_id"][:8] + "_" + taken["snapshot_id"][9:15]
+    restored = fingerprints(stack.pg.connect_kwargs(name))
+    assert list(restored) == ["public.accounts"]
+    assert restored["public.accounts"] == at_snapshot
+
+
+def test_bad_form_value_fails_in_plan_and_changes_nothing(
+    stack: Stack, ledger: Path, airflow_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    before = fingerprints(stack.pg.connect_kwargs("ledger"))
+    dag = _dag(monkeypatch, ledger)
+    run = dag.test(logical_date=None, run_conf={"database": "ledger", "snapshot": "last tuesday",
+                                                 "target": "pg_ledger_alias", "replace_contents": True,
+                                                 "confirm_production": "ledger"})
+    assert run.state == DagRunState.FAILED
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["plan"] == "failed" and states["restore"] == "upstream_failed"
+    assert fingerprints(stack.pg.connect_kwargs("ledger")) == before
