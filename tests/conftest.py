@@ -212,3 +212,15 @@ def ledger(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
                    {"name": "ledger", "postgres_conn_id": "pg_ledger"}],
         restore={"sandbox_conn_id": "pg_sandbox", "target_conn_ids": ["pg_ledger_alias"], "approval_timeout": "10m"},
     )
+
+
+@pytest.fixture(scope="session")
+def airflow_ui(stack: Stack, ledger: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A running `airflow standalone` (see tests/standalone.py), shared by the UI and approval tests."""
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from strongroom.snapshot import snapshot_database
+    from tests.standalone import start
+
+    snapshot_database(load_config(stack.config_path), "shop", connections())  # something to show
+    yield from start(ledger, tmp_path_factory.mktemp("standalone"))

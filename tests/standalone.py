@@ -1,0 +1,114 @@
+"""A real `airflow standalone` for the tests that need a running Airflow: the UI, the REST API, HITL.
+
+One instance per test session (it takes ~40 s to come up on two cores). Its DAGs folder holds only
+``restore_database`` (parsing costs time), its plugins folder is the repository's, and it reads the
+``ledger`` configuration. Users: ``ops`` (viewer), ``alice`` and ``bob`` (op).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devstack import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1"}
+ROLES = {"ops": "viewer", "alice": "op", "bob": "op"}
+
+
+def request(
+    url: str, *, token: str | None = None, body: dict | None = None, method: str | None = None
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers,  # noqa: S310
+                                 method=method or ("POST" if data else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310 - loopback http
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Airflow:
+    base: str
+    home: Path
+
+    def token(self, user: str) -> str:
+        status, body = request(f"{self.base}/auth/token", body={"username": user, "password": PASSWORDS[user]})
+        assert status == 201, body
+        return str(json.loads(body)["access_token"])
+
+    def api(self, user: str, path: str, body: dict | None = None, method: str | None = None) -> Any:
+        status, raw = request(f"{self.base}/api/v2{path}", token=self.token(user), body=body, method=method)
+        if status >= 300:
+            raise AssertionError(f"{method or ('POST' if body else 'GET')} {path} as {user}: {status} {raw[:500]!r}")
+        return json.loads(raw) if raw else None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return (self.home / "standalone.log").read_text(errors="replace")[-chars:]
+
+
+def start(config: Path, home: Path) -> Iterator[Airflow]:
+    (home / "dags").mkdir()
+    shutil.copy(ROOT / "dags" / "restore_database.py", home / "dags" / "restore_database.py")
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.update({
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in ROLES.items()),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "STRONGROOM_CONFIG": str(config),
+    })
+    log = (home / "standalone.log").open("wb")
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "airflow"), "standalone"], env=env, cwd=home,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    airflow = Airflow(base, home)
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            try:
+                if request(f"{base}/api/v2/monitor/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("airflow standalone did not come up:\n" + airflow.log_tail())
+            time.sleep(1)
+        yield airflow
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
