@@ -41,6 +41,7 @@ def stack_env(pg: LocalPostgres, s3: MotoServer, airflow_home: Path) -> dict[str
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES": "keys",  # mask the keyring extra in the UI and logs
         "AIRFLOW_CONN_PG_SHOP": pg.airflow_uri("shop"),
+        "AIRFLOW_CONN_PG_SANDBOX": pg.airflow_uri("postgres"),  # restore_database's default target server
         "AIRFLOW_CONN_STRONGROOM_KEYRING": json.dumps({
             "conn_type": "generic",
             "extra": {"active": "demo-k1", "keys": {"demo-k1": base64.b64encode(os.urandom(32)).decode()}},
