@@ -93,13 +93,43 @@ function RestoreTest(props) {
     " · snapshot " + t.snapshot_id + " from " + t.region + " ", docs);
 }
 
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + units[i];
+}
+
+function SizeTrend(props) {
+  const points = props.trend || [];
+  if (!points.length) return h("span", null, "no snapshots");
+  const w = 240, ht = 28, sizes = points.map(p => p.stored_bytes);
+  const lo = Math.min(...sizes), hi = Math.max(...sizes), span = hi - lo || 1;
+  const xy = points.map((p, i) => [points.length > 1 ? i * w / (points.length - 1) : w / 2,
+                                   ht - 3 - (p.stored_bytes - lo) * (ht - 6) / span]);
+  const last = points[points.length - 1];
+  return h("span", {"data-trend": points.length},
+    h("svg", {width: w, height: ht, viewBox: "0 0 " + w + " " + ht, role: "img",
+              "aria-label": "stored size of the last " + points.length + " snapshots",
+              style: {display: "inline-block", verticalAlign: "middle", marginRight: "0.6em"}},
+      h("polyline", {points: xy.map(p => p.join(",")).join(" "), fill: "none", stroke: "#4c6ef5",
+                     strokeWidth: 2}),
+      h("circle", {cx: xy[xy.length - 1][0], cy: xy[xy.length - 1][1], r: 3, fill: "#4c6ef5"})),
+    "newest " + bytes(last.stored_bytes) + " · range " + bytes(lo) + "–" + bytes(hi) + " over " +
+    points.length + " snapshots");
+}
+
 function Database(props) {
   const db = props.db, cell = {padding: "0.3em 0.8em", borderBottom: "1px solid #8884", textAlign: "left"};
-  return h("section", {"data-database": db.name, style: {marginBottom: "1.5em"}},
-    h("h3", {style: {fontSize: "1.2em", fontWeight: 600}}, db.name),
-    h("p", null, "Last restore test: ", h(RestoreTest, {test: db.restore_test})),
+  const bucket = props.kind === "bucket";
+  return h("section", {"data-database": bucket ? undefined : db.name, "data-bucket": bucket ? db.name : undefined,
+                       style: {marginBottom: "1.5em"}},
+    h("h3", {style: {fontSize: "1.2em", fontWeight: 600}}, (bucket ? "bucket " : "") + db.name),
+    bucket ? null : h("p", null, "Last restore test: ", h(RestoreTest, {test: db.restore_test})),
+    bucket ? null : h("p", null, "Size trend: ", h(SizeTrend, {trend: db.size_trend})),
     h("table", {style: {borderCollapse: "collapse"}},
-      h("thead", null, h("tr", null, ["region", "newest backup", "age", "snapshots", "gaps", "last error"]
+      h("thead", null, h("tr", null, ["region", "newest backup", "age", bucket ? "points" : "snapshots",
+                                      "gaps", "last error"]
         .map(c => h("th", {key: c, style: cell}, c)))),
       h("tbody", null, db.regions.map(r => h("tr", {key: r.region, "data-region": r.region},
         h("td", {style: cell}, r.region),
@@ -125,7 +155,8 @@ function Backups() {
       h(Dot, {rag: "green"}), "under " + age(data.rpo_seconds) + " (RPO) ",
       h(Dot, {rag: "amber"}), "up to " + age(data.threshold_seconds) + " ",
       h(Dot, {rag: "red"}), "older: the backup monitor alerts") : null,
-    data ? data.databases.map(db => h(Database, {key: db.name, db: db})) : null);
+    data ? data.databases.map(db => h(Database, {key: db.name, db: db})) : null,
+    data ? (data.buckets || []).map(b => h(Database, {key: "bucket:" + b.name, db: b, kind: "bucket"})) : null);
 }
 
 globalThis["Backups"] = Backups;  // the UI looks up globalThis[<react app name>] first

@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("init-buckets", help="create or check each region's bucket (versioning, lifecycle, ...)")
 
-    st = sub.add_parser("status", help="per database and region: newest snapshot, age, gaps, last error")
+    st = sub.add_parser("status", help="per database and region: newest snapshot, age, gaps, last error; "
+                                       "the last restore test and the size trend")
     st.add_argument("--json", action="store_true")
 
     keys = sub.add_parser("keys", help="keyring tools")
@@ -241,20 +242,27 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from strongroom import airflow_adapter, status
+    from strongroom import airflow_adapter, monitor
     from strongroom.config import load_config
 
     config = load_config(args.config)
-    rows = status.collect_status(config, airflow_adapter.connections())
+    board = monitor.dashboard(config, airflow_adapter.connections())
     if args.json:
-        _print([row.to_dict() for row in rows], True, "")
+        _print(board, True, "")
         return 0
     header = ("DATABASE", "REGION", "NEWEST SNAPSHOT", "AGE", "GAPS", "LAST ERROR")
     print("{:<16} {:<14} {:<26} {:>8} {:>5}  {}".format(*header))
-    for row in rows:
-        age = _age(row.age_seconds) if row.age_seconds is not None else "-"
-        print(f"{row.database:<16} {row.region:<14} {row.newest or '-':<26} {age:>8} {len(row.gaps):>5}  "
-              f"{row.last_error or ''}")
+    for entry in [*board["databases"], *board["buckets"]]:
+        for row in entry["regions"]:
+            age = _age(row["age_seconds"]) if row["age_seconds"] is not None else "-"
+            print(f"{row['database']:<16} {row['region']:<14} {row['newest'] or '-':<26} {age:>8} "
+                  f"{len(row['gaps']):>5}  {row['last_error'] or ''}")
+    print()
+    for db in board["databases"]:
+        test = db["restore_test"]
+        line = test["headline"] if test else "no restore test on record"
+        when = f" at {test['tested_at']}, restore {test['restore_seconds']}s" if test else ""
+        print(f"{db['name']}: last restore test {line}{when}")
     return 0
 
 

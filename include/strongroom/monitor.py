@@ -22,7 +22,7 @@ from strongroom.connections import Connections
 from strongroom.drill import RESULT_PREFIX
 from strongroom.errors import StrongroomError
 from strongroom.keycheck import KeyReport, check_keys
-from strongroom.status import RegionStatus, collect_status
+from strongroom.status import RegionStatus, collect_status, size_trends
 
 log = logging.getLogger(__name__)
 
@@ -279,20 +279,27 @@ def run_monitor(
 
 
 def dashboard(config: Config, conns: Connections, now: datetime | None = None) -> dict[str, Any]:
-    """What the Backups page shows: per database and region the newest backup, its age and colour against
-    the RPO and the alert threshold, the gaps, and the newest restore test."""
+    """What the Backups page and ``strongroom status --json`` show: per database and source bucket and per
+    region the newest backup, its age and colour against the RPO and the alert threshold, the gaps, the
+    last error; per database the newest restore test and the trend of snapshot sizes."""
     now = now or datetime.now(UTC)
     threshold = config.alerts.staleness_threshold
     status = collect_status(config, conns, now)
     tests = latest_restore_tests(config, conns)
+    trends = size_trends(config, conns)
+
+    def regions(name: str, kind: str) -> list[dict[str, Any]]:
+        rows = [row for row in status if row.database == name and row.kind == kind]
+        return [dict(row.to_dict(), rag=rag(row.age_seconds, threshold)) for row in rows]
+
     databases = []
     for db in config.databases:
-        rows = [row for row in status if row.database == db.name]
         test = tests.get(db.name)
         databases.append({
             "name": db.name,
-            "regions": [dict(row.to_dict(), rag=rag(row.age_seconds, threshold)) for row in rows],
+            "regions": regions(db.name, "database"),
             "restore_test": test.to_dict() if test else None,
+            "size_trend": trends.get(db.name, []),
         })
     return {
         "generated_at": now.isoformat(timespec="seconds"),
@@ -301,5 +308,5 @@ def dashboard(config: Config, conns: Connections, now: datetime | None = None) -
         "regions": [r.name for r in config.regions],
         "primary": config.primary.name,
         "databases": databases,
+        "buckets": [{"name": s.bucket, "regions": regions(s.bucket, "bucket")} for s in config.object_storage],
     }
-

@@ -91,3 +91,31 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
 
 def _point_time(name: str) -> datetime:
     return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def size_trends(config: Config, conns: Connections) -> dict[str, list[dict[str, Any]]]:
+    """Per database, the stored size of every committed snapshot, oldest first, from one listing of its data.
+
+    Read from the primary region, else the next region that answers; the sizes are of the stored
+    (compressed, encrypted) objects, as the bill and the restore download see them.
+    """
+    for region in config.regions:
+        try:
+            store = conns.store(region, config.transfer)
+            trends: dict[str, list[dict[str, Any]]] = {}
+            for db in config.databases:
+                committed = set(catalog.snapshot_ids(store, db.name))
+                sizes: dict[str, int] = {}
+                prefix = f"{catalog.database_prefix(db.name)}data/"
+                for obj in store.list_objects(prefix):
+                    snapshot_id = obj.key[len(prefix):].split("/", 1)[0]
+                    if snapshot_id in committed:
+                        sizes[snapshot_id] = sizes.get(snapshot_id, 0) + obj.size
+                trends[db.name] = [
+                    {"snapshot_id": i, "taken_at": catalog.snapshot_id_time(i).isoformat(), "stored_bytes": n}
+                    for i, n in sorted(sizes.items())
+                ]
+            return trends
+        except StrongroomError:
+            continue
+    return {}

@@ -33,7 +33,7 @@ def test_plugin_api_refuses_requests_without_a_token(airflow_ui: Airflow, stack:
     assert plugin["react_apps"][0]["url_route"] == "backups"
 
 
-def test_backups_page_in_a_real_browser(airflow_ui: Airflow) -> None:
+def test_backups_page_in_a_real_browser(airflow_ui: Airflow, stack: Stack) -> None:
     base = airflow_ui.base
     from tests.browser import Chromium
 
@@ -57,6 +57,11 @@ def test_backups_page_in_a_real_browser(airflow_ui: Airflow) -> None:
         colours = browser.evaluate("[...document.querySelectorAll('[data-database=shop] tbody [data-rag]')]"
                                    ".map(e => e.dataset.rag)")
         assert colours == ["green"] * len(REGIONS)
+        # the size trend: one point per committed snapshot of shop in the primary, drawn as a line
+        trend = browser.evaluate("document.querySelector('[data-database=shop] [data-trend]').dataset.trend")
+        assert int(trend) == len([k for k in stack.list_keys() if k.startswith("databases/shop/manifests/")])
+        assert browser.evaluate("!!document.querySelector('[data-database=shop] svg polyline')")
+        assert "Size trend" in text and "newest" in text
         assert "Backups" in text.split()  # the navigation entry (the page title says "backups")
         assert shot.stat().st_size > 10_000
     except Exception:

@@ -75,7 +75,8 @@ def fast_timeouts(tmp_path: Path) -> Path:
 def status_rows(config_path: Path) -> dict[tuple[str, str], dict]:
     result = run_cli("--config", str(config_path), "status", "--json")
     assert result.code == 0, result.stderr
-    return {(row["database"], row["region"]): row for row in json.loads(result.stdout)}
+    board = json.loads(result.stdout)
+    return {(row["database"], row["region"]): row for db in board["databases"] for row in db["regions"]}
 
 
 @pytest.mark.parametrize("outage", ["closed port", "listener that never answers"])

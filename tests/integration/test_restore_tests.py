@@ -162,6 +162,16 @@ def test_cli_restore_test_and_full_drill(stack: Stack, shop_snapshot, tmp_path) 
     assert 1 <= len(results) <= 2 and all(r["success"] and r["region"] == PRIMARY for r in results)
     assert results[0]["snapshot_id"] == catalog.snapshot_ids(
         load_config(path) and _store(stack), "shop")[-1]
+    # status --json covers the newest restore test and the size trend of every committed snapshot
+    board = json.loads(run_cli("--config", str(path), "status", "--json").stdout)
+    shop = board["databases"][0]
+    newest = max(results, key=lambda r: r["tested_at"])
+    assert shop["restore_test"]["success"] is True and shop["restore_test"]["region"] == PRIMARY
+    assert shop["restore_test"]["snapshot_id"] == newest["snapshot_id"]
+    assert shop["restore_test"]["restore_seconds"] == newest["restore_seconds"]
+    listed = json.loads(run_cli("--config", str(path), "list", "--database", "shop", "--json").stdout)
+    assert [(p["snapshot_id"], p["stored_bytes"]) for p in shop["size_trend"]] == \
+        [(m["snapshot_id"], m["stored_bytes"]) for m in listed]
     drill_run = run_cli("--config", str(path), "restore-test", "--all", "--region", "eu-north-1")
     assert drill_run.code == 0, drill_run.stderr[-2000:]
     assert "full drill from eu-north-1" in drill_run.stdout and "within" in drill_run.stdout
