@@ -16,6 +16,9 @@ region. A snapshot exists in a region when, and only when, its authenticated man
 
 Regions are independent: one region's outage or failure never blocks the others.
 
+**Deadline:** a run not finished `snapshot.deadline` (default 40 minutes) after it was queued sends a
+"DEADLINE MISSED" alert while it is still going; `snapshot.run_timeout` (50 minutes) then ends it.
+
 **When this fails at 3 a.m.:** read `check_regions`' log: it lists each missing database/region and why
 (unreachable, not committed). `strongroom status` shows the newest snapshot per region and the gaps;
 gaps are repaired automatically by the next run once the region is back. Errors a retry cannot fix (bad
@@ -31,9 +34,18 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task, task_group
+from airflow.sdk import (
+    CronTriggerTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    SyncCallback,
+    dag,
+    get_current_context,
+    task,
+    task_group,
+)
 
-from strongroom.alerts import on_task_failure
+from strongroom.alerts import duration_text, on_task_failure
 from strongroom.config import load_config
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
@@ -59,6 +71,13 @@ def _label(**values: str) -> None:
     dagrun_timeout=CONFIG.snapshot.run_timeout,
     doc_md=__doc__,
     tags=["strongroom", "backup", "postgres"],
+    # alerts while the run is still going, before dagrun_timeout kills it (runs on the executor)
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=CONFIG.snapshot.deadline,
+        callback=SyncCallback("strongroom.airflow_adapter.notify_deadline_missed",
+                              kwargs={"budget": duration_text(CONFIG.snapshot.deadline)}),
+    ),
     default_args={
         "owner": "strongroom",
         "retries": CONFIG.snapshot.retries,

@@ -211,11 +211,13 @@ def ledger(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
         databases=[{"name": "shop", "postgres_conn_id": "pg_shop"}, {"name": "bulk", "postgres_conn_id": "pg_bulk"},
                    {"name": "ledger", "postgres_conn_id": "pg_ledger"}],
         restore={"sandbox_conn_id": "pg_sandbox", "target_conn_ids": ["pg_ledger_alias"], "approval_timeout": "10m"},
+        snapshot={"run_timeout": "50m", "retries": 0, "retry_delay": "1s", "deadline": "3s"},  # the deadline fires
+        alerts={"email_to": ["oncall@example.test"], "smtp_conn_id": "smtp_alerts"},
     )
 
 
 @pytest.fixture(scope="session")
-def airflow_ui(stack: Stack, ledger: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def airflow_ui(stack: Stack, ledger: Path, mail: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A running `airflow standalone` (see tests/standalone.py), shared by the UI and approval tests."""
     from strongroom.airflow_adapter import connections
     from strongroom.config import load_config

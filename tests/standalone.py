@@ -1,8 +1,9 @@
 """A real `airflow standalone` for the tests that need a running Airflow: the UI, the REST API, HITL.
 
 One instance per test session (it takes ~40 s to come up on two cores). Its DAGs folder holds only
-``restore_database`` (parsing costs time), its plugins folder is the repository's, and it reads the
-``ledger`` configuration. Users: ``ops`` (viewer), ``alice`` and ``bob`` (op).
+``restore_database`` and ``snapshot_databases`` (parsing costs time), its plugins folder is the
+repository's, and it reads the ``ledger`` configuration (alerts go to the test's SMTP sink).
+Users: ``ops`` (viewer), ``alice`` and ``bob`` (op).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from devstack import free_port
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1"}
 ROLES = {"ops": "viewer", "alice": "op", "bob": "op"}
+DAGS = ("restore_database", "snapshot_databases")
 
 
 def request(
@@ -59,13 +61,27 @@ class Airflow:
             raise AssertionError(f"{method or ('POST' if body else 'GET')} {path} as {user}: {status} {raw[:500]!r}")
         return json.loads(raw) if raw else None
 
+    def wait_for_dag(self, dag_id: str, *, unpause: bool = True, timeout: float = 120) -> None:
+        """Wait until the dag-processor has parsed ``dag_id``; then unpause it."""
+        deadline = time.monotonic() + timeout
+        while not [d for d in self.api("alice", f"/dags?dag_id_pattern={dag_id}")["dags"] if d["dag_id"] == dag_id]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id} was not parsed\n{self.log_tail()}")
+            time.sleep(1)
+        if unpause:
+            self.api("alice", f"/dags/{dag_id}", {"is_paused": False}, method="PATCH")
+
+    def pause(self, dag_id: str) -> None:
+        self.api("alice", f"/dags/{dag_id}", {"is_paused": True}, method="PATCH")
+
     def log_tail(self, chars: int = 3000) -> str:
         return (self.home / "standalone.log").read_text(errors="replace")[-chars:]
 
 
 def start(config: Path, home: Path) -> Iterator[Airflow]:
     (home / "dags").mkdir()
-    shutil.copy(ROOT / "dags" / "restore_database.py", home / "dags" / "restore_database.py")
+    for dag in DAGS:
+        shutil.copy(ROOT / "dags" / f"{dag}.py", home / "dags" / f"{dag}.py")
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -76,7 +92,7 @@ def start(config: Path, home: Path) -> Iterator[Airflow]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # a test unpauses what it runs
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in ROLES.items()),

@@ -7,10 +7,11 @@ Connections come from wherever Airflow finds them: the metadata database, a secr
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from strongroom.alerts import Alert, first_line, post_slack, slack_webhook_url, task_failure
+from strongroom.alerts import Alert, deadline_missed, first_line, post_slack, slack_webhook_url, task_failure
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
 from strongroom.errors import ConfigError, StrongroomError
 from strongroom.keyring import Keyring
@@ -171,6 +172,33 @@ def notify_task_failure(context: Any) -> None:
     )
     log.error("%s", alert.subject)
     send_alert(load_config(), alert)
+
+
+def notify_deadline_missed(context: dict[str, Any] | None = None, budget: str | None = None) -> None:
+    """DeadlineAlert callback (a SyncCallback: it runs on the executor, importable from this package).
+
+    Airflow passes a small context: ``dag_run`` (the run as JSON) and ``deadline`` (``deadline_time``).
+    """
+    from airflow.configuration import conf
+
+    from strongroom.config import load_config
+
+    context = context or {}
+    run = context.get("dag_run") or {}
+    deadline = context.get("deadline") or {}
+    dag_id, run_id = str(run.get("dag_id", "?")), str(run.get("dag_run_id") or run.get("run_id") or "?")
+    base = conf.get("api", "base_url", fallback="") or ""
+    link = f"{base.rstrip('/')}/dags/{dag_id}/runs/{urllib.parse.quote(run_id, safe='')}" if base else None
+    alert = deadline_missed(
+        dag_id=dag_id, run_id=run_id, deadline_time=_text(deadline.get("deadline_time")),
+        queued_at=_text(run.get("queued_at")), budget=budget, link=link,
+    )
+    log.error("%s", alert.subject)
+    send_alert(load_config(), alert)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _safe(read: Callable[[], T]) -> T | None:

@@ -15,6 +15,7 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,32 @@ def task_failure(
     if try_number:
         facts.append(("attempts", str(try_number)))
     return Alert(subject=f"{SUBJECT_PREFIX} FAILED {dag_id}.{task_id}{where}: {line}", facts=facts, link=log_url)
+
+
+def duration_text(value: timedelta) -> str:
+    """A duration as ops write it: 45s, 40m, 1h30m."""
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+def deadline_missed(
+    *, dag_id: str, run_id: str, deadline_time: str | None, queued_at: str | None, budget: str | None,
+    link: str | None,
+) -> Alert:
+    """The alert for a run still unfinished at its deadline (Airflow's DeadlineAlert)."""
+    facts = [("DAG", dag_id), ("run", run_id)]
+    facts += [(name, value) for name, value in (("queued at", queued_at), ("deadline", deadline_time),
+                                               ("budget", budget)) if value]
+    return Alert(
+        subject=f"{SUBJECT_PREFIX} DEADLINE MISSED {dag_id}: run {run_id} "
+                f"has not finished within {budget or 'its budget'}",
+        facts=facts, link=link,
+        details=["The run is still going or stuck: its snapshots are late, so the recovery point is slipping. "
+                 "Open the run to see which task is slow; the backup monitor alerts when a snapshot grows stale."],
+    )
 
 
 def slack_webhook_url(host: str | None, password: str | None) -> str:

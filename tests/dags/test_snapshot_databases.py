@@ -52,6 +52,12 @@ def test_snapshot_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dag.get_task("region.replicate").trigger_rule == "all_done"
     assert dag.get_task("check_regions").trigger_rule == "all_done"
     assert dag.get_task("check_regions").upstream_task_ids == {"region.commit"}
+    # a run still unfinished at its deadline alerts (before dagrun_timeout ends it)
+    [alert] = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert alert.interval == timedelta(minutes=40) < dag.dagrun_timeout
+    assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline"
+    assert alert.callback.path == "strongroom.airflow_adapter.notify_deadline_missed"
+    assert type(alert.callback).__name__ == "SyncCallback" and alert.callback.kwargs == {"budget": "40m"}
 
 
 def test_invalid_config_is_a_clear_import_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import Stack
 from tests.integration.helpers import fingerprints
+from tests.mailsink import MailSink
 from tests.standalone import Airflow
 
 DAG = "restore_database"
@@ -84,11 +85,10 @@ def snapshot_then_change(stack: Stack, ledger: Path) -> tuple[str, dict]:
 
 
 def test_self_approved_or_rejected_production_restores_leave_the_target_untouched(
-    airflow_ui: Airflow, stack: Stack, snapshot_then_change: tuple[str, dict]
+    airflow_ui: Airflow, stack: Stack, snapshot_then_change: tuple[str, dict], mail: MailSink
 ) -> None:
     snapshot_id, _ = snapshot_then_change
-    _wait("the DAG to be parsed", lambda: airflow_ui.api("alice", "/dags?dag_id_pattern=restore")["dags"],
-          airflow_ui)
+    airflow_ui.wait_for_dag(DAG)
     before = (fingerprints(stack.pg.connect_kwargs("ledger")), _manifests(stack))
 
     self_approved = _trigger(airflow_ui, "alice", snapshot_id)
@@ -109,14 +109,18 @@ def test_self_approved_or_rejected_production_restores_leave_the_target_untouche
     assert states["safety_snapshot"] == "skipped" and states["restore"] == "skipped"
 
     assert (fingerprints(stack.pg.connect_kwargs("ledger")), _manifests(stack)) == before
+    # the refusal is the failure alert ops receive: one mail, naming the task and why
+    refused = [m for _, m in mail.received(at_least=1, timeout=30)
+               if "restore_database.safety_snapshot" in m["Subject"]]
+    assert len(refused) == 1, [m["Subject"] for _, m in mail.received()]
+    assert "alice triggered this restore and cannot approve it" in refused[0]["Subject"]
 
 
 def test_production_restore_approved_by_a_second_person_runs_after_a_safety_snapshot(
     airflow_ui: Airflow, stack: Stack, snapshot_then_change: tuple[str, dict]
 ) -> None:
     snapshot_id, at_snapshot = snapshot_then_change
-    _wait("the DAG to be parsed", lambda: airflow_ui.api("alice", "/dags?dag_id_pattern=restore")["dags"],
-          airflow_ui)
+    airflow_ui.wait_for_dag(DAG)
     manifests = _manifests(stack)
     run_id = _trigger(airflow_ui, "alice", snapshot_id)
     _wait_for_approval_request(airflow_ui, run_id)
