@@ -65,11 +65,13 @@ def restore_test() -> None:
     @task(map_index_template="{{ database }}", trigger_rule="all_done")
     def restore_and_validate(database: str) -> dict[str, Any]:
         """Restore the chosen snapshots into an isolated server and validate them."""
-        from strongroom import airflow_adapter, drill
+        from strongroom import airflow_adapter, drill, metrics
 
         get_current_context()["database"] = database  # type: ignore[typeddict-unknown-key]
         results = airflow_adapter.run_task(drill.run_restore_tests, load_config(), airflow_adapter.connections(),
                                            database=database)
+        for result in results:
+            airflow_adapter.emit_metrics(metrics.restore_test_metrics(result.to_dict()))
         summary = [{k: r.to_dict()[k] for k in ("snapshot_id", "region", "success", "restore_seconds",
                                                   "snapshot_age_seconds", "result_key")} for r in results]
         airflow_adapter.run_task(drill.require_success, results)

@@ -77,7 +77,7 @@ def _label(**values: str) -> None:
         interval=CONFIG.snapshot.deadline,
         callback=SyncCallback("strongroom.airflow_adapter.notify_deadline_missed",
                               kwargs={"budget": duration_text(CONFIG.snapshot.deadline)}),
-    ),
+    ) if CONFIG.snapshot.deadline else None,
     default_args={
         "owner": "strongroom",
         "retries": CONFIG.snapshot.retries,
@@ -92,12 +92,14 @@ def snapshot_databases() -> None:
     @task(map_index_template="{{ database }}")
     def snapshot_and_encrypt(database: str) -> dict[str, Any]:
         """Dump, compress, encrypt and upload one database; returns the snapshot id (not yet committed)."""
-        from strongroom import airflow_adapter, snapshot
+        from strongroom import airflow_adapter, metrics, snapshot
 
         _label(database=database)
-        return airflow_adapter.run_task(
+        result = airflow_adapter.run_task(
             snapshot.take_snapshot, load_config(), database, airflow_adapter.connections()
         ).to_dict()
+        airflow_adapter.emit_metrics(metrics.snapshot_metrics(result))
+        return result
 
     @task_group(group_id="region")
     def region_chain(target: dict[str, Any]) -> None:

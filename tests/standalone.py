@@ -49,6 +49,7 @@ def request(
 class Airflow:
     base: str
     home: Path
+    statsd: Any = None  # the StatsD sink Airflow's metrics go to, when the fixture set one
 
     def token(self, user: str) -> str:
         status, body = request(f"{self.base}/auth/token", body={"username": user, "password": PASSWORDS[user]})
@@ -78,7 +79,7 @@ class Airflow:
         return (self.home / "standalone.log").read_text(errors="replace")[-chars:]
 
 
-def start(config: Path, home: Path) -> Iterator[Airflow]:
+def start(config: Path, home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Airflow]:
     (home / "dags").mkdir()
     for dag in DAGS:
         shutil.copy(ROOT / "dags" / f"{dag}.py", home / "dags" / f"{dag}.py")
@@ -102,6 +103,7 @@ def start(config: Path, home: Path) -> Iterator[Airflow]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "STRONGROOM_CONFIG": str(config),
+        **(extra_env or {}),
     })
     log = (home / "standalone.log").open("wb")
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "airflow"), "standalone"], env=env, cwd=home,

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from strongroom.alerts import Alert, deadline_missed, first_line, post_slack, slack_webhook_url, task_failure
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
 from strongroom.errors import ConfigError, StrongroomError
 from strongroom.keyring import Keyring
+from strongroom.metrics import Metric
 from strongroom.postgres import PgSettings
 from strongroom.storage import ObjectStore
 
@@ -112,6 +114,40 @@ def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if exc.retryable:
             raise
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+_stats_settings: tuple[str, ...] | None = None
+
+
+def emit_metrics(metrics: Iterable[Metric]) -> None:
+    """Send metrics through Airflow's StatsD client (``[metrics] statsd_on``, host, port, prefix).
+
+    A task process initializes Airflow's metrics on start; anything else (``dag.test``, a callback) is
+    initialized here, from the same configuration, again only when that configuration changed. A metric
+    that cannot be sent is logged, never fatal: a backup does not fail for its metrics.
+    """
+    global _stats_settings
+    from airflow.sdk.configuration import conf
+    from airflow.sdk.observability import stats
+    from airflow.sdk.observability.metrics import stats_utils
+
+    try:
+        settings = tuple(conf.get("metrics", key, fallback="") or "" for key in
+                         ("statsd_on", "statsd_host", "statsd_port", "statsd_prefix"))
+        if settings != _stats_settings:
+            stats.initialize(factory=stats_utils.get_stats_factory(),
+                             export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=False))
+            _stats_settings = settings
+        for metric in metrics:
+            if metric.kind == "gauge":
+                stats.gauge(metric.name, metric.value)
+            elif metric.kind == "timing":
+                stats.timing(metric.name, timedelta(milliseconds=metric.value))
+            else:
+                stats.incr(metric.name, int(metric.value))
+    except Exception as exc:
+        log.warning("metrics not sent: %s", first_line(exc))
 
 
 # --- alerts -------------------------------------------------------------------------------------------

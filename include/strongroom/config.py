@@ -156,11 +156,11 @@ class SnapshotConfig(_Section):
     pg_bin_dir: str | None = None
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_delay: Duration = timedelta(minutes=1)
-    deadline: Duration = timedelta(minutes=40)  # a run unfinished this long after it was queued alerts
+    deadline: Duration | None = timedelta(minutes=40)  # a run unfinished this long after queued alerts; null: off
 
     @model_validator(mode="after")
     def _deadline_before_timeout(self) -> SnapshotConfig:
-        if self.deadline >= self.run_timeout:
+        if self.deadline is not None and self.deadline >= self.run_timeout:
             raise ValueError("deadline must be shorter than run_timeout (the alert must come before the run is killed)")
         return self
 

@@ -22,6 +22,7 @@ from strongroom.connections import Connections
 from strongroom.drill import RESULT_PREFIX
 from strongroom.errors import StrongroomError
 from strongroom.keycheck import KeyReport, check_keys
+from strongroom.metrics import Metric, age_metrics
 from strongroom.status import RegionStatus, collect_status, size_trends
 
 log = logging.getLogger(__name__)
@@ -247,15 +248,18 @@ def _write_state(config: Config, conns: Connections, plan: MonitorPlan, now: dat
 
 
 def run_monitor(
-    config: Config, conns: Connections, send: Callable[[Alert], None], now: datetime | None = None
+    config: Config, conns: Connections, send: Callable[[Alert], None], now: datetime | None = None,
+    observe: Callable[[list[Metric]], None] | None = None,
 ) -> dict[str, Any]:
     """Read the buckets, decide, send at most one alert (listing every condition due), record the state.
 
     The state is written only after ``send`` returned, so an alert that could not be delivered is tried
-    again on the next run.
+    again on the next run. ``observe`` receives the age of the newest backup per database and region.
     """
     now = now or datetime.now(UTC)
     status = collect_status(config, conns, now)
+    if observe is not None:
+        observe(age_metrics(status))
     keys: KeyReport | str
     try:
         keys = check_keys(config, conns)

@@ -32,7 +32,7 @@ def test_restore_test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_restore_test_dag_run_passes_on_healthy_snapshots(
-    stack: Stack, config, conns, airflow_db: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    stack: Stack, config, conns, airflow_db: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, statsd
 ) -> None:
     from airflow.utils.state import DagRunState
 
@@ -44,3 +44,9 @@ def test_restore_test_dag_run_passes_on_healthy_snapshots(
     assert run.state == DagRunState.SUCCESS
     tests = [ti for ti in run.get_task_instances() if ti.task_id == "restore_and_validate"]
     assert len(tests) == 1 and tests[0].state == "success"
+    # result and measured restore time through Airflow's StatsD, one of each per snapshot tested
+    successes = statsd.values("airflow.strongroom.restore_test.success.shop")
+    assert successes and successes == [(1.0, "g")] * len(successes)
+    durations = statsd.values("airflow.strongroom.restore_test.duration.shop")
+    assert len(durations) == len(successes) and all(kind == "ms" and value > 0 for value, kind in durations)
+    assert statsd.values("airflow.strongroom.restore_test.failed.shop", timeout=0) == []

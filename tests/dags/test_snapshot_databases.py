@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REGIONS, ROOT, Stack
+from tests.conftest import BUCKET, REGIONS, ROOT, Stack
 
 DAGS = ROOT / "dags"
 EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
@@ -68,8 +68,11 @@ def test_invalid_config_is_a_clear_import_error(tmp_path: Path, monkeypatch: pyt
     assert "retension: unknown key" in errors
 
 
-def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None, monkeypatch) -> None:
+def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None, monkeypatch, statsd) -> None:
     from airflow.utils.state import DagRunState
+
+    from strongroom.catalog import data_key
+    from strongroom.snapshot import DUMP_OBJECT
 
     dag = _dagbag(monkeypatch, stack.config_path).dags["snapshot_databases"]
     before = {k for k in stack.list_keys() if "/manifests/" in k}
@@ -83,6 +86,14 @@ def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None,
         assert [k for k in stack.list_keys(region) if "/pending/" in k] == []
     commits = [ti for ti in run.get_task_instances() if ti.task_id == "region.commit"]
     assert len(commits) == 2 * len(REGIONS) and all(ti.state == "success" for ti in commits)
+    # metrics through Airflow's StatsD client: the stored size is the dump object's size in the bucket
+    for key in new:
+        database, snapshot_id = key.split("/")[1], key.rsplit("/", 1)[1].removesuffix(".json")
+        dump = stack.client.head_object(Bucket=BUCKET, Key=data_key(database, snapshot_id, DUMP_OBJECT))
+        assert statsd.values(f"airflow.strongroom.snapshot.stored_bytes.{database}") == [
+            (dump["ContentLength"], "g")]
+        [(duration, kind)] = statsd.values(f"airflow.strongroom.snapshot.duration.{database}")
+        assert kind == "ms" and 0 < duration < 600_000
 
     instances = [ti for ti in run.get_task_instances() if ti.task_id == "snapshot_and_encrypt"]
     assert len(instances) == 2

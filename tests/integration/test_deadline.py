@@ -42,3 +42,7 @@ def test_a_run_past_its_deadline_alerts_once_while_it_runs(airflow_ui: Airflow, 
     # the run itself still did its work: the deadline only alerts
     tis = airflow_ui.api("alice", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
     assert {ti["state"] for ti in tis if ti["task_id"] == "region.commit"} == {"success"}
+    # and its task processes sent the snapshot metrics through Airflow's StatsD
+    for database in ("shop", "bulk", "ledger"):
+        [(size, kind)] = airflow_ui.statsd.values(f"airflow.strongroom.snapshot.stored_bytes.{database}")
+        assert kind == "g" and size > 0

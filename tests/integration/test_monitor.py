@@ -88,7 +88,7 @@ def test_stale_alerts_fresh_stays_quiet_and_repeats_hourly(stack: Stack, mail: M
 
 
 def test_backup_monitor_dag_alerts_on_the_stale_database_only(
-    stack: Stack, mail: MailSink, monitored, airflow_db: None, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, mail: MailSink, monitored, airflow_db: None, monkeypatch: pytest.MonkeyPatch, statsd
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
@@ -105,6 +105,13 @@ def test_backup_monitor_dag_alerts_on_the_stale_database_only(
     assert "ghost has no committed snapshot in eu-central-1" in message["Subject"]
     assert "ghost has no restore test on record" in body
     assert "shop" not in body.replace("ghost", "")  # the fresh, tested database stays quiet
+    # the age of the newest backup per database and region, as a StatsD gauge (none: present is 0)
+    for region in ("eu-central-1", "eu-west-1", "eu-north-1"):
+        assert statsd.values(f"airflow.strongroom.backup.present.ghost.{region}") == [(0.0, "g")]
+        assert statsd.values(f"airflow.strongroom.backup.age_seconds.ghost.{region}", timeout=0) == []
+        assert statsd.values(f"airflow.strongroom.backup.present.shop.{region}") == [(1.0, "g")]
+        [(age, kind)] = statsd.values(f"airflow.strongroom.backup.age_seconds.shop.{region}")
+        assert kind == "g" and 0 <= age < 3600
 
 
 def test_monitor_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
