@@ -137,7 +137,7 @@ def main() -> int:
 
         source = table_fingerprints(PgSettings(**pg.connect_kwargs("shop")))
         copy = table_fingerprints(PgSettings(**pg.connect_kwargs(scratch)))
-        equal = source == copy and len(in_regions) == len(status)
+        equal = source == copy and len(in_regions) == len(shop["regions"])
         print()
         print("Strongroom demo report")
         print(f"  source     shop on 127.0.0.1:{pg.port}: {len(source)} tables, "
@@ -146,7 +146,8 @@ def main() -> int:
               f"by Airflow DAG snapshot_databases in {dag_seconds:.1f}s")
         print(f"  stored     {newest['stored_bytes']:,} bytes encrypted (AES-256-GCM, key id {newest['key_id']}) "
               f"from {newest['plain_bytes']:,} bytes of pg_dump output")
-        print(f"  regions    committed and verified in {len(in_regions)} of {len(status)}: {', '.join(in_regions)}")
+        print(f"  regions    committed and verified in {len(in_regions)} of {len(shop['regions'])}: "
+              f"{', '.join(in_regions)}")
         print(f"  restored   into {scratch}: download+decrypt {restored['download_seconds']}s, "
               f"pg_restore {restored['restore_seconds']}s")
         print(f"  {'table':<22} {'rows':>9}  {'source md5':<12} {'restored md5':<12} equal")

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from demo import stack_env, start_stack  # noqa: E402
+from devstack import stop_group  # noqa: E402
 
 HOME = ROOT / ".airflow"
 USER, PASSWORD = "admin", "admin"  # a local UI on loopback only
@@ -51,12 +52,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         s3.stop()
         pg.stop()
 
