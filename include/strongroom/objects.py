@@ -72,15 +72,15 @@ def journal_key(source: str) -> str:
 
 def seal(plain: bytes, keyring: Keyring, identity: bytes) -> bytes:
     """MAGIC | u32 header length | header JSON {key_id, wrapped_key} | SRSTRM stream of zstd(plain)."""
-    data_key = crypto.new_data_key()
-    header = json.dumps({"key_id": keyring.active_id, "wrapped_key": crypto.wrap_key(
-        keyring.active_key, keyring.active_id, data_key, identity)}).encode()
-    body = crypto.encrypt_bytes(data_key, identity, zstandard.ZstdCompressor(level=3).compress(plain))
-    return MAGIC + struct.pack(">I", len(header)) + header + body
+    parts: list[bytes] = []
+    writer = SealWriter(keyring, identity, parts.append)
+    writer.write(plain)
+    writer.close()
+    return b"".join(parts)
 
 
 class SealWriter:
-    """Seal a stream of any length in bounded memory: the same bytes :func:`seal` produces for it."""
+    """Seal a stream of any length in bounded memory (:func:`seal` is the one-shot form)."""
 
     def __init__(self, keyring: Keyring, identity: bytes, sink: Callable[[bytes], None]) -> None:
         data_key = crypto.new_data_key()
@@ -141,21 +141,8 @@ def unseal_stream(
 
 
 def unseal(blob: bytes, keyring: Keyring, identity: bytes, where: str) -> bytes:
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
-        raise IntegrityError(f"{where} is not a Strongroom sealed object")
-    (length,) = struct.unpack_from(">I", blob, len(MAGIC))
-    start = len(MAGIC) + 4
-    try:
-        header = json.loads(blob[start : start + length])
-        key_id, wrapped = str(header["key_id"]), str(header["wrapped_key"])
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{where}: malformed header") from None
-    data_key = crypto.unwrap_key(keyring.key(key_id), key_id, wrapped, identity)
-    packed = crypto.decrypt_bytes(data_key, identity, blob[start + length :])
-    try:
-        return zstandard.ZstdDecompressor().decompress(packed)
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"{where}: {exc}") from None
+    """The one-shot form of :func:`unseal_stream`."""
+    return b"".join(unseal_stream(iter([blob]), keyring, identity, where))
 
 
 def id_key(keyring: Keyring, key_id: str | None = None) -> tuple[str, bytes]:
