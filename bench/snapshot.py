@@ -4,8 +4,9 @@ Run from the repository root::
 
     .venv/bin/python bench/snapshot.py [--scale N] [--repeat N] [--out bench/results/snapshot.json] [--keep]
 
-One run starts a throwaway PostgreSQL 15 cluster and a moto S3 server on loopback (both stopped at the end,
-also on error), creates the ``shop`` sample database, then measures, each as a fresh subprocess:
+One run starts a throwaway PostgreSQL 15 cluster and one moto S3 server per region on loopback (all stopped
+at the end, also on error; ``--s3-servers 1`` shares one server, which then copies server-side), creates the
+``shop`` sample database, then measures, each as a fresh subprocess:
 
 * ``pg_dump_fc``        ``pg_dump -Fc`` (default compression) of shop to a local file: the snapshot baseline;
 * ``pg_dump_raw``       ``pg_dump -Fc --compress=0`` to /dev/null: what pg_dump alone costs (the floor);
@@ -212,13 +213,13 @@ class CommandFailed(RuntimeError):
 
 @dataclass
 class Probes:
-    moto_pid: int
+    moto_pids: list[int]
     postmaster_pid: int
 
     def read(self) -> tuple[float, float, float, float]:
         own = os.times()
         return (
-            _cpu_seconds(self.moto_pid, reaped_children=True),
+            sum(_cpu_seconds(pid, reaped_children=True) for pid in self.moto_pids),
             _tree_cpu_seconds(self.postmaster_pid),
             _system_busy_seconds(),
             own.user + own.system,  # this process: the RSS monitor's sampling
@@ -341,7 +342,8 @@ class Bench:
     repeat: int
     workdir: Path
     pg: Any = None  # devstack.LocalPostgres
-    s3: Any = None  # devstack.MotoServer
+    s3: dict[str, Any] = field(default_factory=dict)  # region -> devstack.MotoServer
+    s3_servers: int = 3  # 3: one server per region (copies stream through us); 1: shared (server-side copies)
     env: dict[str, str] = field(default_factory=dict)
     tool_env: dict[str, str] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
@@ -380,14 +382,16 @@ class Bench:
             "capture_globals": config.snapshot.capture_globals,
         }
         self.logs.mkdir(parents=True, exist_ok=True)
-        _say("starting PostgreSQL and the moto S3 server")
+        _say(f"starting PostgreSQL and {self.s3_servers} moto S3 server(s)")
         self.pg = LocalPostgres().start()
-        self.s3 = MotoServer().start()
+        shared = MotoServer().start() if self.s3_servers == 1 else None
         for region in REGIONS:
-            self.s3.create_bucket(f"strongroom-{region}", region)
+            self.s3[region] = shared or MotoServer().start()
+            self.s3[region].create_bucket(f"strongroom-{region}", region)
+        self.info["s3_servers"] = self.s3_servers
         keyring = {"active": "bench", "keys": {"bench": base64.b64encode(os.urandom(32)).decode()}}
         self.env = dict(os.environ)
-        self.env.update({f"AIRFLOW_CONN_S3_{r.upper().replace('-', '_')}": self.s3.airflow_conn(r) for r in REGIONS})
+        self.env.update({f"AIRFLOW_CONN_S3_{r.upper().replace('-', '_')}": self.s3[r].airflow_conn(r) for r in REGIONS})
         self.env.update(
             {
                 "AIRFLOW_CONN_PG_SHOP": self.pg.airflow_uri(DATABASE),
@@ -400,16 +404,19 @@ class Bench:
         self.tool_env = self.env | {"PGHOST": "127.0.0.1", "PGPORT": str(self.pg.port), "PGUSER": "postgres"}
 
     def stop(self) -> None:
-        if self.s3 is not None:
-            self.info["moto_server_peak_rss"] = _vm_hwm(self.s3.process.pid) if self.s3.process else 0
-            self.s3.stop()
+        servers = list({id(s): s for s in self.s3.values()}.values())
+        if servers:
+            self.info["moto_server_peak_rss"] = max(_vm_hwm(s.process.pid) if s.process else 0 for s in servers)
+        for server in servers:
+            server.stop()
         if self.pg is not None:
             self.pg.stop()
 
     @property
     def probes(self) -> Probes:
         postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-        return Probes(moto_pid=self.s3.process.pid, postmaster_pid=postmaster)
+        pids = sorted({s.process.pid for s in self.s3.values() if s.process})
+        return Probes(moto_pids=pids, postmaster_pid=postmaster)
 
     def sql(self, statement: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         import psycopg
@@ -468,9 +475,10 @@ class Bench:
         return round(time.monotonic() - started, 1)
 
     def check_services(self) -> None:
-        if self.s3.process is None or self.s3.process.poll() is not None:
-            code = self.s3.process.returncode if self.s3.process else None
-            raise RuntimeError(f"the moto S3 server is gone (exit status {code}); no result can be trusted")
+        for region, server in self.s3.items():
+            if server.process is None or server.process.poll() is not None:
+                code = server.process.returncode if server.process else None
+                raise RuntimeError(f"the moto S3 server of {region} is gone (exit {code}); no result can be trusted")
         if not (self.pg.data / "postmaster.pid").exists():
             raise RuntimeError("the PostgreSQL server is gone; no result can be trusted")
 
@@ -823,6 +831,14 @@ def main(argv: list[str] | None = None) -> int:
     add("--keep", action="store_true", help="keep the work directory (dump file, per-run logs)")
     add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
     add("--retries", type=int, default=3, help="times to measure a disturbed run again (default: 3)")
+    add(
+        "--s3-servers",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="3: one moto server per region, so copies stream through strongroom as between providers; "
+        "1: one shared server, whose server-side copy moves the bytes (default: %(default)s)",
+    )
     parser.add_argument("--null-sink-worker", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--count-rows", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -833,7 +849,12 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="strongroom-bench-"))
     bench = Bench(
-        scale=args.scale, repeat=args.repeat, workdir=workdir, quiet_timeout=args.quiet_timeout, retries=args.retries
+        scale=args.scale,
+        repeat=args.repeat,
+        workdir=workdir,
+        quiet_timeout=args.quiet_timeout,
+        retries=args.retries,
+        s3_servers=args.s3_servers,
     )
     started = time.monotonic()
     code_before = code_state()

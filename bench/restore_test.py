@@ -1,0 +1,207 @@
+"""Benchmark: the restore test (``strongroom restore-test``) of the >1 GB benchmark database, phase by phase.
+
+Run from the repository root::
+
+    .venv/bin/python bench/restore_test.py [--scale N] [--repeat N] [--out bench/results/restore_test.json]
+
+It reuses ``bench/snapshot.py``'s set-up (throwaway PostgreSQL 15, one moto S3 server per region, the
+``shop`` sample database at scale 360, ~1.2 GiB) and its measurement (fresh subprocesses under GNU time,
+peak RSS per process, waiting for a quiet machine, disturbed runs measured again), and measures:
+
+* ``pg_dump_fc``     ``pg_dump -Fc`` to a local file: the file the baseline restores;
+* ``snapshot``       ``strongroom snapshot --database shop``: the snapshot the restore test restores;
+* ``pg_restore_jN``  ``pg_restore --jobs=N`` of the -Fc file into a fresh database: the restore baseline, for
+                     1 job and for the jobs strongroom uses on this machine (``restore.jobs``, 0: one per core);
+* ``restore_test``   ``strongroom restore-test --database shop --snapshot ID --region PRIMARY --json``: a
+                     throwaway server is provisioned, the snapshot downloaded, verified, decrypted,
+                     restored, validated with Great Expectations, the server torn down; the CLI reports
+                     each phase's seconds (``strongroom.drill``), recorded here.
+
+The target (from the snapshot issue): restore ≤ 1.3× ``pg_restore``. The restore phase is compared with
+the baseline restoring the same dump with the same jobs in the same run; download and decryption come
+before it and are reported next to it. Results go to ``--out`` as JSON. Nothing asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_spec = importlib.util.spec_from_file_location("bench_snapshot", Path(__file__).resolve().parent / "snapshot.py")
+assert _spec is not None and _spec.loader is not None
+sb = importlib.util.module_from_spec(_spec)
+sys.modules["bench_snapshot"] = sb
+_spec.loader.exec_module(sb)
+
+PHASES = ("provision", "download", "decrypt", "restore", "validate", "teardown")
+
+
+class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
+    """The snapshot benchmark's set-up, with the restore test as the measured command."""
+
+    def snapshot_id(self) -> str:
+        taken = [s for s in self.samples if s.name == "snapshot"]
+        return str(taken[-1].extra["snapshot_id"])
+
+    def restore_test(self, r: int) -> None:
+        argv = [str(sb.VENV_BIN / "strongroom"), "restore-test", "--database", sb.DATABASE]
+        argv += ["--snapshot", self.snapshot_id(), "--region", sb.REGIONS[0], "--json"]
+        sample, stdout = self._run("restore_test", r, argv, "strongroom")
+        (result,) = json.loads(stdout)
+        sample.extra = {
+            "snapshot_id": result["snapshot_id"],
+            "region": result["region"],
+            "success": result["success"],
+            "phases": result["phases"],
+            "restore_seconds": result["restore_seconds"],
+            "expectations": len(result["expectations"]),
+            "failures": result["failures"],
+            "tables": len(result["tables"]),
+        }
+
+    def measurements(self) -> list[tuple[str, Callable[[int], None]]]:
+        jobs = sorted({1, self.restore_jobs})
+        return [
+            ("pg_dump_fc", self.pg_dump_fc),
+            ("snapshot", self.snapshot),
+            *[(f"pg_restore_j{j}", lambda r, j=j: self.pg_restore(r, j)) for j in jobs],
+            ("restore_test", self.restore_test),
+        ]
+
+
+def summarize(bench: RestoreTestBench) -> dict[str, Any]:
+    counted = sb._counted(bench.samples)
+    tests = [s for s in counted if s.name == "restore_test"]
+    wall = {name: sb._median(bench.samples, name, lambda s: s.wall_s) for name in {s.name for s in counted}}
+    phases = {p: statistics.median(s.extra["phases"].get(p, 0.0) for s in tests) for p in PHASES}
+    phases_all = {p: [s.extra["phases"].get(p) for s in tests] for p in PHASES}
+    outside = statistics.median(s.wall_s - sum(s.extra["phases"].values()) for s in tests)
+    jobs = bench.restore_jobs
+    baseline = wall[f"pg_restore_j{jobs}"]
+    fetch_and_restore = statistics.median(s.extra["restore_seconds"] for s in tests)
+    ratio = phases["restore"] / baseline
+    return {
+        "wall_s": wall,
+        "restore_test": {
+            "runs": len(tests),
+            "wall_s": wall["restore_test"],
+            "wall_s_all": [s.wall_s for s in tests],
+            "cpu_s": sb._median(bench.samples, "restore_test", lambda s: s.cpu_s),
+            "phases_s": phases,
+            "phases_s_all": phases_all,
+            "outside_phases_s": round(outside, 3),
+            "outside_phases_note": "CLI start-up (Python, Airflow imports), catalog and manifest, recording the "
+            "result and Data Docs in the primary region",
+            "download_decrypt_restore_s": fetch_and_restore,
+            "peak_rss_max": {
+                role: max(s.peak_rss.get(role, 0) for s in tests)
+                for role in sorted({k for s in tests for k in s.peak_rss})
+            },
+            "expectations": tests[-1].extra["expectations"],
+            "success": all(s.extra["success"] for s in tests),
+        },
+        "target": {
+            "what": "restore <= 1.3x pg_restore (the snapshot issue's restore target)",
+            "limit": sb.RESTORE_RATIO_LIMIT,
+            "baseline": f"pg_restore_j{jobs} (the restore test restores with --jobs={jobs} on this machine)",
+            "restore_phase_ratio": round(ratio, 3),
+            "pass": ratio <= sb.RESTORE_RATIO_LIMIT,
+            "restore_phase_ratio_vs_pg_restore_j1": round(phases["restore"] / wall["pg_restore_j1"], 3),
+            "download_decrypt_restore_ratio": round(fetch_and_restore / baseline, 3),
+            "download_decrypt_restore_ratio_vs_pg_restore_j1": round(fetch_and_restore / wall["pg_restore_j1"], 3),
+        },
+        "disturbed_runs": [
+            f"{s.name} round {s.round}: others used {s.other_cpu_s} cpu-s in {s.wall_s} s"
+            for s in counted
+            if s.disturbed
+        ],
+    }
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    res = report["results"]
+    rt, target = res["restore_test"], res["target"]
+    print()
+    print(
+        f"Strongroom restore-test benchmark  {report['date']}  "
+        f"database {report['database']['size_bytes'] / sb.MiB:.0f} MiB"
+    )
+    for name, seconds in sorted(res["wall_s"].items()):
+        print(f"  {name:<16}{seconds:>9.2f} s")
+    print("  restore-test phases: " + ", ".join(f"{p} {v:.2f} s" for p, v in rt["phases_s"].items()))
+    print(
+        f"  outside the phases: {rt['outside_phases_s']:.2f} s; "
+        f"{rt['expectations']} expectations, success {rt['success']}"
+    )
+    verdict = "PASS" if target["pass"] else "FAIL"
+    print(
+        f"restore phase / {target['baseline'].split()[0]} = {target['restore_phase_ratio']:.2f} "
+        f"(limit {target['limit']}): {verdict}; "
+        f"download+decrypt+restore: {target['download_decrypt_restore_ratio']:.2f}"
+    )
+    for line in res["disturbed_runs"]:
+        print(f"disturbed: {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--scale", type=int, default=sb.DEFAULT_SCALE, help="sample_data scale (default: %(default)s)")
+    add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
+    add("--out", default="bench/results/restore_test.json", help="JSON results (default: %(default)s)")
+    add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
+    add("--retries", type=int, default=3, help="times to measure a disturbed run again (default: 3)")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    workdir = Path(tempfile.mkdtemp(prefix="strongroom-bench-rt-"))
+    bench = RestoreTestBench(
+        scale=args.scale, repeat=args.repeat, workdir=workdir, quiet_timeout=args.quiet_timeout, retries=args.retries
+    )
+    started = time.monotonic()
+    code_before = sb.code_state()
+    try:
+        with sb._sigterm_as_exit():
+            bench.start()
+            bench.create_database()
+            bench.run()
+            machine = sb.machine_info(bench)
+            code_after = sb.code_state()
+    finally:
+        bench.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "benchmark": "strongroom restore-test phases vs pg_restore",
+        "command": "python bench/restore_test.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "code": {k: v for k, v in code_before.items() if k != "files"},
+        "code_changed_during_run": sb.changed_files(code_before, code_after),
+        "database": bench.info["database"],
+        "config": bench.info["config"],
+        "repeat": args.repeat,
+        "total_seconds": round(time.monotonic() - started, 1),
+        "results": summarize(bench),
+        "samples": [asdict(s) for s in bench.samples],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print_summary(report)
+    sb._say(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
