@@ -16,8 +16,8 @@ region. A snapshot exists in a region when, and only when, its authenticated man
 
 Regions are independent: one region's outage or failure never blocks the others.
 
-**Deadline:** a run not finished `snapshot.deadline` (default 40 minutes) after it was queued sends a
-"DEADLINE MISSED" alert while it is still going; `snapshot.run_timeout` (50 minutes) then ends it.
+**Deadline:** a run not finished `snapshot.deadline` (default 80% of `run_timeout`: 40 minutes) after it
+was queued sends a "DEADLINE MISSED" alert while it still runs; `snapshot.run_timeout` (50 minutes) ends it.
 
 **When this fails at 3 a.m.:** read `check_regions`' log: it lists each missing database/region and why
 (unreachable, not committed). `strongroom status` shows the newest snapshot per region and the gaps;
@@ -74,10 +74,10 @@ def _label(**values: str) -> None:
     # alerts while the run is still going, before dagrun_timeout kills it (runs on the executor)
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=CONFIG.snapshot.deadline,
+        interval=CONFIG.snapshot.deadline_interval,
         callback=SyncCallback("strongroom.airflow_adapter.notify_deadline_missed",
-                              kwargs={"budget": duration_text(CONFIG.snapshot.deadline)}),
-    ) if CONFIG.snapshot.deadline else None,
+                              kwargs={"budget": duration_text(CONFIG.snapshot.deadline_interval)}),
+    ) if CONFIG.snapshot.deadline_interval else None,
     default_args={
         "owner": "strongroom",
         "retries": CONFIG.snapshot.retries,

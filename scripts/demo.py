@@ -38,7 +38,7 @@ def write_demo_config() -> None:
     import yaml
 
     doc = yaml.safe_load(EXAMPLE.read_text())
-    doc.setdefault("snapshot", {})["deadline"] = None
+    doc.setdefault("snapshot", {})["deadline"] = "off"
     doc["restore_test"]["expectations_dir"] = str((EXAMPLE.parent / doc["restore_test"]["expectations_dir"]).resolve())
     CONFIG.write_text(yaml.safe_dump(doc, sort_keys=False))
 

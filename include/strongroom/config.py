@@ -156,13 +156,28 @@ class SnapshotConfig(_Section):
     pg_bin_dir: str | None = None
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_delay: Duration = timedelta(minutes=1)
-    deadline: Duration | None = timedelta(minutes=40)  # a run unfinished this long after queued alerts; null: off
+    # a run unfinished this long after it was queued alerts; unset: 80% of run_timeout; "off": no alert
+    deadline: timedelta | Literal["off"] | None = None
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline(cls, value: Any) -> Any:
+        return value if value in (None, "off") else parse_duration(value)
 
     @model_validator(mode="after")
     def _deadline_before_timeout(self) -> SnapshotConfig:
-        if self.deadline is not None and self.deadline >= self.run_timeout:
+        if isinstance(self.deadline, timedelta) and self.deadline >= self.run_timeout:
             raise ValueError("deadline must be shorter than run_timeout (the alert must come before the run is killed)")
         return self
+
+    @property
+    def deadline_interval(self) -> timedelta | None:
+        """When the DeadlineAlert of snapshot_databases fires, after the run was queued; None: never."""
+        if self.deadline == "off":
+            return None
+        if isinstance(self.deadline, timedelta):
+            return self.deadline
+        return self.run_timeout * 4 / 5
 
 
 class RestoreConfig(_Section):

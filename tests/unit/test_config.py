@@ -223,6 +223,9 @@ INVALID = [
     ("retention zero", put("retention", "0s"), "retention: '0s' must be longer than zero"),
     ("run_timeout words", put("snapshot", "run_timeout", "50 min"), "snapshot.run_timeout: '50 min' is not"),
     ("zstd level", put("snapshot", "zstd_level", 22), "snapshot.zstd_level: Input should be less than"),
+    ("deadline words", put("snapshot", "deadline", "of"), "snapshot.deadline: 'of' is not a duration"),
+    ("deadline too late", put("snapshot", "deadline", "50m"), "snapshot: deadline must be shorter than run_timeout"),
+    ("sandbox conn id", put("restore", "sandbox_conn_id", "my db"), "restore.sandbox_conn_id: String"),
     ("section not a mapping", put("transfer", 5), "transfer: Input should be a valid dictionary"),
     ("databases null", put("databases", None), "databases: Input should be a valid list"),
     ("source bucket", put("object_storage", [{"bucket": "S", "aws_conn_id": "s"}]), "object_storage[0].bucket:"),
@@ -380,3 +383,14 @@ def test_a_relative_expectations_dir_follows_the_config_file(tmp_path: Path) -> 
     data = dict(copy.deepcopy(MINIMAL), restore_test={"expectations_dir": "suites"})
     config = load_config(write(tmp_path, data))
     assert config.restore_test.expectations_dir == str((tmp_path / "suites").resolve())
+
+
+@pytest.mark.parametrize(("snapshot", "expected"), [
+    ({}, timedelta(minutes=40)),  # 80% of the 50m run_timeout
+    ({"run_timeout": "20m"}, timedelta(minutes=16)),
+    ({"deadline": "30m"}, timedelta(minutes=30)),
+    ({"deadline": "off"}, None),
+])
+def test_snapshot_deadline(tmp_path: Path, snapshot: dict, expected: timedelta | None) -> None:
+    config = load_config(write(tmp_path, {**MINIMAL, "snapshot": snapshot}))
+    assert config.snapshot.deadline_interval == expected
