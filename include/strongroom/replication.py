@@ -12,7 +12,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +27,7 @@ from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.keyring import Keyring
-from strongroom.storage import ObjectStore, PartSizer
+from strongroom.storage import MultipartUpload, ObjectStore, PartSizer
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,64 @@ def _stream_copy(
             upload.write(chunk)
         if upload.complete() != size:
             raise IntegrityError(f"copy of {key} to {target.where} has the wrong length")
+
+
+def fan_out_copy(
+    source: ObjectStore, targets: Mapping[str, ObjectStore], obj: StoredObject, transfer: TransferConfig,
+    *, retain_until: datetime | None = None, upload_concurrency: int | None = None,
+) -> dict[str, StrongroomError]:
+    """Stream ``obj`` from ``source`` into every target at once: the source is read once, each chunk is
+    handed to every target's upload as the same immutable object (no copy per target), so memory is that
+    of one transfer however many targets there are.
+
+    The bytes read are the source's stored bytes: their length and SHA-256 are checked against ``obj``, so
+    this read is also the source region's read-back verification (raises :class:`IntegrityError` when it
+    fails). Each target's copy still has to be verified by reading it back from that target. A target that
+    fails is dropped, the others go on; returns the failures by target name.
+    """
+    failed: dict[str, StrongroomError] = {}
+    info = source.head(obj.key)
+    if info is None or info.size != obj.stored_size:
+        got = "missing" if info is None else f"{info.size} bytes"
+        raise IntegrityError(f"{source.where}: {obj.key} is {got}, the manifest says {obj.stored_size} bytes")
+    concurrency = upload_concurrency or transfer.upload_concurrency
+    uploads: dict[str, MultipartUpload] = {}
+    try:
+        for name, target in targets.items():
+            try:
+                upload = target.multipart(
+                    obj.key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
+                    concurrency=concurrency, expected_size=obj.stored_size, retain_until=retain_until,
+                )
+                uploads[name] = upload.__enter__()
+            except StrongroomError as exc:
+                failed[name] = exc
+        digest = hashlib.sha256()
+        for chunk in source.iter_chunks(
+            obj.key, obj.stored_size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
+        ):
+            digest.update(chunk)
+            for name, upload in list(uploads.items()):
+                try:
+                    upload.write(chunk)
+                except StrongroomError as exc:
+                    failed[name] = exc
+                    uploads.pop(name).abort()
+            del chunk
+        if digest.hexdigest() != obj.sha256:
+            raise IntegrityError(f"{source.where}: {obj.key} does not match the SHA-256 in its manifest")
+        for name, upload in list(uploads.items()):
+            try:
+                if upload.complete() != obj.stored_size:
+                    raise IntegrityError(f"copy of {obj.key} to {targets[name].where} has the wrong length")
+            except StrongroomError as exc:
+                failed[name] = exc
+                upload.abort()
+            uploads.pop(name)
+    finally:
+        for upload in uploads.values():  # an exception above: no partial object is ever completed
+            upload.abort()
+    return failed
 
 
 def _multipart_copy(
@@ -259,6 +319,103 @@ def sync_region(
     refs = replicate_region(config, database, region_name, conns, this_run)
     verified = verify_region(config, database, region_name, conns, refs)
     return commit_region(config, database, region_name, conns, verified)
+
+
+def sync_regions(
+    config: Config, database: str, conns: Connections, this_run: SnapshotRef
+) -> dict[str, str]:
+    """Bring this run's snapshot to every region at once, then repair gaps (the CLI path).
+
+    The snapshot's objects are read once from the region they landed in and streamed to every other
+    region in parallel (:func:`fan_out_copy`; server-side where a target shares the source's endpoint);
+    that read verifies the landing region's copy. Then each region, in its own thread, reads its copy
+    back and checks it (:func:`verify_object`), commits it, and copies, verifies and commits its gaps.
+    Transfer concurrency is divided between the parallel transfers so memory stays that of one transfer.
+    Returns each region's outcome: ``"committed"`` or the error that stopped it; never raises for a region.
+    """
+    outcomes: dict[str, str] = {}
+    stores: dict[str, ObjectStore] = {}
+    for region in config.regions:
+        try:
+            store = conns.store(region, config.transfer)
+            store.check_bucket()
+            stores[region.name] = store
+        except StrongroomError as exc:
+            outcomes[region.name] = str(exc)
+    copied: set[str] = set()  # regions holding a copy still to be read back
+    verified: set[str] = set()  # regions whose copy was read back while streaming from it
+    started = time.monotonic()
+    try:
+        manifest = source_manifest(config, conns, database, this_run)
+        _, source, _ = _region(config, conns, this_run.source_region)
+        targets = {name: store for name, store in stores.items() if name != this_run.source_region}
+        streamed = {n: t for n, t in targets.items() if t.endpoint != source.endpoint}
+        retain_until = manifest.taken_at + config.retention
+        # one transfer's memory for the whole fan-out: half the ranges in flight of a single download, and
+        # half a single upload's parts divided between the targets (the parts are the chunks read, shared)
+        fan_out = config.transfer.model_copy(
+            update={"download_concurrency": max(1, config.transfer.download_concurrency // 2)}
+        )
+        share = max(1, config.transfer.upload_concurrency // (2 * max(1, len(streamed))))
+        failed: dict[str, StrongroomError] = {}
+        for obj in manifest.objects():
+            live = {n: t for n, t in streamed.items() if n not in failed}
+            source_error: StrongroomError | None = None
+            try:
+                failed |= fan_out_copy(source, live, obj, fan_out, retain_until=retain_until,
+                                       upload_concurrency=share)
+            except IntegrityError as exc:  # the landing region's own copy is bad: so is every copy of it
+                source_error = exc
+            for name in [n for n in targets if n not in streamed and n not in failed]:
+                try:
+                    copy_object(source, targets[name], obj.key, obj.stored_size, config.transfer,
+                                retain_until=retain_until)
+                except StrongroomError as exc:
+                    failed[name] = exc
+            if source_error is not None:
+                raise source_error
+        for name, error in failed.items():
+            outcomes[name] = str(error)
+        copied = {n for n in targets if n not in failed}
+        verified = {this_run.source_region}
+        log.info("%s: snapshot %s streamed from %s to %s in %.1fs", database, this_run.snapshot_id,
+                 this_run.source_region, ", ".join(sorted(copied)) or "no region", time.monotonic() - started)
+    except StrongroomError as exc:
+        for name in stores:
+            outcomes.setdefault(name, str(exc))
+
+    # each region reads its copy back; split the download concurrency between the parallel readers
+    readers = max(1, len(copied))
+    reading = config.transfer.model_copy(
+        update={"download_concurrency": max(1, config.transfer.download_concurrency // readers)}
+    )
+
+    def finish(name: str) -> str:
+        try:
+            if name in copied:
+                for obj in source_manifest(config, conns, database, this_run).objects():
+                    verify_object(stores[name], obj, reading)
+                log.info("%s: snapshot %s verified in %s", database, this_run.snapshot_id, name)
+            commit_region(config, database, name, conns, [this_run])
+            return COMMITTED
+        except StrongroomError as exc:
+            return str(exc)
+
+    pending = [name for name in stores if name in copied or name in verified]
+    with ThreadPoolExecutor(max_workers=max(1, len(pending)), thread_name_prefix="region") as pool:
+        for name, outcome in zip(pending, pool.map(finish, pending), strict=True):
+            outcomes[name] = outcome
+    # gaps (snapshots another region holds and this one missed) are rare: repaired one region after the
+    # other with the whole transfer concurrency, so memory stays that of one transfer
+    for name in pending:
+        if outcomes[name] != COMMITTED:
+            continue
+        try:
+            refs = replicate_region(config, database, name, conns, None)
+            commit_region(config, database, name, conns, verify_region(config, database, name, conns, refs))
+        except StrongroomError as exc:
+            outcomes[name] = str(exc)
+    return {region.name: outcomes[region.name] for region in config.regions}
 
 
 # ---- the end of a run: which regions hold this run's snapshots ---------------------------------------------

@@ -282,25 +282,23 @@ def landing_region(config: Config, conns: Connections) -> tuple[RegionConfig, Ob
 def snapshot_database(config: Config, database: str, conns: Connections) -> dict[str, Any]:
     """Take a snapshot and bring it to every region (the CLI's ``strongroom snapshot``).
 
-    Regions are copied, verified and committed one after the other, each on its own: a failed region
-    does not stop the others. Raises naming every region that did not commit, after the others did.
+    The landing region's copy is read once and streamed to every other region at once, then each region
+    verifies and commits its copy in parallel (``replication.sync_regions``; a DAG gives each region its
+    own tasks instead). A failed region does not stop the others. Raises naming every region that did not
+    commit, after the others did.
     """
     result = take_snapshot(config, database, conns)
     this_run = replication.SnapshotRef(result.snapshot_id, result.region)
-    # The regions share one process here (a DAG gives each its own task): they are synced one after the
-    # other, so memory stays that of a single transfer; each region's outcome is independent all the same.
-    outcomes: dict[str, str] = {}
-    for region in config.regions:
-        try:
-            replication.sync_region(config, database, region.name, conns, this_run)
-            outcomes[region.name] = "committed"
-        except StrongroomError as exc:
-            outcomes[region.name] = str(exc)
+    started = time.monotonic()
+    outcomes = replication.sync_regions(config, database, conns, this_run)
     report = replication.check_run(config, conns, {database: this_run})
+    replication_seconds = round(time.monotonic() - started, 3)
+    log.info("%s: snapshot %s replicated, verified and committed in %.1fs", database, result.snapshot_id,
+             replication_seconds)
     if not report.ok:
         missing = [
             f"{region} ({outcomes.get(region) if outcomes.get(region) != 'committed' else outcome})"
             for _, region, outcome in report.missing
         ]
         raise ReplicationError(f"{database}: snapshot {result.snapshot_id} not committed in " + "; ".join(missing))
-    return dict(result.to_dict(), regions=outcomes)
+    return dict(result.to_dict(), regions=outcomes, replication_seconds=replication_seconds)

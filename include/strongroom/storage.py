@@ -298,6 +298,9 @@ class MultipartUpload:
             self.abort()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._buffer and type(data) is bytes and len(data) == self.sizer.size_for(self._number + 1):
+            self._submit(data)  # a whole part as an immutable object: sent as is, no copy (shareable)
+            return
         self._buffer += data
         while len(self._buffer) >= self.sizer.size_for(self._number + 1):
             size = self.sizer.size_for(self._number + 1)
