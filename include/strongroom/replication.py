@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -321,6 +322,36 @@ def sync_region(
     return commit_region(config, database, region_name, conns, verified)
 
 
+class CachedConnections:
+    """Connections that build each region's store and keyring once and share them between threads.
+
+    An S3 client costs tens to hundreds of milliseconds to build (and memory), and one run of
+    :func:`sync_regions` asks for the same few stores dozens of times; boto3 clients are thread-safe.
+    """
+
+    def __init__(self, inner: Connections) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._stores: dict[tuple[str, str, str, TransferConfig], ObjectStore] = {}
+        self._keyrings: dict[str, Keyring] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore:
+        key = (region.name, region.bucket, region.aws_conn_id, transfer)
+        with self._lock:
+            if key not in self._stores:
+                self._stores[key] = self.inner.store(region, transfer)
+            return self._stores[key]
+
+    def keyring(self, conn_id: str) -> Keyring:
+        with self._lock:
+            if conn_id not in self._keyrings:
+                self._keyrings[conn_id] = self.inner.keyring(conn_id)
+            return self._keyrings[conn_id]
+
+
 def sync_regions(
     config: Config, database: str, conns: Connections, this_run: SnapshotRef
 ) -> dict[str, str]:
@@ -333,6 +364,7 @@ def sync_regions(
     Transfer concurrency is divided between the parallel transfers so memory stays that of one transfer.
     Returns each region's outcome: ``"committed"`` or the error that stopped it; never raises for a region.
     """
+    conns = conns if isinstance(conns, CachedConnections) else CachedConnections(conns)
     outcomes: dict[str, str] = {}
     stores: dict[str, ObjectStore] = {}
     for region in config.regions:

@@ -290,8 +290,9 @@ def snapshot_database(config: Config, database: str, conns: Connections) -> dict
     result = take_snapshot(config, database, conns)
     this_run = replication.SnapshotRef(result.snapshot_id, result.region)
     started = time.monotonic()
-    outcomes = replication.sync_regions(config, database, conns, this_run)
-    report = replication.check_run(config, conns, {database: this_run})
+    shared = replication.CachedConnections(conns)  # one client per region for the whole sync
+    outcomes = replication.sync_regions(config, database, shared, this_run)
+    report = replication.check_run(config, shared, {database: this_run})
     replication_seconds = round(time.monotonic() - started, 3)
     log.info("%s: snapshot %s replicated, verified and committed in %.1fs", database, result.snapshot_id,
              replication_seconds)
