@@ -65,6 +65,7 @@ MB = 10**6
 SNAPSHOT_RATIO_LIMIT = 1.0
 SNAPSHOT_RATIO_AIM = 0.6
 RESTORE_RATIO_LIMIT = 1.3
+REPLICATION_RATIO_LIMIT = 0.5  # replication to two more regions adds at most 0.5x the snapshot's own time
 RSS_LIMIT = 300 * MB
 QUIET_BUSY = 0.15  # fraction of all cores others may keep busy while we wait to measure
 DISTURBED = 0.1  # a run during which others used more than this share of all cores (and 0.5 cpu-s) is flagged
@@ -349,6 +350,7 @@ class Bench:
     samples: list[Sample] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     restore_jobs: int = 1
+    only: tuple[str, ...] = ()  # measure only these (and report only what they allow); empty: everything
     quiet_timeout: float = 300.0
     retries: int = 3
     pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
@@ -529,7 +531,7 @@ class Bench:
         argv = [str(VENV_BIN / "strongroom"), "snapshot", "--database", DATABASE, "--json"]
         sample, stdout = self._run("snapshot", r, argv, "strongroom")
         result = json.loads(stdout)[0]
-        keys = ("snapshot_id", "seconds", "stored_bytes", "plain_bytes", "regions")
+        keys = ("snapshot_id", "seconds", "replication_seconds", "stored_bytes", "plain_bytes", "regions")
         sample.extra = {k: result[k] for k in keys if k in result}
 
     def null_sink(self, r: int, count_rows: bool = False) -> None:
@@ -596,9 +598,10 @@ class Bench:
 
     def run(self) -> None:
         cores = os.cpu_count() or 1
+        chosen = [(name, f) for name, f in self.measurements() if not self.only or name in self.only]
         for round_no in range(self.repeat + 1):
             _say("warm-up round" if round_no == 0 else f"round {round_no} of {self.repeat}")
-            for name, function in self.measurements():
+            for name, function in chosen:
                 for attempt in range(1, self.retries + 2):
                     function(round_no)
                     sample = self.samples[-1]
@@ -622,6 +625,30 @@ def _median(samples: list[Sample], name: str, pick: Callable[[Sample], float]) -
     return statistics.median(values) if values else float("nan")
 
 
+FULL = ("pg_dump_fc", "snapshot", "null_sink", "null_sink_counted", "pg_dump_raw", "restore", "list")
+
+
+def replication_target(samples: list[Sample]) -> dict[str, Any]:
+    """Replication to the other regions against the snapshot's own time, both from the CLI's own timers:
+    ``replication_seconds`` (copy, read-back verify and commit everywhere, and the run check) after
+    ``seconds`` (take_snapshot: dump, compress, encrypt, land in the first region)."""
+    taken = [s for s in _counted(samples) if s.name == "snapshot"]
+    if not taken or "replication_seconds" not in taken[0].extra:
+        return {"measured": False, "note": "this strongroom does not report replication_seconds"}
+    ratios = [s.extra["replication_seconds"] / s.extra["seconds"] for s in taken]
+    ratio = statistics.median(ratios)
+    return {
+        "measured": True,
+        "replication_s": statistics.median(s.extra["replication_seconds"] for s in taken),
+        "snapshot_s": statistics.median(s.extra["seconds"] for s in taken),
+        "ratio": round(ratio, 3),
+        "ratios_all": [round(r, 3) for r in ratios],
+        "limit": REPLICATION_RATIO_LIMIT,
+        "pass": ratio <= REPLICATION_RATIO_LIMIT,
+        "peak_rss_bytes": max(s.peak_rss.get("strongroom", 0) for s in taken),
+    }
+
+
 def summarize(bench: Bench) -> dict[str, Any]:
     samples = bench.samples
     names = list(dict.fromkeys(s.name for s in samples))
@@ -642,6 +669,14 @@ def summarize(bench: Bench) -> dict[str, Any]:
             "tree_maxrss_max": max(s.tree_maxrss for s in measured),
         }
     wall = {name: m["wall_s"] for name, m in medians.items()}
+    replication = replication_target(samples)
+    if set(FULL) - set(names):
+        return {
+            "medians": medians,
+            "targets": {"replication_vs_snapshot": replication},
+            "partial": True,
+            "disturbed_runs": [f"{s.name} round {s.round}" for s in _counted(samples) if s.disturbed],
+        }
     jobs = bench.restore_jobs
     strongroom_rss = max(
         s.peak_rss.get("strongroom", 0) for s in _counted(samples) if s.name in ("snapshot", "restore")
@@ -677,6 +712,7 @@ def summarize(bench: Bench) -> dict[str, Any]:
             "snapshot_bytes": medians["snapshot"]["peak_rss_max"].get("strongroom", 0),
             "restore_bytes": medians["restore"]["peak_rss_max"].get("strongroom", 0),
         },
+        "replication_vs_snapshot": replication,
     }
     sizes = {
         "database_bytes": bench.info["database"]["size_bytes"],
@@ -773,6 +809,14 @@ def print_summary(report: dict[str, Any]) -> None:
             f"{name:<19}{m['wall_s']:>9.2f}{m['cpu_s']:>8.1f}{m['moto_cpu_s']:>10.1f}"
             f"{m['postgres_cpu_s']:>8.1f}{busy:>6.0%}{m['other_cpu_s_max']:>8.1f}  {rss}"
         )
+    rep = res["targets"]["replication_vs_snapshot"]
+    if rep["measured"]:
+        print(
+            f"replication {rep['replication_s']:.2f} s / snapshot {rep['snapshot_s']:.2f} s = {rep['ratio']:.2f}  "
+            f"(limit {rep['limit']}): {'PASS' if rep['pass'] else 'FAIL'}  {rep['ratios_all']}"
+        )
+    if res.get("partial"):
+        return
     sizes = res["sizes"]
     mib = {key: value / MiB for key, value in sizes.items() if key.endswith("_bytes")}
     print(
@@ -839,6 +883,12 @@ def main(argv: list[str] | None = None) -> int:
         help="3: one moto server per region, so copies stream through strongroom as between providers; "
         "1: one shared server, whose server-side copy moves the bytes (default: %(default)s)",
     )
+    add(
+        "--only",
+        default="",
+        help="comma-separated measurements to run (default: all); a partial run reports "
+        "only the medians and the replication target",
+    )
     parser.add_argument("--null-sink-worker", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--count-rows", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -855,6 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_timeout=args.quiet_timeout,
         retries=args.retries,
         s3_servers=args.s3_servers,
+        only=tuple(name for name in args.only.split(",") if name),
     )
     started = time.monotonic()
     code_before = code_state()
@@ -880,6 +931,8 @@ def main(argv: list[str] | None = None) -> int:
         "code_changed_during_run": changed_files(code_before, code_after),
         "database": bench.info["database"],
         "config": bench.info["config"],
+        "s3_servers": bench.s3_servers,
+        "only": list(bench.only),
         "repeat": args.repeat,
         "total_seconds": round(time.monotonic() - started, 1),
         "moto_server_peak_rss": bench.info.get("moto_server_peak_rss"),
