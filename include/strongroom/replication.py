@@ -120,14 +120,24 @@ def fan_out_copy(
             del chunk
         if digest.hexdigest() != obj.sha256:
             raise IntegrityError(f"{source.where}: {obj.key} does not match the SHA-256 in its manifest")
-        for name, upload in list(uploads.items()):
+
+        def complete(name: str) -> StrongroomError | None:
+            upload = uploads[name]
             try:
                 if upload.complete() != obj.stored_size:
                     raise IntegrityError(f"copy of {obj.key} to {targets[name].where} has the wrong length")
             except StrongroomError as exc:
-                failed[name] = exc
                 upload.abort()
-            uploads.pop(name)
+                return exc
+            return None
+
+        # completing makes the provider assemble the object (seconds for a large one): all targets at once
+        names = list(uploads)
+        with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="s3-complete") as pool:
+            for name, error in zip(names, pool.map(complete, names), strict=True):
+                uploads.pop(name)
+                if error is not None:
+                    failed[name] = error
     finally:
         for upload in uploads.values():  # an exception above: no partial object is ever completed
             upload.abort()

@@ -287,10 +287,10 @@ def snapshot_database(config: Config, database: str, conns: Connections) -> dict
     own tasks instead). A failed region does not stop the others. Raises naming every region that did not
     commit, after the others did.
     """
-    result = take_snapshot(config, database, conns)
+    shared = replication.CachedConnections(conns)  # one client per region for the whole run
+    result = take_snapshot(config, database, shared)
     this_run = replication.SnapshotRef(result.snapshot_id, result.region)
     started = time.monotonic()
-    shared = replication.CachedConnections(conns)  # one client per region for the whole sync
     outcomes = replication.sync_regions(config, database, shared, this_run)
     report = replication.check_run(config, shared, {database: this_run})
     replication_seconds = round(time.monotonic() - started, 3)
