@@ -15,6 +15,8 @@ peak RSS per process, waiting for a quiet machine, disturbed runs measured again
 * ``pg_restore_raw_jN``, ``pg_restore_piped_jN``  the same restore of the *uncompressed* custom-format dump
                      a snapshot holds (inside its zstd and encryption), from a file pg_dump wrote (with data
                      offsets) and from one written through a pipe (without them, as a snapshot's dump is);
+* ``pg_restore_fresh_jN``  the piped dump copied to a new file right before it is restored (not synced),
+                     as a restore's freshly written spool is;
 * ``restore_test``   ``strongroom restore-test --database shop --snapshot ID --region PRIMARY --json``: a
                      throwaway server is provisioned, the snapshot downloaded, verified, decrypted,
                      restored, validated with Great Expectations, the server torn down; the CLI reports
@@ -138,6 +140,28 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
         finally:
             self.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
 
+    def pg_restore_fresh(self, r: int, jobs: int) -> None:
+        """The piped dump copied to a new file just before it is restored, as a restore's spool is: its pages
+        are still being written back while pg_restore reads it and the server writes the database."""
+        name = f"pg_restore_fresh_j{jobs}"
+        target = self.fresh_name(name)
+        self.sql(f"CREATE DATABASE {target}")
+        fresh = self.workdir / "fresh.pgdump"
+        argv = [str(self.pg_bin / "pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error"]
+        argv += ["--no-password", f"--jobs={jobs}", f"--dbname={target}", str(fresh)]
+        try:
+            waited = self.settle()
+            shutil.copyfile(self.workdir / "piped.pgdump", fresh)  # not synced: that is the point
+            sample, _ = sb.measure(
+                name, r, argv, env=self.tool_env, probes=self.probes, logs=self.logs, root_role="pg_restore"
+            )
+            sample.waited_s = waited
+            self.samples.append(sample)
+            sb._say(f"  {name:<18} round {r}: {sample.wall_s:8.2f} s")
+        finally:
+            fresh.unlink(missing_ok=True)
+            self.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
+
     def measurements(self) -> list[tuple[str, Callable[[int], None]]]:
         jobs = sorted({1, self.restore_jobs})
         n = self.restore_jobs
@@ -153,6 +177,7 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
                 f"pg_restore_piped_j{n}",
                 lambda r: self.pg_restore_file(r, f"pg_restore_piped_j{n}", self.workdir / "piped.pgdump", n),
             ),
+            (f"pg_restore_fresh_j{n}", lambda r: self.pg_restore_fresh(r, n)),
             ("restore_test", self.restore_test),
         ]
 
@@ -201,6 +226,7 @@ def summarize(bench: RestoreTestBench) -> dict[str, Any]:
                 phases["restore"] / wall[f"pg_restore_piped_j{jobs}"], 3
             ),
             "uncompressed_piped_vs_file": round(wall[f"pg_restore_piped_j{jobs}"] / wall[f"pg_restore_raw_j{jobs}"], 3),
+            "restore_phase_ratio_vs_fresh_file": round(phases["restore"] / wall[f"pg_restore_fresh_j{jobs}"], 3),
             "note": "pg_restore_raw: the same uncompressed dump strongroom restores, from a file pg_dump wrote "
             "(with data offsets); pg_restore_piped: written through a pipe (no offsets), as a snapshot's dump is",
         },
