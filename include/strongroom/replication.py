@@ -2,8 +2,9 @@
 
 Objects are copied exactly as stored (never decrypted). When both buckets share an endpoint the
 provider copies server-side (a multipart copy above 5 GB, never one CopyObject); otherwise, or when the
-provider refuses, the bytes stream through with the same memory bound as an upload. No ACL header is
-ever sent: buckets with ACLs disabled reject them.
+provider refuses, the bytes stream through with the same memory bound as an upload; :func:`fan_out_copy`
+streams one read into several regions at once. No ACL header is ever sent: buckets with ACLs disabled
+reject them.
 """
 
 from __future__ import annotations
@@ -326,7 +327,8 @@ def commit_region(
 def sync_region(
     config: Config, database: str, region_name: str, conns: Connections, this_run: SnapshotRef | None
 ) -> list[str]:
-    """Copy, verify and commit in one region (the CLI path; the DAG runs these as three tasks)."""
+    """Copy, verify and commit in one region on its own (the DAG runs these as three tasks; the CLI brings
+    a run's snapshot to every region at once with :func:`sync_regions`)."""
     refs = replicate_region(config, database, region_name, conns, this_run)
     verified = verify_region(config, database, region_name, conns, refs)
     return commit_region(config, database, region_name, conns, verified)
@@ -370,8 +372,9 @@ def sync_regions(
     The snapshot's objects are read once from the region they landed in and streamed to every other
     region in parallel (:func:`fan_out_copy`; server-side where a target shares the source's endpoint);
     that read verifies the landing region's copy. Then each region, in its own thread, reads its copy
-    back and checks it (:func:`verify_object`), commits it, and copies, verifies and commits its gaps.
-    Transfer concurrency is divided between the parallel transfers so memory stays that of one transfer.
+    back and checks it (:func:`verify_object`) and commits it; last, each committed region's gaps are
+    copied, verified and committed, one region after the other. Transfer concurrency is divided between
+    the parallel transfers so memory stays that of one transfer.
     Returns each region's outcome: ``"committed"`` or the error that stopped it; never raises for a region.
     """
     conns = conns if isinstance(conns, CachedConnections) else CachedConnections(conns)
