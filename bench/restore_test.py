@@ -127,8 +127,13 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
         a pipe, without them (as a snapshot's dump is). Made once; only their restores are measured."""
         dump = [str(self.pg_bin / "pg_dump"), "--format=custom", "--compress=0", "--no-password", sb.DATABASE]
         subprocess.run([*dump, f"--file={self.workdir / 'raw.pgdump'}"], env=self.tool_env, check=True)
+        # through a real pipe: with stdout redirected to a file pg_dump could still seek back and write offsets
         with open(self.workdir / "piped.pgdump", "wb") as out:
-            subprocess.run(dump, env=self.tool_env, stdout=out, check=True)
+            proc = subprocess.Popen(dump, env=self.tool_env, stdout=subprocess.PIPE)
+            assert proc.stdout is not None
+            shutil.copyfileobj(proc.stdout, out, 1 << 20)
+            if proc.wait() != 0:
+                raise sb.CommandFailed(f"pg_dump through a pipe exited with {proc.returncode}")
 
     def pg_restore_file(self, r: int, name: str, path: Path, jobs: int) -> None:
         target = self.fresh_name(name)
