@@ -164,8 +164,11 @@ def test_a_region_that_cannot_be_read_is_not_pruned_and_is_named(ret: dict, conn
     os.environ[env_name(ret_conn("eu-north-1"))] = json.dumps({
         "conn_type": "aws", "login": "t", "password": "t",
         "extra": {"region_name": "eu-north-1", "endpoint_url": "http://127.0.0.1:9"}})
+    # the snapshot must be past the 1 s retention: replication can finish within that second, so the policy
+    # is evaluated two seconds on (prune allows up to five)
+    later = datetime.now(UTC) + timedelta(seconds=2)
     try:
-        results = retention.prune(config_with(ret, "tiny.yaml", "1s"), conns)
+        results = retention.prune(config_with(ret, "tiny.yaml", "1s"), conns, now=later)
     finally:
         os.environ[env_name(ret_conn("eu-north-1"))] = ret["servers"]["eu-north-1"].airflow_conn("eu-north-1")
     by_region = {r.region: r for r in results}
@@ -176,7 +179,7 @@ def test_a_region_that_cannot_be_read_is_not_pruned_and_is_named(ret: dict, conn
     assert versions_under(ret, "eu-west-1", "databases/") == before["eu-west-1"]
     assert versions_under(ret, "eu-north-1", "databases/") == before["eu-north-1"]
     with pytest.raises(PruneError, match="eu-west-1"):
-        retention.prune_all(config_with(ret, "tiny.yaml", "1s"), conns)
+        retention.prune_all(config_with(ret, "tiny.yaml", "1s"), conns, now=later)
     client.delete_object(Bucket=RET_BUCKETS["eu-west-1"], Key=bad_key)  # leave the rest to the later tests
 
 
