@@ -189,6 +189,19 @@ def mail() -> Iterator[object]:
         sink.stop()
 
 
+@pytest.fixture(scope="session")
+def slack() -> Iterator[object]:
+    """A real HTTP server on loopback in Slack's place; its Airflow connection is ``slack_alerts``."""
+    from tests.webhooksink import WebhookSink
+
+    sink = WebhookSink().start()
+    os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = sink.airflow_conn()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
 LEDGER_TABLES = ("public.accounts", "public.entries")
 
 

@@ -1,7 +1,8 @@
-"""Alerts for ops on call: what a message says, and the Slack webhook that carries it.
+"""Alerts for ops on call: what a message says (email and Slack carry the same facts).
 
 This module is plain Python: composing an alert needs no Airflow. The Airflow side (the task failure
-callback, sending mail through the smtp provider's ``SmtpNotifier``, resolving connections) lives in
+callback, sending through the smtp provider's ``SmtpNotifier`` and the slack provider's
+``SlackWebhookNotifier``, resolving connections) lives in
 ``strongroom.airflow_adapter``, the one module of the library that imports Airflow. The task failure
 callback is a plain function there rather than a ``BaseNotifier`` subclass in this module, because a
 subclass would need Airflow imported at module level (and DAG-level notifiers misbehave under
@@ -11,16 +12,13 @@ subclass would need Airflow imported at module level (and DAG-level notifiers mi
 from __future__ import annotations
 
 import html
-import json
 import logging
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 log = logging.getLogger(__name__)
 
 SUBJECT_PREFIX = "[strongroom]"
-SLACK_DEFAULT_HOST = "https://hooks.slack.com/services"
 MAX_ERROR_CHARS = 300
 LABEL_ARROW = " → "  # map index labels read "shop" or "shop → eu-west-1" (see the DAGs' _label)
 
@@ -119,35 +117,6 @@ def deadline_missed(
         details=["The run is still going or stuck: its snapshots are late, so the recovery point is slipping. "
                  "Open the run to see which task is slow; the backup monitor alerts when a snapshot grows stale."],
     )
-
-
-def slack_webhook_url(host: str | None, password: str | None) -> str:
-    """The webhook URL from a connection, as the slack provider's ``slackwebhook`` connection stores it:
-    the full URL, or the ``T…/B…/…`` token in the password with the host as the base."""
-    secret = (password or "").strip()
-    if secret.startswith(("https://", "http://")):
-        return secret
-    if not secret:
-        raise ValueError("the Slack connection has no webhook token or URL in its password field")
-    base = (host or SLACK_DEFAULT_HOST).strip().rstrip("/")
-    if not base.startswith(("https://", "http://")):
-        base = "https://" + base
-    return f"{base}/{secret.lstrip('/')}"
-
-
-def slack_payload(alert: Alert) -> dict[str, str]:
-    return {"text": alert.text()}
-
-
-def post_slack(url: str, alert: Alert, *, timeout: float = 10.0) -> None:
-    """POST the alert to a Slack incoming webhook (no SDK needed: it is one JSON request). An HTTP error
-    raises ``urllib.error.HTTPError``; the URL (a secret) is never part of a message we raise or log."""
-    request = urllib.request.Request(  # noqa: S310 - the URL comes from an Airflow connection
-        url, data=json.dumps(slack_payload(alert)).encode(), headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - the URL comes from a connection
-        pass
 
 
 def on_task_failure(context: object) -> None:

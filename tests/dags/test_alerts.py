@@ -10,6 +10,8 @@ import pytest
 from strongroom.alerts import on_task_failure
 from tests.conftest import ROOT, Stack, write_config
 from tests.mailsink import MailSink
+from tests.webhooksink import TOKEN as SLACK_TOKEN
+from tests.webhooksink import WebhookSink
 
 DAGS = ROOT / "dags"
 PROBES = ROOT / "tests" / "dags" / "probes"
@@ -53,12 +55,16 @@ def _probe_dag(monkeypatch: pytest.MonkeyPatch, retries: int):
 
 
 def test_task_failing_after_retries_alerts_exactly_once(
-    stack: Stack, airflow_db: None, mail: MailSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, airflow_db: None, mail: MailSink, slack: WebhookSink, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from airflow.utils.state import DagRunState
 
-    monkeypatch.setenv("STRONGROOM_CONFIG", str(_alerting_config(tmp_path)))
+    path = write_config(tmp_path / "alerts.yaml", alerts={"email_to": ONCALL, "smtp_conn_id": "smtp_alerts",
+                                                          "slack_conn_id": "slack_alerts"})
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(path))
     mail.clear()
+    slack.clear()
     run = _probe_dag(monkeypatch, retries=1).test(logical_date=None)
     assert run.state == DagRunState.FAILED
     [failed] = [ti for ti in run.get_task_instances() if ti.task_id == "copy"]
@@ -77,6 +83,16 @@ def test_task_failing_after_retries_alerts_exactly_once(
     assert "second line" not in subject + body
     assert f"/dags/alert_probe/runs/{run.run_id.replace('+', '%2B').replace(':', '%3A')}" in body
     assert "/tasks/copy/mapped/0" in body
+
+    # the same alert, once, through the slack provider's webhook notifier to the connection's endpoint
+    posts = slack.received(at_least=1)
+    assert len(posts) == 1, posts
+    path, payload = posts[0]
+    assert path == f"/services/{SLACK_TOKEN}"
+    text = payload["text"]
+    for fact in ("alert_probe", "copy", "shop", "eu-west-1", "bucket sr-x unreachable", "/tasks/copy/mapped/0"):
+        assert fact in text
+    assert "second line" not in text and SLACK_TOKEN not in text + body
 
 
 def test_snapshot_dag_with_a_broken_connection_alerts(

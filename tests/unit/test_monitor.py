@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from strongroom.alerts import first_line, slack_webhook_url, split_label, task_failure
+from strongroom.alerts import first_line, split_label, task_failure
 from strongroom.errors import StorageError
 from strongroom.keycheck import KeyReport
 from strongroom.monitor import Condition, RestoreTestSummary, find_conditions, plan_alerts, rag
@@ -131,17 +131,3 @@ def test_task_failure_alert_names_everything_and_escapes_html() -> None:
                              "StorageError: <b>denied</b>")
     assert "&lt;b&gt;denied&lt;/b&gt;" in alert.html() and "<b>denied</b>" not in alert.html()
     assert "http://af/dags/x?try_number=2" in alert.text() and "more" not in alert.text()
-
-
-@pytest.mark.parametrize(("host", "password", "url"), [
-    (None, "T000/B000/XXX", "https://hooks.slack.com/services/T000/B000/XXX"),
-    ("hooks.example.test/services/", "/T1/B1/Y", "https://hooks.example.test/services/T1/B1/Y"),
-    ("ignored", "https://hooks.slack.com/services/T/B/Z", "https://hooks.slack.com/services/T/B/Z"),
-])
-def test_slack_webhook_url(host, password, url) -> None:
-    assert slack_webhook_url(host, password) == url
-
-
-def test_slack_webhook_url_refuses_an_empty_connection() -> None:
-    with pytest.raises(ValueError, match="no webhook"):
-        slack_webhook_url("hooks.slack.com", None)
