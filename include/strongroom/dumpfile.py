@@ -28,14 +28,17 @@ An uncompressed dump of table data holds a NUL byte only in those integers, sinc
 contains one, so the end of a block followed by the next block's header (``int_size + 1`` zero bytes,
 type 1, the next dump id) is found by a plain byte search, not by walking millions of chunk headers.
 Other data (large objects, compressed chunks) may contain any bytes: such dumps are left as they are.
+
+The file is read in chunks of :data:`CHUNK` bytes, never mapped or loaded whole: a mapped file's pages
+count in the process's resident memory, and the spool is as large as the plain dump.
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ OFFSET_SET = 2
 OFFSET_NO_DATA = 3
 MIN_VERSION = (1, 12)
 MAX_VERSION = (1, 16)
+CHUNK = 4 << 20  # bytes read at a time while searching for data blocks
 
 
 class DumpLayoutError(ValueError):
@@ -70,15 +74,16 @@ class Toc:
 
 
 class _Reader:
-    def __init__(self, buf: mmap.mmap) -> None:
-        self.buf = buf
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.size = os.fstat(f.fileno()).st_size
         self.pos = 0
         self.int_size = 4
 
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.buf):
+        data = self.f.read(n) if 0 <= n <= self.size - self.pos else b""
+        if len(data) != n:
             raise DumpLayoutError("the file ends inside its table of contents")
-        data = self.buf[self.pos : self.pos + n]
         self.pos += n
         return data
 
@@ -97,9 +102,10 @@ class _Reader:
         return self.take(length).decode("utf-8", errors="replace")
 
 
-def read_toc(buf: mmap.mmap) -> Toc:
-    """Parse the header and TOC of an uncompressed custom-format dump."""
-    r = _Reader(buf)
+def read_toc(f: BinaryIO) -> Toc:
+    """Parse the header and TOC of an uncompressed custom-format dump, read from the start of ``f``."""
+    f.seek(0)
+    r = _Reader(f)
     if r.take(len(MAGIC)) != MAGIC:
         raise DumpLayoutError("not a pg_dump custom-format archive")
     version = (r.byte(), r.byte())
@@ -151,7 +157,21 @@ def _block_header(toc: Toc, dump_id: int) -> bytes:
     return bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(toc.int_size, "little")
 
 
-def locate_data_blocks(buf: mmap.mmap, toc: Toc) -> list[int]:
+def _find(f: BinaryIO, pattern: bytes, start: int) -> int:
+    """File position of the first ``pattern`` at or after ``start``, or -1; reads ``CHUNK`` bytes at a time."""
+    f.seek(start)
+    base, carry = start, b""  # base: file position of the next chunk; carry: the bytes just before it
+    while chunk := f.read(CHUNK):
+        window = carry + chunk
+        hit = window.find(pattern)
+        if hit >= 0:
+            return base - len(carry) + hit
+        carry = window[len(window) - min(len(window), len(pattern) - 1) :]
+        base += len(chunk)
+    return -1
+
+
+def locate_data_blocks(f: BinaryIO, toc: Toc) -> list[int]:
     """The file position of each data entry's block, in TOC order; raises when any is not where the
     layout says it must be."""
     unsafe = sorted({e.desc for e in toc.entries if e.desc != "TABLE DATA"})
@@ -163,18 +183,19 @@ def locate_data_blocks(buf: mmap.mmap, toc: Toc) -> list[int]:
     for i, entry in enumerate(toc.entries):
         header = _block_header(toc, entry.dump_id)
         if i == 0:
-            if buf[at : at + len(header)] != header:
+            f.seek(at)
+            if f.read(len(header)) != header:
                 raise DumpLayoutError(f"the first data block (entry {entry.dump_id}) is not right after the TOC")
         else:
-            found = buf.find(end_of_block + header, at)
+            found = _find(f, end_of_block + header, at)
             if found < 0:
                 raise DumpLayoutError(f"the data block of TOC entry {entry.dump_id} was not found in order")
             at = found + len(end_of_block)
         positions.append(at)
         at += len(header)
     if toc.entries:
-        last = buf.find(end_of_block, at)
-        if last < 0 or last + len(end_of_block) != len(buf):
+        last = _find(f, end_of_block, at)
+        if last < 0 or last + len(end_of_block) != os.fstat(f.fileno()).st_size:
             raise DumpLayoutError("the last data block does not end at the end of the file")
     return positions
 
@@ -188,11 +209,10 @@ def index_data_blocks(path: str) -> int:
     with open(path, "r+b") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise DumpLayoutError("the file is empty")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            toc = read_toc(buf)
-            if all(e.flag == OFFSET_SET for e in toc.entries):
-                return 0
-            positions = locate_data_blocks(buf, toc)
+        toc = read_toc(f)
+        if all(e.flag == OFFSET_SET for e in toc.entries):
+            return 0
+        positions = locate_data_blocks(f, toc)
         for entry, position in zip(toc.entries, positions, strict=True):
             f.seek(entry.flag_at)
             f.write(bytes([OFFSET_SET]) + position.to_bytes(toc.off_size, "little"))

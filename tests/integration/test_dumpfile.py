@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import subprocess
 from pathlib import Path
@@ -36,9 +35,10 @@ def dump_through_pipe(stack, dbname: str, path: Path) -> None:
 
 def offsets(path: Path) -> list[tuple[int, int, int]]:
     """(dump id, offset flag, offset) of every TOC entry with data, read back from the file."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        toc = dumpfile.read_toc(buf)
-        return [(e.dump_id, buf[e.flag_at], int.from_bytes(buf[e.flag_at + 1 : e.flag_at + 1 + toc.off_size],
+    with open(path, "rb") as f:
+        toc = dumpfile.read_toc(f)
+        data = path.read_bytes()
+        return [(e.dump_id, data[e.flag_at], int.from_bytes(data[e.flag_at + 1 : e.flag_at + 1 + toc.off_size],
                                                             "little")) for e in toc.entries]
 
 
