@@ -158,16 +158,21 @@ def _block_header(toc: Toc, dump_id: int) -> bytes:
 
 
 def _find(f: BinaryIO, pattern: bytes, start: int) -> int:
-    """File position of the first ``pattern`` at or after ``start``, or -1; reads ``CHUNK`` bytes at a time."""
+    """File position of the first ``pattern`` at or after ``start``, or -1; reads ``CHUNK`` bytes at a time
+    into one buffer (a new 4 MiB object per read would be mapped and zeroed afresh each time)."""
+    keep = len(pattern) - 1
+    buf = bytearray(keep + CHUNK)
+    view = memoryview(buf)
     f.seek(start)
-    base, carry = start, b""  # base: file position of the next chunk; carry: the bytes just before it
-    while chunk := f.read(CHUNK):
-        window = carry + chunk
-        hit = window.find(pattern)
+    base, held = start, 0  # base: file position of the next read; buf[:held]: the bytes just before it
+    while n := f.readinto(view[held:]):
+        filled = held + n
+        hit = buf.find(pattern, 0, filled)
         if hit >= 0:
-            return base - len(carry) + hit
-        carry = window[len(window) - min(len(window), len(pattern) - 1) :]
-        base += len(chunk)
+            return base - held + hit
+        carried = min(keep, filled)
+        buf[:carried] = buf[filled - carried : filled]
+        base, held = base + n, carried
     return -1
 
 
