@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import BinaryIO
+from io import BufferedIOBase
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Toc:
 
 
 class _Reader:
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BufferedIOBase) -> None:
         self.f = f
         self.size = os.fstat(f.fileno()).st_size
         self.pos = 0
@@ -102,7 +102,7 @@ class _Reader:
         return self.take(length).decode("utf-8", errors="replace")
 
 
-def read_toc(f: BinaryIO) -> Toc:
+def read_toc(f: BufferedIOBase) -> Toc:
     """Parse the header and TOC of an uncompressed custom-format dump, read from the start of ``f``."""
     f.seek(0)
     r = _Reader(f)
@@ -157,7 +157,7 @@ def _block_header(toc: Toc, dump_id: int) -> bytes:
     return bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(toc.int_size, "little")
 
 
-def _find(f: BinaryIO, pattern: bytes, start: int) -> int:
+def _find(f: BufferedIOBase, pattern: bytes, start: int) -> int:
     """File position of the first ``pattern`` at or after ``start``, or -1; reads ``CHUNK`` bytes at a time
     into one buffer (a new 4 MiB object per read would be mapped and zeroed afresh each time)."""
     keep = len(pattern) - 1
@@ -176,7 +176,7 @@ def _find(f: BinaryIO, pattern: bytes, start: int) -> int:
     return -1
 
 
-def locate_data_blocks(f: BinaryIO, toc: Toc) -> list[int]:
+def locate_data_blocks(f: BufferedIOBase, toc: Toc) -> list[int]:
     """The file position of each data entry's block, in TOC order; raises when any is not where the
     layout says it must be."""
     unsafe = sorted({e.desc for e in toc.entries if e.desc != "TABLE DATA"})
