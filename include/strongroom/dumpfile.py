@@ -4,7 +4,7 @@
 holds the file offset of its data block. Written to a seekable file, pg_dump goes back at the end and
 fills the offsets in; written to a pipe, as every snapshot is, it cannot, and they stay "not set". A
 parallel ``pg_restore --jobs=N`` then has each worker scan the file for the blocks it needs, which costs
-most of what the extra jobs gain (``docs/benchmarks.md``: 9.4 s against 7.1 s on the benchmark dump).
+much of what the extra jobs gain (``docs/benchmarks.md``: 12.7 s against 9.9 s on the benchmark dump).
 
 :func:`index_data_blocks` finds the blocks in the restored spool and writes their offsets into the TOC in
 place, so ``pg_restore`` reads the file as if pg_dump had written it seekably. It changes nothing and
