@@ -44,7 +44,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -297,22 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     report = {
-        "benchmark": "strongroom restore-test phases vs pg_restore",
-        "command": "python bench/restore_test.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine,
-        "code": {k: v for k, v in code_before.items() if k != "files"},
-        "code_changed_during_run": sb.changed_files(code_before, code_after),
-        "database": bench.info["database"],
-        "config": bench.info["config"],
+        **sb.report_head("strongroom restore-test phases vs pg_restore", "restore_test.py", argv, bench,
+                         machine, code_before, code_after),
         "repeat": args.repeat,
         "total_seconds": round(time.monotonic() - started, 1),
         "results": summarize(bench),
         "samples": [asdict(s) for s in bench.samples],
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    sb.write_report(out, report)
     print_summary(report)
     sb._say(f"wrote {out}")
     return 0

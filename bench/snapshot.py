@@ -792,6 +792,26 @@ def changed_files(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
 
 
+def report_head(title: str, script: str, argv: list[str] | None, bench: Bench,
+                machine: dict[str, Any], code_before: dict[str, Any], code_after: dict[str, Any]) -> dict[str, Any]:
+    """The fields every benchmark's JSON starts with: what ran, when, where, on which code and data."""
+    return {
+        "benchmark": title,
+        "command": f"python bench/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "code": {k: v for k, v in code_before.items() if k != "files"},
+        "code_changed_during_run": changed_files(code_before, code_after),
+        "database": bench.info["database"],
+        "config": bench.info["config"],
+    }
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def print_summary(report: dict[str, Any]) -> None:
     res = report["results"]
     db = report["database"]
@@ -923,14 +943,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report = {
-        "benchmark": "strongroom snapshot/restore vs pg_dump -Fc/pg_restore",
-        "command": "python bench/snapshot.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine,
-        "code": {k: v for k, v in code_before.items() if k != "files"},
-        "code_changed_during_run": changed_files(code_before, code_after),
-        "database": bench.info["database"],
-        "config": bench.info["config"],
+        **report_head("strongroom snapshot/restore vs pg_dump -Fc/pg_restore", "snapshot.py", argv, bench,
+                      machine, code_before, code_after),
         "s3_servers": bench.s3_servers,
         "only": list(bench.only),
         "repeat": args.repeat,
@@ -940,8 +954,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": [asdict(s) for s in bench.samples],
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out, report)
     print_summary(report)
     _say(f"wrote {out}")
     return 0
