@@ -28,7 +28,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from strongroom.alerts import on_task_failure
+from strongroom.alerts import task_defaults
 
 
 @dag(
@@ -40,13 +40,8 @@ from strongroom.alerts import on_task_failure
     dagrun_timeout=timedelta(minutes=9),
     doc_md=__doc__,
     tags=["strongroom", "monitoring"],
-    default_args={
-        "owner": "strongroom",
-        "retries": 1,
-        "retry_delay": timedelta(seconds=30),
-        "execution_timeout": timedelta(minutes=8),
-        "on_failure_callback": [on_task_failure],  # one alert per final failure
-    },
+    default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=30),
+                               execution_timeout=timedelta(minutes=8)),
 )
 def backup_monitor() -> None:
     @task

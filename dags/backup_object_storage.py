@@ -19,13 +19,12 @@ retention window can be restored (`restore_objects` DAG, or `strongroom objects 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from strongroom.alerts import on_task_failure
+from strongroom.alerts import task_defaults
 from strongroom.config import load_config
 
 CONFIG = load_config()
@@ -41,15 +40,8 @@ SOURCES = [s.bucket for s in CONFIG.object_storage]
     dagrun_timeout=CONFIG.snapshot.run_timeout,
     doc_md=__doc__,
     tags=["strongroom", "backup", "object-storage"],
-    default_args={
-        "owner": "strongroom",
-        "retries": CONFIG.snapshot.retries,
-        "retry_delay": CONFIG.snapshot.retry_delay,
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": CONFIG.snapshot.run_timeout,
-        "on_failure_callback": [on_task_failure],  # one alert per final failure
-    },
+    default_args=task_defaults(retries=CONFIG.snapshot.retries, retry_delay=CONFIG.snapshot.retry_delay,
+                               backoff=True, execution_timeout=CONFIG.snapshot.run_timeout),
 )
 def backup_object_storage() -> None:
     @task(map_index_template="{{ bucket }}")

@@ -43,7 +43,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from strongroom.alerts import on_task_failure
+from strongroom.alerts import task_defaults
 from strongroom.config import load_config
 
 CONFIG = load_config()
@@ -61,7 +61,7 @@ PLAN = "ti.xcom_pull(task_ids='plan')"
     max_active_runs=4,
     doc_md=__doc__,
     tags=["strongroom", "restore"],
-    default_args={"owner": "strongroom", "retries": 0, "on_failure_callback": [on_task_failure]},
+    default_args=task_defaults(),
     params={
         "database": Param(DATABASES[0], type="string", enum=DATABASES, title="Database",
                           description="The source database whose snapshot to restore."),

@@ -19,7 +19,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from strongroom.alerts import on_task_failure
+from strongroom.alerts import task_defaults
 from strongroom.config import load_config
 
 CONFIG = load_config()
@@ -35,7 +35,7 @@ REGIONS = ["automatic", *(r.name for r in CONFIG.regions)]
     max_active_runs=4,
     doc_md=__doc__,
     tags=["strongroom", "restore", "object-storage"],
-    default_args={"owner": "strongroom", "retries": 0, "on_failure_callback": [on_task_failure]},
+    default_args=task_defaults(),
     params={
         "source_bucket": Param(SOURCES[0], type="string", enum=SOURCES, title="Source bucket",
                                description="The backed-up bucket whose objects to restore."),

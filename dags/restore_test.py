@@ -30,7 +30,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from strongroom.alerts import on_task_failure
+from strongroom.alerts import task_defaults
 from strongroom.config import load_config
 
 CONFIG = load_config()
@@ -47,8 +47,7 @@ SOURCES = [s.bucket for s in CONFIG.object_storage]
     dagrun_timeout=CONFIG.restore_test.rto + timedelta(hours=1),
     doc_md=__doc__,
     tags=["strongroom", "restore-test"],
-    default_args={"owner": "strongroom", "retries": 0, "execution_timeout": CONFIG.restore_test.rto,
-                  "on_failure_callback": [on_task_failure]},  # one alert per final failure
+    default_args=task_defaults(execution_timeout=CONFIG.restore_test.rto),
 )
 def restore_test() -> None:
     @task

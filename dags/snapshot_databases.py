@@ -30,7 +30,6 @@ connections; nothing secret is written to XCom or the logs.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -45,7 +44,7 @@ from airflow.sdk import (
     task_group,
 )
 
-from strongroom.alerts import duration_text, on_task_failure
+from strongroom.alerts import duration_text, task_defaults
 from strongroom.config import load_config
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
@@ -78,15 +77,8 @@ def _label(**values: str) -> None:
         callback=SyncCallback("strongroom.airflow_adapter.notify_deadline_missed",
                               kwargs={"budget": duration_text(CONFIG.snapshot.deadline_interval)}),
     ) if CONFIG.snapshot.deadline_interval else None,
-    default_args={
-        "owner": "strongroom",
-        "retries": CONFIG.snapshot.retries,
-        "retry_delay": CONFIG.snapshot.retry_delay,
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": CONFIG.snapshot.run_timeout,
-        "on_failure_callback": [on_task_failure],  # one alert per final failure
-    },
+    default_args=task_defaults(retries=CONFIG.snapshot.retries, retry_delay=CONFIG.snapshot.retry_delay,
+                               backoff=True, execution_timeout=CONFIG.snapshot.run_timeout),
 )
 def snapshot_databases() -> None:
     @task(map_index_template="{{ database }}")

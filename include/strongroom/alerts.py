@@ -15,6 +15,7 @@ import html
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +129,19 @@ def on_task_failure(context: object) -> None:
     from strongroom.airflow_adapter import notify_task_failure
 
     notify_task_failure(context)
+
+
+def task_defaults(*, retries: int = 0, retry_delay: timedelta | None = None,
+                  execution_timeout: timedelta | None = None, backoff: bool = False) -> dict[str, Any]:
+    """The ``default_args`` of a Strongroom DAG: its tasks alert once when they finally fail, after
+    ``retries`` (exponential ``backoff`` from ``retry_delay`` up to ten minutes when asked), and are
+    stopped after ``execution_timeout``."""
+    defaults: dict[str, Any] = {"owner": "strongroom", "retries": retries,
+                                "on_failure_callback": [on_task_failure]}  # one alert per final failure
+    if retry_delay is not None:
+        defaults["retry_delay"] = retry_delay
+    if backoff:
+        defaults |= {"retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=10)}
+    if execution_timeout is not None:
+        defaults["execution_timeout"] = execution_timeout
+    return defaults

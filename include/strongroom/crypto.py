@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -102,22 +103,10 @@ class StreamEncryptor:
         """Return the ciphertext of every segment known not to be the last (the header comes first)."""
         if self._finished:
             raise ValueError("stream already finalized")
-        out: list[bytes] = []
-        if not self._started:
-            out.append(self.header)
-            self._started = True
+        head = b"" if self._started else self.header
+        self._started = True
         self._buffer += data
-        size = self._segment_size
-        if len(self._buffer) > size:
-            view = memoryview(self._buffer)
-            offset = 0
-            # keep at least one byte back: only a segment followed by more data is known not to be last
-            while len(self._buffer) - offset > size:
-                out.append(self._seal(view[offset : offset + size], last=False))
-                offset += size
-            view.release()
-            del self._buffer[:offset]
-        return b"".join(out)
+        return head + _take_segments(self._buffer, self._segment_size, self._seal)
 
     def finalize(self) -> bytes:
         if self._finished:
@@ -133,6 +122,23 @@ class StreamEncryptor:
         sealed = self._aead.encrypt(_nonce(self._prefix, self._index, last), chunk, self.header)
         self._index += 1
         return sealed
+
+
+def _take_segments(buffer: bytearray, size: int, process: Callable[[memoryview, bool], bytes]) -> bytes:
+    """Pass each ``size``-byte segment at the front of ``buffer`` that more data follows to ``process`` (as
+    not last), remove them from ``buffer`` and return the joined results. At least one byte stays behind:
+    only a segment followed by more data is known not to be the last."""
+    if len(buffer) <= size:
+        return b""
+    out: list[bytes] = []
+    view = memoryview(buffer)
+    offset = 0
+    while len(buffer) - offset > size:
+        out.append(process(view[offset : offset + size], False))
+        offset += size
+    view.release()
+    del buffer[:offset]
+    return b"".join(out)
 
 
 class StreamDecryptor:
@@ -157,17 +163,7 @@ class StreamDecryptor:
             if len(self._buffer) < HEADER_SIZE:
                 return b""
             self._read_header()
-        out: list[bytes] = []
-        size = self._segment_ct
-        if len(self._buffer) > size:
-            view = memoryview(self._buffer)
-            offset = 0
-            while len(self._buffer) - offset > size:
-                out.append(self._open(view[offset : offset + size], last=False))
-                offset += size
-            view.release()
-            del self._buffer[:offset]
-        return b"".join(out)
+        return _take_segments(self._buffer, self._segment_ct, self._open)
 
     def finalize(self) -> bytes:
         if self._finished:
