@@ -157,23 +157,41 @@ def _block_header(toc: Toc, dump_id: int) -> bytes:
     return bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(toc.int_size, "little")
 
 
-def _find(f: BufferedIOBase, pattern: bytes, start: int) -> int:
-    """File position of the first ``pattern`` at or after ``start``, or -1; reads ``CHUNK`` bytes at a time
-    into one buffer (a new 4 MiB object per read would be mapped and zeroed afresh each time)."""
-    keep = len(pattern) - 1
-    buf = bytearray(keep + CHUNK)
-    view = memoryview(buf)
-    f.seek(start)
-    base, held = start, 0  # base: file position of the next read; buf[:held]: the bytes just before it
-    while n := f.readinto(view[held:]):
-        filled = held + n
-        hit = buf.find(pattern, 0, filled)
-        if hit >= 0:
-            return base - held + hit
-        carried = min(keep, filled)
-        buf[:carried] = buf[filled - carried : filled]
-        base, held = base + n, carried
-    return -1
+class _Scanner:
+    """Forward byte search over a file through one reused buffer of ``CHUNK`` bytes (a new 4 MiB object
+    per read would be mapped and zeroed afresh each time). A search that starts inside what the previous
+    one read goes on from there: the blocks are searched in file order, and a small table's block lies
+    within bytes already read, so each byte of the file is read once, whatever the number of tables."""
+
+    def __init__(self, f: BufferedIOBase, longest: int) -> None:
+        self.f = f
+        self.longest = longest  # the longest pattern searched for
+        self.buf = bytearray(CHUNK + longest)
+        self.view = memoryview(self.buf)
+        self.base = 0  # file position of buf[0]
+        self.filled = 0  # buf[:filled] holds the file's bytes from base on
+        self.eof = False
+
+    def find(self, pattern: bytes, start: int) -> int:
+        """File position of the first ``pattern`` at or after ``start``, or -1."""
+        if len(pattern) > self.longest:
+            raise ValueError("pattern longer than the scanner was made for")
+        if not self.base <= start <= self.base + self.filled:
+            self.base, self.filled, self.eof = start, 0, False
+        while True:
+            hit = self.buf.find(pattern, max(start - self.base, 0), self.filled)  # base passes start as it reads
+            if hit >= 0:
+                return self.base + hit
+            if self.eof:
+                return -1
+            # keep what a match could still start in: the last len(pattern) - 1 bytes, none before start
+            drop = max(start - self.base, self.filled - (len(pattern) - 1), 0)
+            self.buf[: self.filled - drop] = self.buf[drop : self.filled]
+            self.base, self.filled = self.base + drop, self.filled - drop
+            self.f.seek(self.base + self.filled)
+            n = self.f.readinto(self.view[self.filled :])
+            self.eof = not n
+            self.filled += n
 
 
 def locate_data_blocks(f: BufferedIOBase, toc: Toc) -> list[int]:
@@ -183,6 +201,7 @@ def locate_data_blocks(f: BufferedIOBase, toc: Toc) -> list[int]:
     if unsafe:
         raise DumpLayoutError(f"the dump holds data other than table rows ({', '.join(unsafe)})")
     end_of_block = bytes(toc.int_size + 1)  # a zero-length chunk
+    scanner = _Scanner(f, longest=len(end_of_block) + len(_block_header(toc, 0)))
     positions: list[int] = []
     at = toc.end
     for i, entry in enumerate(toc.entries):
@@ -192,14 +211,14 @@ def locate_data_blocks(f: BufferedIOBase, toc: Toc) -> list[int]:
             if f.read(len(header)) != header:
                 raise DumpLayoutError(f"the first data block (entry {entry.dump_id}) is not right after the TOC")
         else:
-            found = _find(f, end_of_block + header, at)
+            found = scanner.find(end_of_block + header, at)
             if found < 0:
                 raise DumpLayoutError(f"the data block of TOC entry {entry.dump_id} was not found in order")
             at = found + len(end_of_block)
         positions.append(at)
         at += len(header)
     if toc.entries:
-        last = _find(f, end_of_block, at)
+        last = scanner.find(end_of_block, at)
         if last < 0 or last + len(end_of_block) != os.fstat(f.fileno()).st_size:
             raise DumpLayoutError("the last data block does not end at the end of the file")
     return positions
