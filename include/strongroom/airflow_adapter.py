@@ -101,19 +101,87 @@ def connections() -> AirflowConnections:
     return AirflowConnections()
 
 
-def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a library function from a task: errors a retry cannot fix fail the task at once."""
+# Third-party loggers whose INFO lines bury ours in a task log: Great Expectations (a thousand lines a
+# restore test), the amazon provider's "AWS Connection ... credentials retrieved" (once per client), boto.
+QUIET_LOGGERS = (
+    "great_expectations",
+    "airflow.providers.amazon.aws.utils.connection_wrapper",
+    "airflow.task.hooks.airflow.providers.amazon.aws.hooks",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+)
+
+
+def quiet_third_party(level: int = logging.WARNING) -> None:
+    """Raise the level of :data:`QUIET_LOGGERS`: their warnings and errors still show, their INFO does not."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+class TaskFailed(SystemExit):
+    """Ends a task with one line and no traceback.
+
+    The task runner logs the traceback of every exception a task raises, AirflowFailException included;
+    for ``SystemExit`` it logs only "Task exited" with the code, here the one line. It would then retry
+    like any failure: :func:`run_task` sets a retry policy that fails the task at once.
+    """
+
+
+def _end_task(line: str) -> None:
+    from airflow.sdk import get_current_context
+    from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
     from airflow.sdk.exceptions import AirflowFailException
 
+    class _NoRetry(RetryPolicy):
+        def evaluate(self, exception: BaseException, try_number: int, max_tries: int,
+                     context: Any = None) -> RetryDecision:
+            return RetryDecision.fail()
+
+    try:
+        task = get_current_context()["ti"].task
+    except Exception:  # not inside a task (a test calling a task body): fail the usual way
+        raise AirflowFailException(line) from None
+    task.retry_policy = _NoRetry()
+    raise TaskFailed(line)
+
+
+def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a library function from a task: errors a retry cannot fix (refusals, bad input, integrity)
+    end the task at once with their one line and no traceback; transient ones propagate for a retry."""
     from strongroom.signals import terminate_on_sigterm
 
+    quiet_third_party()
     try:
         with terminate_on_sigterm():
             return function(*args, **kwargs)
     except StrongroomError as exc:
         if exc.retryable:
             raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
+        line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # all of it, on one line
+        log.error("%s", line)
+        _end_task(line)
+        raise  # not reached: _end_task raises
+
+
+def log_task_summary(context: Any) -> None:
+    """``on_success_callback``: the task's one summary line (what, where, how much, how long), built from
+    its return value (XCom) by :func:`strongroom.summary.summary_line`."""
+    from datetime import UTC, datetime
+
+    from strongroom.summary import summary_line
+
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    try:
+        result = ti.xcom_pull(task_ids=ti.task_id, map_indexes=map_index if map_index >= 0 else None)
+    except Exception:  # a summary is never worth failing a task for
+        result = None
+    started = getattr(ti, "start_date", None)
+    seconds = (datetime.now(UTC) - started).total_seconds() if started else None
+    label = _safe(lambda: ti.rendered_map_index) or None
+    log.info("%s", summary_line(ti.task_id, label, result, seconds))
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -190,8 +258,21 @@ def send_alert(config: Config, alert: Alert) -> None:
         except Exception as exc:  # the type only: a webhook error may carry its URL, which is the secret
             log.error("could not post the alert to Slack via %r: %s", settings.slack_conn_id, type(exc).__name__)
             failures.append(f"Slack via {settings.slack_conn_id!r}: {type(exc).__name__}")
+    channels = ([f"email to {', '.join(settings.email_to)}"] if settings.email_to else []) + (
+        ["Slack"] if settings.slack_conn_id else [])
+    _record_delivery(config, alert, channels, "; ".join(failures) if failures else None)
     if failures:
         raise ConfigError("alert not delivered: " + "; ".join(failures))
+    log.info("alert delivered (%s): %s", ", ".join(channels) or "no channel", alert.subject)
+
+
+def _record_delivery(config: Config, alert: Alert, channels: list[str], error: str | None) -> None:
+    from strongroom.deliveries import record_delivery
+
+    try:
+        record_delivery(config, connections(), alert.subject, channels, error)
+    except Exception as exc:  # the record is for the Backups page; the alert itself matters more
+        log.warning("alert delivery not recorded: %s", first_line(exc))
 
 
 def notify_task_failure(context: Any) -> None:

@@ -76,3 +76,17 @@ def test_texts() -> None:
     assert [size_text(n) for n in (0, 1023, 1024, 5 * MiB // 2, 3 * 2**30)] == [
         "0 B", "1023 B", "1.0 KiB", "2.5 MiB", "3.0 GiB"]
     assert [seconds_text(s) for s in (0.42, 42, 185, 3725)] == ["0.4s", "42s", "3m05s", "1h02m"]
+
+
+def test_summary_line_says_what_where_how_much_and_how_long() -> None:
+    from strongroom.summary import summary_line
+
+    result = {"database": "shop", "snapshot_id": "20261201T174000Z", "taken_at": "2026-12-01T17:40:00+00:00",
+              "region": "eu-central-1", "stored_bytes": 3 * MiB // 2, "plain_bytes": 9 * MiB, "seconds": 3.21}
+    assert summary_line("snapshot_and_encrypt", "shop", result, 3.5) == (
+        "snapshot_and_encrypt [shop] done in 3.5s: database shop; snapshot id 20261201T174000Z; "
+        "region eu-central-1; stored bytes 1.5 MiB; plain bytes 9.0 MiB; seconds 3.2s")
+    assert summary_line("prune", None, {"regions": [{"region": "a"}, {"region": "b"}], "removed": []}, 75) == (
+        "prune done in 1m15s: regions 2; removed none")
+    assert summary_line("check", None, None, None) == "check done"
+    assert len(summary_line("x", None, {"k": "v" * 70, **{f"k{i}": "v" * 70 for i in range(9)}}, 1)) == 400
