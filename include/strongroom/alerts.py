@@ -62,7 +62,7 @@ def first_line(error: object) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     if isinstance(error, SystemExit) and isinstance(error.code, str):
         text = error.code.strip()  # a task ended with its one line (airflow_adapter.TaskFailed)
-        error = None if not text else text
+        error = text or None
         line = text.splitlines()[0] if text else "the task exited"
     if isinstance(error, BaseException):
         name = type(error).__name__

@@ -1,9 +1,7 @@
-"""Task logs read by a person at 3 a.m., from real Airflow task runs.
+"""Task logs read by a person at 3 a.m.: a refused production restore, run by a real `airflow standalone`,
+ends its task log (the log file) with the refusal's one line and no traceback, and is not retried.
 
-A refused production restore (under `airflow standalone`) ends its task log with the refusal's one line
-and no traceback, and does not retry; a restore test's log (Airflow's task runner, its log file) carries
-no Great Expectations INFO chatter, no repeated "AWS Connection ... retrieved", and ends with one summary
-line instead of the raw return value.
+(A restore test's log without Great Expectations chatter, and the summary lines: tests/integration/test_make_up.py.)
 """
 
 from __future__ import annotations
@@ -12,9 +10,7 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ROOT, Stack, write_config
+from tests.conftest import Stack
 from tests.standalone import Airflow
 
 DAG = "restore_database"
