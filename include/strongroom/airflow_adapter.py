@@ -6,6 +6,7 @@ Connections come from wherever Airflow finds them: the metadata database, a secr
 
 from __future__ import annotations
 
+import importlib
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -98,6 +99,7 @@ class AirflowConnections:
 
 
 def connections() -> AirflowConnections:
+    quiet_third_party()
     return AirflowConnections()
 
 
@@ -115,9 +117,23 @@ QUIET_LOGGERS = (
 
 
 def quiet_third_party(level: int = logging.WARNING) -> None:
-    """Raise the level of :data:`QUIET_LOGGERS`: their warnings and errors still show, their INFO does not."""
+    """Raise the level of :data:`QUIET_LOGGERS`: their warnings and errors still show, their INFO does not.
+
+    Libraries that log through the standard library (Great Expectations, boto) obey the logger level.
+    Airflow's own classes log through structlog, whose per-logger levels come from ``[logging]
+    namespace_levels`` when logging is configured; the same table is updated here so a deployment needs no
+    setting (Airflow-internal: if it moves, only the ``namespace_levels`` setting silences them).
+    """
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    for module in ("airflow.sdk._shared.logging.structlog", "airflow._shared.logging.structlog"):
+        try:
+            levels = importlib.import_module(module).PER_LOGGER_LEVELS
+            for name in QUIET_LOGGERS:
+                if name.startswith("airflow.") and levels.get(name, 0) < level:
+                    levels[name] = level
+        except Exception:  # noqa: S112 - an Airflow without that table: the setting remains
+            continue
 
 
 class TaskFailed(SystemExit):

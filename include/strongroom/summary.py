@@ -1,8 +1,8 @@
 """The one line a task ends its log with: what, where, how much, how long.
 
 Built from the small dict a task returns (its XCom), so every task gets one without writing its own:
-``snapshot_and_encrypt [shop] done in 3.2s: database shop, snapshot id 20261201T174000Z, region
-eu-central-1, stored 1.2 MiB, plain 4.5 MiB``. Sizes read as sizes, durations as durations, lists as counts.
+``snapshot_and_encrypt [shop] done in 3.2s: database shop; snapshot id 20261201T174000Z; region
+eu-central-1; stored 1.2 MiB; plain 4.5 MiB``. Sizes read as sizes, durations as durations, lists as counts.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from strongroom.progress import seconds_text, size_text
 
 MAX_CHARS = 400
-_SKIP = {"taken_at"}  # repeated by the snapshot id
+_SKIP = {"taken_at", "seconds"}  # repeated by the snapshot id; the head says how long
 
 
 def _value(key: str, value: Any) -> str | None:
@@ -47,9 +47,10 @@ def summary_line(task: str, label: str | None, result: Any, seconds: float | Non
         for key, value in result.items():
             text = _value(str(key), value)
             if text is not None:
-                name = str(key).replace("_", " ")
-                if name.endswith(" seconds"):
-                    name = name[: -len(" seconds")]
+                name = str(key)
+                for suffix in ("_bytes", "_seconds"):
+                    name = name.removesuffix(suffix)
+                name = name.replace("_", " ")
                 facts.append(f"{name} {text}")
     elif result is not None:
         facts.append(_value("result", result) or "")

@@ -85,8 +85,10 @@ def test_summary_line_says_what_where_how_much_and_how_long() -> None:
               "region": "eu-central-1", "stored_bytes": 3 * MiB // 2, "plain_bytes": 9 * MiB, "seconds": 3.21}
     assert summary_line("snapshot_and_encrypt", "shop", result, 3.5) == (
         "snapshot_and_encrypt [shop] done in 3.5s: database shop; snapshot id 20261201T174000Z; "
-        "region eu-central-1; stored bytes 1.5 MiB; plain bytes 9.0 MiB; seconds 3.2s")
+        "region eu-central-1; stored 1.5 MiB; plain 9.0 MiB")
     assert summary_line("prune", None, {"regions": [{"region": "a"}, {"region": "b"}], "removed": []}, 75) == (
         "prune done in 1m15s: regions 2; removed none")
+    assert summary_line("restore", None, {"download_seconds": 12.5, "bytes": 2048}, 20) == (
+        "restore done in 20s: download 12s; bytes 2.0 KiB")
     assert summary_line("check", None, None, None) == "check done"
     assert len(summary_line("x", None, {"k": "v" * 70, **{f"k{i}": "v" * 70 for i in range(9)}}, 1)) == 400
