@@ -19,7 +19,8 @@ from devstack import free_port
 
 # the network limited to loopback: names other than localhost do not resolve, and anything else would go
 # through a proxy that is not there (Chromium never proxies loopback)
-LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost", "--proxy-server=http://127.0.0.1:9")
+LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+                 "--proxy-server=http://127.0.0.1:9")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1400,1000"]
@@ -38,8 +39,9 @@ class Chromium:
 
     def start(self) -> Chromium:
         self.proc = subprocess.Popen(
-            [self.binary, *FLAGS, *self.extra_flags, f"--remote-debugging-port={self.port}", f"--user-data-dir={self.profile}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [self.binary, *FLAGS, *self.extra_flags, f"--remote-debugging-port={self.port}",
+             f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
         while True:
             try:

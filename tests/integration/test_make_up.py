@@ -137,3 +137,99 @@ def test_an_alert_reaches_the_sink_and_the_backups_page(up: Up) -> None:
         assert time.monotonic() < deadline, (alerts, run["dag_run_id"])
         time.sleep(1)
     assert alerts["last_sent"]["channels"] == ["email to oncall@example.com"]
+
+
+def _grow_shop(up: Up) -> None:
+    """Make the next snapshot of shop several times bigger than the last: a size jump to mark."""
+    import re
+
+    import psycopg
+
+    port = int(re.search(r"server on 127\.0\.0\.1:(\d+) \(database shop\)", up.printed()).group(1))  # type: ignore[union-attr]
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password="demo-superuser-pw", dbname="shop",
+                         autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS scans (id int PRIMARY KEY, body text NOT NULL)")
+        conn.execute("INSERT INTO scans SELECT g, string_agg(md5(random()::text || g || i), '') "
+                     "FROM generate_series(1, 2500) g, generate_series(1, 40) i GROUP BY g ON CONFLICT DO NOTHING")
+
+
+def _snapshot_now(up: Up) -> None:
+    run = up.api("/dags/snapshot_databases/dagRuns", {"logical_date": None, "conf": {}})
+    path = f"/dags/snapshot_databases/dagRuns/{run['dag_run_id']}"
+    deadline = time.monotonic() + 600
+    while (state := up.api(path)["state"]) not in ("success", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(2)
+    assert state == "success"
+
+
+def _colour(browser: Any, expression: str) -> str:
+    return str(browser.evaluate(expression))
+
+
+def test_backups_page_and_data_docs_render_offline_in_airflows_look(up: Up) -> None:
+    from tests.browser import LOOPBACK_ONLY, Chromium
+
+    _grow_shop(up)
+    _snapshot_now(up)
+    browser = Chromium(extra_flags=LOOPBACK_ONLY).start()
+    try:
+        browser.send("Network.enable")
+        browser.goto(f"{up.base}/auth/login?next=/plugin/backups")
+        browser.wait_for("!!document.querySelector('input[name=username]')", timeout=60)
+        browser.type_into("input[name=username]", "admin")
+        browser.type_into("input[name=password]", "admin")
+        browser.evaluate("document.querySelector('button[type=submit]').click()")
+        browser.wait_for("document.querySelectorAll('[data-database=shop] [data-region]').length === 3", timeout=90)
+        browser.wait_for("!!document.querySelector('[data-panel=alerts]')")
+        shot = browser.screenshot(ARTIFACTS / "backups-page-light.png")
+        assert shot.stat().st_size > 10_000
+        text = browser.text()
+        assert "Strongroom backups" in text and "Alert delivery" in text
+        # Airflow's theme: the page's text colour is the theme's --chakra-colors-fg, in light and in dark mode
+        probe = ("(() => { const p = document.createElement('span'); p.style.color = 'var(--chakra-colors-fg)';"
+                 " document.body.appendChild(p); const c = getComputedStyle(p).color; p.remove(); return c; })()")
+        page = "getComputedStyle(document.getElementById('strongroom-backups')).color"
+        assert browser.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--chakra-colors-fg')")
+        light = _colour(browser, page)
+        assert light == _colour(browser, probe)
+        root = "document.documentElement"
+        browser.evaluate(f"{root}.classList.remove('light'); {root}.classList.add('dark'); "
+                         f"{root}.style.colorScheme = 'dark'")
+        browser.wait_for(f"{page} !== {json.dumps(light)}")
+        assert _colour(browser, page) == _colour(browser, probe)
+        browser.screenshot(ARTIFACTS / "backups-page-dark.png")
+        browser.evaluate(f"{root}.classList.remove('dark'); {root}.classList.add('light'); "
+                         f"{root}.style.colorScheme = 'light'")
+        # the size trend: an axis from zero, and the jump the grown database made is marked
+        assert browser.evaluate("document.querySelector('[data-database=shop] [data-axis=zero]').textContent") == "0"
+        browser.wait_for("document.querySelectorAll('[data-database=shop] circle[data-jump]').length >= 1")
+        assert "size jump: snapshot" in browser.text()
+        # the alert panel shows the alert the previous test sent
+        sent = browser.evaluate("document.querySelector('[data-alert=sent]').innerText")
+        assert "FAILED restore_database.plan" in sent and "oncall@example.com" in sent
+        # Data Docs: a real link, and the page renders with no internet
+        link = browser.evaluate(
+            "(() => { const a = document.querySelector('[data-database=shop] a[data-link=data-docs]');"
+            " return a && {href: a.href, text: a.innerText, decoration: getComputedStyle(a).textDecorationLine}; })()")
+        assert link and link["href"].startswith(up.base + "/strongroom/api/files/restore-tests/shop/")
+        assert "Data Docs" in link["text"] and link["decoration"] == "underline"
+        browser.goto(link["href"])
+        browser.wait_for("document.querySelectorAll('table[data-rendered-offline] tbody tr').length >= 1", timeout=60)
+        browser.screenshot(ARTIFACTS / "data-docs-index.png")
+        assert browser.evaluate("window.strongroomOfflineDocs === true")
+        row_link = browser.evaluate("document.querySelector('a.sr-row-link').href")
+        browser.goto(row_link)
+        browser.wait_for("document.body && document.body.innerText.includes('Expectation')", timeout=60)
+        docs_text = browser.text()
+        assert "shop" in docs_text
+        browser.screenshot(ARTIFACTS / "data-docs-validation.png")
+        # nothing was fetched from another host
+        urls = browser.requested_urls()
+        assert urls and all(u.startswith((up.base, "data:", "about:")) for u in urls), \
+            [u for u in urls if not u.startswith((up.base, "data:", "about:"))]
+    except Exception:
+        browser.screenshot(ARTIFACTS / "make-up-browser-failure.png")
+        raise
+    finally:
+        browser.stop()
