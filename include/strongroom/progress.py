@@ -2,9 +2,8 @@
 
 ``shop snapshot: 412.0 MiB of ~1.2 GiB (34%), 77.9 MiB/s, about 10s left``
 
-A line at most every ``every`` seconds (10 by default) on long work, and at each further tenth of the
-total when that comes sooner (small jobs show progress too), but never more than once a
-``min_gap`` (1 s). The total may be an estimate (the database's size, the previous snapshot's size):
+A line every ``every`` seconds (10 by default) on long work, and at each further tenth of the total when
+that comes sooner, so small jobs show progress too (``min_gap`` can space those out; none by default). The total may be an estimate (the database's size, the previous snapshot's size):
 past it, the line says so instead of showing a percentage above 100 or a negative time left.
 """
 
@@ -53,7 +52,7 @@ class Progress:
 
     def __init__(
         self, label: str, total: int | None, *, unit: str = "bytes", estimated: bool = False,
-        every: float = 10.0, min_gap: float = 1.0, clock: Callable[[], float] = time.monotonic,
+        every: float = 10.0, min_gap: float = 0.0, clock: Callable[[], float] = time.monotonic,
         emit: Callable[[str], None] | None = None,
     ) -> None:
         self.label, self.total, self.unit, self.estimated = label, total, unit, estimated

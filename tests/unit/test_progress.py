@@ -1,5 +1,5 @@
-"""The progress reporter: done of total, percentage, rate and time left, at most every 10 s on long work
-and at each further tenth (never more than once a second) on small work."""
+"""The progress reporter: done of total, percentage, rate and time left, every 10 s on long work and at
+each further tenth on small work; and the summary line a task ends with."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_long_work_reports_at_most_every_ten_seconds() -> None:
     assert "(6%)" in lines[-1] and "100.0 MiB/s" in lines[-1]
 
 
-def test_fast_work_reports_each_tenth_but_not_more_than_once_a_second() -> None:
+def test_fast_work_reports_each_tenth_once() -> None:
     progress, clock, lines = reporter(10 * MiB)
     for step in range(1, 101):  # 100 updates of 0.1 MiB, 0.25 s apart: 25 s in all
         clock.now += 0.25
@@ -46,11 +46,16 @@ def test_fast_work_reports_each_tenth_but_not_more_than_once_a_second() -> None:
     assert percents == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 
-def test_small_fast_work_is_limited_to_one_line_a_second() -> None:
+def test_small_fast_work_still_shows_each_tenth_and_a_gap_can_space_them() -> None:
     progress, clock, lines = reporter(10 * MiB)
-    for step in range(1, 11):  # every tenth within 0.1 s of the last
+    for step in range(1, 21):  # a tenth every 0.1 s, in two updates each
+        clock.now += 0.05
+        progress.update(step * MiB // 2)
+    assert len(lines) == 10  # one per tenth, not one per update
+    spaced, clock, lines = reporter(10 * MiB, min_gap=1.0)
+    for step in range(1, 11):
         clock.now += 0.1
-        progress.update(step * MiB)
+        spaced.update(step * MiB)
     assert len(lines) == 1  # the tenth reached a second after the start
 
 
