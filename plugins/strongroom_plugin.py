@@ -132,7 +132,7 @@ function ratio(r) {
 function SizeTrend(props) {
   const points = props.trend || [];
   if (!points.length) return h("span", {style: {color: C.muted}}, "no snapshots yet");
-  const w = 360, ht = 90, left = 64, top = 8, bottom = 14, plotW = w - left - 8, plotH = ht - top - bottom;
+  const w = 380, ht = 90, left = 80, top = 8, bottom = 14, plotW = w - left - 8, plotH = ht - top - bottom;
   const max = Math.max(...points.map(p => p.stored_bytes), 1);
   const xy = points.map((p, i) => [left + (points.length > 1 ? i * plotW / (points.length - 1) : plotW / 2),
                                    top + plotH - p.stored_bytes * plotH / max]);  // the axis starts at zero
@@ -155,7 +155,8 @@ function SizeTrend(props) {
         h("title", null, points[i].snapshot_id + ": " + bytes(points[i].stored_bytes) +
           (points[i].jump ? " (" + ratio(points[i].jump) + " than the previous snapshot)" : ""))))),
     h("div", {style: {color: C.muted, fontSize: "0.9em"}},
-      "newest " + bytes(last.stored_bytes) + " · " + points.length + " snapshots"),
+      "newest " + bytes(last.stored_bytes) + " · " + points.length +
+      (points.length === 1 ? " snapshot" : " snapshots")),
     jumps.map(([p, i]) => h("div", {key: "j" + i, role: "note", style: {color: C.red, fontSize: "0.9em"}},
       "⚠ size jump: snapshot " + p.snapshot_id + " is " + ratio(p.jump) + " than the one before (" +
       bytes(points[i - 1].stored_bytes) + " → " + bytes(p.stored_bytes) + ")")));

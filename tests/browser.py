@@ -19,7 +19,7 @@ from devstack import free_port
 
 # the network limited to loopback: names other than localhost do not resolve, and anything else would go
 # through a proxy that is not there (Chromium never proxies loopback)
-LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
                  "--proxy-server=http://127.0.0.1:9")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

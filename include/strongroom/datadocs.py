@@ -52,6 +52,7 @@ th { background: var(--sr-subtle); }
 .badge { display: inline-block; padding: 0 0.4em; border-radius: 4px; border: 1px solid var(--sr-border); }
 .lead { font-size: 1.1em; } .table-sm td, .table-sm th { padding: 0.2rem 0.4rem; }
 i.fas, i.far, i.fa { font-style: normal; }
+img[src=""], footer { display: none !important; }  /* the removed CDN logo; GX's newsletter and tutorial footers */
 i.fa-check-circle::before { content: "\\2714"; } i.fa-times::before { content: "\\2716"; }
 """
 

@@ -3,8 +3,9 @@
 ``shop snapshot: 412.0 MiB of ~1.2 GiB (34%), 77.9 MiB/s, about 10s left``
 
 A line every ``every`` seconds (10 by default) on long work, and at each further tenth of the total when
-that comes sooner, so small jobs show progress too (``min_gap`` can space those out; none by default). The total may be an estimate (the database's size, the previous snapshot's size):
-past it, the line says so instead of showing a percentage above 100 or a negative time left.
+that comes sooner, so small jobs show progress too (``min_gap`` can space those out; none by default).
+The total may be an estimate (the database's size, the previous snapshot's size): past it, the line says
+so instead of showing a percentage above 100 or a negative time left.
 """
 
 from __future__ import annotations
