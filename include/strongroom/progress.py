@@ -80,7 +80,7 @@ class Progress:
         if done > self.total:
             return f"{head} (past the estimate), {rate_text}"
         percent = int(100 * done / self.total)
-        left = (self.total - done) / rate if rate > 0 else None
+        left = (self.total - done) / rate if rate > 0 and done < self.total else None
         left_text = f", about {seconds_text(left)} left" if left is not None else ""
         return f"{head} ({percent}%), {rate_text}{left_text}"
 

@@ -30,6 +30,10 @@ def _value(key: str, value: Any) -> str | None:
             return "none"
         if all(isinstance(v, str) for v in value) and len(value) <= 3:
             return ", ".join(value)
+        if all(isinstance(v, Mapping) and "success" in v for v in value):
+            passed = sum(1 for v in value if v["success"])
+            return f"{len(value)} ({passed} passed)" if passed == len(value) else f"{len(value)} ({passed} passed, " \
+                f"{len(value) - passed} FAILED)"
         return str(len(value))
     if isinstance(value, Mapping):
         if not value:

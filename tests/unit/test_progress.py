@@ -66,6 +66,13 @@ def test_past_the_estimate_says_so_instead_of_a_percentage_above_100() -> None:
     assert lines == ["shop snapshot: 150.0 MiB of ~100.0 MiB (past the estimate), 7.5 MiB/s"]
 
 
+def test_finished_work_says_no_time_left() -> None:
+    progress, clock, lines = reporter(4 * MiB)
+    clock.now += 2
+    progress.update(4 * MiB)
+    assert lines == ["shop snapshot: 4.0 MiB of 4.0 MiB (100%), 2.0 MiB/s"]
+
+
 def test_counts_of_objects_and_an_unknown_total() -> None:
     progress, clock, lines = reporter(400, unit="objects")
     clock.now += 10
@@ -96,4 +103,7 @@ def test_summary_line_says_what_where_how_much_and_how_long() -> None:
     assert summary_line("restore", None, {"download_seconds": 12.5, "bytes": 2048}, 20) == (
         "restore done in 20s: download 12s; bytes 2.0 KiB")
     assert summary_line("check", None, None, None) == "check done"
+    tests = {"database": "shop", "tests": [{"success": True}, {"success": False}]}
+    assert summary_line("restore_and_validate", "shop", tests, 20) == (
+        "restore_and_validate [shop] done in 20s: database shop; tests 2 (1 passed, 1 FAILED)")
     assert len(summary_line("x", None, {"k": "v" * 70, **{f"k{i}": "v" * 70 for i in range(9)}}, 1)) == 400
