@@ -11,7 +11,7 @@ import logging
 import urllib.parse
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from strongroom.alerts import Alert, deadline_missed, first_line, task_failure
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
@@ -140,13 +140,24 @@ class TaskFailed(SystemExit):
     """Ends a task with one line and no traceback.
 
     The task runner logs the traceback of every exception a task raises, AirflowFailException included;
-    for ``SystemExit`` it logs only "Task exited" with the code, here the one line. It would then retry
-    like any failure: :func:`run_task` sets a retry policy that fails the task at once.
+    for ``SystemExit`` it logs only "Task exited" with the code, here the one line, and then retries it
+    like any failure (when retries are left). For an error a retry cannot fix, :func:`fail_task` also
+    sets a retry policy that fails the task at once.
     """
 
 
-def _end_task(line: str) -> None:
+def _current_task() -> Any:
     from airflow.sdk import get_current_context
+
+    try:
+        return get_current_context()["ti"].task
+    except Exception:  # not inside a task (a test calling a task body)
+        return None
+
+
+def fail_task(line: str, *, retry: bool = False) -> NoReturn:
+    """End the running task with ``line`` (logged once, at ERROR) and no traceback; no retry unless
+    ``retry``. Outside a task it raises AirflowFailException (or RuntimeError when ``retry``)."""
     from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -155,17 +166,19 @@ def _end_task(line: str) -> None:
                      context: Any = None) -> RetryDecision:
             return RetryDecision.fail()
 
-    try:
-        task = get_current_context()["ti"].task
-    except Exception:  # not inside a task (a test calling a task body): fail the usual way
-        raise AirflowFailException(line) from None
-    task.retry_policy = _NoRetry()
+    log.error("%s", line)
+    task = _current_task()
+    if task is None:
+        raise RuntimeError(line) if retry else AirflowFailException(line)
+    if not retry:
+        task.retry_policy = _NoRetry()
     raise TaskFailed(line)
 
 
 def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a library function from a task: errors a retry cannot fix (refusals, bad input, integrity)
-    end the task at once with their one line and no traceback; transient ones propagate for a retry."""
+    """Call a library function from a task. A Strongroom error ends the task with its one line and no
+    traceback: at once for errors a retry cannot fix (refusals, bad input, integrity), through Airflow's
+    retries for transient ones (``retryable``: network, throttling)."""
     from strongroom.signals import terminate_on_sigterm
 
     quiet_third_party()
@@ -173,12 +186,9 @@ def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with terminate_on_sigterm():
             return function(*args, **kwargs)
     except StrongroomError as exc:
-        if exc.retryable:
-            raise
-        line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # all of it, on one line
-        log.error("%s", line)
-        _end_task(line)
-        raise  # not reached: _end_task raises
+        if exc.retryable and _current_task() is None:
+            raise  # outside a task, as before: the caller sees the error itself
+        fail_task(f"{type(exc).__name__}: {' '.join(str(exc).split())}", retry=exc.retryable)
 
 
 def log_task_summary(context: Any) -> None:
