@@ -130,6 +130,7 @@ def test_rag(age_min, colour) -> None:
     ("\n\n  plain text first\nsecond", "plain text first"),
     (None, "unknown error (no exception was recorded; see the log)"),
     (OSError("x" * 500), "OSError: " + "x" * 290 + "…"),
+    (SystemExit("RefusedError: not confirmed\nmore"), "RefusedError: not confirmed"),  # a task ended by run_task
 ])
 def test_first_line(error, line) -> None:
     assert first_line(error) == line
