@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
@@ -126,6 +127,8 @@ def quiet_third_party(level: int = logging.WARNING) -> None:
     """
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # GX's advice on every restore test (the generic SQL data source is chosen on purpose): not for ops
+    warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
     for module in ("airflow.sdk._shared.logging.structlog", "airflow._shared.logging.structlog"):
         try:
             levels = importlib.import_module(module).PER_LOGGER_LEVELS
