@@ -31,23 +31,24 @@ WORK = ROOT / ".demo"
 CONFIG = WORK / "strongroom.yaml"
 
 
-def write_demo_config() -> None:
-    """The example configuration, without the DeadlineAlert: Airflow 3.3.2's `airflow dags test` (the
-    demo's runner) fails at the end of a successful run of a DAG with a deadline (its in-memory copy of
-    the DAG has no deadline ids). The scheduler handles deadlines fine; tests fire one under standalone."""
+def write_demo_config(path: Path = CONFIG, *, deadline: bool = False) -> None:
+    """The example configuration, without the DeadlineAlert unless ``deadline``: Airflow 3.3.2's `airflow
+    dags test` (the demo's runner) fails at the end of a successful run of a DAG with a deadline (its
+    in-memory copy of the DAG has no deadline ids). The scheduler (`make up`) handles deadlines fine."""
     import yaml
 
     doc = yaml.safe_load(EXAMPLE.read_text())
-    doc.setdefault("snapshot", {})["deadline"] = "off"
+    if not deadline:
+        doc.setdefault("snapshot", {})["deadline"] = "off"
     doc["restore_test"]["expectations_dir"] = str((EXAMPLE.parent / doc["restore_test"]["expectations_dir"]).resolve())
-    CONFIG.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def stack_env(pg: LocalPostgres, s3: MotoServer, airflow_home: Path) -> dict[str, str]:
+def stack_env(pg: LocalPostgres, s3: MotoServer, airflow_home: Path, config_path: Path = CONFIG) -> dict[str, str]:
     """Connections and settings for Airflow and the CLI: credentials only in AIRFLOW_CONN_* variables."""
-    config = load_config(CONFIG)
+    config = load_config(config_path)
     env = {
-        "STRONGROOM_CONFIG": str(CONFIG),
+        "STRONGROOM_CONFIG": str(config_path),
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
@@ -68,11 +69,11 @@ def stack_env(pg: LocalPostgres, s3: MotoServer, airflow_home: Path) -> dict[str
     return env
 
 
-def start_stack(scale: int) -> tuple[LocalPostgres, MotoServer]:
+def start_stack(scale: int, config_path: Path = CONFIG) -> tuple[LocalPostgres, MotoServer]:
     pg = LocalPostgres().start()
     s3 = MotoServer().start()
     try:
-        config = load_config(CONFIG)
+        config = load_config(config_path)
         for region in config.regions:
             s3.create_bucket(region.bucket, region.name)
         for source in config.object_storage:  # a versioned uploads bucket with a few files

@@ -16,8 +16,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PG_BIN = Path(os.environ.get("STRONGROOM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -170,3 +172,37 @@ class MotoServer:
         else:
             client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+class SmtpSink:
+    """A local SMTP server on loopback (aiosmtpd) that hands every message to ``on_message(recipients,
+    subject)``: `make up`'s alert channel, so alerts are seen without a real mail server."""
+
+    def __init__(self, on_message: Callable[[list[str], str], None], port: int | None = None) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = port or free_port()
+        self.on_message = on_message
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd calls it by this name
+        import email
+        import email.policy
+
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.on_message(list(envelope.rcpt_tos), str(message.get("Subject", "(no subject)")))
+        return "250 OK"
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def airflow_conn(self, from_email: str = "strongroom@localhost") -> str:
+        import json
+
+        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
+                           "extra": {"disable_tls": True, "disable_ssl": True, "from_email": from_email,
+                                     "timeout": 10, "retry_limit": 1}})

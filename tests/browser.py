@@ -17,13 +17,19 @@ from websockets.sync.client import ClientConnection, connect
 
 from devstack import free_port
 
+# the network limited to loopback: names other than localhost do not resolve, and anything else would go
+# through a proxy that is not there (Chromium never proxies loopback)
+LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+                 "--proxy-server=http://127.0.0.1:9")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1400,1000"]
 
 
 class Chromium:
-    def __init__(self) -> None:
+    def __init__(self, extra_flags: tuple[str, ...] = ()) -> None:
+        self.extra_flags = extra_flags
+        self.events: list[dict[str, Any]] = []  # DevTools events seen (e.g. Network.requestWillBeSent)
         self.binary = shutil.which("chromium") or "/usr/bin/chromium"
         self.port = free_port()
         self.profile = tempfile.mkdtemp(prefix="strongroom-chromium-")
@@ -33,8 +39,9 @@ class Chromium:
 
     def start(self) -> Chromium:
         self.proc = subprocess.Popen(
-            [self.binary, *FLAGS, f"--remote-debugging-port={self.port}", f"--user-data-dir={self.profile}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [self.binary, *FLAGS, *self.extra_flags, f"--remote-debugging-port={self.port}",
+             f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -58,6 +65,8 @@ class Chromium:
         self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
         while True:
             message = json.loads(self.ws.recv(timeout=30))
+            if "method" in message:
+                self.events.append(message)
             if message.get("id") == ident:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -84,6 +93,11 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"timed out waiting for {expression}; page: {self.text()[:500]!r}")
             time.sleep(0.25)
+
+    def requested_urls(self) -> list[str]:
+        """Every URL the page asked for since ``Network.enable`` (as far as events were read)."""
+        self.evaluate("1")  # read the events that arrived meanwhile
+        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
 
     def type_into(self, selector: str, text: str) -> None:
         self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")

@@ -6,11 +6,13 @@ Connections come from wherever Airflow finds them: the metadata database, a secr
 
 from __future__ import annotations
 
+import importlib
 import logging
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from strongroom.alerts import Alert, deadline_missed, first_line, task_failure
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
@@ -98,22 +100,117 @@ class AirflowConnections:
 
 
 def connections() -> AirflowConnections:
+    quiet_third_party()
     return AirflowConnections()
 
 
-def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a library function from a task: errors a retry cannot fix fail the task at once."""
+# Third-party loggers whose INFO lines bury ours in a task log: Great Expectations (a thousand lines a
+# restore test), the amazon provider's "AWS Connection ... credentials retrieved" (once per client), boto.
+QUIET_LOGGERS = (
+    "great_expectations",
+    "airflow.providers.amazon.aws.utils.connection_wrapper",
+    "airflow.task.hooks.airflow.providers.amazon.aws.hooks",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+)
+
+
+def quiet_third_party(level: int = logging.WARNING) -> None:
+    """Raise the level of :data:`QUIET_LOGGERS`: their warnings and errors still show, their INFO does not.
+
+    Libraries that log through the standard library (Great Expectations, boto) obey the logger level.
+    Airflow's own classes log through structlog, whose per-logger levels come from ``[logging]
+    namespace_levels`` when logging is configured; the same table is updated here so a deployment needs no
+    setting (Airflow-internal: if it moves, only the ``namespace_levels`` setting silences them).
+    """
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    # GX's advice on every restore test (the generic SQL data source is chosen on purpose): not for ops
+    warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
+    for module in ("airflow.sdk._shared.logging.structlog", "airflow._shared.logging.structlog"):
+        try:
+            levels = importlib.import_module(module).PER_LOGGER_LEVELS
+            for name in QUIET_LOGGERS:
+                if name.startswith("airflow.") and levels.get(name, 0) < level:
+                    levels[name] = level
+        except Exception:  # noqa: S112 - an Airflow without that table: the setting remains
+            continue
+
+
+class TaskFailed(SystemExit):
+    """Ends a task with one line and no traceback.
+
+    The task runner logs the traceback of every exception a task raises, AirflowFailException included;
+    for ``SystemExit`` it logs only "Task exited" with the code, here the one line, and then retries it
+    like any failure (when retries are left). For an error a retry cannot fix, :func:`fail_task` also
+    sets a retry policy that fails the task at once.
+    """
+
+
+def _current_task() -> Any:
+    from airflow.sdk import get_current_context
+
+    try:
+        return get_current_context()["ti"].task
+    except Exception:  # not inside a task (a test calling a task body)
+        return None
+
+
+def fail_task(line: str, *, retry: bool = False) -> NoReturn:
+    """End the running task with ``line`` (logged once, at ERROR) and no traceback; no retry unless
+    ``retry``. Outside a task it raises AirflowFailException (or RuntimeError when ``retry``)."""
+    from airflow.sdk.definitions.retry_policy import RetryDecision, RetryPolicy
     from airflow.sdk.exceptions import AirflowFailException
 
+    class _NoRetry(RetryPolicy):
+        def evaluate(self, exception: BaseException, try_number: int, max_tries: int,
+                     context: Any = None) -> RetryDecision:
+            return RetryDecision.fail()
+
+    log.error("%s", line)
+    task = _current_task()
+    if task is None:
+        raise RuntimeError(line) if retry else AirflowFailException(line)
+    if not retry:
+        task.retry_policy = _NoRetry()
+    raise TaskFailed(line)
+
+
+def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a library function from a task. A Strongroom error ends the task with its one line and no
+    traceback: at once for errors a retry cannot fix (refusals, bad input, integrity), through Airflow's
+    retries for transient ones (``retryable``: network, throttling)."""
     from strongroom.signals import terminate_on_sigterm
 
+    quiet_third_party()
     try:
         with terminate_on_sigterm():
             return function(*args, **kwargs)
     except StrongroomError as exc:
-        if exc.retryable:
-            raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
+        if exc.retryable and _current_task() is None:
+            raise  # outside a task, as before: the caller sees the error itself
+        fail_task(f"{type(exc).__name__}: {' '.join(str(exc).split())}", retry=exc.retryable)
+
+
+def log_task_summary(context: Any) -> None:
+    """``on_success_callback``: the task's one summary line (what, where, how much, how long), built from
+    its return value (XCom) by :func:`strongroom.summary.summary_line`."""
+    from datetime import UTC, datetime
+
+    from strongroom.summary import summary_line
+
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    try:
+        result = ti.xcom_pull(task_ids=ti.task_id, map_indexes=map_index if map_index >= 0 else None)
+    except Exception:  # a summary is never worth failing a task for
+        result = None
+    started = getattr(ti, "start_date", None)
+    seconds = (datetime.now(UTC) - started).total_seconds() if started else None
+    label = _safe(lambda: ti.rendered_map_index) or None
+    log.info("%s", summary_line(ti.task_id, label, result, seconds))
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -190,8 +287,21 @@ def send_alert(config: Config, alert: Alert) -> None:
         except Exception as exc:  # the type only: a webhook error may carry its URL, which is the secret
             log.error("could not post the alert to Slack via %r: %s", settings.slack_conn_id, type(exc).__name__)
             failures.append(f"Slack via {settings.slack_conn_id!r}: {type(exc).__name__}")
+    channels = ([f"email to {', '.join(settings.email_to)}"] if settings.email_to else []) + (
+        ["Slack"] if settings.slack_conn_id else [])
+    _record_delivery(config, alert, channels, "; ".join(failures) if failures else None)
     if failures:
         raise ConfigError("alert not delivered: " + "; ".join(failures))
+    log.info("alert delivered (%s): %s", ", ".join(channels) or "no channel", alert.subject)
+
+
+def _record_delivery(config: Config, alert: Alert, channels: list[str], error: str | None) -> None:
+    from strongroom.deliveries import record_delivery
+
+    try:
+        record_delivery(config, connections(), alert.subject, channels, error)
+    except Exception as exc:  # the record is for the Backups page; the alert itself matters more
+        log.warning("alert delivery not recorded: %s", first_line(exc))
 
 
 def notify_task_failure(context: Any) -> None:

@@ -60,6 +60,10 @@ def first_line(error: object) -> str:
         return "unknown error (no exception was recorded; see the log)"
     text = str(error).strip()
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if isinstance(error, SystemExit) and isinstance(error.code, str):
+        text = error.code.strip()  # a task ended with its one line (airflow_adapter.TaskFailed)
+        error = text or None
+        line = text.splitlines()[0] if text else "the task exited"
     if isinstance(error, BaseException):
         name = type(error).__name__
         line = f"{name}: {line}" if line and not line.startswith(name) else (line or name)
@@ -131,13 +135,22 @@ def on_task_failure(context: object) -> None:
     notify_task_failure(context)
 
 
+def on_task_success(context: object) -> None:
+    """The ``on_success_callback`` of every Strongroom task: one summary line at the end of its log."""
+    from strongroom.airflow_adapter import log_task_summary
+
+    log_task_summary(context)
+
+
 def task_defaults(*, retries: int = 0, retry_delay: timedelta | None = None,
                   execution_timeout: timedelta | None = None, backoff: bool = False) -> dict[str, Any]:
     """The ``default_args`` of a Strongroom DAG: its tasks alert once when they finally fail, after
     ``retries`` (exponential ``backoff`` from ``retry_delay`` up to ten minutes when asked), and are
     stopped after ``execution_timeout``."""
     defaults: dict[str, Any] = {"owner": "strongroom", "retries": retries,
-                                "on_failure_callback": [on_task_failure]}  # one alert per final failure
+                                "on_failure_callback": [on_task_failure],  # one alert per final failure
+                                "on_success_callback": [on_task_success],  # one summary line
+                                "show_return_value_in_logs": False}  # instead of the raw dict
     if retry_delay is not None:
         defaults["retry_delay"] = retry_delay
     if backoff:

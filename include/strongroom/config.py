@@ -214,6 +214,7 @@ class AlertsConfig(_Section):
     smtp_conn_id: ConnId = "smtp_default"
     slack_conn_id: ConnId | None = None
     staleness_threshold: Duration = timedelta(minutes=75)
+    size_jump_factor: Annotated[float, Field(gt=1)] = 2.0  # the Backups page marks a bigger change in size
 
 
 class Config(_Section):

@@ -70,10 +70,8 @@ class MonitorPlan:
         if not self.send:
             return None
         kinds = sorted({c.kind for c in self.send})
-        first = self.send[0].message
-        more = f" (+{len(self.send) - 1} more)" if len(self.send) > 1 else ""
-        return Alert(
-            subject=f"{SUBJECT_PREFIX} backup monitor: {first}{more}",
+        return Alert(  # every condition in the subject: the log line and a failed delivery show them all
+            subject=f"{SUBJECT_PREFIX} backup monitor: " + "; ".join(c.message for c in self.send),
             facts=[("DAG", "backup_monitor"), ("checked at", now.isoformat(timespec="seconds")),
                    ("conditions", ", ".join(kinds))],
             details=[c.message for c in self.send]
@@ -103,9 +101,13 @@ def _age(seconds: float) -> str:
 def find_conditions(
     *, databases: Sequence[str], status: Sequence[RegionStatus], keys: KeyReport | str | None,
     restore_tests: Mapping[str, RestoreTestSummary], threshold: timedelta, restore_overdue: timedelta,
-    now: datetime,
+    now: datetime, watched_since: datetime | None = None,
 ) -> list[Condition]:
-    """Everything wrong, from what was read. ``keys`` is a report, or the error that stopped the check."""
+    """Everything wrong, from what was read. ``keys`` is a report, or the error that stopped the check.
+
+    ``watched_since`` is when the monitor first checked these buckets: until ``restore_overdue`` has
+    passed since then, a database without any restore test is not overdue (its first one is not due yet).
+    """
     out: list[Condition] = []
     unreachable: set[str] = set()
     for row in status:
@@ -137,6 +139,8 @@ def find_conditions(
     for database in databases:
         test = restore_tests.get(database)
         if test is None:
+            if watched_since is not None and now - watched_since <= restore_overdue:
+                continue  # a fresh installation: the first scheduled restore test is not due yet
             out.append(Condition(f"restore_overdue:{database}", "restore_overdue",
                                  f"{database} has no restore test on record"))
             continue
@@ -223,21 +227,29 @@ def _summary(database: str, key: str, raw: bytes) -> RestoreTestSummary | None:
         return None
 
 
-def _read_state(config: Config, conns: Connections) -> dict[str, str]:
+def _read_state(config: Config, conns: Connections, now: datetime) -> tuple[dict[str, str], datetime | None]:
+    """The last-alert times, and since when the monitor watches (``now`` on its first run; None for a
+    state written before that was recorded: watched long enough)."""
     for region in config.regions:
         try:
             store = conns.store(region, config.transfer)
             if store.head(STATE_KEY) is None:
-                return {}
+                return {}, now
             doc = json.loads(store.get_bytes(STATE_KEY))
-            return {str(k): str(v) for k, v in dict(doc.get("alerted", {})).items()}
+            since = _parse_time(str(doc["since"])) if doc.get("since") else None
+            return {str(k): str(v) for k, v in dict(doc.get("alerted", {})).items()}, since
         except (StrongroomError, ValueError, AttributeError) as exc:
             log.warning("monitor state unreadable in %s: %s", region.name, exc)
-    return {}
+    return {}, None
 
 
-def _write_state(config: Config, conns: Connections, plan: MonitorPlan, now: datetime) -> str | None:
-    body = json.dumps({"checked_at": now.isoformat(), "alerted": plan.state}, indent=2).encode()
+def _write_state(
+    config: Config, conns: Connections, plan: MonitorPlan, now: datetime, since: datetime | None = None
+) -> str | None:
+    doc: dict[str, Any] = {"checked_at": now.isoformat(), "alerted": plan.state}
+    if since is not None:
+        doc["since"] = since.isoformat()
+    body = json.dumps(doc, indent=2).encode()
     for region in config.regions:  # the primary, else the next region that answers
         try:
             conns.store(region, config.transfer).put_bytes(STATE_KEY, body)
@@ -265,19 +277,23 @@ def run_monitor(
         keys = check_keys(config, conns)
     except StrongroomError as exc:
         keys = f"{type(exc).__name__}: {exc}"
+    state, since = _read_state(config, conns, now)
     conditions = find_conditions(
         databases=[d.name for d in config.databases], status=status, keys=keys,
         restore_tests=latest_restore_tests(config, conns), threshold=config.alerts.staleness_threshold,
-        restore_overdue=restore_overdue_after(config), now=now,
+        restore_overdue=restore_overdue_after(config), now=now, watched_since=since,
     )
-    plan = plan_alerts(conditions, _read_state(config, conns), now)
+    plan = plan_alerts(conditions, state, now)
     alert = plan.alert(now)
     if alert is not None:
         log.warning("%s", alert.subject)
-        send(alert)
+        try:
+            send(alert)
+        except StrongroomError as exc:  # the failure names every condition the undelivered alert carried
+            raise type(exc)(f"{exc}; the alert said: " + "; ".join(c.message for c in plan.send)) from None
     for condition in plan.suppressed:
         log.info("still open (alerted within the hour): %s", condition.message)
-    stored_in = _write_state(config, conns, plan, now)
+    stored_in = _write_state(config, conns, plan, now, since)
     return {"conditions": len(conditions), "alerted": [c.key for c in plan.send],
             "suppressed": [c.key for c in plan.suppressed], "resolved": plan.resolved, "state_region": stored_in}
 
@@ -303,7 +319,7 @@ def dashboard(config: Config, conns: Connections, now: datetime | None = None) -
             "name": db.name,
             "regions": regions(db.name, "database"),
             "restore_test": test.to_dict() if test else None,
-            "size_trend": trends.get(db.name, []),
+            "size_trend": mark_jumps(trends.get(db.name, []), config.alerts.size_jump_factor),
         })
     return {
         "generated_at": now.isoformat(timespec="seconds"),
@@ -313,4 +329,29 @@ def dashboard(config: Config, conns: Connections, now: datetime | None = None) -
         "primary": config.primary.name,
         "databases": databases,
         "buckets": [{"name": s.bucket, "regions": regions(s.bucket, "bucket")} for s in config.object_storage],
+        "size_jump_factor": config.alerts.size_jump_factor,
+        "alerts": _deliveries(config, conns),
     }
+
+
+def _deliveries(config: Config, conns: Connections) -> dict[str, Any]:
+    from strongroom.deliveries import read_deliveries
+
+    return read_deliveries(config, conns)
+
+
+def mark_jumps(trend: Sequence[Mapping[str, Any]], factor: float) -> list[dict[str, Any]]:
+    """The size trend with ``jump`` (the ratio to the previous snapshot's size) on every point whose
+    stored size is more than ``factor`` times larger, or smaller, than the previous one's."""
+    out: list[dict[str, Any]] = []
+    previous: int | None = None
+    for point in trend:
+        size = int(point["stored_bytes"])
+        marked = dict(point)
+        if previous is not None:
+            ratio = max(size, 1) / max(previous, 1)
+            if ratio > factor or ratio < 1 / factor:
+                marked["jump"] = round(ratio, 3)
+        out.append(marked)
+        previous = size
+    return out

@@ -40,6 +40,7 @@ from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, NotFoundError, RefusedError, ReplicationError, StrongroomError
 from strongroom.keyring import Keyring
+from strongroom.progress import Progress
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,7 @@ def backup_pass(
             listed = region.store.list_objects(f"{prefix(source.bucket)}content/")
             region.present = {info.key.rsplit("/", 1)[1] for info in listed}
     found: dict[tuple[str, str], str] = {}
+    progress = Progress(f"{source.bucket} pass", len(todo), unit="objects")
     last_journal = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=source.concurrency, thread_name_prefix="objects")
     try:
@@ -309,6 +311,7 @@ def backup_pass(
             found[(version.key, version.version_id)] = cid
             result.read_from_source += 1
             result.bytes_read += size
+            progress.update(done)
             if on_progress:
                 on_progress(done)
             if time.monotonic() - last_journal > JOURNAL_EVERY:
@@ -542,18 +545,22 @@ def restore_point(
     _, ikey = id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
     chosen = {k: e for k, e in index.entries.items() if k.startswith(prefix_)}
     small = {k: e for k, e in chosen.items() if e.size <= config.transfer.part_size}
+    progress = Progress(f"restore {source} point {index.taken_at:{_TIME}}", len(chosen), unit="objects")
     with ThreadPoolExecutor(max_workers=src_cfg.concurrency) as pool:
         if sum(e.size for e in small.values()) <= VERIFY_FIRST_BUDGET:
             # every small object is fetched and verified before the first write: a bad point writes nothing
             verified = dict(zip(small, pool.map(lambda e: fetch_content(store, keyring, source, e, ikey),
                                                 small.values()), strict=True))
-            list(pool.map(lambda item: target.put_bytes(*item), verified.items()))
+            for _ in pool.map(lambda item: target.put_bytes(*item), verified.items()):
+                progress.add(1)
         else:  # too much to hold: each object is verified before it is written
-            list(pool.map(lambda item: target.put_bytes(item[0], fetch_content(store, keyring, source, item[1],
-                                                                               ikey)), small.items()))
+            for _ in pool.map(lambda item: target.put_bytes(item[0], fetch_content(store, keyring, source,
+                                                                                   item[1], ikey)), small.items()):
+                progress.add(1)
     for k, e in chosen.items():  # large objects stream; an upload that fails its check is aborted, not completed
         if k not in small:
             _restore_large(config, store, keyring, source, k, e, ikey, target)
+            progress.add(1)
     return {"source": source, "point": index.taken_at.isoformat(), "region": where.name,
             "target": target.bucket, "objects": len(chosen), "bytes": sum(e.size for e in chosen.values())}
 

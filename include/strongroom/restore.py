@@ -25,6 +25,7 @@ from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
 from strongroom.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, RestoreError, StrongroomError
+from strongroom.progress import Progress
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def fetch_dump(
             obj.key, obj.stored_size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
         )
         waited = worked = 0.0
+        progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", obj.stored_size)
         mark = time.monotonic()
         for chunk in chunks:
             got = time.monotonic()
@@ -86,6 +88,7 @@ def fetch_dump(
                 piece = view[start : start + crypto.SEGMENT_SIZE]
                 written += out.write(_inflate(decompressor, decryptor.update(piece)))
             view.release()
+            progress.add(len(chunk))
             mark = time.monotonic()
             worked += mark - got
         written += out.write(_inflate(decompressor, decryptor.finalize()))

@@ -29,6 +29,8 @@ from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import ReplicationError, SourceError, StrongroomError
+from strongroom.keyring import Keyring
+from strongroom.progress import Progress
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -46,19 +48,6 @@ class StreamStats:
     sha256: str
 
 
-class _Progress:
-    def __init__(self, label: str, every: float = 5.0) -> None:
-        self.label, self.every = label, every
-        self.start = self.last = time.monotonic()
-
-    def tick(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            rate = done / max(now - self.start, 1e-9) / 2**20
-            log.info("%s: %.1f MiB read, %.1f MiB/s", self.label, done / 2**20, rate)
-
-
 def encode_stream(
     source: IO[bytes],
     sink: Callable[[bytes], None],
@@ -68,13 +57,16 @@ def encode_stream(
     level: int = 3,
     threads: int = 0,
     label: str = "snapshot",
+    total: int | None = None,
 ) -> StreamStats:
-    """Compress and encrypt ``source`` into ``sink``; returns sizes and the SHA-256 of what was stored."""
+    """Compress and encrypt ``source`` into ``sink``; returns sizes and the SHA-256 of what was stored.
+
+    Progress (bytes read of ``total``, an estimate of the plain size) is logged as it goes."""
     compressor = zstandard.ZstdCompressor(level=level, threads=threads or -1).compressobj()
     encryptor = crypto.StreamEncryptor(data_key, associated_data)
     digest = hashlib.sha256()
     plain = compressed = stored = 0
-    progress = _Progress(label)
+    progress = Progress(label, total, estimated=True)
 
     def emit(block: bytes) -> None:
         nonlocal stored
@@ -89,7 +81,7 @@ def encode_stream(
         if packed:
             compressed += len(packed)
             emit(encryptor.update(packed))
-        progress.tick(plain)
+        progress.update(plain)
     packed = compressor.flush()
     compressed += len(packed)
     emit(encryptor.update(packed))
@@ -163,7 +155,8 @@ def take_snapshot(config: Config, database: str, conns: Connections) -> Snapshot
             raise SourceError(f"pg_dump {dump_version} is older than server {session.server_version}")
         snapshot_id = catalog.new_snapshot_id(session.taken_at)
         log.info("snapshot %s of %s at %s (server clock)", snapshot_id, db.name, session.taken_at.isoformat())
-        dump, counter = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key)
+        estimate = _expected_size(store, keyring, db.name, session.database_size)
+        dump, counter = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key, estimate)
 
     globals_obj, globals_note = None, "disabled in config"
     if config.snapshot.capture_globals:
@@ -199,6 +192,15 @@ def take_snapshot(config: Config, database: str, conns: Connections) -> Snapshot
     )
 
 
+def _expected_size(store: ObjectStore, keyring: Keyring, database: str, database_size: int) -> int:
+    """What the dump will likely hold, for progress: the previous snapshot's dump size, else the database's
+    size on disk (which counts indexes a dump leaves out: an over-estimate)."""
+    try:
+        return catalog.select_snapshot(store, keyring, database).dump.plain_size or database_size
+    except StrongroomError:
+        return database_size
+
+
 def _stream_dump(
     config: Config,
     store: ObjectStore,
@@ -207,6 +209,7 @@ def _stream_dump(
     database: str,
     snapshot_id: str,
     data_key: bytes,
+    estimate: int | None = None,
 ) -> tuple[StoredObject, _RowCounter]:
     """Stream pg_dump into the store while counting rows (and checksumming small tables) in the same snapshot."""
     key = catalog.data_key(database, snapshot_id, DUMP_OBJECT)
@@ -232,6 +235,7 @@ def _stream_dump(
                 level=config.snapshot.zstd_level,
                 threads=config.snapshot.zstd_threads,
                 label=f"snapshot {database}",
+                total=estimate,
             )
             if dump.wait() != 0:
                 counter.join(timeout=30)  # a failed count aborts the snapshot's transaction: it is the cause

@@ -61,7 +61,7 @@ def test_backups_page_in_a_real_browser(airflow_ui: Airflow, stack: Stack) -> No
         trend = browser.evaluate("document.querySelector('[data-database=shop] [data-trend]').dataset.trend")
         assert int(trend) == len([k for k in stack.list_keys() if k.startswith("databases/shop/manifests/")])
         assert browser.evaluate("!!document.querySelector('[data-database=shop] svg polyline')")
-        assert "Size trend" in text and "newest" in text
+        assert "Stored size per snapshot" in text and "newest" in text
         assert "Backups" in text.split()  # the navigation entry (the page title says "backups")
         assert shot.stat().st_size > 10_000
     except Exception:

@@ -66,7 +66,8 @@ def test_stale_alerts_fresh_stays_quiet_and_repeats_hourly(stack: Stack, mail: M
     [(recipients, message)] = mail.received(at_least=1)
     assert recipients == ONCALL
     assert message["Subject"].startswith("[strongroom] backup monitor: shop in ")
-    assert "(+2 more)" in message["Subject"]
+    for region in REGIONS:  # every condition in the subject, not the first "(+2 more)"
+        assert f"shop in {region}: newest snapshot" in message["Subject"]
     body = MailSink.body(message)
     for region in REGIONS:
         assert f"shop in {region}: newest snapshot" in body
@@ -103,7 +104,8 @@ def test_backup_monitor_dag_alerts_on_the_stale_database_only(
     [(_, message)] = mail.received(at_least=1)
     body = MailSink.body(message)
     assert "ghost has no committed snapshot in eu-central-1" in message["Subject"]
-    assert "ghost has no restore test on record" in body
+    # the buckets are watched since the test above: ghost's first restore test is not due yet
+    assert "ghost has no restore test on record" not in body
     assert "shop" not in body.replace("ghost", "")  # the fresh, tested database stays quiet
     # the age of the newest backup per database and region, as a StatsD gauge (none: present is 0)
     for region in ("eu-central-1", "eu-west-1", "eu-north-1"):

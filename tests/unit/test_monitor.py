@@ -55,6 +55,24 @@ def test_find_conditions(status, keys, tests, expected) -> None:
     assert [c.key for c in found] == expected
 
 
+@pytest.mark.parametrize(("watched_hours", "expected"), [
+    (1, []),  # a fresh installation: the first scheduled restore test is not due yet
+    (29, []),  # exactly the allowance: still not overdue
+    (30, ["restore_overdue:shop"]),  # watched longer than a day plus the budget, and still none
+    (None, ["restore_overdue:shop"]),  # watched since before that was recorded: long enough
+])
+def test_no_restore_test_is_overdue_only_after_the_first_one_was_due(watched_hours, expected) -> None:
+    since = None if watched_hours is None else NOW - timedelta(hours=watched_hours)
+    found = find_conditions(databases=["shop"], status=[row()], keys=KeyReport(), restore_tests={},
+                            threshold=T75, restore_overdue=OVERDUE, now=NOW, watched_since=since)
+    assert [c.key for c in found] == expected
+    # a database that had tests keeps its rules: a late one is overdue however new the monitor is
+    late = find_conditions(databases=["shop"], status=[row()], keys=KeyReport(),
+                           restore_tests={"shop": passed(hours_ago=30)}, threshold=T75, restore_overdue=OVERDUE,
+                           now=NOW, watched_since=since)
+    assert [c.key for c in late] == ["restore_overdue:shop"]
+
+
 def test_stale_message_says_what_where_and_how_old() -> None:
     [c] = find_conditions(databases=["shop"], status=[row(region="eu-west-1", age_min=130, error="not committed")],
                           keys=KeyReport(), restore_tests={"shop": passed()}, threshold=T75,
@@ -95,7 +113,7 @@ def test_plan_alerts(conditions, state, sent, suppressed, resolved) -> None:
 def test_one_alert_lists_every_condition_due() -> None:
     alert = plan_alerts([A, B], {}, NOW).alert(NOW)
     assert alert is not None
-    assert alert.subject == "[strongroom] backup monitor: a is stale (+1 more)"
+    assert alert.subject == "[strongroom] backup monitor: a is stale; b is stale"  # every one, not "+1 more"
     assert "a is stale" in alert.text() and "b is stale" in alert.text()
 
 
@@ -112,6 +130,7 @@ def test_rag(age_min, colour) -> None:
     ("\n\n  plain text first\nsecond", "plain text first"),
     (None, "unknown error (no exception was recorded; see the log)"),
     (OSError("x" * 500), "OSError: " + "x" * 290 + "…"),
+    (SystemExit("RefusedError: not confirmed\nmore"), "RefusedError: not confirmed"),  # a task ended by run_task
 ])
 def test_first_line(error, line) -> None:
     assert first_line(error) == line
@@ -131,3 +150,13 @@ def test_task_failure_alert_names_everything_and_escapes_html() -> None:
                              "StorageError: <b>denied</b>")
     assert "&lt;b&gt;denied&lt;/b&gt;" in alert.html() and "<b>denied</b>" not in alert.html()
     assert "http://af/dags/x?try_number=2" in alert.text() and "more" not in alert.text()
+
+
+def test_size_jumps_are_marked_beyond_the_factor_either_way() -> None:
+    from strongroom.monitor import mark_jumps
+
+    sizes = [1000, 1002, 1000, 327_000, 330_000, 1000, 0, 0]
+    marked = mark_jumps([{"snapshot_id": str(i), "stored_bytes": n} for i, n in enumerate(sizes)], 2.0)
+    assert [p.get("jump") for p in marked] == [None, None, None, 327.0, None, 0.003, 0.001, None]
+    assert [p["stored_bytes"] for p in marked] == sizes
+    assert mark_jumps([{"stored_bytes": 100}, {"stored_bytes": 250}], 3.0)[1].get("jump") is None
