@@ -11,7 +11,6 @@ A restore test never switches regions: it tests the region it chose.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -26,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom import catalog, crypto, postgres, sandbox, validation
+from strongroom import catalog, crypto, postgres, records, sandbox, validation
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import RestoreTestError, StrongroomError
+from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.restore import fetch_dump
 from strongroom.storage import ObjectStore
@@ -37,6 +37,7 @@ from strongroom.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 RESULT_PREFIX = "restore-tests/"
+RESULT_KIND = "restore-test"
 
 
 @dataclass
@@ -88,7 +89,7 @@ def choose_snapshots(ids: list[str], rng: random.Random) -> list[str]:
 
 @contextmanager
 def _isolated(
-    config: Config, conns: Connections, major: str, store: ObjectStore, name: str
+    config: Config, conns: Connections, major: str, store: ObjectStore, keyring: Keyring, name: str
 ) -> Iterator[PgSettings]:
     if config.restore_test.sandbox_conn_id:
         server = conns.postgres(config.restore_test.sandbox_conn_id)
@@ -97,7 +98,7 @@ def _isolated(
         with sandbox.sandbox_database(server, name) as target:
             yield target
     else:
-        with sandbox.throwaway_server(major, store) as server:
+        with sandbox.throwaway_server(major, store, keyring=keyring) as server:
             target = server.with_dbname(name)
             postgres.create_database(target)
             yield target
@@ -124,7 +125,7 @@ def check_snapshot(
         data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key,
                                      manifest.identity)
         started = time.monotonic()
-        with _isolated(config, conns, manifest.server_version.split(".")[0], store, db.name) as target:
+        with _isolated(config, conns, manifest.server_version.split(".")[0], store, keyring, db.name) as target:
             result.phases["provision"] = round(time.monotonic() - started, 3)
             path = os.path.join(spool, "dump")
             result.phases.update(fetch_dump(store, manifest, data_key, path, config.transfer))
@@ -169,8 +170,8 @@ def _record(config: Config, conns: Connections, result: DrillResult, docs: dict[
                 store.put_bytes(prefix + "docs/" + name, data)
             result.docs_key = prefix + "docs/index.html" if docs else None
             result.result_key = prefix + "result.json"
-            store.put_bytes(result.result_key, json.dumps(dict(result.to_dict(), stored_in=region.name),
-                                                          indent=2).encode())
+            records.write(store, conns.keyring(config.keyring_conn_id(region)), result.result_key,
+                          dict(result.to_dict(), stored_in=region.name), kind=RESULT_KIND)
             return
         except StrongroomError as exc:
             log.error("could not store the restore-test result in %s: %s", region.name, exc)

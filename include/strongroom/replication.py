@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from strongroom import catalog, crypto
+from strongroom import catalog, crypto, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
@@ -509,11 +508,13 @@ def check_run(config: Config, conns: Connections, runs: Mapping[str, SnapshotRef
                 conns.store(config.region(ref.source_region), config.transfer).delete(
                     catalog.pending_key(database, ref.snapshot_id)
                 )
-    record = json.dumps({"checked_at": report.checked_at, "results": report.results}, indent=2).encode()
+    record = {"checked_at": report.checked_at, "results": report.results}
     for region in config.regions:
         with contextlib.suppress(StrongroomError):  # an unreachable region is already in the report
-            conns.store(region, config.transfer).put_bytes(RUN_RECORD_KEY, record)
+            records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
+                          RUN_RECORD_KEY, record, kind=RUN_RECORD_KIND)
     return report
 
 
 RUN_RECORD_KEY = "status/last-run.json"
+RUN_RECORD_KIND = "run"
