@@ -90,7 +90,17 @@ function RestoreTest(props) {
     h(Dot, {rag: t.success ? "green" : "red"}),
     (t.success ? "passed " : "FAILED ") + t.tested_at.replace("T", " ").slice(0, 16) + " UTC",
     t.restore_seconds !== null ? " · restored in " + t.restore_seconds + "s" : "",
-    " · snapshot " + t.snapshot_id + " from " + t.region + " ", docs);
+    " · snapshot " + t.snapshot_id + " from " + t.region + " ", docs,
+    (t.unauthenticated || []).map(u => h("div", {key: u, "data-unauthenticated": "restore-test",
+                                                  style: {color: COLOURS.red}}, "UNAUTHENTICATED (ignored): " + u)));
+}
+
+function Warnings(props) {
+  const items = [...(props.data.warnings || []).map(w => ["warning", w]),
+                 ...(props.data.unauthenticated || []).map(u => ["unauthenticated", "UNAUTHENTICATED (ignored): " + u])];
+  if (!items.length) return null;
+  return h("ul", {role: "alert", "data-warnings": items.length, style: {color: COLOURS.amber}},
+    items.map(([kind, text]) => h("li", {key: text, "data-kind": kind}, text)));
 }
 
 function bytes(n) {
@@ -155,6 +165,7 @@ function Backups() {
       h(Dot, {rag: "green"}), "under " + age(data.rpo_seconds) + " (RPO) ",
       h(Dot, {rag: "amber"}), "up to " + age(data.threshold_seconds) + " ",
       h(Dot, {rag: "red"}), "older: the backup monitor alerts") : null,
+    data ? h(Warnings, {data: data}) : null,
     data ? data.databases.map(db => h(Database, {key: db.name, db: db})) : null,
     data ? (data.buckets || []).map(b => h(Database, {key: "bucket:" + b.name, db: b, kind: "bucket"})) : null);
 }

@@ -263,6 +263,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         line = test["headline"] if test else "no restore test on record"
         when = f" at {test['tested_at']}, restore {test['restore_seconds']}s" if test else ""
         print(f"{db['name']}: last restore test {line}{when}")
+        for problem in test["unauthenticated"] if test else []:
+            print(f"{db['name']}: UNAUTHENTICATED: {problem} (ignored)")
+    for problem in board["unauthenticated"]:
+        print(f"UNAUTHENTICATED: {problem} (ignored)")
+    for warning in board["warnings"]:
+        print(f"WARNING: {warning}")
     return 0
 
 

@@ -323,7 +323,8 @@ def run_monitor(
 def dashboard(config: Config, conns: Connections, now: datetime | None = None) -> dict[str, Any]:
     """What the Backups page and ``strongroom status --json`` show: per database and source bucket and per
     region the newest backup, its age and colour against the RPO and the alert threshold, the gaps, the
-    last error; per database the newest restore test and the trend of snapshot sizes."""
+    last error; per database the newest restore test and the trend of snapshot sizes; transport warnings
+    and the records that were ignored because they did not authenticate."""
     now = now or datetime.now(UTC)
     threshold = config.alerts.staleness_threshold
     status = collect_status(config, conns, now)
@@ -351,4 +352,8 @@ def dashboard(config: Config, conns: Connections, now: datetime | None = None) -
         "primary": config.primary.name,
         "databases": databases,
         "buckets": [{"name": s.bucket, "regions": regions(s.bucket, "bucket")} for s in config.object_storage],
+        # allowed but insecure transport (a lowered sslmode, plain HTTP or unverified TLS to S3)
+        "warnings": conns.transport_warnings(config),
+        # records and manifests that failed authentication or are dated in the future: ignored above
+        "unauthenticated": sorted({f"{row.region}: {problem}" for row in status for problem in row.unauthenticated}),
     }
