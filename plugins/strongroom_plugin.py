@@ -97,7 +97,8 @@ function RestoreTest(props) {
 
 function Warnings(props) {
   const items = [...(props.data.warnings || []).map(w => ["warning", w]),
-                 ...(props.data.unauthenticated || []).map(u => ["unauthenticated", "UNAUTHENTICATED (ignored): " + u])];
+                 ...(props.data.unauthenticated || []).map(u => ["unauthenticated",
+                                                                 "UNAUTHENTICATED (ignored): " + u])];
   if (!items.length) return null;
   return h("ul", {role: "alert", "data-warnings": items.length, style: {color: COLOURS.amber}},
     items.map(([kind, text]) => h("li", {key: text, "data-kind": kind}, text)));
