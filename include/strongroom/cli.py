@@ -292,9 +292,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             for d in result.plan.deletions:
                 what = f"{d.database}/{d.snapshot_id}" if d.snapshot_id else (d.upload[0] if d.upload else d.kind)
                 print(f"  {verb} {d.kind} {what}: {d.reason}")
+            for held in result.plan.held:
+                print(f"  HELD {held}")
     failed = [f"{r.region} ({r.error})" for r in results if r.error]
     if failed:
         raise PruneError("not pruned: " + "; ".join(failed))
+    if not args.dry_run:
+        retention.check_held(results)  # held snapshots fail the command: that is the alert
     return 0
 
 
