@@ -93,8 +93,7 @@ def _isolated(
 ) -> Iterator[PgSettings]:
     if config.restore_test.sandbox_conn_id:
         server = conns.postgres(config.restore_test.sandbox_conn_id)
-        if any(conns.postgres(db.postgres_conn_id).describe() == server.describe() for db in config.databases):
-            raise RestoreTestError("restore_test.sandbox_conn_id names a production source; refusing")
+        check_sandbox_server(config, conns, server)
         with sandbox.sandbox_database(server, name) as target:
             yield target
     else:
@@ -102,6 +101,22 @@ def _isolated(
             target = server.with_dbname(name)
             postgres.create_database(target)
             yield target
+
+
+def check_sandbox_server(config: Config, conns: Connections, server: PgSettings) -> None:
+    """Refuse a restore-test sandbox that is any configured source's cluster (by its system identifier,
+    whatever host, address, port or user reaches it), before anything is created there."""
+    mine = postgres.server_identity(server)
+    if mine is None:
+        raise RestoreTestError(f"restore_test.sandbox_conn_id: cannot read the system identifier of "
+                               f"{server.describe()}, so it cannot be proven not to be a production cluster")
+    for db in config.databases:
+        source = conns.postgres(db.postgres_conn_id)
+        theirs = postgres.server_identity(source)
+        same = theirs.system_identifier == mine.system_identifier if theirs else source.describe() == server.describe()
+        if same:
+            raise RestoreTestError(f"restore_test.sandbox_conn_id reaches the cluster of the production source "
+                                   f"{db.name} (same system identifier); refusing")
 
 
 def check_snapshot(
