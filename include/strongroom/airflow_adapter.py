@@ -97,6 +97,11 @@ class AirflowConnections:
             warning = self._postgres(conn_id)[1]
             if warning:
                 warnings.append(warning)
+        return warnings + self.s3_transport(config)
+
+    def s3_transport(self, config: Config) -> list[str]:
+        """Each region's and source bucket's S3 transport warning; :class:`ConfigError` for one refused."""
+        warnings: list[str] = []
         places: list[tuple[str, str | None, bool, str]] = [
             (r.aws_conn_id, r.name, r.allow_insecure_transport, f"region {r.name} (connection {r.aws_conn_id!r})")
             for r in config.regions]
