@@ -88,16 +88,22 @@ class AirflowConnections:
 
     def transport_warnings(self, config: Config) -> list[str]:
         """What is allowed but insecure: PostgreSQL connections that lowered ``sslmode`` for a remote host,
-        and S3 endpoints allowed plain HTTP or unverified TLS. An insecure endpoint that is not allowed
-        raises :class:`ConfigError` here as it would when its store is built."""
+        and S3 endpoints allowed plain HTTP or unverified TLS; an endpoint refused (its store is never
+        built) is listed as ``REFUSED: ...``. Never raises: ``status`` and the page show what they can."""
         warnings: list[str] = []
         pg_ids = [db.postgres_conn_id for db in config.databases]
         pg_ids += [c for c in (config.restore.sandbox_conn_id, config.restore_test.sandbox_conn_id) if c]
         for conn_id in dict.fromkeys(pg_ids + list(config.restore.target_conn_ids)):
-            warning = self._postgres(conn_id)[1]
+            try:
+                warning = self._postgres(conn_id)[1]
+            except ConfigError as exc:  # e.g. not visible to the API server: say so, show the rest
+                warning = f"transport of connection {conn_id!r} not checked: {exc}"
             if warning:
                 warnings.append(warning)
-        return warnings + self.s3_transport(config)
+        try:
+            return warnings + self.s3_transport(config)
+        except ConfigError as exc:  # shown, not raised: the page still shows everything else
+            return [*warnings, f"REFUSED: {exc}"]
 
     def s3_transport(self, config: Config) -> list[str]:
         """Each region's and source bucket's S3 transport warning; :class:`ConfigError` for one refused."""
