@@ -13,7 +13,7 @@ with Great Expectations:
 
 | task | what it does | if it fails |
 |---|---|---|
-| `teardown_stale_sandboxes` | removes throwaway servers that a dead worker left on this host (by their lease records) | cleanup only; the tests still run |
+| `teardown_stale_sandboxes` | removes throwaway servers that a dead worker left on this host (by their lease records) | cleanup only; the tests still run. Fails naming any lease that does not authenticate (nothing is removed for it) |
 | `restore_objects_sample` (one per source bucket) | restores a random sample of objects of the newest point from the same region and checks each against the point index (keyed content hash, size) | names the bucket, point and region |
 | `restore_and_validate` (one per database) | provision → download from that region only → verify → decrypt → restore → validate → teardown, all in one task; records the time of each phase (RTO evidence) and the snapshot's age (RPO evidence) | the alert names the database, snapshot, region and the failing expectations |
 
