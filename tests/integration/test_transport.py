@@ -68,3 +68,18 @@ def test_allowed_insecure_transport_and_a_lowered_sslmode_are_shown_as_warnings(
     text = run_cli("--config", str(path), "status", env=env, timeout=600)
     assert text.code == 0 and "WARNING: connection 'pg_remote_lowered': sslmode=require" in text.stdout
     assert "app-pw" not in text.stdout + text.stderr and os.environ.get("PGSSLMODE") is None
+
+
+def test_tls_verification_turned_off_on_the_connection_is_refused_at_load(stack: Stack, tmp_path: Path) -> None:
+    env = {"AIRFLOW_CONN_S3_UNVERIFIED": json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing-secret",
+        "extra": {"region_name": REGIONS[2], "endpoint_url": "https://s3.example.test", "verify": False}})}
+    regions = region_entries()
+    regions[2] = dict(regions[2], aws_conn_id="s3_unverified")
+    path = write_config(tmp_path / "unverified.yaml", regions=regions)
+    result = run_cli("--config", str(path), "status", env=env)
+    assert result.code == 1
+    assert result.error_lines == [
+        f"strongroom: error: region {REGIONS[2]} (connection 's3_unverified'): TLS certificate verification "
+        "turned off on a non-loopback host: use https with verification, or set allow_insecure_transport: true"
+    ], result.stderr
