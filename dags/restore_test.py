@@ -13,7 +13,7 @@ with Great Expectations:
 
 | task | what it does | if it fails |
 |---|---|---|
-| `teardown_stale_sandboxes` | removes throwaway servers that a dead worker left on this host (by their lease records) | cleanup only; the tests still run |
+| `teardown_stale_sandboxes` | removes throwaway servers that a dead worker left on this host (by their lease records) | cleanup only; the tests still run. Fails naming any lease that does not authenticate (nothing is removed for it) |
 | `restore_objects_sample` (one per source bucket) | restores a random sample of objects of the newest point from the same region and checks each against the point index (keyed content hash, size) | names the bucket, point and region |
 | `restore_and_validate` (one per database) | provision → download from that region only → verify → decrypt → restore → validate → teardown, all in one task; records the time of each phase (RTO evidence) and the snapshot's age (RPO evidence) | the alert names the database, snapshot, region and the failing expectations |
 
@@ -54,11 +54,21 @@ def restore_test() -> None:
     def teardown_stale_sandboxes() -> dict[str, Any]:
         """Remove throwaway servers left behind by workers that died mid-test."""
         from strongroom import airflow_adapter, sandbox
+        from strongroom.errors import IntegrityError
 
         config, conns = load_config(), airflow_adapter.connections()
-        removed = []
+        removed, forged = [], []
         for region in config.regions:
-            removed += airflow_adapter.run_task(sandbox.teardown_stale, conns.store(region, config.transfer))
+            try:
+                removed += airflow_adapter.run_task(sandbox.teardown_stale, conns.store(region, config.transfer),
+                                                    conns.keyring(config.keyring_conn_id(region)))
+            except IntegrityError as exc:  # a lease that does not authenticate: the other regions go on
+                forged.append(exc)
+        if forged:  # fails the task, which alerts; the restore tests still run
+            def refuse() -> None:
+                raise IntegrityError(" | ".join(str(e) for e in forged))
+
+            airflow_adapter.run_task(refuse)
         return {"removed": removed}
 
     @task(map_index_template="{{ database }}", trigger_rule="all_done")

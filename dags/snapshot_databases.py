@@ -12,7 +12,7 @@ region. A snapshot exists in a region when, and only when, its authenticated man
 | `region.verify` | database × region | reads the region's stored bytes back and checks size and SHA-256 against the manifest | a corrupt copy is never committed |
 | `region.commit` | database × region | writes the region's own manifest, the data key wrapped by that region's keyring | as above |
 | `check_regions` | run | fails the run naming every database and region that did not commit | **the one alert that says what is missing** |
-| `prune` | run | permanently deletes every snapshot older than the retention (every version, manifest last) in every region, each region on its own; aborts stale uploads, removes never-committed leftovers, writes an audit record | names each region it could not prune; a region is never pruned from a catalog it could not read completely |
+| `prune` | run | permanently deletes every snapshot older than the retention (every version, manifest last) in every region, each region on its own; aborts stale uploads, removes leftovers of abandoned snapshots (named by an authenticated pending record), writes an audit record | names each region it could not prune; a region is never pruned from a catalog it could not read completely; names every young snapshot held without authenticated evidence (a delete marker on its manifest, a missing or forged manifest): nothing of it is deleted |
 
 Regions are independent: one region's outage or failure never blocks the others.
 

@@ -114,7 +114,18 @@ function RestoreTest(props) {
     t.restore_seconds !== null ? " · restored in " + t.restore_seconds + "s" : "",
     " · snapshot " + t.snapshot_id + " from " + t.region + " · ",
     t.docs_key ? h(Link, {href: "/strongroom/api/files/" + t.docs_key, blank: true, kind: "data-docs"},
-                   "Open Data Docs ↗") : h("span", {style: {color: C.muted}}, "no Data Docs"));
+                   "Open Data Docs ↗") : h("span", {style: {color: C.muted}}, "no Data Docs"),
+    (t.unauthenticated || []).map(u => h("div", {key: u, "data-unauthenticated": "restore-test",
+                                                  style: {color: C.red}}, "UNAUTHENTICATED (ignored): " + u)));
+}
+
+function Warnings(props) {
+  const items = [...(props.data.warnings || []).map(w => ["warning", w]),
+                 ...(props.data.unauthenticated || []).map(u => ["unauthenticated",
+                                                                 "UNAUTHENTICATED (ignored): " + u])];
+  if (!items.length) return null;
+  return h("ul", {role: "alert", "data-warnings": items.length, style: {color: C.amber}},
+    items.map(([kind, text]) => h("li", {key: text, "data-kind": kind}, text)));
 }
 
 function bytes(n) {
@@ -227,6 +238,7 @@ function Backups() {
       h(Link, {href: "/dags/snapshot_databases", kind: "dag"}, "snapshots"), " · ",
       h(Link, {href: "/dags/restore_test", kind: "dag"}, "restore tests"), " · ",
       h(Link, {href: "/dags/backup_monitor", kind: "dag"}, "monitor")) : null,
+    data ? h(Warnings, {data: data}) : null,
     data ? h(Alerts, {alerts: data.alerts}) : null,
     data ? data.databases.map(db => h(Database, {key: db.name, db: db})) : null,
     data ? (data.buckets || []).map(b => h(Database, {key: "bucket:" + b.name, db: b, kind: "bucket"})) : null);

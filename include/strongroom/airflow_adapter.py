@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
+from strongroom import transport
 from strongroom.alerts import Alert, deadline_missed, first_line, task_failure
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
 from strongroom.errors import ConfigError, StrongroomError
@@ -48,13 +49,17 @@ class AirflowConnections:
     """Implements :class:`strongroom.connections.Connections` from Airflow connections."""
 
     def postgres(self, conn_id: str) -> PgSettings:
+        """The connection's settings; a remote host gets ``sslmode=verify-full`` unless the extra sets one."""
+        return self._postgres(conn_id)[0]
+
+    def _postgres(self, conn_id: str) -> tuple[PgSettings, str | None]:
         conn = _connection(conn_id)
         if conn.conn_type not in ("postgres", "postgresql"):
             raise ConfigError(f"connection {conn_id!r} is of type {conn.conn_type!r}, not postgres")
         if not conn.schema:
             raise ConfigError(f"connection {conn_id!r} does not name a database (its schema field)")
         extra = conn.extra_dejson or {}
-        return PgSettings(
+        settings = PgSettings(
             dbname=conn.schema,
             host=conn.host or None,
             port=int(conn.port) if conn.port else None,
@@ -62,28 +67,78 @@ class AirflowConnections:
             password=conn.password or None,
             options={k: str(extra[k]) for k in _LIBPQ_EXTRAS if k in extra},
         )
+        return transport.secure_postgres(settings, f"connection {conn_id!r}")
 
     def keyring(self, conn_id: str) -> Keyring:
         conn = _connection(conn_id)
         return Keyring.from_extra(conn.extra_dejson, source=f"keyring connection {conn_id!r}")
 
     def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore:
-        client = self._client(region.aws_conn_id, region.name, transfer)
+        client = self._client(region.aws_conn_id, region.name, transfer, region.allow_insecure_transport,
+                              f"region {region.name} (connection {region.aws_conn_id!r})")
         return ObjectStore(client, region.bucket, region=region.name, max_parts=region.max_parts,
                            lock_mode=region.object_lock)
 
     def source_store(self, source: ObjectSourceConfig, transfer: TransferConfig) -> ObjectStore:
-        return self.bucket_store(source.aws_conn_id, source.bucket, source.region, transfer)
+        client = self._client(source.aws_conn_id, source.region, transfer, source.allow_insecure_transport,
+                              f"source bucket {source.bucket} (connection {source.aws_conn_id!r})")
+        return ObjectStore(client, source.bucket, region=str(client.meta.region_name or source.region or ""))
 
     def bucket_store(self, aws_conn_id: str, bucket: str, region: str | None, transfer: TransferConfig) -> ObjectStore:
-        client = self._client(aws_conn_id, region, transfer)
+        client = self._client(aws_conn_id, region, transfer, False, f"bucket {bucket} (connection {aws_conn_id!r})")
         return ObjectStore(client, bucket, region=str(client.meta.region_name or region or ""))
 
-    def _client(self, aws_conn_id: str, region_name: str | None, transfer: TransferConfig) -> Any:
+    def transport_warnings(self, config: Config) -> list[str]:
+        """What is allowed but insecure: PostgreSQL connections that lowered ``sslmode`` for a remote host,
+        and S3 endpoints allowed plain HTTP or unverified TLS; an endpoint refused (its store is never
+        built) is listed as ``REFUSED: ...``. Never raises: ``status`` and the page show what they can."""
+        warnings: list[str] = []
+        pg_ids = [db.postgres_conn_id for db in config.databases]
+        pg_ids += [c for c in (config.restore.sandbox_conn_id, config.restore_test.sandbox_conn_id) if c]
+        for conn_id in dict.fromkeys(pg_ids + list(config.restore.target_conn_ids)):
+            try:
+                warning = self._postgres(conn_id)[1]
+            except ConfigError as exc:  # e.g. not visible to the API server: say so, show the rest
+                warning = f"transport of connection {conn_id!r} not checked: {exc}"
+            if warning:
+                warnings.append(warning)
+        try:
+            return warnings + self.s3_transport(config)
+        except ConfigError as exc:  # shown, not raised: the page still shows everything else
+            return [*warnings, f"REFUSED: {exc}"]
+
+    def s3_transport(self, config: Config) -> list[str]:
+        """Each region's and source bucket's S3 transport warning; :class:`ConfigError` for one refused."""
+        warnings: list[str] = []
+        places: list[tuple[str, str | None, bool, str]] = [
+            (r.aws_conn_id, r.name, r.allow_insecure_transport, f"region {r.name} (connection {r.aws_conn_id!r})")
+            for r in config.regions]
+        places += [(s.aws_conn_id, s.region, s.allow_insecure_transport,
+                    f"source bucket {s.bucket} (connection {s.aws_conn_id!r})") for s in config.object_storage]
+        for conn_id, region_name, allowed, where in places:
+            warning = self._transport(conn_id, region_name, allowed, where)[1]
+            if warning:
+                warnings.append(warning)
+        return warnings
+
+    def _transport(
+        self, aws_conn_id: str, region_name: str | None, allowed: bool, where: str
+    ) -> tuple[Any, str | None]:
+        """The provider's hook for the connection, and its transport warning (or ConfigError)."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        _connection(aws_conn_id)  # a clear error for a missing connection
+        hook = S3Hook(aws_conn_id=aws_conn_id, region_name=region_name)
+        endpoint = hook.conn_config.get_service_endpoint_url("s3")
+        return hook, transport.check_s3(endpoint, hook.verify, allow_insecure=allowed, where=where)
+
+    def _client(
+        self, aws_conn_id: str, region_name: str | None, transfer: TransferConfig, allow_insecure: bool, where: str,
+    ) -> Any:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from botocore.config import Config
 
-        _connection(aws_conn_id)  # a clear error for a missing connection
+        plain, _ = self._transport(aws_conn_id, region_name, allow_insecure, where)
         ours = Config(
             connect_timeout=transfer.connect_timeout.total_seconds(),
             read_timeout=transfer.read_timeout.total_seconds(),
@@ -93,7 +148,7 @@ class AirflowConnections:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        base = S3Hook(aws_conn_id=aws_conn_id, region_name=region_name).config
+        base = plain.config
         hook = S3Hook(aws_conn_id=aws_conn_id, region_name=region_name,
                       config=base.merge(ours) if base is not None else ours)
         return hook.get_conn()

@@ -13,9 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError
+
+if TYPE_CHECKING:
+    from strongroom.config import Config
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -121,11 +124,20 @@ def _print(data: Any, as_json: bool, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
-def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from strongroom import airflow_adapter, snapshot
+def _config(args: argparse.Namespace) -> Config:
+    """The configuration, refused at load when a region or source bucket would be reached over plain HTTP
+    or unverified TLS on a non-loopback host without ``allow_insecure_transport`` (one error line)."""
+    from strongroom import airflow_adapter
     from strongroom.config import load_config
 
     config = load_config(args.config)
+    airflow_adapter.connections().s3_transport(config)
+    return config
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, snapshot
+    config = _config(args)
     names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
     if not names:
         raise ConfigError("no databases are configured")
@@ -147,9 +159,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, catalog
-    from strongroom.config import load_config
-
-    config = load_config(args.config)
+    config = _config(args)
     region = config.region(args.region) if args.region else config.primary
     names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
     conns = airflow_adapter.connections()
@@ -188,10 +198,9 @@ def _age(seconds: int) -> str:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, restore
-    from strongroom.config import load_config
     from strongroom.postgres import PgSettings
 
-    config = load_config(args.config)
+    config = _config(args)
     at = parse_at(args.at) if args.at else None
     conns = airflow_adapter.connections()
     plan = restore.plan_restore(
@@ -230,9 +239,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         )
         return 0
     from strongroom import airflow_adapter, keycheck
-    from strongroom.config import load_config
-
-    config = load_config(args.config)
+    config = _config(args)
     report = keycheck.check_keys(config, airflow_adapter.connections())
     for line in report.lines():
         print(line)
@@ -243,9 +250,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, monitor
-    from strongroom.config import load_config
-
-    config = load_config(args.config)
+    config = _config(args)
     board = monitor.dashboard(config, airflow_adapter.connections())
     if args.json:
         _print(board, True, "")
@@ -263,14 +268,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
         line = test["headline"] if test else "no restore test on record"
         when = f" at {test['tested_at']}, restore {test['restore_seconds']}s" if test else ""
         print(f"{db['name']}: last restore test {line}{when}")
+        for problem in test["unauthenticated"] if test else []:
+            print(f"{db['name']}: UNAUTHENTICATED: {problem} (ignored)")
+    for problem in board["unauthenticated"]:
+        print(f"UNAUTHENTICATED: {problem} (ignored)")
+    for warning in board["warnings"]:
+        print(f"WARNING: {warning}")
     return 0
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, retention
-    from strongroom.config import load_config
-
-    config = load_config(args.config)
+    config = _config(args)
     now = parse_at(args.now, "--now") if args.now else None
     results = retention.prune(config, airflow_adapter.connections(), now=now, dry_run=args.dry_run)
     if args.json:
@@ -286,17 +295,19 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             for d in result.plan.deletions:
                 what = f"{d.database}/{d.snapshot_id}" if d.snapshot_id else (d.upload[0] if d.upload else d.kind)
                 print(f"  {verb} {d.kind} {what}: {d.reason}")
+            for held in result.plan.held:
+                print(f"  HELD {held}")
     failed = [f"{r.region} ({r.error})" for r in results if r.error]
     if failed:
         raise PruneError("not pruned: " + "; ".join(failed))
+    if not args.dry_run:
+        retention.check_held(results)  # held snapshots fail the command: that is the alert
     return 0
 
 
 def _cmd_restore_test(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, drill
-    from strongroom.config import load_config
-
-    config = load_config(args.config)
+    config = _config(args)
     conns = airflow_adapter.connections()
     if args.all:
         report = drill.run_full_drill(config, conns, region=args.region)
@@ -325,9 +336,7 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
 
 def _cmd_objects(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, objects
-    from strongroom.config import load_config
-
-    config = load_config(args.config)
+    config = _config(args)
     conns = airflow_adapter.connections()
     if args.objects_command == "backup":
         names = [config.source(args.bucket).bucket] if args.bucket else [s.bucket for s in config.object_storage]
@@ -363,9 +372,7 @@ def _cmd_objects(args: argparse.Namespace) -> int:
 
 def _cmd_init_buckets(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, buckets
-    from strongroom.config import load_config
-
-    config = load_config(args.config)
+    config = _config(args)
     reports = buckets.init_buckets(config, airflow_adapter.connections())
     for r in reports:
         state = "created" if r.created else ("managed" if r.managed else "not created by strongroom: checked only")

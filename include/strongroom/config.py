@@ -95,6 +95,8 @@ class RegionConfig(_Section):
     keyring_conn_id: ConnId | None = None
     max_parts: Annotated[int, Field(ge=2, le=10000)] = 10000
     object_lock: Literal["off", "governance", "compliance"] = "off"
+    # plain HTTP or unverified TLS to a non-loopback endpoint is refused unless this is set (then warned)
+    allow_insecure_transport: bool = False
 
     @model_validator(mode="after")
     def _in_the_eu(self) -> RegionConfig:
@@ -207,6 +209,7 @@ class ObjectSourceConfig(_Section):
     prefixes: list[str] = Field(default_factory=list)
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")] | None = None  # default: the connection's
     concurrency: Annotated[int, Field(ge=1, le=128)] = 16  # objects read and stored in parallel
+    allow_insecure_transport: bool = False  # as for a region
 
 
 class AlertsConfig(_Section):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from strongroom.config import ObjectSourceConfig, RegionConfig, TransferConfig
+from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.storage import ObjectStore
@@ -25,4 +25,8 @@ class Connections(Protocol):
 
     def bucket_store(self, aws_conn_id: str, bucket: str, region: str | None, transfer: TransferConfig) -> ObjectStore:
         """Any bucket reachable through an Airflow AWS connection (a restore target)."""
+        ...
+
+    def transport_warnings(self, config: Config) -> list[str]:
+        """Insecure transport that the configuration allows (see :mod:`strongroom.transport`)."""
         ...

@@ -11,7 +11,6 @@ A restore test never switches regions: it tests the region it chose.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -26,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom import catalog, crypto, postgres, sandbox, validation
+from strongroom import catalog, crypto, postgres, records, sandbox, validation
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import RestoreTestError, StrongroomError
+from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.restore import fetch_dump
 from strongroom.storage import ObjectStore
@@ -37,6 +37,7 @@ from strongroom.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 RESULT_PREFIX = "restore-tests/"
+RESULT_KIND = "restore-test"
 
 
 @dataclass
@@ -88,19 +89,34 @@ def choose_snapshots(ids: list[str], rng: random.Random) -> list[str]:
 
 @contextmanager
 def _isolated(
-    config: Config, conns: Connections, major: str, store: ObjectStore, name: str
+    config: Config, conns: Connections, major: str, store: ObjectStore, keyring: Keyring, name: str
 ) -> Iterator[PgSettings]:
     if config.restore_test.sandbox_conn_id:
         server = conns.postgres(config.restore_test.sandbox_conn_id)
-        if any(conns.postgres(db.postgres_conn_id).describe() == server.describe() for db in config.databases):
-            raise RestoreTestError("restore_test.sandbox_conn_id names a production source; refusing")
+        check_sandbox_server(config, conns, server)
         with sandbox.sandbox_database(server, name) as target:
             yield target
     else:
-        with sandbox.throwaway_server(major, store) as server:
+        with sandbox.throwaway_server(major, store, keyring=keyring) as server:
             target = server.with_dbname(name)
             postgres.create_database(target)
             yield target
+
+
+def check_sandbox_server(config: Config, conns: Connections, server: PgSettings) -> None:
+    """Refuse a restore-test sandbox that is any configured source's cluster (by its system identifier,
+    whatever host, address, port or user reaches it), before anything is created there."""
+    mine = postgres.server_identity(server)
+    if mine is None:
+        raise RestoreTestError(f"restore_test.sandbox_conn_id: cannot read the system identifier of "
+                               f"{server.describe()}, so it cannot be proven not to be a production cluster")
+    for db in config.databases:
+        source = conns.postgres(db.postgres_conn_id)
+        theirs = postgres.server_identity(source)
+        same = theirs.system_identifier == mine.system_identifier if theirs else source.describe() == server.describe()
+        if same:
+            raise RestoreTestError(f"restore_test.sandbox_conn_id reaches the cluster of the production source "
+                                   f"{db.name} (same system identifier); refusing")
 
 
 def check_snapshot(
@@ -124,7 +140,7 @@ def check_snapshot(
         data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key,
                                      manifest.identity)
         started = time.monotonic()
-        with _isolated(config, conns, manifest.server_version.split(".")[0], store, db.name) as target:
+        with _isolated(config, conns, manifest.server_version.split(".")[0], store, keyring, db.name) as target:
             result.phases["provision"] = round(time.monotonic() - started, 3)
             path = os.path.join(spool, "dump")
             result.phases.update(fetch_dump(store, manifest, data_key, path, config.transfer))
@@ -169,8 +185,8 @@ def _record(config: Config, conns: Connections, result: DrillResult, docs: dict[
                 store.put_bytes(prefix + "docs/" + name, data)
             result.docs_key = prefix + "docs/index.html" if docs else None
             result.result_key = prefix + "result.json"
-            store.put_bytes(result.result_key, json.dumps(dict(result.to_dict(), stored_in=region.name),
-                                                          indent=2).encode())
+            records.write(store, conns.keyring(config.keyring_conn_id(region)), result.result_key,
+                          dict(result.to_dict(), stored_in=region.name), kind=RESULT_KIND)
             return
         except StrongroomError as exc:
             log.error("could not store the restore-test result in %s: %s", region.name, exc)

@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass, field
 
 from strongroom import catalog
+from strongroom.catalog import Manifest
 from strongroom.config import Config
 from strongroom.connections import Connections
+from strongroom.errors import IntegrityError
 
 
 @dataclass
@@ -43,12 +45,19 @@ def check_keys(config: Config, conns: Connections) -> KeyReport:
             for snapshot_id in catalog.snapshot_ids(store, db.name):
                 where = f"{region.name}/{db.name}/{snapshot_id}"
                 report.checked += 1
+                key = catalog.manifest_key(db.name, snapshot_id)
                 try:
-                    doc = json.loads(store.get_bytes(catalog.manifest_key(db.name, snapshot_id)))
+                    raw = store.get_bytes(key)
+                    doc = json.loads(raw)
                     needed = {doc["encryption"]["key_id"], doc["mac_key_id"]}
                 except (ValueError, KeyError, TypeError):
                     report.unreadable.append(where)
                     continue
                 for key_id in sorted(needed - set(keyring.keys)):
                     report.missing.setdefault(key_id, []).append(where)
+                if needed <= set(keyring.keys):
+                    try:  # a manifest that does not authenticate is junk or forged: never a snapshot
+                        Manifest.from_json(raw, keyring, f"s3://{store.bucket}/{key}")
+                    except IntegrityError:
+                        report.unreadable.append(f"{where} (does not authenticate)")
     return report

@@ -9,18 +9,18 @@ reads, decides, sends and records the last-alert state in the bucket (``status/m
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from strongroom import records
 from strongroom.alerts import SUBJECT_PREFIX, Alert
 from strongroom.config import Config
 from strongroom.connections import Connections
-from strongroom.drill import RESULT_PREFIX
-from strongroom.errors import StrongroomError
+from strongroom.drill import RESULT_KIND, RESULT_PREFIX
+from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.keycheck import KeyReport, check_keys
 from strongroom.metrics import Metric, age_metrics
 from strongroom.status import RegionStatus, collect_status, size_trends
@@ -28,6 +28,8 @@ from strongroom.status import RegionStatus, collect_status, size_trends
 log = logging.getLogger(__name__)
 
 STATE_KEY = "status/monitor.json"
+STATE_KIND = "monitor-state"
+NEVER = datetime.min.replace(tzinfo=UTC)  # the time of a restore test that was never (authentically) run
 REPEAT = timedelta(hours=1)
 RPO = timedelta(hours=1)  # the promised recovery point: green below it
 
@@ -37,7 +39,7 @@ class Condition:
     """Something wrong. ``key`` identifies it across runs (for repeat suppression)."""
 
     key: str
-    kind: str  # stale | unreachable | missing_key | keycheck | restore_failed | restore_overdue
+    kind: str  # stale | unreachable | missing_key | keycheck | restore_failed | restore_overdue | unauthenticated
     message: str
 
 
@@ -52,11 +54,13 @@ class RestoreTestSummary:
     headline: str = ""
     result_key: str = ""
     docs_key: str | None = None
+    unauthenticated: tuple[str, ...] = ()  # newer results that failed authentication: ignored
 
     def to_dict(self) -> dict[str, Any]:
         return {"database": self.database, "tested_at": self.tested_at.isoformat(), "success": self.success,
                 "snapshot_id": self.snapshot_id, "region": self.region, "restore_seconds": self.restore_seconds,
-                "headline": self.headline, "result_key": self.result_key, "docs_key": self.docs_key}
+                "headline": self.headline, "result_key": self.result_key, "docs_key": self.docs_key,
+                "unauthenticated": list(self.unauthenticated)}
 
 
 @dataclass(frozen=True)
@@ -136,9 +140,18 @@ def find_conditions(
                                  f"e.g. {where[0]}"))
         for bad in keys.unreadable:
             out.append(Condition(f"unreadable:{bad}", "missing_key", f"manifest {bad} could not be read"))
+    said: set[tuple[str, str]] = set()
+    for row in status:
+        for problem in row.unauthenticated:
+            if (row.region, problem) not in said:
+                said.add((row.region, problem))
+                out.append(Condition(f"unauthenticated:{row.region}:{problem}", "unauthenticated",
+                                     f"{row.region}: {problem}; ignored"))
     for database in databases:
         test = restore_tests.get(database)
-        if test is None:
+        for problem in test.unauthenticated if test else ():
+            out.append(Condition(f"unauthenticated:{problem}", "unauthenticated", f"{problem}; ignored"))
+        if test is None or test.tested_at == NEVER:
             if watched_since is not None and now - watched_since <= restore_overdue:
                 continue  # a fresh installation: the first scheduled restore test is not due yet
             out.append(Condition(f"restore_overdue:{database}", "restore_overdue",
@@ -165,6 +178,8 @@ def plan_alerts(
     for condition in conditions:
         last = state.get(condition.key)
         last_at = _parse_time(last) if last else None
+        if last_at is not None and records.in_future(last_at, now):
+            last_at = None  # a time in the future is a bad record, never a reason to stay quiet
         if last and last_at is not None and now - last_at < repeat:
             suppressed.append(condition)
             new_state[condition.key] = last
@@ -184,31 +199,47 @@ def _parse_time(text: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def latest_restore_tests(config: Config, conns: Connections) -> dict[str, RestoreTestSummary]:
-    """The newest restore-test result per database (``restore-tests/<db>/<time>-<id>/result.json``), read
-    from the primary region, else the next region that answers."""
+def latest_restore_tests(
+    config: Config, conns: Connections, now: datetime | None = None
+) -> dict[str, RestoreTestSummary]:
+    """The newest authenticated restore-test result per database
+    (``restore-tests/<db>/<time>-<id>/result.json``), read from the primary region, else the next region
+    that answers. Newer results that do not authenticate are ignored and named in ``unauthenticated``
+    (with no authenticated result at all, the summary is a failure dated :data:`NEVER`)."""
+    now = now or datetime.now(UTC)
     found: dict[str, RestoreTestSummary] = {}
     for region in config.regions:
         try:
             store = conns.store(region, config.transfer)
+            keyring = conns.keyring(config.keyring_conn_id(region))
             for db in config.databases:
                 prefix = f"{RESULT_PREFIX}{db.name}/"
                 keys = sorted(o.key for o in store.list_objects(prefix) if o.key.endswith("/result.json"))
+                bad: list[str] = []
+                summary = None
                 for key in reversed(keys):  # run folders start with the UTC time: newest last
-                    summary = _summary(db.name, key, store.get_bytes(key))
+                    try:
+                        doc = records.unseal(store.get_bytes(key), keyring, kind=RESULT_KIND, key=key,
+                                             times=["tested_at"], now=now)
+                    except IntegrityError as exc:
+                        log.warning("ignoring %s", exc)
+                        bad.append(str(exc))
+                        continue
+                    summary = _summary(db.name, key, doc)
                     if summary is not None:
-                        if db.name not in found or summary.tested_at > found[db.name].tested_at:
-                            found[db.name] = summary
                         break
+                if summary is None and bad:
+                    summary = RestoreTestSummary(db.name, NEVER, False, headline="no authenticated result")
+                if summary is not None:
+                    found[db.name] = replace(summary, unauthenticated=tuple(bad))
             return found
         except StrongroomError as exc:
             log.warning("restore-test results unreadable in %s: %s", region.name, exc)
     return found
 
 
-def _summary(database: str, key: str, raw: bytes) -> RestoreTestSummary | None:
+def _summary(database: str, key: str, doc: Mapping[str, Any]) -> RestoreTestSummary | None:
     try:
-        doc = json.loads(raw)
         tested = _parse_time(str(doc["tested_at"]))
         if tested is None:
             return None
@@ -227,32 +258,39 @@ def _summary(database: str, key: str, raw: bytes) -> RestoreTestSummary | None:
         return None
 
 
-def _read_state(config: Config, conns: Connections, now: datetime) -> tuple[dict[str, str], datetime | None]:
-    """The last-alert times, and since when the monitor watches (``now`` on its first run; None for a
-    state written before that was recorded: watched long enough)."""
+def _read_state(
+    config: Config, conns: Connections, now: datetime
+) -> tuple[dict[str, str], datetime | None, str | None]:
+    """The last-alert times; since when the monitor watches (``now`` on its first run; None for a state
+    written before that was recorded: watched long enough); and the problem when the stored state did not
+    authenticate (then it is empty)."""
     for region in config.regions:
         try:
             store = conns.store(region, config.transfer)
-            if store.head(STATE_KEY) is None:
-                return {}, now
-            doc = json.loads(store.get_bytes(STATE_KEY))
+            keyring = conns.keyring(config.keyring_conn_id(region))
+            doc = records.read(store, keyring, STATE_KEY, kind=STATE_KIND, times=["checked_at"], now=now)
+            if doc is None:
+                return {}, now, None
             since = _parse_time(str(doc["since"])) if doc.get("since") else None
-            return {str(k): str(v) for k, v in dict(doc.get("alerted", {})).items()}, since
-        except (StrongroomError, ValueError, AttributeError) as exc:
+            return {str(k): str(v) for k, v in dict(doc.get("alerted", {})).items()}, since, None
+        except IntegrityError as exc:
+            log.warning("ignoring %s", exc)
+            return {}, None, str(exc)  # no grace for a forged state: it must not silence anything
+        except (StrongroomError, ValueError, AttributeError, TypeError) as exc:
             log.warning("monitor state unreadable in %s: %s", region.name, exc)
-    return {}, None
+    return {}, None, None
 
 
 def _write_state(
     config: Config, conns: Connections, plan: MonitorPlan, now: datetime, since: datetime | None = None
 ) -> str | None:
-    doc: dict[str, Any] = {"checked_at": now.isoformat(), "alerted": plan.state}
+    body: dict[str, Any] = {"checked_at": now.isoformat(), "alerted": plan.state}
     if since is not None:
-        doc["since"] = since.isoformat()
-    body = json.dumps(doc, indent=2).encode()
+        body["since"] = since.isoformat()
     for region in config.regions:  # the primary, else the next region that answers
         try:
-            conns.store(region, config.transfer).put_bytes(STATE_KEY, body)
+            records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
+                          STATE_KEY, body, kind=STATE_KIND)
             return region.name
         except StrongroomError as exc:
             log.warning("monitor state not written in %s: %s", region.name, exc)
@@ -277,12 +315,14 @@ def run_monitor(
         keys = check_keys(config, conns)
     except StrongroomError as exc:
         keys = f"{type(exc).__name__}: {exc}"
-    state, since = _read_state(config, conns, now)
+    state, since, bad_state = _read_state(config, conns, now)
     conditions = find_conditions(
         databases=[d.name for d in config.databases], status=status, keys=keys,
-        restore_tests=latest_restore_tests(config, conns), threshold=config.alerts.staleness_threshold,
+        restore_tests=latest_restore_tests(config, conns, now), threshold=config.alerts.staleness_threshold,
         restore_overdue=restore_overdue_after(config), now=now, watched_since=since,
     )
+    if bad_state:
+        conditions.append(Condition("unauthenticated:monitor-state", "unauthenticated", f"{bad_state}; ignored"))
     plan = plan_alerts(conditions, state, now)
     alert = plan.alert(now)
     if alert is not None:
@@ -301,11 +341,12 @@ def run_monitor(
 def dashboard(config: Config, conns: Connections, now: datetime | None = None) -> dict[str, Any]:
     """What the Backups page and ``strongroom status --json`` show: per database and source bucket and per
     region the newest backup, its age and colour against the RPO and the alert threshold, the gaps, the
-    last error; per database the newest restore test and the trend of snapshot sizes."""
+    last error; per database the newest restore test and the trend of snapshot sizes; transport warnings
+    and the records that were ignored because they did not authenticate."""
     now = now or datetime.now(UTC)
     threshold = config.alerts.staleness_threshold
     status = collect_status(config, conns, now)
-    tests = latest_restore_tests(config, conns)
+    tests = latest_restore_tests(config, conns, now)
     trends = size_trends(config, conns)
 
     def regions(name: str, kind: str) -> list[dict[str, Any]]:
@@ -331,6 +372,10 @@ def dashboard(config: Config, conns: Connections, now: datetime | None = None) -
         "buckets": [{"name": s.bucket, "regions": regions(s.bucket, "bucket")} for s in config.object_storage],
         "size_jump_factor": config.alerts.size_jump_factor,
         "alerts": _deliveries(config, conns),
+        # allowed but insecure transport (a lowered sslmode, plain HTTP or unverified TLS to S3)
+        "warnings": conns.transport_warnings(config),
+        # records and manifests that failed authentication or are dated in the future: ignored above
+        "unauthenticated": sorted({f"{row.region}: {problem}" for row in status for problem in row.unauthenticated}),
     }
 
 

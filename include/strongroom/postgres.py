@@ -351,16 +351,38 @@ def table_list(path: str, tables: Iterable[str], bin_dir: str | None = None) -> 
     return "\n".join(keep) + "\n"
 
 
-def system_identifier(settings: PgSettings) -> str | None:
-    """The server's system identifier (unique per cluster), or None when it cannot be read."""
-    for candidate in (settings, settings.with_dbname("postgres")):
-        try:
-            with psycopg.connect(**candidate.connect_kwargs()) as conn:
-                row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
-                return str(row[0]) if row else None
-        except psycopg.Error:
-            continue
-    return None
+@dataclass(frozen=True)
+class ServerIdentity:
+    """Which cluster and database a connection really reached, whatever host, port or user it used."""
+
+    system_identifier: str
+    database: str
+
+
+_IDENTITY_SQL = "SELECT system_identifier::text, current_database() FROM pg_control_system()"
+
+
+def server_identity(settings: PgSettings) -> ServerIdentity | None:
+    """The cluster's system identifier and ``current_database()``, read over the connection itself.
+
+    For a database that does not exist yet, the identifier is read through the ``postgres`` database and
+    the database is the name it would be created with. None when neither can be read.
+    """
+    try:
+        with psycopg.connect(**settings.connect_kwargs()) as conn:
+            row = conn.execute(_IDENTITY_SQL).fetchone()
+            return ServerIdentity(str(row[0]), str(row[1])) if row else None
+    except psycopg.Error as exc:
+        missing = isinstance(exc, psycopg.errors.InvalidCatalogName) or (
+            "does not exist" in str(exc) and f'"{settings.dbname}"' in str(exc))
+        if not missing:
+            return None
+    try:
+        with psycopg.connect(**settings.with_dbname("postgres").connect_kwargs()) as conn:
+            row = conn.execute(_IDENTITY_SQL).fetchone()
+            return ServerIdentity(str(row[0]), settings.dbname) if row else None
+    except psycopg.Error:
+        return None
 
 
 def _conninfo_dbname(name: str) -> str:

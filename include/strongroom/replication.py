@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -23,11 +22,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from strongroom import catalog, crypto
+from strongroom import catalog, crypto, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
-from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.errors import IntegrityError, KeyringError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.storage import MultipartUpload, ObjectStore, PartSizer
 
@@ -231,7 +230,12 @@ def source_manifest(config: Config, conns: Connections, database: str, ref: Snap
 def find_gaps(
     config: Config, database: str, region_name: str, conns: Connections, now: datetime | None = None
 ) -> list[SnapshotRef]:
-    """Snapshots committed in another region but missing here, that live for more than another hour."""
+    """Snapshots committed in another region but missing here, that live for more than another hour.
+
+    A gap counts only when the other region's manifest authenticates: a junk object named like a manifest
+    (anyone with write access to that one bucket can make one) is skipped with a warning, tried from the
+    next region that holds the id, and never fails this region (the monitor's key check alerts on it).
+    """
     now = now or datetime.now(UTC)
     _, store, _ = _region(config, conns, region_name)
     present = set(catalog.snapshot_ids(store, database))  # a region we cannot list fails here, loudly
@@ -240,14 +244,22 @@ def find_gaps(
         if other.name == region_name:
             continue
         try:
-            ids = catalog.snapshot_ids(conns.store(other, config.transfer), database)
+            _, other_store, other_keyring = _region(config, conns, other.name)
+            ids = catalog.snapshot_ids(other_store, database)
         except StrongroomError as exc:
             log.warning("cannot list %s while looking for gaps: %s", other.name, exc)
             continue
         for snapshot_id in ids:
             expires = catalog.snapshot_id_time(snapshot_id) + config.retention
-            if snapshot_id not in present and snapshot_id not in gaps and expires > now + REPAIR_MARGIN:
-                gaps[snapshot_id] = SnapshotRef(snapshot_id, other.name)
+            if snapshot_id in present or snapshot_id in gaps or expires <= now + REPAIR_MARGIN:
+                continue
+            try:
+                catalog.load_manifest(other_store, other_keyring, database, snapshot_id)
+            except (IntegrityError, KeyringError) as exc:
+                log.warning("%s: not repairing %s in %s from %s: %s", database, snapshot_id, region_name,
+                            other.name, exc)
+                continue
+            gaps[snapshot_id] = SnapshotRef(snapshot_id, other.name)
     return [gaps[k] for k in sorted(gaps)]
 
 
@@ -509,11 +521,13 @@ def check_run(config: Config, conns: Connections, runs: Mapping[str, SnapshotRef
                 conns.store(config.region(ref.source_region), config.transfer).delete(
                     catalog.pending_key(database, ref.snapshot_id)
                 )
-    record = json.dumps({"checked_at": report.checked_at, "results": report.results}, indent=2).encode()
+    record = {"checked_at": report.checked_at, "results": report.results}
     for region in config.regions:
         with contextlib.suppress(StrongroomError):  # an unreachable region is already in the report
-            conns.store(region, config.transfer).put_bytes(RUN_RECORD_KEY, record)
+            records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
+                          RUN_RECORD_KEY, record, kind=RUN_RECORD_KIND)
     return report
 
 
 RUN_RECORD_KEY = "status/last-run.json"
+RUN_RECORD_KIND = "run"

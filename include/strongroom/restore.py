@@ -337,19 +337,23 @@ def locate_snapshot(
 
 
 def production_source(config: Config, conns: Connections, target: postgres.PgSettings) -> str | None:
-    """The configured source database that ``target`` is: same server (system identifier) and database.
+    """The configured source database that ``target`` is: the same cluster (system identifier) and the same
+    database (``current_database()``), read over each connection itself, so whatever host name, address,
+    port, pooler alias or user reached it. Called after connecting and before anything is written.
 
-    When either server's identifier cannot be read, a target with a source's database name counts as that
-    source: a guess may only ever add a confirmation, never skip one.
+    When an identity cannot be read, a target with a source's database name counts as that source: a guess
+    may only ever add a confirmation, never skip one.
     """
-    target_id: str | None = None
+    target_id = postgres.server_identity(target)
     for db in config.databases:
         source = conns.postgres(db.postgres_conn_id)
-        if source.dbname != target.dbname:
+        source_id = postgres.server_identity(source)
+        if target_id is not None and source_id is not None:
+            if target_id == source_id:
+                return db.name
             continue
-        target_id = target_id or postgres.system_identifier(target)
-        source_id = postgres.system_identifier(source)
-        if target_id is None or source_id is None or target_id == source_id:
+        names = {source.dbname, *([source_id.database] if source_id else [])}
+        if target.dbname in names or (target_id is not None and target_id.database in names):
             return db.name
     return None
 

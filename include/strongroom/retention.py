@@ -27,9 +27,17 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from strongroom import catalog
+from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
-from strongroom.errors import PruneError, RefusedError, StorageError, StrongroomError
+from strongroom.errors import (
+    IntegrityError,
+    KeyringError,
+    PruneError,
+    RefusedError,
+    StorageError,
+    StrongroomError,
+)
 from strongroom.keyring import Keyring
 from strongroom.storage import ObjectStore
 
@@ -59,6 +67,10 @@ class SnapshotEntry:
     snapshot_id: str
     taken_at: datetime | None = None  # from the authenticated manifest; None: not committed here
     versions: list[Version] = field(default_factory=list)
+    # the keys an authenticated pending record names (its data objects and itself): evidence that an
+    # uncommitted snapshot was abandoned; None: no such record
+    abandoned: frozenset[str] | None = None
+    problem: str | None = None  # a live manifest or pending record that did not authenticate
 
     @property
     def newest_write(self) -> datetime:
@@ -118,26 +130,34 @@ class Plan:
     now: datetime
     deletions: tuple[Deletion, ...]
     kept: int
+    # inside the window and no authenticated evidence to delete: kept, reported and alerted
+    held: tuple[str, ...] = ()
 
     def summary(self) -> str:
         by_kind: dict[str, int] = defaultdict(int)
         for d in self.deletions:
             by_kind[d.kind] += 1
         parts = ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) or "nothing"
-        return f"{self.region}: delete {parts}; keep {self.kept} snapshot(s)"
+        held = f"; held {len(self.held)} without authenticated evidence" if self.held else ""
+        return f"{self.region}: delete {parts}; keep {self.kept} snapshot(s){held}"
 
 
 def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedelta, now: datetime) -> Plan:
     """Decide what to delete in one region. Pure: no I/O, no clock.
 
     * a committed snapshot whose ``taken_at`` is older than ``retention``: everything, manifest last;
-    * data or pending objects without a manifest (a snapshot that never committed here), once their
-      newest write is older than ``grace`` (the run timeout) or the id itself is past ``retention``;
+    * anything of a snapshot without an authenticated manifest whose id is past ``retention`` (age
+      alone is always a reason to erase);
+    * inside the window, only what an authenticated pending record names, once its newest write is older
+      than ``grace`` (the run timeout): the snapshot was abandoned. Anything else there (a delete marker on
+      the manifest, a missing manifest, a manifest or pending record that does not authenticate) is
+      never a reason to delete: it is *held*, and the prune reports and alerts it;
     * unfinished multipart uploads begun more than ``grace`` ago;
     * audit and restore-test records older than ``retention``.
     """
     cutoff = now - retention
     deletions: list[Deletion] = []
+    held: list[str] = []
     kept = 0
     for (database, snapshot_id), entry in sorted(catalog_.snapshots.items()):
         ordered = _manifest_last(entry.versions)
@@ -152,11 +172,21 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         id_time = catalog.snapshot_id_time(snapshot_id)
         if id_time < cutoff:
             reason = f"never committed here, and its id time {id_time.isoformat()} is past the retention"
-        elif entry.newest_write < now - grace:
-            reason = (f"never committed here; last written {entry.newest_write.isoformat()}, "
-                      f"more than the run timeout ({_human(grace)}) ago")
+        elif entry.newest_write >= now - grace:
+            continue  # possibly a snapshot still being written or replicated: leave it alone
+        elif entry.abandoned is not None and entry.problem is None:
+            named = tuple(v for v in ordered if v[0] in entry.abandoned)
+            reason = (f"abandoned: never committed here, its authenticated pending record was last written "
+                      f"{entry.newest_write.isoformat()}, more than the run timeout ({_human(grace)}) ago")
+            deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, named))
+            if len(named) < len(ordered):
+                held.append(f"{catalog_.region}: {database} {snapshot_id}: objects its pending record does not "
+                            "name are kept until the window passes")
+            continue
         else:
-            continue  # possibly a snapshot still being replicated: leave it alone
+            held.append(f"{catalog_.region}: {database} {snapshot_id}: {_why_held(entry)}; kept until "
+                        f"{(id_time + retention).isoformat()}, nothing deleted on unauthenticated evidence")
+            continue
         deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, ordered))
     for upload in catalog_.uploads:
         if upload.initiated < now - grace:
@@ -168,7 +198,18 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
             deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention",
                                       tuple((v.key, v.version_id) for v in versions)))
     deletions += _plan_sources(catalog_, cutoff, grace, now)
-    return Plan(catalog_.region, now, tuple(deletions), kept)
+    return Plan(catalog_.region, now, tuple(deletions), kept, tuple(held))
+
+
+def _why_held(entry: SnapshotEntry) -> str:
+    if entry.problem:
+        return entry.problem
+    manifests = [v for v in entry.versions if "/manifests/" in v.key]
+    if any(v.is_latest and v.delete_marker for v in manifests):
+        return "its manifest has a delete marker (deleted, not expired: undo by removing the marker)"
+    if manifests:
+        return "its manifest exists only as old versions"
+    return "no manifest and no authenticated pending record (a copy that never committed here?)"
 
 
 def _plan_sources(catalog_: RegionCatalog, cutoff: datetime, grace: timedelta, now: datetime) -> list[Deletion]:
@@ -236,7 +277,7 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
     """Read one region completely: every version under ``databases/``, every live manifest authenticated,
     every unfinished upload. Any failure raises: a region is never pruned from a partial catalog."""
     result = RegionCatalog(region)
-    live_manifests: list[tuple[str, str]] = []
+    live: list[tuple[str, str, str]] = []
     for version in _versions(store, "databases/"):
         match = _SNAPSHOT_KEY.match(version.key)
         if not match:
@@ -244,12 +285,34 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
         database, kind, snapshot_id = match.groups()
         entry = result.snapshots.setdefault((database, snapshot_id), SnapshotEntry(database, snapshot_id))
         entry.versions.append(version)
-        if kind == "manifests" and version.is_latest and not version.delete_marker:
-            live_manifests.append((database, snapshot_id))
+        if kind in ("manifests", "pending") and version.is_latest and not version.delete_marker:
+            live.append((kind, database, snapshot_id))
+
+    def authenticate(item: tuple[str, str, str]) -> tuple[tuple[str, str, str], Manifest | str]:
+        kind, database, snapshot_id = item
+        try:
+            if kind == "manifests":
+                return item, catalog.load_manifest(store, keyring, database, snapshot_id)
+            key = catalog.pending_key(database, snapshot_id)
+            manifest = Manifest.from_json(store.get_bytes(key), keyring, f"s3://{store.bucket}/{key}")
+            if (manifest.database, manifest.snapshot_id) != (database, snapshot_id):
+                raise IntegrityError(f"pending record s3://{store.bucket}/{key} describes another snapshot")
+            return item, manifest
+        except (IntegrityError, KeyringError) as exc:  # never fatal: such a snapshot is held, not pruned
+            return item, str(exc)
+
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="manifest") as pool:
-        manifests = list(pool.map(lambda ds: catalog.load_manifest(store, keyring, *ds), live_manifests))
-    for manifest in manifests:
-        result.snapshots[(manifest.database, manifest.snapshot_id)].taken_at = manifest.taken_at
+        checked = list(pool.map(authenticate, live))
+    for (kind, database, snapshot_id), outcome in sorted(checked, key=lambda c: c[0][0] != "manifests"):
+        entry = result.snapshots[(database, snapshot_id)]
+        if isinstance(outcome, str):
+            log.warning("%s: %s", region, outcome)
+            entry.problem = entry.problem or outcome
+        elif kind == "manifests":
+            entry.taken_at = outcome.taken_at
+        else:
+            entry.abandoned = frozenset([catalog.pending_key(database, snapshot_id),
+                                         *(o.key for o in outcome.objects())])
     for prefix in RECORD_PREFIXES:
         for version in _versions(store, prefix):
             result.records.setdefault(version.key, []).append(version)
@@ -338,6 +401,7 @@ class RegionPrune:
     def to_dict(self) -> dict[str, Any]:
         return {"region": self.region, "error": self.error, "removed": self.removed,
                 "summary": self.plan.summary() if self.plan else None,
+                "held": list(self.plan.held) if self.plan else [],
                 "deletions": [d.describe() for d in self.plan.deletions] if self.plan else []}
 
 
@@ -384,12 +448,22 @@ def prune(
 
 
 def prune_all(config: Config, conns: Connections, **kwargs: Any) -> list[dict[str, Any]]:
-    """:func:`prune`, then fail naming every region that could not be pruned (the others were)."""
+    """:func:`prune`, then fail naming every region that could not be pruned (the others were), and every
+    snapshot held for lack of authenticated evidence (the task failure is the alert)."""
     results = prune(config, conns, **kwargs)
     failed = [f"{r.region} ({r.error})" for r in results if r.error]
     if failed:
         raise PruneError("not pruned: " + "; ".join(failed))
+    check_held(results)
     return [r.to_dict() for r in results]
+
+
+def check_held(results: list[RegionPrune]) -> None:
+    """Raise :class:`IntegrityError` naming what was held (kept inside the window without evidence)."""
+    held = [h for r in results if r.plan for h in r.plan.held]
+    if held:
+        raise IntegrityError(f"pruned, but held {len(held)} snapshot(s) without authenticated evidence: "
+                             + " | ".join(held))
 
 
 def _audit(config: Config, conns: Connections, results: list[RegionPrune], now: datetime) -> None:

@@ -9,7 +9,6 @@ Never a production source: a configured sandbox gets a new database of its own, 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import pwd
@@ -25,14 +24,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from strongroom import postgres
-from strongroom.errors import SourceError, StrongroomError
+from strongroom import postgres, records
+from strongroom.errors import IntegrityError, SourceError, StrongroomError
+from strongroom.keyring import Keyring
 from strongroom.postgres import STABLE_SETTINGS, PgSettings
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 LEASE_PREFIX = "leases/restore-tests/"
+LEASE_KIND = "lease"
 # Text output that checksums depend on, pinned so a snapshot and its restore compare equal anywhere.
 STABLE_OPTIONS = " ".join(f"-c {k}={v}" for k, v in STABLE_SETTINGS.items())
 
@@ -64,14 +65,20 @@ class Lease:
 
 @contextmanager
 def throwaway_server(
-    major: str, store: ObjectStore | None = None, ttl: timedelta = timedelta(hours=6)
+    major: str, store: ObjectStore | None = None, ttl: timedelta = timedelta(hours=6),
+    keyring: Keyring | None = None,
 ) -> Iterator[PgSettings]:
-    """Start a private PostgreSQL ``major`` server; yield superuser settings; always tear it down."""
+    """Start a private PostgreSQL ``major`` server; yield superuser settings; always tear it down.
+
+    With ``store`` (and the region's ``keyring``, which seals it) a lease names what to remove should
+    this worker die."""
     base = Path(tempfile.mkdtemp(prefix="strongroom-sandbox-"))
     lease = Lease(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}", socket.gethostname(), str(base),
                   datetime.now(UTC).isoformat(), (datetime.now(UTC) + ttl).isoformat())
     if store is not None:
-        store.put_bytes(lease.key, json.dumps(lease.__dict__).encode())
+        if keyring is None:
+            raise ValueError("a lease is sealed: pass the region's keyring with the store")
+        records.write(store, keyring, lease.key, lease.__dict__, kind=LEASE_KIND)
     try:
         _start(base, major)
         yield PgSettings(dbname="postgres", host=str(base), port=5432, user="postgres",
@@ -117,16 +124,30 @@ def stop_and_remove(base: Path, major: str) -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def teardown_stale(store: ObjectStore, now: datetime | None = None) -> list[str]:
-    """Remove what dead workers left on this host: expired leases' servers and data directories."""
+def teardown_stale(store: ObjectStore, keyring: Keyring, now: datetime | None = None) -> list[str]:
+    """Remove what dead workers left on this host: expired leases' servers and data directories.
+
+    Only a lease that authenticates is acted on: a forged one (anyone with write access to the bucket could
+    write one) is left alone, and after the others are handled :class:`IntegrityError` names it.
+    """
     now = now or datetime.now(UTC)
     removed = []
+    ignored: list[str] = []
     host = socket.gethostname()
     for info in store.list_objects(LEASE_PREFIX):
         try:
-            lease = Lease(**json.loads(store.get_bytes(info.key)))
+            body = records.unseal(store.get_bytes(info.key), keyring, kind=LEASE_KIND, key=info.key,
+                                  times=["started_at"], now=now)
+            lease = Lease(**body)
+            if lease.key != info.key:
+                raise IntegrityError(f"{LEASE_KIND} record {info.key} names another lease")
+        except IntegrityError as exc:
+            log.warning("ignoring %s", exc)
+            ignored.append(str(exc))
+            continue
         except (ValueError, TypeError):
             log.warning("ignoring unreadable lease %s", info.key)
+            ignored.append(f"{LEASE_KIND} record {info.key} is unreadable")
             continue
         if datetime.fromisoformat(lease.expires_at) > now:
             continue
@@ -140,6 +161,9 @@ def teardown_stale(store: ObjectStore, now: datetime | None = None) -> list[str]
             removed.append(lease.lease_id)
         else:
             log.warning("lease %s on host %s expired: that host's teardown removes it", lease.lease_id, lease.host)
+    if ignored:
+        raise IntegrityError(f"{store.where}: nothing removed for {len(ignored)} lease(s) that do not "
+                             f"authenticate: {'; '.join(ignored)}")
     return removed
 
 

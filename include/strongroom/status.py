@@ -6,16 +6,20 @@ It reads the buckets themselves, never Airflow's database, so it works when Airf
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom import catalog, objects
+from strongroom import catalog, objects, records
 from strongroom.config import Config
 from strongroom.connections import Connections
-from strongroom.errors import StrongroomError
-from strongroom.replication import COMMITTED, RUN_RECORD_KEY
+from strongroom.errors import IntegrityError, KeyringError, StrongroomError
+from strongroom.keyring import Keyring
+from strongroom.replication import COMMITTED, RUN_RECORD_KEY, RUN_RECORD_KIND
+from strongroom.storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class RegionStatus:
     gaps: list[str] = field(default_factory=list)
     last_error: str | None = None
     kind: str = "database"  # or "bucket": an object-storage source, whose snapshots are points
+    # records and manifests in this region that failed authentication or lie in the future: ignored
+    unauthenticated: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,18 +44,29 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
     now = now or datetime.now(UTC)
     listings: dict[str, dict[str, list[str]]] = {}
     errors: dict[str, str] = {}
+    bad: dict[str, list[str]] = {}
     last_run: dict[str, Any] = {}
     for region in config.regions:
+        bad[region.name] = []
         try:
             store = conns.store(region, config.transfer)
-            listings[region.name] = {db.name: catalog.snapshot_ids(store, db.name) for db in config.databases}
+            keyring = conns.keyring(config.keyring_conn_id(region))
+            listings[region.name] = {
+                db.name: _authenticated_ids(store, keyring, db.name, now, bad[region.name]) for db in config.databases}
             for source in config.object_storage:
                 listings[region.name]["bucket:" + source.bucket] = [
-                    f"{t:%Y%m%dT%H%M%SZ}" for t in objects.point_times(store, source.bucket)]
-            record = json.loads(store.get_bytes(RUN_RECORD_KEY)) if store.head(RUN_RECORD_KEY) else {}
-            if record.get("checked_at", "") > last_run.get("checked_at", ""):
+                    f"{t:%Y%m%dT%H%M%SZ}" for t in objects.point_times(store, source.bucket)
+                    if not records.in_future(t, now)]
+            try:
+                record = records.read(store, keyring, RUN_RECORD_KEY, kind=RUN_RECORD_KIND, times=["checked_at"],
+                                      now=now) or {}
+            except IntegrityError as exc:
+                log.warning("ignoring %s", exc)
+                bad[region.name].append(str(exc))
+                record = {}
+            if str(record.get("checked_at", "")) > str(last_run.get("checked_at", "")):
                 last_run = record
-        except (StrongroomError, ValueError) as exc:
+        except StrongroomError as exc:
             errors[region.name] = f"unreachable: {exc}"
     rows = []
     for db in config.databases:
@@ -70,6 +87,7 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
                 snapshots=len(ids or []),
                 gaps=[] if ids is None else [i for i in live if i not in set(ids)],
                 last_error=error,
+                unauthenticated=list(bad.get(region.name, [])),
             ))
     for source in config.object_storage:
         name = "bucket:" + source.bucket
@@ -85,8 +103,37 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
                 age_seconds=int((now - taken).total_seconds()) if taken else None,
                 snapshots=len(ids or []), gaps=[] if ids is None else [i for i in live if i not in set(ids)],
                 last_error=errors.get(region.name), kind="bucket",
+                unauthenticated=list(bad.get(region.name, [])),
             ))
     return rows
+
+
+def _authenticated_ids(
+    store: ObjectStore, keyring: Keyring, database: str, now: datetime, bad: list[str]
+) -> list[str]:
+    """Committed snapshot ids, oldest first, with the newest proven by its authenticated manifest.
+
+    A manifest key is only a name anyone with write access could create: ids in the future are dropped,
+    and the newest is the newest whose manifest authenticates (the others are listed in ``bad``), so a
+    junk or future-dated key can neither pose as a fresh backup nor silence a staleness alert.
+    """
+    ids = []
+    for snapshot_id in catalog.snapshot_ids(store, database):
+        if records.in_future(catalog.snapshot_id_time(snapshot_id), now):
+            bad.append(f"manifest {catalog.manifest_key(database, snapshot_id)} is dated in the future")
+        else:
+            ids.append(snapshot_id)
+    while ids:
+        try:
+            manifest = catalog.load_manifest(store, keyring, database, ids[-1])
+            if not records.in_future(manifest.taken_at, now):
+                break
+            bad.append(f"manifest {catalog.manifest_key(database, ids[-1])} was taken in the future")
+        except (IntegrityError, KeyringError) as exc:
+            bad.append(str(exc))
+        log.warning("ignoring %s", bad[-1])
+        ids.pop()
+    return ids
 
 
 def _point_time(name: str) -> datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import REGIONS, ROOT, Stack
+from tests.conftest import BUCKET, REGIONS, ROOT, Stack
 from tests.standalone import PASSWORDS, Airflow, request
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -69,3 +69,39 @@ def test_backups_page_in_a_real_browser(airflow_ui: Airflow, stack: Stack) -> No
         raise
     finally:
         browser.stop()
+
+
+def test_a_forged_restore_test_result_is_flagged_not_shown_as_passed(airflow_ui: Airflow, stack: Stack) -> None:
+    """Someone with write access to the primary bucket writes a 'passed' restore-test result for ledger: the
+    page's API ignores it and names it as unauthenticated, and the page says so in the browser."""
+    from datetime import UTC, datetime
+
+    from tests.browser import Chromium
+
+    key = "restore-tests/ledger/20261231T000000Z-ffffff/result.json"
+    stack.write(key, json.dumps({"database": "ledger", "snapshot_id": "20261231T000000Z-ffffff", "region": "x",
+                                 "tested_at": datetime.now(UTC).isoformat(), "success": True}).encode())
+    browser = None
+    try:
+        status, body = request(f"{airflow_ui.base}/strongroom/api/status", token=airflow_ui.token(USER))
+        assert status == 200, body
+        ledger = next(d for d in json.loads(body)["databases"] if d["name"] == "ledger")
+        test = ledger["restore_test"]
+        assert test["success"] is False and test["result_key"] != key
+        assert test["unauthenticated"] == [f"restore-test record {key} is not authenticated (no valid seal)"]
+
+        browser = Chromium().start()
+        browser.goto(f"{airflow_ui.base}/auth/login?next=/plugin/backups")
+        browser.wait_for("!!document.querySelector('input[name=username]')")
+        browser.type_into("input[name=username]", USER)
+        browser.type_into("input[name=password]", PASSWORDS[USER])
+        browser.evaluate("document.querySelector('button[type=submit]').click()")
+        browser.wait_for("!!document.querySelector('[data-database=ledger] [data-unauthenticated]')", timeout=60)
+        flagged = browser.evaluate(
+            "document.querySelector('[data-database=ledger] [data-unauthenticated]').textContent")
+        assert flagged.startswith("UNAUTHENTICATED (ignored): restore-test record " + key)
+        assert not browser.evaluate("!!document.querySelector('[data-database=shop] [data-unauthenticated]')")
+    finally:
+        if browser is not None:
+            browser.stop()
+        stack.client.delete_object(Bucket=BUCKET, Key=key)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from strongroom import catalog, drill, sandbox
+from strongroom import catalog, drill, records, sandbox
 from strongroom.catalog import Manifest
 from strongroom.config import load_config
-from strongroom.errors import RestoreTestError
+from strongroom.errors import IntegrityError, RestoreTestError
 from strongroom.keyring import Keyring
 from strongroom.snapshot import snapshot_database
 from tests.conftest import BUCKETS, CANARY, PRIMARY, Stack, write_config
@@ -142,11 +144,47 @@ def test_a_dead_workers_server_is_torn_down_by_its_lease(stack: Stack, conns, co
     sandbox._start(base, "15")
     lease = sandbox.Lease("dead-1", os.uname().nodename, str(base), datetime.now(UTC).isoformat(),
                           (datetime.now(UTC) - timedelta(minutes=1)).isoformat())
-    store.put_bytes(lease.key, json.dumps(lease.__dict__).encode())
+    keyring = conns.keyring(config.keyring_conn_id(config.primary))
+    records.write(store, keyring, lease.key, lease.__dict__, kind=sandbox.LEASE_KIND)
     assert leftovers()[1]
-    assert sandbox.teardown_stale(store) == ["dead-1"]
+    assert sandbox.teardown_stale(store, keyring) == ["dead-1"]
     assert leftovers() == ([], [])
     assert store.head(lease.key) is None
+
+
+def test_a_forged_lease_deletes_nothing_and_is_named(stack: Stack, conns, config, tmp_path: Path) -> None:
+    """Someone with write access to the bucket writes expired leases naming another worker's live sandbox:
+    one with no seal, one sealed under a key that is not in the keyring. Teardown removes nothing and
+    fails naming both (the task failure is the alert); a genuine expired lease next to them is honoured."""
+    store = conns.store(config.primary, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(config.primary))
+    victim = Path(tempfile.mkdtemp(prefix="strongroom-sandbox-victim-"))
+    (victim / "data").mkdir()
+    (victim / "data" / "PG_VERSION").write_text("15\n")
+    genuine = Path(tempfile.mkdtemp(prefix="strongroom-sandbox-genuine-"))
+    expired = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    started = datetime.now(UTC).isoformat()
+    forged = sandbox.Lease("forged-plain", os.uname().nodename, str(victim), started, expired)
+    foreign = sandbox.Lease("forged-foreign", os.uname().nodename, str(victim), started, expired)
+    honest = sandbox.Lease("honest-1", os.uname().nodename, str(genuine), started, expired)
+    other_key = Keyring.from_extra({"active": "evil", "keys": {"evil": base64.b64encode(os.urandom(32)).decode()}})
+    try:
+        store.put_bytes(forged.key, json.dumps(forged.__dict__).encode())
+        records.write(store, other_key, foreign.key, foreign.__dict__, kind=sandbox.LEASE_KIND)
+        records.write(store, keyring, honest.key, honest.__dict__, kind=sandbox.LEASE_KIND)
+        with pytest.raises(IntegrityError) as caught:
+            sandbox.teardown_stale(store, keyring)
+        message = str(caught.value)
+        assert "2 lease(s) that do not authenticate" in message
+        assert forged.key in message and foreign.key in message and "\n" not in message
+        assert (victim / "data" / "PG_VERSION").exists()  # nothing deleted on a forged lease
+        assert store.head(forged.key) is not None and store.head(foreign.key) is not None  # kept as evidence
+        assert not genuine.exists() and store.head(honest.key) is None  # the genuine lease was honoured
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)
+        shutil.rmtree(genuine, ignore_errors=True)
+        for lease in (forged, foreign, honest):
+            store.delete(lease.key)
 
 
 def test_cli_restore_test_and_full_drill(stack: Stack, shop_snapshot, tmp_path) -> None:

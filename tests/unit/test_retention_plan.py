@@ -65,18 +65,62 @@ def test_every_version_and_marker_is_deleted_manifest_last() -> None:
 
 
 @pytest.mark.parametrize(
-    ("taken_ago", "written_ago", "deleted"),
+    ("taken_ago", "written_ago", "evidence", "deleted", "held"),
     [
-        (timedelta(minutes=10), timedelta(minutes=10), False),  # may still be replicating: keep
-        (timedelta(hours=2), timedelta(hours=2), True),  # never committed, older than the run timeout
-        (timedelta(hours=2), timedelta(minutes=5), False),  # still being written
-        (timedelta(days=31), timedelta(minutes=5), True),  # past the retention whatever happens
+        (timedelta(minutes=10), timedelta(minutes=10), True, False, False),  # may still be replicating
+        (timedelta(hours=2), timedelta(hours=2), True, True, False),  # abandoned, by its pending record
+        (timedelta(hours=2), timedelta(hours=2), False, False, True),  # no evidence: held and alerted
+        (timedelta(hours=2), timedelta(minutes=5), False, False, False),  # still being written
+        (timedelta(days=31), timedelta(minutes=5), False, True, False),  # past the retention whatever happens
     ],
 )
-def test_uncommitted_leftovers(taken_ago: timedelta, written_ago: timedelta, deleted: bool) -> None:
+def test_uncommitted_leftovers(
+    taken_ago: timedelta, written_ago: timedelta, evidence: bool, deleted: bool, held: bool
+) -> None:
     orphan = entry(NOW - taken_ago, committed=False, written=NOW - written_ago)
+    if evidence:
+        orphan.abandoned = frozenset(v.key for v in orphan.versions)
     plan = plan_retention(catalog_of(orphan), RETENTION, GRACE, NOW)
     assert [d.kind for d in plan.deletions] == (["uncommitted"] if deleted else [])
+    assert bool(plan.held) == held
+
+
+@pytest.mark.parametrize("case", ["delete marker", "old versions only", "unauthenticated", "pending forged"])
+def test_a_young_snapshot_without_authenticated_evidence_is_held(case: str) -> None:
+    """Inside the window, only an authenticated record is a reason to delete (issue 15, item 4)."""
+    young = entry(NOW - timedelta(days=2), committed=False)
+    s = young.snapshot_id
+    manifest = f"databases/shop/manifests/{s}.json"
+    if case == "delete marker":
+        young.versions += [Version(manifest, "m1", NOW - timedelta(days=2), False, False),
+                           Version(manifest, "dm", NOW - timedelta(hours=3), True, True)]
+    elif case == "old versions only":
+        young.versions += [Version(manifest, "m1", NOW - timedelta(days=2), False, False)]
+    elif case == "unauthenticated":
+        young.versions += [Version(manifest, "m1", NOW - timedelta(days=2), True, False)]
+        young.problem = f"manifest s3://b/{manifest} failed authentication (tampered or foreign)"
+    else:
+        young.abandoned = frozenset(v.key for v in young.versions)
+        young.problem = "pending record failed authentication"
+    plan = plan_retention(catalog_of(young), RETENTION, GRACE, NOW)
+    assert plan.deletions == ()
+    [held] = plan.held
+    assert s in held and "nothing deleted on unauthenticated evidence" in held
+    assert {"delete marker": "delete marker", "old versions only": "only as old versions",
+            "unauthenticated": "failed authentication", "pending forged": "failed authentication"}[case] in held
+    # the same snapshot past the window goes, whatever its records say
+    later = plan_retention(catalog_of(young), RETENTION, GRACE, NOW + timedelta(days=29))
+    assert [d.kind for d in later.deletions] == ["uncommitted"] and later.held == ()
+
+
+def test_an_abandoned_snapshot_loses_only_what_its_pending_record_names() -> None:
+    orphan = entry(NOW - timedelta(hours=3), committed=False)
+    named = {v.key for v in orphan.versions if "dump" in v.key}
+    orphan.abandoned = frozenset(named)
+    plan = plan_retention(catalog_of(orphan), RETENTION, GRACE, NOW)
+    [deletion] = plan.deletions
+    assert {k for k, _ in deletion.versions} == named
+    assert len(plan.held) == 1 and "does not name" in plan.held[0]
 
 
 def test_stale_uploads_are_aborted_young_ones_kept() -> None:
