@@ -43,15 +43,16 @@ class Alert:
         return "\n".join(lines)
 
     def html(self) -> str:
+        # one element a line: SMTP refuses lines over 1,000 characters, and a monitor alert lists every condition
         rows = "".join(
-            f"<tr><th align='left'>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+            f"<tr><th align='left'>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>\n"
             for name, value in self.facts
         )
         link = (f"<p><a href='{html.escape(self.link, quote=True)}'>Open the task log</a>"
                 f" ({html.escape(self.link)})</p>") if self.link else ""
-        details = "".join(f"<li>{html.escape(d)}</li>" for d in self.details)
-        return (f"<p><b>{html.escape(self.subject)}</b></p><table>{rows}</table>{link}"
-                + (f"<ul>{details}</ul>" if details else ""))
+        details = "".join(f"<li>{html.escape(d)}</li>\n" for d in self.details)
+        return (f"<p><b>{html.escape(self.subject)}</b></p>\n<table>\n{rows}</table>\n{link}"
+                + (f"<ul>\n{details}</ul>\n" if details else ""))
 
 
 def first_line(error: object) -> str:

@@ -74,13 +74,30 @@ class MonitorPlan:
         if not self.send:
             return None
         kinds = sorted({c.kind for c in self.send})
-        return Alert(  # every condition in the subject: the log line and a failed delivery show them all
-            subject=f"{SUBJECT_PREFIX} backup monitor: " + "; ".join(c.message for c in self.send),
+        return Alert(  # every condition in the subject, as long as a mail header line may hold them
+            subject=f"{SUBJECT_PREFIX} backup monitor: " + _bounded([c.message for c in self.send]),
             facts=[("DAG", "backup_monitor"), ("checked at", now.isoformat(timespec="seconds")),
                    ("conditions", ", ".join(kinds))],
             details=[c.message for c in self.send]
             + [f"(still open, alerted within the last hour: {c.message})" for c in self.suppressed],
         )
+
+
+SUBJECT_BUDGET = 700  # SMTP refuses a line over 998 characters, and mail servers do not all fold headers
+
+
+def _bounded(messages: Sequence[str], budget: int = SUBJECT_BUDGET) -> str:
+    """``messages`` joined by "; ", all of them when they fit in ``budget`` characters; else as many as fit
+    and how many more the message body lists."""
+    text = "; ".join(messages)
+    if len(text) <= budget:
+        return text
+    shown: list[str] = []
+    for message in messages:
+        if len("; ".join([*shown, message])) > budget - 40:
+            break
+        shown.append(message)
+    return "; ".join(shown or [messages[0][: budget - 40]]) + f"; and {len(messages) - len(shown or [1])} more"
 
 
 def rag(age_seconds: int | None, threshold: timedelta, rpo: timedelta = RPO) -> str:
@@ -326,7 +343,7 @@ def run_monitor(
     plan = plan_alerts(conditions, state, now)
     alert = plan.alert(now)
     if alert is not None:
-        log.warning("%s", alert.subject)
+        log.warning("%s backup monitor: %s", SUBJECT_PREFIX, "; ".join(c.message for c in plan.send))
         try:
             send(alert)
         except StrongroomError as exc:  # the failure names every condition the undelivered alert carried

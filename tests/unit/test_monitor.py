@@ -160,3 +160,15 @@ def test_size_jumps_are_marked_beyond_the_factor_either_way() -> None:
     assert [p.get("jump") for p in marked] == [None, None, None, 327.0, None, 0.003, 0.001, None]
     assert [p["stored_bytes"] for p in marked] == sizes
     assert mark_jumps([{"stored_bytes": 100}, {"stored_bytes": 250}], 3.0)[1].get("jump") is None
+
+
+def test_a_long_list_of_conditions_keeps_the_subject_within_a_mail_line() -> None:
+    from strongroom.monitor import SUBJECT_BUDGET, _bounded
+
+    few = ["a is stale", "b is stale"]
+    assert _bounded(few) == "a is stale; b is stale"  # every condition when they fit
+    many = [f"database db{i} in eu-central-1: newest snapshot is 2h00m old (threshold 1h15m)" for i in range(40)]
+    text = _bounded(many)
+    assert len(text) <= SUBJECT_BUDGET and text.startswith(many[0]) and text.endswith(" more")
+    shown = text.count("database db")
+    assert text.endswith(f"; and {40 - shown} more")
