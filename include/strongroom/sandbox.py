@@ -1,7 +1,10 @@
 """Isolated PostgreSQL for restore tests: a throwaway server, or a fresh database on a sandbox server.
 
-The throwaway server has its own data directory, listens on a private Unix socket only (no TCP), uses the
-source's major version, and is torn down in a ``finally``. A lease record in the bucket names what each
+The throwaway server has its own data directory under ``restore.spool_dir`` (leased, see
+:mod:`strongroom.spool`), listens on a private Unix socket only (no TCP), uses the source's major version,
+starts with a minimal environment (no credential of ours reaches it), and is torn down in a ``finally``.
+Its bootstrap superuser is ``strongroom_admin``, so that production's own superuser names (``postgres``)
+can exist there as ordinary roles: stand-in owners for what production's superusers own. A lease record in the bucket names what each
 throwaway server left on which host, so a later teardown can remove what a worker that died left behind.
 Never a production source: a configured sandbox gets a new database of its own, dropped afterwards.
 """
@@ -18,14 +21,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from strongroom import postgres
+from strongroom import postgres, spool
 from strongroom.errors import SourceError, StrongroomError
 from strongroom.postgres import STABLE_SETTINGS, PgSettings
 from strongroom.storage import ObjectStore
@@ -33,6 +35,7 @@ from strongroom.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 LEASE_PREFIX = "leases/restore-tests/"
+ADMIN = "strongroom_admin"  # the throwaway server's bootstrap superuser
 # Text output that checksums depend on, pinned so a snapshot and its restore compare equal anywhere.
 STABLE_OPTIONS = " ".join(f"-c {k}={v}" for k, v in STABLE_SETTINGS.items())
 
@@ -64,17 +67,18 @@ class Lease:
 
 @contextmanager
 def throwaway_server(
-    major: str, store: ObjectStore | None = None, ttl: timedelta = timedelta(hours=6)
+    major: str, store: ObjectStore | None = None, ttl: timedelta = timedelta(hours=6), spool_dir: str | None = None,
 ) -> Iterator[PgSettings]:
-    """Start a private PostgreSQL ``major`` server; yield superuser settings; always tear it down."""
-    base = Path(tempfile.mkdtemp(prefix="strongroom-sandbox-"))
+    """Start a private PostgreSQL ``major`` server under ``spool_dir``; yield superuser settings; always tear
+    it down."""
+    base = spool.Spool.create(spool_dir, "strongroom-sandbox-", ttl).path
     lease = Lease(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}", socket.gethostname(), str(base),
                   datetime.now(UTC).isoformat(), (datetime.now(UTC) + ttl).isoformat())
     if store is not None:
         store.put_bytes(lease.key, json.dumps(lease.__dict__).encode())
     try:
         _start(base, major)
-        yield PgSettings(dbname="postgres", host=str(base), port=5432, user="postgres",
+        yield PgSettings(dbname="postgres", host=str(base), port=5432, user=ADMIN,
                          options={"options": STABLE_OPTIONS})
     finally:
         stop_and_remove(base, major)
@@ -93,14 +97,15 @@ def _start(base: Path, major: str) -> None:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     data = base / "data"
     run = [
-        ([f"{binaries}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        ([f"{binaries}/initdb", "-D", str(data), "-U", ADMIN, "--auth=trust", "-E", "UTF8", "--no-sync"],
          "initdb"),
         ([f"{binaries}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "-o",
           f"-c listen_addresses='' -c unix_socket_directories={base} -p 5432 -c fsync=off"
           " -c full_page_writes=off -c synchronous_commit=off", "start"], "start"),
     ]
     for argv, what in run:
-        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True, check=False)
+        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True, check=False,
+                                env=postgres.minimal_env())
         if result.returncode != 0:
             raise SourceError(f"throwaway PostgreSQL {major}: {what} failed: {result.stderr.strip()[-300:]}")
 
@@ -110,11 +115,20 @@ def stop_and_remove(base: Path, major: str) -> None:
     pid_file = data / "postmaster.pid"
     if pid_file.exists():
         subprocess.run(_as_server_user([f"{bin_dir(major)}/pg_ctl", "-D", str(data), "-m", "immediate", "-w",
-                                        "stop"]), capture_output=True, check=False)
+                                        "stop"]), capture_output=True, check=False, env=postgres.minimal_env())
         if pid_file.exists():  # pg_ctl could not stop it: the postmaster's pid is the first line
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def data_major(base: Path) -> str:
+    """The major version of the data directory under ``base`` (15 when it cannot be read)."""
+    version = base / "data" / "PG_VERSION"
+    try:
+        return version.read_text().strip() or "15"
+    except OSError:
+        return "15"
 
 
 def teardown_stale(store: ObjectStore, now: datetime | None = None) -> list[str]:
@@ -133,9 +147,7 @@ def teardown_stale(store: ObjectStore, now: datetime | None = None) -> list[str]
         if lease.host == host:
             base = Path(lease.data_dir)
             if base.name.startswith("strongroom-sandbox-") and base.exists():
-                version = (base / "data" / "PG_VERSION")
-                major = version.read_text().strip() if version.exists() else "15"
-                stop_and_remove(base, major)
+                stop_and_remove(base, data_major(base))
             store.delete(info.key)
             removed.append(lease.lease_id)
         else:
