@@ -72,7 +72,7 @@ QUERIES: dict[str, str] = {
     "extensions": """SELECT e.extname, json_build_object('version', e.extversion, 'schema', n.nspname)
                      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace""",
     "default_privileges": """SELECT pg_get_userbyid(d.defaclrole) || ':' || coalesce(n.nspname, '*') || ':'
-                                || d.defaclobjtype, d.defaclacl::text
+                                || d.defaclobjtype::text, d.defaclacl::text
                              FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace""",
     "sequences": """SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences
                     WHERE has_sequence_privilege(quote_ident(schemaname) || '.' || quote_ident(sequencename),

@@ -229,4 +229,58 @@ def needed_roles(inventory: Mapping[str, Any], toc_lines: Iterable[str], tables:
         needed |= set(inventory.get("roles", ()))
     for name in tables:
         needed |= acl_roles(str((inventory.get("relations") or {}).get(name, {}).get("acl", "")))
-    return sorted(needed)
+    # predefined roles (pg_database_owner owns public) exist on every server of the same major version
+    return sorted(n for n in needed if not n.startswith("pg_"))
+
+
+RESTORER_PREFIX = "strongroom_restorer_"
+
+
+def prepare_restorer(
+    admin: postgres.PgSettings, specs: Globals | None, needed: Iterable[str]
+) -> tuple[postgres.PgSettings, RoleReport]:
+    """For the restore test: give the server every role the snapshot needs (NOLOGIN, never a superuser:
+    production's superusers get ordinary stand-ins) and a new LOGIN role, not a superuser, that is a member
+    of exactly those roles. Returns the settings to restore as (``admin``'s server and database, that role).
+
+    Refuses when a needed role already exists on the server as a superuser (a sandbox server shared with
+    other uses): its objects could only be restored by a superuser.
+    """
+    import secrets
+
+    needed = sorted(set(needed))
+    have = existing_roles(admin)
+    if supers := [n for n in needed if have.get(n)]:
+        raise RestoreError(
+            f"role(s) {', '.join(supers)} are superusers on {admin.describe()}: the restore test would run their "
+            "objects as a superuser; use the throwaway server (no restore_test.sandbox_conn_id)"
+        )
+    report = create_roles(admin, specs or Globals({}), [n for n in needed if n not in have],
+                          stand_in_superusers=True)
+    report.existing = [n for n in needed if n in have]
+    name, password = RESTORER_PREFIX + secrets.token_hex(4), secrets.token_urlsafe(24)
+    with postgres.connect(admin.with_dbname("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION "
+                             "NOBYPASSRLS INHERIT PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
+        for role in needed:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(name)))
+        # belt and braces: whatever memberships the roles brought, the restoring role reaches no superuser
+        # and none of the roles that run programs or read and write the server's files
+        row = conn.execute(
+            """SELECT string_agg(r.rolname, ', ') FROM pg_roles r
+               WHERE (r.rolsuper OR r.rolname = ANY(%s) OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls)
+                 AND pg_has_role(%s, r.oid, 'MEMBER')""",
+            (list(SERVER_ACCESS), name),
+        ).fetchone()
+        if row and row[0]:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+            raise RestoreError(f"the restoring role would be a member of {row[0]}: refusing to restore")
+    from dataclasses import replace
+
+    return replace(admin, user=name, password=password), report
+
+
+def drop_restorer(admin: postgres.PgSettings, restorer: postgres.PgSettings) -> None:
+    if restorer.user and restorer.user.startswith(RESTORER_PREFIX):
+        with postgres.connect(admin.with_dbname("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(restorer.user)))

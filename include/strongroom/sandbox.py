@@ -4,8 +4,9 @@ The throwaway server has its own data directory under ``restore.spool_dir`` (lea
 :mod:`strongroom.spool`), listens on a private Unix socket only (no TCP), uses the source's major version,
 starts with a minimal environment (no credential of ours reaches it), and is torn down in a ``finally``.
 Its bootstrap superuser is ``strongroom_admin``, so that production's own superuser names (``postgres``)
-can exist there as ordinary roles: stand-in owners for what production's superusers own. A lease record in the bucket names what each
-throwaway server left on which host, so a later teardown can remove what a worker that died left behind.
+can exist there as ordinary roles: stand-in owners for what production's superusers own. A lease record
+in the bucket names what each throwaway server left on which host, so a later teardown can remove what a
+worker that died left behind.
 Never a production source: a configured sandbox gets a new database of its own, dropped afterwards.
 """
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 LEASE_FILE = "lease.json"
 PREFIXES = ("strongroom-restore-", "strongroom-rt-", "strongroom-sandbox-")
 DEFAULT_LEASE = timedelta(hours=6)
+_warned: list[bool] = []  # said once per process
 
 
 def root(spool_dir: str | None) -> Path:
@@ -34,8 +35,10 @@ def root(spool_dir: str | None) -> Path:
         path = Path(spool_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
-    log.warning("restore.spool_dir is not set: decrypted plaintext is spooled in %s; set it to an encrypted "
-                "volume", tempfile.gettempdir())
+    if not _warned:
+        _warned.append(True)
+        log.warning("restore.spool_dir is not set: decrypted plaintext is spooled in %s; set it to an encrypted "
+                    "volume", tempfile.gettempdir())
     return Path(tempfile.gettempdir())
 
 
