@@ -247,6 +247,30 @@ def restore_snapshot(
     )
 
 
+def restore_globals(
+    config: Config, conns: Connections, database: str, target: postgres.PgSettings, *,
+    snapshot_id: str | None = None, at: datetime | None = None, region: str | None = None,
+    with_passwords: bool = False,
+) -> tuple[str, roles.RoleReport]:
+    """Create the roles of a snapshot's globals that the target's server lacks (rebuilding a server); an
+    existing role is never altered, tablespaces are only reported. Returns the snapshot id and the report."""
+    db = config.database(database)
+    manifest, found_in = locate_snapshot(config, conns, db.name, snapshot_id=snapshot_id, at=at, region=region)
+    where = config.region(found_in)
+    store = conns.store(where, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(where))
+    data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+    specs = roles.fetch_globals(store, manifest, data_key)
+    if specs is None:
+        raise NotFoundError(f"snapshot {manifest.snapshot_id} of {db.name} holds no globals "
+                            f"({manifest.globals_note or 'not captured'})")
+    names = [n for n in specs.roles if not n.startswith("pg_")]
+    report = roles.create_roles(target, specs, names, with_passwords=with_passwords)
+    log.info("roles of %s snapshot %s on %s: %d created", db.name, manifest.snapshot_id, target.describe(),
+             len(report.created))
+    return manifest.snapshot_id, report
+
+
 def _check_roles_choice(choice: str) -> None:
     if choice not in ROLE_CHOICES:
         raise ConfigError(f"missing roles {choice!r}: choose {', '.join(ROLE_CHOICES)}")
