@@ -267,9 +267,10 @@ def test_the_restore_test_runs_nothing_production_wrote_as_a_superuser(
     restore.fetch_dump(store, manifest, key, str(dump), config.transfer)
     stack.pg.execute("CREATE DATABASE exploit_superuser")
     try:
-        subprocess.run([f"{PG_BIN}/pg_restore", "--exit-on-error", "-h", "127.0.0.1", "-p", str(stack.pg.port),
-                        "-U", "postgres", "-d", "exploit_superuser", str(dump)], check=True, capture_output=True,
-                       env={**os.environ, "PGPASSWORD": stack.pg.password})
+        loaded = subprocess.run([f"{PG_BIN}/pg_restore", "--exit-on-error", "-h", "127.0.0.1", "-p",
+                                 str(stack.pg.port), "-U", "postgres", "-d", "exploit_superuser", str(dump)],
+                                capture_output=True, text=True, env={**os.environ, "PGPASSWORD": stack.pg.password})
+        assert loaded.returncode == 0, loaded.stderr
     finally:
         stack.pg.execute("DROP DATABASE exploit_superuser WITH (FORCE)")
     assert marker.exists(), "the exploit must work against a superuser restore, or this test proves nothing"
@@ -352,8 +353,9 @@ def test_sigkill_mid_spool_is_cleaned_by_the_next_run_and_children_hold_no_crede
                           restore={"spool_dir": str(spool_dir)},
                           restore_test={"expectations_dir": str(tmp_path / "none")})
     secret_env = {"AWS_SECRET_ACCESS_KEY": "aws-canary-4417", "STRONGROOM_TEST_SECRET": "sr-canary-0071"}
-    snap = run_cli("--config", str(config), "snapshot", "--database", "faithful", env=secret_env)
+    snap = run_cli("--config", str(config), "snapshot", "--database", "faithful", "--json", env=secret_env)
     assert snap.code == 0, snap.stderr
+    snapshot_id = json.loads(snap.stdout)[0]["snapshot_id"]
     slow.touch()
     killed_pids = []
     try:
@@ -365,8 +367,8 @@ def test_sigkill_mid_spool_is_cleaned_by_the_next_run_and_children_hold_no_crede
         restoring.wait()
         spooled = next(spool_dir.glob("strongroom-restore-*")) / "dump"
         assert spooled.stat().st_size > 0  # the decrypted dump, left behind by the killed restore
-        testing = start_cli("--config", str(config), "restore-test", "--database", "faithful", "--region", PRIMARY,
-                            env=secret_env)
+        testing = start_cli("--config", str(config), "restore-test", "--database", "faithful",
+                            "--snapshot", snapshot_id, "--region", PRIMARY, env=secret_env)
         _wait(lambda: len(list(envdir.glob("sleeping.pg_restore.*"))) == 2, "the restore test to reach pg_restore")
         sandboxes = list(spool_dir.glob("strongroom-sandbox-*"))
         assert len(sandboxes) == 1
@@ -388,8 +390,8 @@ def test_sigkill_mid_spool_is_cleaned_by_the_next_run_and_children_hold_no_crede
         slow.unlink(missing_ok=True)
 
     # the next run removes the plaintext spool, the data directory and the server left running
-    after = run_cli("--config", str(config), "restore-test", "--database", "faithful", "--region", PRIMARY,
-                    env=secret_env)
+    after = run_cli("--config", str(config), "restore-test", "--database", "faithful", "--snapshot", snapshot_id,
+                    "--region", PRIMARY, env=secret_env)
     assert after.code == 0, after.stderr[-2000:]
     _wait(lambda: not _alive(postmaster), "the dead run's server to stop")
     assert list(spool_dir.iterdir()) == []
