@@ -249,7 +249,8 @@ def test_restore_test_of_a_faithful_database_passes_with_a_stand_in_owner(
     for region in REGIONS:  # the evidence is in every region
         doc = json.loads(stack.read(result.result_key, region))
         assert doc["success"] is True and doc["stored_in"] == region
-        assert b"Stand-in owners (superusers in production, ordinary roles here): postgres" in stack.read(result.result_key.rsplit("/", 1)[0] + "/docs/schema.html", region)
+        page = stack.read(result.result_key.rsplit("/", 1)[0] + "/docs/schema.html", region)
+        assert b"Stand-in owners (superusers in production, ordinary roles here): postgres" in page
 
 
 def test_the_restore_test_runs_nothing_production_wrote_as_a_superuser(
