@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from strongroom import catalog, drill, restore
+from strongroom import catalog, drill, restore, spool
 from strongroom.catalog import Manifest
 from strongroom.config import load_config
 from strongroom.keyring import Keyring
@@ -358,11 +359,13 @@ def test_sigkill_mid_spool_is_cleaned_by_the_next_run_and_children_hold_no_crede
     assert snap.code == 0, snap.stderr
     snapshot_id = json.loads(snap.stdout)[0]["snapshot_id"]
     slow.touch()
-    killed_pids = []
+    killed_pids: list[int] = []
+    started: list[subprocess.Popen] = []
     try:
         restoring = start_cli("--config", str(config), "restore", "--database", "faithful",
                               "--target-dsn", dsn(stack.pg, "faithful_killed"),
                               env={**secret_env, "PGPASSWORD": stack.pg.password})
+        started.append(restoring)
         _wait(lambda: any(envdir.glob("sleeping.pg_restore.*")), "the restore to reach pg_restore")
         restoring.send_signal(signal.SIGKILL)
         restoring.wait()
@@ -370,6 +373,7 @@ def test_sigkill_mid_spool_is_cleaned_by_the_next_run_and_children_hold_no_crede
         assert spooled.stat().st_size > 0  # the decrypted dump, left behind by the killed restore
         testing = start_cli("--config", str(config), "restore-test", "--database", "faithful",
                             "--snapshot", snapshot_id, "--region", PRIMARY, env=secret_env)
+        started.append(testing)
         _wait(lambda: len(list(envdir.glob("sleeping.pg_restore.*"))) == 2, "the restore test to reach pg_restore")
         sandboxes = list(spool_dir.glob("strongroom-sandbox-*"))
         assert len(sandboxes) == 1
@@ -387,17 +391,27 @@ def test_sigkill_mid_spool_is_cleaned_by_the_next_run_and_children_hold_no_crede
         assert left == ["rt", "sandbox"], left
         assert (next(spool_dir.glob("strongroom-rt-*")) / "dump").stat().st_size > 0
         assert _alive(postmaster)
-    finally:
-        slow.unlink(missing_ok=True)
+        slow.unlink()
 
-    # the next run removes the plaintext spool, the data directory and the server left running
-    after = run_cli("--config", str(config), "restore-test", "--database", "faithful", "--snapshot", snapshot_id,
-                    "--region", PRIMARY, env=secret_env)
-    assert after.code == 0, after.stderr[-2000:]
-    _wait(lambda: not _alive(postmaster), "the dead run's server to stop")
-    assert list(spool_dir.iterdir()) == []
-    stack.pg.execute("DROP DATABASE IF EXISTS faithful_killed WITH (FORCE)")
-    spool_dir.rmdir()
+        # the next run removes the plaintext spool, the data directory and the server left running
+        after = run_cli("--config", str(config), "restore-test", "--database", "faithful", "--snapshot", snapshot_id,
+                        "--region", PRIMARY, env=secret_env)
+        assert after.code == 0, after.stderr[-2000:]
+        _wait(lambda: not _alive(postmaster), "the dead run's server to stop")
+        assert list(spool_dir.iterdir()) == []
+    finally:  # after a failure, leave nothing of ours behind for the next tests
+        slow.unlink(missing_ok=True)
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for sleeper in envdir.glob("sleeping.*"):
+            pid = int(sleeper.read_text())
+            if pid not in killed_pids and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        spool.clean_leftovers(str(spool_dir))
+        shutil.rmtree(spool_dir, ignore_errors=True)
+        stack.pg.execute("DROP DATABASE IF EXISTS faithful_killed WITH (FORCE)")
 
     # no child (pg_dump, pg_dumpall, pg_restore) nor the throwaway server got a credential of ours
     captured = {p.name: _environ(p) for p in envdir.glob("pg_*")}
