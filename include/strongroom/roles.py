@@ -14,12 +14,16 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from strongroom import postgres
 from strongroom.errors import RestoreError
+
+if TYPE_CHECKING:
+    from strongroom.catalog import Manifest
+    from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +186,7 @@ def create_roles(
     return report
 
 
-def fetch_globals(store: Any, manifest: Any, data_key: bytes) -> Globals | None:
+def fetch_globals(store: ObjectStore, manifest: Manifest, data_key: bytes) -> Globals | None:
     """The snapshot's globals, verified and decrypted; None when the snapshot holds none."""
     import hashlib
 
