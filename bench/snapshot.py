@@ -19,7 +19,12 @@ at the end, also on error; ``--s3-servers 1`` shares one server, which then copi
 * ``pg_restore_j1/j2``  ``pg_restore`` of the pg_dump -Fc file into a fresh database: the restore baseline;
 * ``restore``           ``strongroom restore --target-dsn ...`` from the local S3 server into a fresh
                         database;
-* ``list``              ``strongroom list --json`` (the CLI's fixed start-up cost, and the stored size).
+* ``list``              ``strongroom list --json`` (the CLI's fixed start-up cost, and the stored size);
+* ``snapshot_no_inventory`` the same snapshot with the schema inventory switched off (the CLI's own
+                        ``main`` with ``strongroom.inventory.read_inventory`` replaced by a no-op, in this
+                        benchmark only): with ``snapshot`` in the same rounds, what the inventory adds;
+* ``inventory_read``    ``read_inventory`` alone, in a REPEATABLE READ transaction on the benchmark
+                        database, timed in-process (the inventory's own cost, free of the snapshot's noise).
 
 Every measurement runs once as a warm-up, then ``--repeat`` times, interleaved; medians are reported.
 Wall time comes from the parent; CPU time and the tree's peak RSS from ``wait4``; each process's own peak
@@ -294,6 +299,22 @@ def _kill_group(pgid: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- null sink
+
+
+def inventory_worker(dsn: str) -> int:
+    """Time ``read_inventory`` in a REPEATABLE READ transaction; prints seconds and the JSON size."""
+    import psycopg
+
+    from strongroom.inventory import read_inventory
+
+    with psycopg.connect(dsn, password=os.environ.get("PGPASSWORD")) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        started = time.perf_counter()
+        found = read_inventory(conn)
+        seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": round(seconds, 4), "json_bytes": len(json.dumps(found)),
+                      "relations": len(found["relations"])}))
+    return 0
 
 
 def null_sink_worker(dsn: str, count_rows: bool) -> int:
@@ -583,11 +604,25 @@ class Bench:
             "plain_bytes": newest["plain_bytes"],
         }
 
+    def snapshot_no_inventory(self, r: int) -> None:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--snapshot-without-inventory"]
+        sample, stdout = self._run("snapshot_no_inventory", r, argv, "python")
+        result = json.loads(stdout)[0]
+        sample.extra = {k: result[k] for k in ("snapshot_id", "seconds", "replication_seconds") if k in result}
+
+    def inventory_read(self, r: int) -> None:
+        dsn = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={DATABASE}"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--inventory-worker", dsn]
+        sample, stdout = self._run("inventory_read", r, argv, "python")
+        sample.extra = json.loads(stdout)
+
     def measurements(self) -> list[tuple[str, Callable[[int], None]]]:
         jobs = sorted({1, 2, self.restore_jobs})
         return [
             ("pg_dump_fc", self.pg_dump_fc),
             ("snapshot", self.snapshot),
+            ("snapshot_no_inventory", self.snapshot_no_inventory),
+            ("inventory_read", self.inventory_read),
             ("null_sink", self.null_sink),
             ("null_sink_counted", lambda r: self.null_sink(r, count_rows=True)),
             ("pg_dump_raw", self.pg_dump_raw),
@@ -649,6 +684,41 @@ def replication_target(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
+INVENTORY_LIMIT = 0.05  # the schema inventory adds less than 5% to a snapshot
+
+
+def inventory_target(samples: list[Sample]) -> dict[str, Any]:
+    """What the schema inventory adds to a snapshot: ``snapshot`` against ``snapshot_no_inventory`` measured
+    in the same rounds (take_snapshot's own timer, and wall time), and ``read_inventory``'s own time."""
+    with_inv = {s.round: s for s in _counted(samples) if s.name == "snapshot"}
+    without = {s.round: s for s in _counted(samples) if s.name == "snapshot_no_inventory"}
+    rounds = sorted(set(with_inv) & set(without))
+    if not rounds:
+        return {"measured": False}
+    pairs = [(with_inv[r].extra["seconds"], without[r].extra["seconds"]) for r in rounds]
+    take_with = statistics.median(a for a, _ in pairs)
+    take_without = statistics.median(b for _, b in pairs)
+    reads = [s.extra for s in _counted(samples) if s.name == "inventory_read"]
+    read_s = statistics.median(x["seconds"] for x in reads) if reads else None
+    own = read_s / take_without if read_s is not None else None
+    return {
+        "measured": True,
+        "take_seconds_with": take_with,
+        "take_seconds_without": take_without,
+        "take_overhead": round(take_with / take_without - 1, 4),
+        "take_overhead_per_round": [round(a / b - 1, 4) for a, b in pairs],
+        "wall_with": statistics.median(with_inv[r].wall_s for r in rounds),
+        "wall_without": statistics.median(without[r].wall_s for r in rounds),
+        "read_inventory_seconds": read_s,
+        "read_inventory_share_of_take": round(own, 5) if own is not None else None,
+        "inventory_json_bytes": reads[0]["json_bytes"] if reads else None,
+        "limit": INVENTORY_LIMIT,
+        "pass": own is not None and own < INVENTORY_LIMIT,
+        "note": "pass is judged on read_inventory's own time against the snapshot; the with/without difference "
+                "of whole snapshots is dominated by the machine's noise (see take_overhead_per_round)",
+    }
+
+
 def summarize(bench: Bench) -> dict[str, Any]:
     samples = bench.samples
     names = list(dict.fromkeys(s.name for s in samples))
@@ -670,10 +740,11 @@ def summarize(bench: Bench) -> dict[str, Any]:
         }
     wall = {name: m["wall_s"] for name, m in medians.items()}
     replication = replication_target(samples)
+    inventory_cost = inventory_target(samples)
     if set(FULL) - set(names):
         return {
             "medians": medians,
-            "targets": {"replication_vs_snapshot": replication},
+            "targets": {"replication_vs_snapshot": replication, "inventory_vs_snapshot": inventory_cost},
             "partial": True,
             "disturbed_runs": [f"{s.name} round {s.round}" for s in _counted(samples) if s.disturbed],
         }
@@ -713,6 +784,7 @@ def summarize(bench: Bench) -> dict[str, Any]:
             "restore_bytes": medians["restore"]["peak_rss_max"].get("strongroom", 0),
         },
         "replication_vs_snapshot": replication,
+        "inventory_vs_snapshot": inventory_cost,
     }
     sizes = {
         "database_bytes": bench.info["database"]["size_bytes"],
@@ -911,9 +983,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--null-sink-worker", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--count-rows", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot-without-inventory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--inventory-worker", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.null_sink_worker:
         return null_sink_worker(args.null_sink_worker, args.count_rows)
+    if args.snapshot_without_inventory:
+        from strongroom import cli, inventory
+
+        inventory.read_inventory = lambda conn: {}  # benchmark only: the same snapshot, no inventory
+        return cli.main(["snapshot", "--database", DATABASE, "--json"])
+    if args.inventory_worker:
+        return inventory_worker(args.inventory_worker)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 

@@ -13,6 +13,7 @@ says what is wrong.
 | **target** | `sandbox`: a **new** database on the sandbox server named `<database>_<snapshot time>` (its location is printed in the `plan` log, without credentials); or one of the configured target connections |
 | **tables** | optional `schema.table` names: only those tables (definitions and rows) into a new database, for recovering one customer's rows |
 | **replace contents** | needed when the target database already holds tables |
+| **missing roles** | owners and privileges are restored as they were; when the target lacks roles the snapshot needs: `refuse` (the plan fails naming them), `create` (from the snapshot's globals, NOLOGIN, no passwords; existing roles untouched) or `no_owner` (no owners, no privileges) |
 | **confirm production** | only to restore **over a production source**: type the source's name |
 
 Restoring over a production source (the target is the same server, by its system identifier, and the same
@@ -77,6 +78,9 @@ PLAN = "ti.xcom_pull(task_ids='plan')"
                         description="Optional: only these tables (schema.table), into a new database."),
         "replace_contents": Param(False, type="boolean", title="Replace contents",
                                   description="Replace the tables of a target that is not empty."),
+        "missing_roles": Param("refuse", type="string", enum=["refuse", "create", "no_owner"], title="Missing roles",
+                               description="When the target lacks roles the snapshot needs: refuse, create them "
+                                           "(NOLOGIN, no passwords), or restore without owners and privileges."),
         "confirm_production": Param("", type="string", title="Confirm production",
                                     description="Only to restore over a production source: type its name. "
                                                 "A second person must then approve the run."),
@@ -96,6 +100,7 @@ def restore_database() -> None:
             restore.plan_restore, config, conns, p["database"], target_conn_id=p["target"],
             snapshot_id=snapshot_id, at=at, region=None if p["region"] == "automatic" else p["region"],
             tables=p["tables"], clean=p["replace_contents"], confirm_production=p["confirm_production"] or None,
+            missing_roles=p["missing_roles"],
         )
         print(f"restore {made.database} snapshot {made.snapshot_id} (taken {made.taken_at}, found in "
               f"{made.found_in}) into {made.target}" + (" (PRODUCTION)" if made.production else ""))

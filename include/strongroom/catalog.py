@@ -81,6 +81,8 @@ class Manifest:
     checksums: Mapping[str, str] = field(default_factory=dict)  # table -> content md5, small tables only
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     strongroom_version: str = ""
+    # the schema inventory (strongroom.inventory), read in the same transaction as the row counts
+    inventory: Mapping[str, Any] = field(default_factory=dict)
 
     def objects(self) -> list[StoredObject]:
         """The data objects this snapshot consists of."""
@@ -103,6 +105,8 @@ class Manifest:
         body["checksums"] = dict(sorted(self.checksums.items()))
         if not body["checksums"]:
             del body["checksums"]  # manifests without checksums keep their original shape
+        if not body["inventory"]:
+            del body["inventory"]
         body["encryption"] = {
             "stream": "SRSTRM/1 AES-256-GCM-HKDF-SHA256, 1 MiB segments",
             "key_wrap": "AES-256-GCM under HKDF(keyring key)",
@@ -156,6 +160,7 @@ class Manifest:
             checksums=doc.get("checksums", {}),
             created_at=datetime.fromisoformat(doc["created_at"]),
             strongroom_version=doc.get("strongroom_version", ""),
+            inventory=doc.get("inventory", {}),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list committed snapshots")
     lst.add_argument("--database", help="one configured database (default: all)")
-    lst.add_argument("--region", help="region to read (default: the primary)")
+    lst.add_argument("--region", help="region to read (default: the primary, else the next region that answers)")
     lst.add_argument("--json", action="store_true")
 
     rst = sub.add_parser("restore", help="restore a snapshot into a target database")
@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     rst.add_argument("--clean", action="store_true", help="replace the contents of a non-empty target")
     rst.add_argument("--confirm-production", metavar="NAME",
                      help="the source database's name, to restore over it (a safety snapshot is taken first)")
+    owners = rst.add_mutually_exclusive_group()
+    owners.add_argument("--create-roles", action="store_true",
+                        help="create the roles the target lacks from the snapshot's globals (NOLOGIN, no passwords)")
+    owners.add_argument("--no-owner", action="store_true",
+                        help="restore without owners and privileges: everything belongs to the restoring role")
+    rst.add_argument("--with-passwords", action="store_true",
+                     help="roles created keep LOGIN and their password (hash) from the globals")
+    rst.add_argument("--globals-only", action="store_true",
+                     help="only create the snapshot's roles on the target's server (tablespaces: report only)")
     rst.add_argument("--json", action="store_true")
 
     prn = sub.add_parser("prune", help="delete every snapshot older than the retention, in every region")
@@ -160,32 +169,54 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, catalog
     config = _config(args)
-    region = config.region(args.region) if args.region else config.primary
     names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
     conns = airflow_adapter.connections()
-    store = conns.store(region, config.transfer)
-    keyring = conns.keyring(config.keyring_conn_id(region))
-    store.check_bucket()
+    candidates = [config.region(args.region)] if args.region else list(config.regions)
     now = datetime.now(UTC)
-    rows = []
-    for name in names:
-        for manifest in catalog.list_manifests(store, keyring, name):
-            age = int((now - manifest.taken_at).total_seconds())
-            rows.append(dict(manifest.summary(), region=region.name, age_seconds=age))
+    rows: list[dict[str, Any]] = []
+    passed: list[str] = []  # regions asked before the one that answered, and why they did not
+    region = candidates[0]
+    for region in candidates:
+        try:
+            store = conns.store(region, config.transfer)
+            keyring = conns.keyring(config.keyring_conn_id(region))
+            store.check_bucket()
+            rows = [dict(m.summary(), region=region.name, age_seconds=int((now - m.taken_at).total_seconds()))
+                    for name in names for m in catalog.list_manifests(store, keyring, name)]
+        except StrongroomError as exc:
+            if len(candidates) == 1:
+                raise
+            passed.append(f"{region.name} is unreachable ({exc})")
+            continue
+        if rows or len(candidates) == 1:
+            break
+        passed.append(f"{region.name} holds no snapshots")
     if args.json:
         _print(rows, True, "")
-        return 0
-    header = ("DATABASE", "SNAPSHOT", "TAKEN AT (UTC)", "AGE", "STORED", "TABLES", "ROWS")
-    print("{:<16} {:<26} {:<20} {:>8} {:>12} {:>6} {:>12}".format(*header))
-    for r in rows:
-        taken = datetime.fromisoformat(r["taken_at"]).strftime("%Y-%m-%d %H:%M:%S")
-        print(
-            f"{r['database']:<16} {r['snapshot_id']:<26} {taken:<20} {_age(r['age_seconds']):>8} "
-            f"{r['stored_bytes']:>12} {r['tables']:>6} {r['rows']:>12}"
-        )
-    if not rows:
-        print(f"(no committed snapshots in {region.name})")
+    else:
+        header = ("DATABASE", "SNAPSHOT", "TAKEN AT (UTC)", "AGE", "STORED", "TABLES", "ROWS")
+        print("{:<16} {:<26} {:<20} {:>8} {:>12} {:>6} {:>12}".format(*header))
+        for r in rows:
+            taken = datetime.fromisoformat(r["taken_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            print(
+                f"{r['database']:<16} {r['snapshot_id']:<26} {taken:<20} {_age(r['age_seconds']):>8} "
+                f"{r['stored_bytes']:>12} {r['tables']:>6} {r['rows']:>12}"
+            )
+        if not rows:
+            print(f"(no committed snapshots in {', '.join(c.name for c in candidates)})")
+        elif passed:
+            print(f"(listed from region {region.name})")
+    if passed and rows:
+        _warn(f"listed from region {region.name}: {'; '.join(passed)}")
+        if any(p.endswith("holds no snapshots") for p in passed):
+            raise StrongroomError(f"the primary region {config.primary.name} holds no snapshots while "
+                                  f"{region.name} holds {len(rows)}: its bucket was emptied or replaced")
     return 0
+
+
+def _warn(text: str) -> None:
+    red = sys.stderr.isatty()
+    sys.stderr.write(("\033[31m" if red else "") + f"strongroom: warning: {text}" + ("\033[0m" if red else "") + "\n")
 
 
 def _age(seconds: int) -> str:
@@ -203,18 +234,24 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
     at = parse_at(args.at) if args.at else None
     conns = airflow_adapter.connections()
+    if args.globals_only:
+        return _restore_globals(args, config, conns, at)
+    if args.with_passwords and not args.create_roles:
+        raise ConfigError("--with-passwords applies to roles created with --create-roles or --globals-only")
+    choice = restore.ROLES_CREATE if args.create_roles else restore.ROLES_NO_OWNER if args.no_owner else \
+        restore.ROLES_REFUSE
     plan = restore.plan_restore(
         config, conns, args.database,
         target_conn_id=args.target_conn or restore.SANDBOX,
         target_dsn=PgSettings.from_dsn(args.target_dsn) if args.target_dsn else None,
         snapshot_id=args.snapshot, at=at, region=args.region, tables=args.tables, clean=args.clean,
-        confirm_production=args.confirm_production,
+        confirm_production=args.confirm_production, missing_roles=choice,
     )
     target = PgSettings.from_dsn(args.target_dsn) if args.target_dsn else restore.planned_target(conns, plan)
     safety = restore.take_safety_snapshot(config, conns, plan)
     if safety:
         sys.stderr.write(f"strongroom: safety snapshot of {plan.production} before the restore: {safety}\n")
-    result = restore.execute_plan(config, conns, plan, target)
+    result = restore.execute_plan(config, conns, plan, target, with_passwords=args.with_passwords)
     _print(
         dict(result.to_dict(), safety_snapshot=safety),
         args.json,
@@ -224,6 +261,28 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     )
     for skipped in result.unavailable:
         sys.stderr.write(f"strongroom: warning: region {skipped}\n")
+    for line in result.role_lines():
+        _warn(line)
+    return 0
+
+
+def _restore_globals(args: argparse.Namespace, config: Any, conns: Any, at: datetime | None) -> int:
+    from strongroom import restore
+    from strongroom.postgres import PgSettings
+
+    if not (args.target_conn or args.target_dsn):
+        raise ConfigError("--globals-only needs --target-conn or --target-dsn (the server to create roles on)")
+    if args.tables or args.clean or args.no_owner or args.confirm_production:
+        raise ConfigError("--globals-only creates roles only: --table, --clean, --no-owner and "
+                          "--confirm-production do not apply")
+    target = PgSettings.from_dsn(args.target_dsn) if args.target_dsn else conns.postgres(args.target_conn)
+    snapshot_id, report = restore.restore_globals(
+        config, conns, args.database, target, snapshot_id=args.snapshot, at=at, region=args.region,
+        with_passwords=args.with_passwords,
+    )
+    lines = [f"roles of {args.database} snapshot {snapshot_id} on {target.describe()}: "
+             f"{len(report.created)} created, {len(report.existing)} existed (left as they are)", *report.lines()]
+    _print(dict(report.to_dict(), snapshot_id=snapshot_id), args.json, "\n".join(lines))
     return 0
 
 
@@ -257,11 +316,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     header = ("DATABASE", "REGION", "NEWEST SNAPSHOT", "AGE", "GAPS", "LAST ERROR")
     print("{:<16} {:<14} {:<26} {:>8} {:>5}  {}".format(*header))
+    red = sys.stdout.isatty()
+    failed = []
     for entry in [*board["databases"], *board["buckets"]]:
         for row in entry["regions"]:
             age = _age(row["age_seconds"]) if row["age_seconds"] is not None else "-"
-            print(f"{row['database']:<16} {row['region']:<14} {row['newest'] or '-':<26} {age:>8} "
-                  f"{len(row['gaps']):>5}  {row['last_error'] or ''}")
+            line = (f"{row['database']:<16} {row['region']:<14} {row['newest'] or '-':<26} {age:>8} "
+                    f"{len(row['gaps']):>5}  {row['last_error'] or ''}")
+            if (row["last_error"] or "").startswith("FAILED"):
+                failed.append(f"{row['database']} in {row['region']}")
+                line = f"\033[31m{line}\033[0m" if red else line
+            print(line)
     print()
     for db in board["databases"]:
         test = db["restore_test"]
@@ -274,6 +339,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"UNAUTHENTICATED: {problem} (ignored)")
     for warning in board["warnings"]:
         print(f"WARNING: {warning}")
+    if failed:
+        raise StrongroomError("FAILED: " + ", ".join(failed) + " (no snapshots while another region holds them)")
     return 0
 
 

@@ -190,6 +190,8 @@ class RestoreConfig(_Section):
     # the other targets the restore_database form offers (a production source only when listed here)
     target_conn_ids: list[ConnId] = Field(default_factory=list)
     approval_timeout: Duration = timedelta(hours=4)  # a production restore waits this long for approval
+    # how long a restore's or restore test's plaintext (spool, throwaway data directory) may outlive a dead owner
+    lease: Duration = timedelta(hours=6)
 
 
 class RestoreTestConfig(_Section):

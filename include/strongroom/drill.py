@@ -5,18 +5,17 @@ region chosen in rotation, so every region is exercised; then, inside one call (
 different workers): provision an isolated server, download from that region only, verify, decrypt,
 restore, validate (``strongroom.validation``), tear down in a ``finally``. Each phase is timed (RTO
 evidence) and the snapshot's age when tested is recorded (RPO evidence). A JSON result and the Data Docs
-are stored in the primary region under ``restore-tests/`` and pruned by the same retention window.
+are stored in every region under ``restore-tests/`` and pruned by the same retention window.
 A restore test never switches regions: it tests the region it chose.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import random
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom import catalog, crypto, postgres, records, sandbox, validation
+from psycopg import sql
+
+from strongroom import catalog, crypto, inventory, postgres, records, roles, sandbox, spool, validation
+from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import RestoreTestError, StrongroomError
@@ -54,6 +56,8 @@ class DrillResult:
     expectations: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     error: str | None = None
+    roles: dict[str, Any] | None = None  # roles created for the test, stand-in owners, what was left out
+    schema_differences: list[str] = field(default_factory=list)
     result_key: str | None = None
     docs_key: str | None = None
 
@@ -91,16 +95,45 @@ def choose_snapshots(ids: list[str], rng: random.Random) -> list[str]:
 def _isolated(
     config: Config, conns: Connections, major: str, store: ObjectStore, keyring: Keyring, name: str
 ) -> Iterator[PgSettings]:
+    """Superuser settings for a database (not yet created) on an isolated server; it is gone afterwards."""
     if config.restore_test.sandbox_conn_id:
         server = conns.postgres(config.restore_test.sandbox_conn_id)
         check_sandbox_server(config, conns, server)
-        with sandbox.sandbox_database(server, name) as target:
+        target = server.with_dbname(f"strongroom_rt_{name}_{secrets.token_hex(3)}")
+        try:
             yield target
+        finally:
+            postgres.drop_database(target)
     else:
-        with sandbox.throwaway_server(major, store, keyring=keyring) as server:
-            target = server.with_dbname(name)
-            postgres.create_database(target)
-            yield target
+        with sandbox.throwaway_server(major, store, config.restore.lease, config.restore.spool_dir,
+                                      keyring=keyring) as server:
+            yield server.with_dbname(name)
+
+
+def restore_unprivileged(
+    admin: PgSettings, path: str, manifest: Manifest, specs: roles.Globals | None, *, jobs: int,
+    bin_dir: str | None,
+) -> tuple[PgSettings, roles.RoleReport]:
+    """Restore the dump at ``path`` into the new database ``admin`` names, keeping production's owners, so
+    that nothing production wrote ever runs as a superuser.
+
+    The superuser only creates the roles (NOLOGIN, never superusers) and the database, and replays the
+    ``pre-data`` section: definitions, owners, comments and their privileges, in which no function body,
+    constraint or default is evaluated. Everything that can run production's code (the data load: CHECK
+    constraints, generated columns; then indexes, constraints, triggers, materialized views, default
+    privileges) runs as a new login role that is no superuser, only a member of production's roles.
+    Returns that role's settings and what was done to roles.
+    """
+    needed = roles.needed_roles(manifest.inventory, postgres.toc(path, bin_dir))
+    restorer, report = roles.prepare_restorer(admin, specs, needed)
+    with postgres.connect(admin.with_dbname("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(admin.dbname),
+                                                                   sql.Identifier(restorer.user or "")))
+    postgres.restore_dump(admin, path, jobs=1, single_transaction=True, clean=False, bin_dir=bin_dir,
+                          sections=("pre-data",))
+    postgres.restore_dump(restorer, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=bin_dir,
+                          sections=("data", "post-data"))
+    return restorer, report
 
 
 def check_sandbox_server(config: Config, conns: Connections, server: PgSettings) -> None:
@@ -131,8 +164,10 @@ def check_snapshot(
     keyring = conns.keyring(config.keyring_conn_id(region))
     result = DrillResult(db.name, snapshot_id, region.name, now.isoformat())
     suites = validation.load_user_suites(Path(config.restore_test.expectations_dir), db.name)
-    spool = tempfile.mkdtemp(prefix="strongroom-rt-", dir=config.restore.spool_dir)
+    spool.clean_leftovers(config.restore.spool_dir)
+    work = spool.Spool.create(config.restore.spool_dir, "strongroom-rt-", config.restore.lease)
     report = None
+    schema_docs: dict[str, bytes] = {}
     try:
         manifest = catalog.load_manifest(store, keyring, db.name, snapshot_id)
         result.snapshot_taken_at = manifest.taken_at.isoformat()
@@ -140,56 +175,103 @@ def check_snapshot(
         data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key,
                                      manifest.identity)
         started = time.monotonic()
-        with _isolated(config, conns, manifest.server_version.split(".")[0], store, keyring, db.name) as target:
+        with _isolated(config, conns, manifest.server_version.split(".")[0], store, keyring, db.name) as admin:
             result.phases["provision"] = round(time.monotonic() - started, 3)
-            path = os.path.join(spool, "dump")
+            path = os.path.join(work.path, "dump")
             result.phases.update(fetch_dump(store, manifest, data_key, path, config.transfer))
+            specs = roles.fetch_globals(store, manifest, data_key)
             mark = time.monotonic()
-            postgres.restore_dump(target, path, jobs=config.restore.jobs or (os.cpu_count() or 1),
-                                  single_transaction=False, clean=False, bin_dir=config.snapshot.pg_bin_dir)
-            os.unlink(path)
-            result.phases["restore"] = round(time.monotonic() - mark, 3)
-            mark = time.monotonic()
-            restored = postgres.count_rows(target)
-            result.tables = {t: {"expected": n, "restored": restored.get(t)}
-                             for t, n in sorted(manifest.tables.items())}
-            report = validation.validate(
-                target, manifest, suites, validation.parameters_for(manifest, config.restore_test.freshness_lag),
-                run_name=f"{db.name}-{snapshot_id}",
-            )
+            bin_dir = config.snapshot.pg_bin_dir
+            restorer, role_report = restore_unprivileged(
+                admin, path, manifest, specs, jobs=config.restore.jobs or (os.cpu_count() or 1), bin_dir=bin_dir)
+            result.roles = role_report.to_dict()
+            try:
+                dumped_sequences = inventory.dump_sequence_values(path, bin_dir)
+                os.unlink(path)
+                result.phases["restore"] = round(time.monotonic() - mark, 3)
+                mark = time.monotonic()
+                restored = postgres.count_rows(restorer)
+                result.tables = {t: {"expected": n, "restored": restored.get(t)}
+                                 for t, n in sorted(manifest.tables.items())}
+                report = validation.validate(
+                    restorer, manifest, suites,
+                    validation.parameters_for(manifest, config.restore_test.freshness_lag),
+                    run_name=f"{db.name}-{snapshot_id}",
+                )
+                differences = _schema_check(admin, manifest, dumped_sequences)
+            finally:
+                postgres.drop_database(admin)
+                roles.drop_restorer(admin, restorer)
             result.phases["validate"] = round(time.monotonic() - mark, 3)
-            result.expectations = report.expectations
-            result.failures = report.failures
-            result.success = report.success
+            result.expectations = report.expectations + _schema_expectations(manifest, differences)
+            result.schema_differences = differences
+            result.failures = report.failures + [f"schema: {d}" for d in differences]
+            result.success = report.success and not differences
+            schema_docs = {"schema.html": _schema_page(result, manifest, differences)}
             mark = time.monotonic()
         result.phases["teardown"] = round(time.monotonic() - mark, 3)
     except StrongroomError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         result.success = False
     finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        work.remove()
     if record:
-        _record(config, conns, result, report.docs if report else {})
+        _record(config, conns, result, {**(report.docs if report else {}), **schema_docs})
     log.info("%s", result.headline())
     return result
 
 
+def _schema_check(admin: PgSettings, manifest: Manifest, dumped: dict[str, int | None]) -> list[str]:
+    """The restored database against the snapshot's schema inventory (none recorded: nothing to compare)."""
+    if not manifest.inventory:
+        return []
+    return inventory.compare(manifest.inventory, inventory.inventory_of(admin), dumped)
+
+
+def _schema_expectations(manifest: Manifest, differences: list[str]) -> list[dict[str, Any]]:
+    if not manifest.inventory:
+        return []
+    if not differences:
+        return [{"suite": "schema", "table": "*", "expectation": "schema matches the snapshot's inventory",
+                 "column": None, "success": True, "error": None}]
+    return [{"suite": "schema", "table": d.split(":")[0], "expectation": "schema matches the snapshot's inventory",
+             "column": None, "success": False, "error": d} for d in differences]
+
+
+def _schema_page(result: DrillResult, manifest: Manifest, differences: list[str]) -> bytes:
+    """The schema check beside the Data Docs: a small static page (object names only, no row values)."""
+    items = "".join(f"<li>{html.escape(d)}</li>" for d in differences)
+    counted = ", ".join(f"{len(v)} {k}" for k, v in sorted(manifest.inventory.items()) if isinstance(v, dict | list))
+    verdict = "matches the snapshot's inventory" if not differences else f"{len(differences)} difference(s)"
+    stand_ins = ", ".join((result.roles or {}).get("stand_ins", [])) or "none"
+    body = (f"<h1>Schema check: {html.escape(result.database)} snapshot {html.escape(result.snapshot_id)}</h1>"
+            f"<p>Restored schema {html.escape(verdict)} ({html.escape(counted) or 'no inventory recorded'}).</p>"
+            f"<p>Stand-in owners (superusers in production, ordinary roles here): {html.escape(stand_ins)}</p>"
+            + (f"<ul>{items}</ul>" if items else ""))
+    head = "<!doctype html><html><head><meta charset='utf-8'><title>schema check</title></head>"
+    return f"{head}<body>{body}</body></html>".encode()
+
+
 def _record(config: Config, conns: Connections, result: DrillResult, docs: dict[str, bytes]) -> None:
-    """Store the JSON result and the Data Docs in the primary region (the tested region if it is down)."""
+    """Store the JSON result and the Data Docs in every region, like snapshots: the evidence survives the
+    loss of a region. A region that cannot be written is logged; the others still get their copy."""
     run = f"{datetime.fromisoformat(result.tested_at):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     prefix = f"{RESULT_PREFIX}{result.database}/{run}/"
-    for region in [config.primary, config.region(result.region)]:
+    result.docs_key = prefix + "docs/index.html" if docs else None
+    result.result_key = prefix + "result.json"
+    stored = []
+    for region in config.regions:
         try:
             store = conns.store(region, config.transfer)
             for name, data in docs.items():
                 store.put_bytes(prefix + "docs/" + name, data)
-            result.docs_key = prefix + "docs/index.html" if docs else None
-            result.result_key = prefix + "result.json"
             records.write(store, conns.keyring(config.keyring_conn_id(region)), result.result_key,
                           dict(result.to_dict(), stored_in=region.name), kind=RESULT_KIND)
-            return
+            stored.append(region.name)
         except StrongroomError as exc:
             log.error("could not store the restore-test result in %s: %s", region.name, exc)
+    if not stored:
+        result.result_key = result.docs_key = None
 
 
 def run_restore_tests(

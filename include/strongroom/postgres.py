@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -36,6 +36,11 @@ _LIBPQ_ENV = {
     "options": "PGOPTIONS",
 }
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+# what a PostgreSQL child may inherit from us: the search path, locale and time zone, nothing more
+_BASE_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_COLLATE", "LC_MESSAGES", "TZ")
+# the libpq variables a caller may set for a connection given without a password (break-glass --target-dsn)
+_LIBPQ_PASSTHROUGH = ("PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY",
+                      "PGSERVICE", "PGSERVICEFILE")
 # Output settings a content checksum depends on: pinned at snapshot time and in the restore sandbox.
 STABLE_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO,YMD", "IntervalStyle": "postgres",
                    "extra_float_digits": "3", "bytea_output": "hex"}
@@ -87,8 +92,15 @@ class PgSettings:
         return replace(self, dbname=dbname)
 
     def env(self) -> dict[str, str]:
-        """The environment for a libpq tool: the caller's, plus these settings."""
-        env = dict(os.environ)
+        """The environment for a libpq tool: only what it needs (see :func:`minimal_env`), plus these settings.
+
+        Nothing else of ours reaches the child: no ``AIRFLOW_CONN_*``, no cloud or keyring variables. The
+        password is this connection's own; the caller's ``PGPASSWORD``/``PGPASSFILE`` pass only when these
+        settings carry none (a ``--target-dsn`` given on the command line).
+        """
+        env = minimal_env()
+        if self.password is None:
+            env.update({k: v for k, v in os.environ.items() if k in _LIBPQ_PASSTHROUGH})
         env["PGDATABASE"] = self.dbname
         for value, var in ((self.host, "PGHOST"), (self.port, "PGPORT"), (self.user, "PGUSER")):
             if value is not None:
@@ -108,6 +120,13 @@ class PgSettings:
                 kwargs[name] = getattr(self, name)
         kwargs.update({k: v for k, v in self.options.items() if k in _LIBPQ_ENV})
         return kwargs
+
+
+def minimal_env() -> dict[str, str]:
+    """The environment every PostgreSQL child starts from: PATH, locale and time zone of ours, nothing else."""
+    env = {k: v for k, v in os.environ.items() if k in _BASE_ENV}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    return env
 
 
 def connect(settings: PgSettings, *, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -143,7 +162,7 @@ def tool(name: str, bin_dir: str | None = None) -> str:
 
 
 def tool_version(path: str) -> str:
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True, env=minimal_env()).stdout
     match = re.search(r"\d+(\.\d+)+", out)
     return match.group(0) if match else out.strip()
 
@@ -305,13 +324,18 @@ def dump_globals(settings: PgSettings, bin_dir: str | None = None) -> tuple[byte
 
 def restore_dump(
     target: PgSettings, path: str, *, jobs: int, single_transaction: bool, clean: bool, bin_dir: str | None,
-    use_list: str | None = None,
+    use_list: str | None = None, no_owner: bool = False, sections: Sequence[str] = (),
 ) -> None:
     """pg_restore a custom-format file; in one transaction (all or nothing) or with parallel jobs.
 
-    ``use_list`` is a TOC list file (``pg_restore -L``): only its entries are restored.
+    Owners, privileges, default privileges, comments and security labels are restored as dumped, unless
+    ``no_owner`` (then everything belongs to the restoring role and no GRANT is replayed). ``use_list`` is a
+    TOC list file (``pg_restore -L``): only its entries are restored; ``sections`` restricts to
+    ``pre-data``, ``data`` and/or ``post-data``.
     """
-    argv = [tool("pg_restore", bin_dir), "--no-owner", "--no-privileges", "--exit-on-error", "--no-password"]
+    argv = [tool("pg_restore", bin_dir), "--exit-on-error", "--no-password"]
+    argv += ["--no-owner", "--no-privileges"] if no_owner else []
+    argv += [f"--section={section}" for section in sections]
     argv += ["--single-transaction"] if single_transaction else [f"--jobs={max(1, jobs)}"]
     argv += ["--clean", "--if-exists"] if clean else []
     argv += [f"--use-list={use_list}"] if use_list else []
@@ -325,6 +349,15 @@ def restore_dump(
 _TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (TABLE DATA|TABLE|SEQUENCE SET|SEQUENCE|SCHEMA) (\S+) (\S+) ")
 
 
+def toc(path: str, bin_dir: str | None = None) -> list[str]:
+    """The entries of a custom-format dump, as ``pg_restore --list`` prints them (comments left out)."""
+    result = subprocess.run([tool("pg_restore", bin_dir), "--list", path], capture_output=True, check=False,
+                            env=minimal_env())
+    if result.returncode != 0:
+        raise SourceError(f"pg_restore --list failed: {_first_line(result.stderr.decode())}")
+    return [line for line in result.stdout.decode().splitlines() if line and not line.startswith(";")]
+
+
 def table_list(path: str, tables: Iterable[str], bin_dir: str | None = None) -> str:
     """The TOC list that restores only ``tables`` ("schema.table"): their definitions and rows, and schemas.
 
@@ -333,11 +366,8 @@ def table_list(path: str, tables: Iterable[str], bin_dir: str | None = None) -> 
     """
     wanted = {tuple(t.split(".", 1)) for t in tables}
     schemas = {schema for schema, _ in wanted}
-    result = subprocess.run([tool("pg_restore", bin_dir), "--list", path], capture_output=True, check=False)
-    if result.returncode != 0:
-        raise SourceError(f"pg_restore --list failed: {_first_line(result.stderr.decode())}")
     keep: list[str] = []
-    for line in result.stdout.decode().splitlines():
+    for line in toc(path, bin_dir):
         match = _TOC_LINE.match(line)
         if not match:
             continue

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Any
 
 import zstandard
 
-from strongroom import catalog, crypto, dumpfile, postgres, snapshot
+from strongroom import catalog, crypto, dumpfile, postgres, roles, snapshot, spool
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
@@ -44,9 +42,22 @@ class RestoreResult:
     rows: int
     download_seconds: float
     restore_seconds: float
+    no_owner: bool = False  # owners and privileges were NOT restored (--no-owner)
+    roles: dict[str, Any] | None = None  # what --create-roles did (roles.RoleReport)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def role_lines(self) -> list[str]:
+        """What the report says about owners and roles, one line each."""
+        if self.no_owner:
+            return ["owners and privileges were NOT restored (--no-owner): everything belongs to the restoring role"]
+        return roles.RoleReport(**self.roles).lines() if self.roles else []
+
+
+# how a restore treats roles the snapshot needs and the target lacks
+ROLES_REFUSE, ROLES_CREATE, ROLES_NO_OWNER = "refuse", "create", "no_owner"
+ROLE_CHOICES = (ROLES_REFUSE, ROLES_CREATE, ROLES_NO_OWNER)
 
 
 def fetch_dump(
@@ -120,15 +131,16 @@ def _inflate(decompressor: Any, data: bytes) -> bytes:
 
 def _fetch_from(
     config: Config, conns: Connections, region: RegionConfig, database: str, path: str,
-    *, snapshot_id: str | None, at: datetime | None,
-) -> Manifest:
-    """Select the snapshot in one region and fetch it, verified and decrypted, into ``path``."""
+    *, snapshot_id: str | None, at: datetime | None, with_globals: bool = False,
+) -> tuple[Manifest, roles.Globals | None]:
+    """Select the snapshot in one region and fetch it, verified and decrypted, into ``path`` (and its
+    globals, when asked)."""
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     manifest = catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at)
     data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
     fetch_dump(store, manifest, data_key, path, config.transfer)
-    return manifest
+    return manifest, roles.fetch_globals(store, manifest, data_key) if with_globals else None
 
 
 def restore_snapshot(
@@ -142,25 +154,37 @@ def restore_snapshot(
     region: str | None = None,
     clean: bool = False,
     tables: Sequence[str] = (),
+    missing_roles: str = ROLES_REFUSE,
+    with_passwords: bool = False,
 ) -> RestoreResult:
     """Restore a snapshot of ``database`` into ``target``; the target is untouched unless all checks pass.
 
     Without ``region``, the primary is tried first and every other region after it, in configured order,
     when a snapshot, object, key or integrity check fails there; the result says which region served.
     With ``tables`` only those tables (definitions and rows) are restored, into a new database.
+
+    Owners and privileges are restored as they were. Before the target is touched, every role the snapshot
+    needs must exist there: ``missing_roles`` says what happens otherwise: ``refuse`` (one line naming
+    them), ``create`` (from the snapshot's globals, NOLOGIN and without passwords unless
+    ``with_passwords``; an existing role is never altered) or ``no_owner`` (no owners, no privileges).
     """
     db = config.database(database)
+    _check_roles_choice(missing_roles)
     candidates = [config.region(region)] if region else list(config.regions)
     state = postgres.inspect_target(target)
     _check_target(target, state, clean, tables)
-    spool = tempfile.mkdtemp(prefix="strongroom-restore-", dir=config.restore.spool_dir)
+    spool.clean_leftovers(config.restore.spool_dir)
+    lease = spool.Spool.create(config.restore.spool_dir, "strongroom-restore-", config.restore.lease)
+    spool_dir = str(lease.path)
+    role_report: roles.RoleReport | None = None
     try:
-        path = os.path.join(spool, "dump")
+        path = os.path.join(spool_dir, "dump")
         started = time.monotonic()
         failures: list[str] = []
         for where in candidates:
             try:
-                manifest = _fetch_from(config, conns, where, db.name, path, snapshot_id=snapshot_id, at=at)
+                manifest, found_globals = _fetch_from(config, conns, where, db.name, path, snapshot_id=snapshot_id,
+                                                      at=at, with_globals=missing_roles == ROLES_CREATE)
                 break
             except StrongroomError as exc:
                 if os.path.exists(path):
@@ -179,13 +203,26 @@ def restore_snapshot(
         chosen = resolve_tables(manifest, tables)
         use_list = None
         if chosen:
-            use_list = os.path.join(spool, "tables.list")
+            use_list = os.path.join(spool_dir, "tables.list")
+            entries = postgres.table_list(path, chosen, config.snapshot.pg_bin_dir)
             with open(use_list, "w", encoding="utf-8") as out:
-                out.write(postgres.table_list(path, chosen, config.snapshot.pg_bin_dir))
-        _restore_file(config, target, path, state, clean, use_list)
+                out.write(entries)
+            toc_lines = entries.splitlines()
+        else:
+            toc_lines = postgres.toc(path, config.snapshot.pg_bin_dir)
+        if missing_roles != ROLES_NO_OWNER:
+            needed = roles.needed_roles(manifest.inventory, toc_lines, chosen)
+            missing = roles.missing_roles(target, needed)
+            if missing and missing_roles == ROLES_REFUSE:
+                raise roles.refusal(target.describe(), missing)
+            if missing:
+                role_report = roles.create_roles(target, found_globals, missing, with_passwords=with_passwords)
+                for line in role_report.lines():
+                    log.warning("%s: %s", target.describe(), line)
+        _restore_file(config, target, path, state, clean, use_list, no_owner=missing_roles == ROLES_NO_OWNER)
         restored = time.monotonic()
     finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        lease.remove()
 
     actual = postgres.count_rows(target)
     recorded = {t: n for t, n in manifest.tables.items() if not chosen or t in chosen}
@@ -208,25 +245,57 @@ def restore_snapshot(
         rows=sum(recorded.values()),
         download_seconds=round(downloaded - started, 3),
         restore_seconds=round(restored - downloaded, 3),
+        no_owner=missing_roles == ROLES_NO_OWNER,
+        roles=role_report.to_dict() if role_report else None,
     )
+
+
+def restore_globals(
+    config: Config, conns: Connections, database: str, target: postgres.PgSettings, *,
+    snapshot_id: str | None = None, at: datetime | None = None, region: str | None = None,
+    with_passwords: bool = False,
+) -> tuple[str, roles.RoleReport]:
+    """Create the roles of a snapshot's globals that the target's server lacks (rebuilding a server); an
+    existing role is never altered, tablespaces are only reported. Returns the snapshot id and the report."""
+    db = config.database(database)
+    manifest, found_in = locate_snapshot(config, conns, db.name, snapshot_id=snapshot_id, at=at, region=region)
+    where = config.region(found_in)
+    store = conns.store(where, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(where))
+    data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+    specs = roles.fetch_globals(store, manifest, data_key)
+    if specs is None:
+        raise NotFoundError(f"snapshot {manifest.snapshot_id} of {db.name} holds no globals "
+                            f"({manifest.globals_note or 'not captured'})")
+    names = [n for n in specs.roles if not n.startswith("pg_")]
+    report = roles.create_roles(target, specs, names, with_passwords=with_passwords)
+    log.info("roles of %s snapshot %s on %s: %d created", db.name, manifest.snapshot_id, target.describe(),
+             len(report.created))
+    return manifest.snapshot_id, report
+
+
+def _check_roles_choice(choice: str) -> None:
+    if choice not in ROLE_CHOICES:
+        raise ConfigError(f"missing roles {choice!r}: choose {', '.join(ROLE_CHOICES)}")
 
 
 def _restore_file(
     config: Config, target: postgres.PgSettings, path: str, state: postgres.TargetState, clean: bool,
-    use_list: str | None,
+    use_list: str | None, *, no_owner: bool,
 ) -> None:
     jobs = config.restore.jobs or (os.cpu_count() or 1)
     if state.exists:
         # an existing database is restored in one transaction: it ends fully restored or as it was
         postgres.restore_dump(
-            target, path, jobs=1, single_transaction=True, clean=clean, bin_dir=config.snapshot.pg_bin_dir
+            target, path, jobs=1, single_transaction=True, clean=clean, bin_dir=config.snapshot.pg_bin_dir,
+            no_owner=no_owner,
         )
         return
     postgres.create_database(target)
     try:
         postgres.restore_dump(
             target, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=config.snapshot.pg_bin_dir,
-            use_list=use_list,
+            use_list=use_list, no_owner=no_owner,
         )
     except BaseException as exc:
         postgres.drop_database(target)  # we created it: leave nothing half-restored behind
@@ -284,6 +353,7 @@ class RestorePlan:
     production: str | None  # the configured source database the target is, if any
     tables: tuple[str, ...]
     clean: bool
+    missing_roles: str = ROLES_REFUSE
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "tables": list(self.tables)}
@@ -387,6 +457,7 @@ def plan_restore(
     tables: Sequence[str] = (),
     clean: bool = False,
     confirm_production: str | None = None,
+    missing_roles: str = ROLES_REFUSE,
 ) -> RestorePlan:
     """Check every input and decide the restore; reads the catalog and the target, changes nothing.
 
@@ -394,6 +465,7 @@ def plan_restore(
     (``"sandbox"``) a new database on ``restore.sandbox_conn_id`` named after the source and snapshot time.
     """
     db = config.database(database)
+    _check_roles_choice(missing_roles)
     if region:
         config.region(region)
     if target_conn_id == SANDBOX and target_dsn is None and not config.restore.sandbox_conn_id:
@@ -415,10 +487,15 @@ def plan_restore(
     _check_target(target, state, clean, chosen)
     source = production_source(config, conns, target)
     guard_production(source, target.describe(), confirm_production)
+    if missing_roles == ROLES_REFUSE and manifest.inventory:  # refused here already, not only when it runs
+        missing = roles.missing_roles(target, roles.needed_roles(manifest.inventory, (), chosen))
+        if missing:
+            raise roles.refusal(target.describe(), missing)
     return RestorePlan(
         database=db.name, snapshot_id=manifest.snapshot_id, taken_at=manifest.taken_at.isoformat(),
         region=region, found_in=found_in, target_conn_id=conn_id, target_dbname=target.dbname,
         target=target.describe(), new_database=not state.exists, production=source, tables=chosen, clean=clean,
+        missing_roles=missing_roles,
     )
 
 
@@ -476,7 +553,7 @@ def take_safety_snapshot(config: Config, conns: Connections, plan: RestorePlan) 
 
 
 def execute_plan(
-    config: Config, conns: Connections, plan: RestorePlan, target: postgres.PgSettings
+    config: Config, conns: Connections, plan: RestorePlan, target: postgres.PgSettings, *, with_passwords: bool = False
 ) -> RestoreResult:
     """Restore as planned; the target must still be the one planned (same name, same production status)."""
     if target.dbname != plan.target_dbname:
@@ -486,5 +563,5 @@ def execute_plan(
         raise RefusedError(f"target {target.describe()} changed since the plan: production is now {source!r}")
     return restore_snapshot(
         config, plan.database, target, conns, snapshot_id=plan.snapshot_id, region=plan.region,
-        clean=plan.clean, tables=plan.tables,
+        clean=plan.clean, tables=plan.tables, missing_roles=plan.missing_roles, with_passwords=with_passwords,
     )

@@ -1,8 +1,12 @@
 """Isolated PostgreSQL for restore tests: a throwaway server, or a fresh database on a sandbox server.
 
-The throwaway server has its own data directory, listens on a private Unix socket only (no TCP), uses the
-source's major version, and is torn down in a ``finally``. A lease record in the bucket names what each
-throwaway server left on which host, so a later teardown can remove what a worker that died left behind.
+The throwaway server has its own data directory under ``restore.spool_dir`` (leased, see
+:mod:`strongroom.spool`), listens on a private Unix socket only (no TCP), uses the source's major version,
+starts with a minimal environment (no credential of ours reaches it), and is torn down in a ``finally``.
+Its bootstrap superuser is ``strongroom_admin``, so that production's own superuser names (``postgres``)
+can exist there as ordinary roles: stand-in owners for what production's superusers own. A lease record
+in the bucket names what each throwaway server left on which host, so a later teardown can remove what a
+worker that died left behind.
 Never a production source: a configured sandbox gets a new database of its own, dropped afterwards.
 """
 
@@ -17,14 +21,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from strongroom import postgres, records
+from strongroom import postgres, records, spool
 from strongroom.errors import IntegrityError, SourceError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.postgres import STABLE_SETTINGS, PgSettings
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LEASE_PREFIX = "leases/restore-tests/"
 LEASE_KIND = "lease"
+ADMIN = "strongroom_admin"  # the throwaway server's bootstrap superuser
 # Text output that checksums depend on, pinned so a snapshot and its restore compare equal anywhere.
 STABLE_OPTIONS = " ".join(f"-c {k}={v}" for k, v in STABLE_SETTINGS.items())
 
@@ -65,14 +69,15 @@ class Lease:
 
 @contextmanager
 def throwaway_server(
-    major: str, store: ObjectStore | None = None, ttl: timedelta = timedelta(hours=6),
+    major: str, store: ObjectStore | None = None, ttl: timedelta = timedelta(hours=6), spool_dir: str | None = None,
     keyring: Keyring | None = None,
 ) -> Iterator[PgSettings]:
-    """Start a private PostgreSQL ``major`` server; yield superuser settings; always tear it down.
+    """Start a private PostgreSQL ``major`` server under ``spool_dir``; yield superuser settings; always tear
+    it down.
 
     With ``store`` (and the region's ``keyring``, which seals it) a lease names what to remove should
     this worker die."""
-    base = Path(tempfile.mkdtemp(prefix="strongroom-sandbox-"))
+    base = spool.Spool.create(spool_dir, "strongroom-sandbox-", ttl).path
     lease = Lease(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}", socket.gethostname(), str(base),
                   datetime.now(UTC).isoformat(), (datetime.now(UTC) + ttl).isoformat())
     if store is not None:
@@ -81,7 +86,7 @@ def throwaway_server(
         records.write(store, keyring, lease.key, lease.__dict__, kind=LEASE_KIND)
     try:
         _start(base, major)
-        yield PgSettings(dbname="postgres", host=str(base), port=5432, user="postgres",
+        yield PgSettings(dbname="postgres", host=str(base), port=5432, user=ADMIN,
                          options={"options": STABLE_OPTIONS})
     finally:
         stop_and_remove(base, major)
@@ -100,14 +105,15 @@ def _start(base: Path, major: str) -> None:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     data = base / "data"
     run = [
-        ([f"{binaries}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        ([f"{binaries}/initdb", "-D", str(data), "-U", ADMIN, "--auth=trust", "-E", "UTF8", "--no-sync"],
          "initdb"),
         ([f"{binaries}/pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "-o",
           f"-c listen_addresses='' -c unix_socket_directories={base} -p 5432 -c fsync=off"
           " -c full_page_writes=off -c synchronous_commit=off", "start"], "start"),
     ]
     for argv, what in run:
-        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True, check=False)
+        result = subprocess.run(_as_server_user(argv), capture_output=True, text=True, check=False,
+                                env=postgres.minimal_env())
         if result.returncode != 0:
             raise SourceError(f"throwaway PostgreSQL {major}: {what} failed: {result.stderr.strip()[-300:]}")
 
@@ -117,11 +123,20 @@ def stop_and_remove(base: Path, major: str) -> None:
     pid_file = data / "postmaster.pid"
     if pid_file.exists():
         subprocess.run(_as_server_user([f"{bin_dir(major)}/pg_ctl", "-D", str(data), "-m", "immediate", "-w",
-                                        "stop"]), capture_output=True, check=False)
+                                        "stop"]), capture_output=True, check=False, env=postgres.minimal_env())
         if pid_file.exists():  # pg_ctl could not stop it: the postmaster's pid is the first line
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def data_major(base: Path) -> str:
+    """The major version of the data directory under ``base`` (15 when it cannot be read)."""
+    version = base / "data" / "PG_VERSION"
+    try:
+        return version.read_text().strip() or "15"
+    except OSError:
+        return "15"
 
 
 def teardown_stale(store: ObjectStore, keyring: Keyring, now: datetime | None = None) -> list[str]:
@@ -154,9 +169,7 @@ def teardown_stale(store: ObjectStore, keyring: Keyring, now: datetime | None = 
         if lease.host == host:
             base = Path(lease.data_dir)
             if base.name.startswith("strongroom-sandbox-") and base.exists():
-                version = (base / "data" / "PG_VERSION")
-                major = version.read_text().strip() if version.exists() else "15"
-                stop_and_remove(base, major)
+                stop_and_remove(base, data_major(base))
             store.delete(info.key)
             removed.append(lease.lease_id)
         else:

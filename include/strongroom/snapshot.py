@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import zstandard
 
-from strongroom import __version__, catalog, crypto, postgres, replication
+from strongroom import __version__, catalog, crypto, inventory, postgres, replication
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
@@ -114,10 +114,13 @@ class _RowCounter(threading.Thread):
         self.checksum_max_rows = checksum_max_rows
         self.counts: dict[str, int] = {}
         self.checksums: dict[str, str] = {}
+        self.inventory: dict[str, Any] = {}
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
+            # the schema as of the snapshot, in its own transaction, before the row counts
+            self.inventory = inventory.read_inventory(self.session.connection)
             self.counts = self.session.count_rows()
             if self.checksum_max_rows:
                 self.checksums = self.session.checksums(self.counts, self.checksum_max_rows)
@@ -180,6 +183,7 @@ def take_snapshot(config: Config, database: str, conns: Connections) -> Snapshot
         dump=dump,
         tables=counter.counts,
         checksums=counter.checksums,
+        inventory=counter.inventory,
         globals=globals_obj,
         globals_note=globals_note,
         strongroom_version=__version__,

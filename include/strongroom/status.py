@@ -78,6 +78,11 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
             taken = catalog.snapshot_id_time(newest) if newest else None
             run_outcome = last_run.get("results", {}).get(db.name, {}).get(region.name)
             error = errors.get(region.name) or (run_outcome if run_outcome not in (None, COMMITTED) else None)
+            elsewhere = {r: len(i.get(db.name, [])) for r, i in listings.items() if i.get(db.name)}
+            if region.name == config.primary.name and ids == [] and elsewhere:
+                # an emptied (or swapped) primary bucket is a failure, not "no snapshots yet"
+                other, count = next(iter(elsewhere.items()))
+                error = f"FAILED: the primary holds no snapshot of {db.name} while {other} holds {count}"
             rows.append(RegionStatus(
                 database=db.name,
                 region=region.name,

@@ -33,7 +33,10 @@ def test_trigger_form_and_shape(monkeypatch: pytest.MonkeyPatch, ledger: Path) -
     assert params.get_param("region").schema["enum"] == ["automatic", "eu-central-1", "eu-west-1", "eu-north-1"]
     assert params.get_param("target").schema["enum"] == ["sandbox", "pg_ledger_alias"]
     assert params.get_param("tables").schema["type"] == "array"
-    for name in ("database", "snapshot", "region", "target", "tables", "replace_contents", "confirm_production"):
+    assert params.get_param("missing_roles").schema["enum"] == ["refuse", "create", "no_owner"]
+    assert params["missing_roles"] == "refuse"  # identical by default: missing roles are refused
+    for name in ("database", "snapshot", "region", "target", "tables", "replace_contents", "confirm_production",
+                 "missing_roles"):
         assert params.get_param(name).description, name
     approve = dag.get_task("approve_production_restore")
     assert type(approve).__name__ == "ApprovalOperator" and approve.ignore_downstream_trigger_rules
@@ -49,7 +52,7 @@ def test_form_values_are_checked_before_the_run(monkeypatch: pytest.MonkeyPatch,
 
     params = _dag(monkeypatch, ledger).params
     for name, bad in (("database", "nosuch"), ("region", "us-east-1"), ("target", "pg_shop"), ("tables", "entries"),
-                      ("snapshot", ""), ("replace_contents", "yes")):
+                      ("snapshot", ""), ("replace_contents", "yes"), ("missing_roles", "ignore")):
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(bad)
     assert params.get_param("target").resolve("pg_ledger_alias") == "pg_ledger_alias"
