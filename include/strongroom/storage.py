@@ -132,6 +132,24 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "reaching bucket") from None
 
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it does not exist (a review bucket); True when it was created."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return False
+        except ClientError as exc:
+            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise self._fail(exc, "reaching bucket") from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, "reaching bucket") from None
+        where = {"CreateBucketConfiguration": {"LocationConstraint": self.region}} \
+            if self.region and self.region != "us-east-1" else {}
+        try:
+            self.client.create_bucket(Bucket=self.bucket, **where)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "creating bucket") from None
+        return True
+
     def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         extra = self.lock_args(retain_until)
         if extra:  # S3 requires an integrity header on locked writes
