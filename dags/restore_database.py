@@ -30,6 +30,9 @@ DATABASES = [db.name for db in CONFIG.databases] or ["(none configured)"]
 REGIONS = ["automatic", *(r.name for r in CONFIG.regions)]
 TARGETS = ["sandbox", *CONFIG.restore.target_conn_ids]
 PLAN = "ti.xcom_pull(task_ids='plan')"
+# newest, a snapshot id, or a time with a UTC offset (the form checks the shape; plan checks the rest)
+SNAPSHOT_CHOICE = (r"^\s*(newest|latest|\d{8}T\d{6}Z-[0-9a-f]{6}|"
+                   r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}))\s*$")
 
 
 @dag(
@@ -44,7 +47,7 @@ PLAN = "ti.xcom_pull(task_ids='plan')"
     params={
         "database": Param(DATABASES[0], type="string", enum=DATABASES, title="Database",
                           description="The source database whose snapshot to restore."),
-        "snapshot": Param("newest", type="string", minLength=1, title="Snapshot",
+        "snapshot": Param("newest", type="string", pattern=SNAPSHOT_CHOICE, title="Snapshot",
                           description="'newest', a snapshot id, or a time with a UTC offset "
                                       "(the newest snapshot taken at or before it)."),
         "region": Param("automatic", type="string", enum=REGIONS, title="Region",
@@ -57,7 +60,8 @@ PLAN = "ti.xcom_pull(task_ids='plan')"
                         description="Optional: only these tables (schema.table, one a line), into a new database."),
         "replace_contents": Param(False, type="boolean", title="Replace contents",
                                   description="Replace the tables of a target that is not empty."),
-        "confirm_production": Param(None, type=["null", "string"], title="Confirm production",
+        "confirm_production": Param(None, type=["null", "string"], pattern=r"^\s*[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\s*$",
+                                    title="Confirm production",
                                     description="Leave empty, except to restore over a production source: type "
                                                 "its name. An approver (not you) must then approve the run."),
     },

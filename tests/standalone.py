@@ -1,9 +1,9 @@
 """A real `airflow standalone` for the tests that need a running Airflow: the UI, the REST API, HITL.
 
 One instance per test session (it takes ~40 s to come up on two cores). Its DAGs folder holds only
-``restore_database`` and ``snapshot_databases`` (parsing costs time), its plugins folder is the
+``restore_database``, ``restore_objects`` and ``snapshot_databases`` (parsing costs time), its plugins folder is the
 repository's, and it reads the ``ledger`` configuration (alerts go to the test's SMTP sink).
-Users: ``ops`` (viewer), ``alice`` and ``bob`` (op).
+Users: ``ops`` (viewer), ``alice``, ``bob`` and ``carol`` (op; alice and bob are the configured approvers).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import Any
 from devstack import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
-PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1"}
-ROLES = {"ops": "viewer", "alice": "op", "bob": "op"}
-DAGS = ("restore_database", "snapshot_databases")
+PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1",
+             "carol": "carol-password-1"}
+ROLES = {"ops": "viewer", "alice": "op", "bob": "op", "carol": "op"}  # carol is not in restore.approvers
+DAGS = ("restore_database", "snapshot_databases", "restore_objects")
 
 
 def request(

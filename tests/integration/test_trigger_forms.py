@@ -1,0 +1,203 @@
+"""The manual DAGs' trigger forms as ops use them: headless Chromium against a real `airflow standalone`.
+
+Each case opens the DAG's Trigger form, changes only what the case needs, clicks Trigger and follows the
+run through the REST API. Runs share the session's standalone (tests/standalone.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import Chromium
+from tests.conftest import PRIMARY, ROOT, UI_REVIEW, UI_SOURCE, Stack
+from tests.standalone import PASSWORDS, Airflow
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+OBJECTS = {f"invoices/{i}.pdf": f"invoice {i} of a customer".encode() for i in range(3)}
+
+
+@pytest.fixture(scope="module")
+def source_point(stack: Stack, ledger: Path) -> str:
+    """The object source of the standalone's configuration, backed up once: its point's time."""
+    from strongroom import objects
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+
+    existing = {b["Name"] for b in stack.client.list_buckets()["Buckets"]}
+    if UI_SOURCE not in existing:
+        stack.servers[PRIMARY].create_bucket(UI_SOURCE, PRIMARY)
+    for key, body in OBJECTS.items():
+        stack.client.put_object(Bucket=UI_SOURCE, Key=key, Body=body)
+    objects.backup_pass(load_config(ledger), UI_SOURCE, connections())
+    where, index = objects.point_at(load_config(ledger), connections(), UI_SOURCE, None)
+    return index.taken_at.isoformat()
+
+
+@pytest.fixture(scope="module")
+def browser(airflow_ui: Airflow) -> Iterator[Chromium]:
+    """Chromium logged in as alice (op)."""
+    chromium = Chromium().start()
+    try:
+        chromium.goto(f"{airflow_ui.base}/auth/login?next=/dags")
+        chromium.wait_for("!!document.querySelector('input[name=username]')")
+        chromium.type_into("input[name=username]", "alice")
+        chromium.type_into("input[name=password]", PASSWORDS["alice"])
+        chromium.evaluate("document.querySelector('button[type=submit]').click()")
+        chromium.wait_for("location.pathname === '/dags'")
+        yield chromium
+    finally:
+        chromium.stop()
+
+
+def _runs(airflow: Airflow, dag_id: str) -> set[str]:
+    return {r["dag_run_id"] for r in airflow.api("alice", f"/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]}
+
+
+def open_form(browser: Chromium, airflow: Airflow, dag_id: str) -> None:
+    airflow.wait_for_dag(dag_id)
+    browser.goto(f"{airflow.base}/dags/{dag_id}")
+    browser.wait_for("!!document.querySelector('[data-testid=trigger-dag-button]')", timeout=60)
+    browser.evaluate("document.querySelector('[data-testid=trigger-dag-button]').click()")
+    browser.wait_for("!!document.querySelector('[data-testid=trigger-dag-submit]')")
+    browser.wait_for("!!document.querySelector('[name=element_region]')")  # the params are rendered
+
+
+def submit_enabled(browser: Chromium) -> bool:
+    return not browser.evaluate("document.querySelector('[data-testid=trigger-dag-submit]').disabled")
+
+
+def trigger(browser: Chromium, airflow: Airflow, dag_id: str, shot: str) -> str:
+    """Click Trigger; the id of the run it created."""
+    before = _runs(airflow, dag_id)
+    browser.wait_for("!document.querySelector('[data-testid=trigger-dag-submit]').disabled")
+    browser.screenshot(ARTIFACTS / f"{shot}.png")
+    browser.evaluate("document.querySelector('[data-testid=trigger-dag-submit]').click()")
+    deadline = time.monotonic() + 60
+    while not (new := _runs(airflow, dag_id) - before):
+        if time.monotonic() > deadline:
+            browser.screenshot(ARTIFACTS / f"{shot}-failure.png")
+            raise AssertionError(f"no run created; page: {browser.text()[:800]}")
+        time.sleep(0.5)
+    assert len(new) == 1, new
+    return new.pop()
+
+
+def finished(airflow: Airflow, dag_id: str, run_id: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = airflow.api("alice", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        if state in ("success", "failed"):
+            return str(state)
+        time.sleep(1)
+    raise AssertionError(f"{dag_id} {run_id} did not finish\n{airflow.log_tail()}")
+
+
+def states(airflow: Airflow, dag_id: str, run_id: str) -> dict[str, Any]:
+    tis = airflow.api("alice", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+def xcom(airflow: Airflow, dag_id: str, run_id: str, task_id: str) -> Any:
+    return airflow.api("alice", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/"
+                       "return_value")["value"]
+
+
+def task_log(airflow: Airflow, dag_id: str, run_id: str, task_id: str) -> str:
+    raw = airflow.api("alice", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1?full_content=true")
+    content = raw.get("content", raw)
+    if isinstance(content, list):
+        return "\n".join(str(e.get("event", e)) if isinstance(e, dict) else str(e) for e in content)
+    return str(content)
+
+
+def test_restore_database_form_with_its_defaults_restores_into_a_new_sandbox_each_time(
+    airflow_ui: Airflow, browser: Chromium, stack: Stack
+) -> None:
+    made = []
+    for attempt in range(2):  # the same snapshot twice: two sandboxes, no "exists already"
+        open_form(browser, airflow_ui, "restore_database")
+        run_id = trigger(browser, airflow_ui, "restore_database", f"form-restore-database-{attempt}")
+        assert finished(airflow_ui, "restore_database", run_id) == "success", states(
+            airflow_ui, "restore_database", run_id)
+        made.append(xcom(airflow_ui, "restore_database", run_id, "restore"))
+    names = [m["target"].rsplit("/", 1)[-1] for m in made]
+    assert names[0] != names[1] and all(n.startswith("shop_") for n in names), names
+    assert made[0]["snapshot_id"] == made[1]["snapshot_id"]
+    for name in names:
+        assert stack.database_exists(name)
+        stack.pg.execute(f'DROP DATABASE "{name}"')
+
+
+def test_restore_objects_form_with_its_defaults_restores_the_newest_point_into_the_review_bucket(
+    airflow_ui: Airflow, browser: Chromium, stack: Stack, source_point: str
+) -> None:
+    assert UI_REVIEW not in {b["Name"] for b in stack.client.list_buckets()["Buckets"]}  # created on demand
+    open_form(browser, airflow_ui, "restore_objects")
+    run_id = trigger(browser, airflow_ui, "restore_objects", "form-restore-objects")
+    assert finished(airflow_ui, "restore_objects", run_id) == "success", states(airflow_ui, "restore_objects", run_id)
+    done = xcom(airflow_ui, "restore_objects", run_id, "restore")
+    assert done["target"] == UI_REVIEW and done["point"] == source_point and done["objects"] == len(OBJECTS)
+    assert done["prefix"].startswith(f"{UI_SOURCE}/") and done["prefix"].endswith("/")
+    for key, body in OBJECTS.items():
+        got = stack.client.get_object(Bucket=UI_REVIEW, Key=done["prefix"] + key)["Body"].read()
+        assert got == body
+    assert states(airflow_ui, "restore_objects", run_id)["approve_in_place_restore"] == "skipped"
+
+
+def test_an_invalid_entry_shows_its_message_in_the_form_and_creates_no_run(
+    airflow_ui: Airflow, browser: Chromium
+) -> None:
+    open_form(browser, airflow_ui, "restore_database")
+    before = _runs(airflow_ui, "restore_database")
+    browser.evaluate("document.querySelector('#element_snapshot').select()")
+    browser.type_into("#element_snapshot", "yesterday")
+    try:
+        message = browser.wait_for(
+            "[...document.querySelectorAll('[data-part=error-text], [role=alert], .chakra-field__errorText')]"
+            ".map(e => e.innerText).join(' ').trim()")
+    except TimeoutError:
+        Path("/tmp/i13a/invalid.html").write_text(browser.evaluate("document.body.outerHTML"))
+        browser.screenshot(ARTIFACTS / "form-invalid-failure.png")
+        raise
+    browser.screenshot(ARTIFACTS / "form-invalid-entry.png")
+    assert "pattern" in message.lower() or "snapshot" in message.lower(), message
+    assert not submit_enabled(browser)
+    browser.evaluate("document.querySelector('[data-testid=trigger-dag-submit]').click()")  # does nothing
+    time.sleep(3)
+    assert _runs(airflow_ui, "restore_database") == before
+
+
+def test_a_choice_that_does_not_exist_fails_the_first_task_listing_the_choices(
+    airflow_ui: Airflow, browser: Chromium
+) -> None:
+    open_form(browser, airflow_ui, "restore_database")
+    browser.evaluate("document.querySelector('#element_snapshot').select()")
+    browser.type_into("#element_snapshot", "2001-01-01T00:00:00+00:00")  # valid in shape, before any snapshot
+    run_id = trigger(browser, airflow_ui, "restore_database", "form-restore-database-too-early")
+    assert finished(airflow_ui, "restore_database", run_id) == "failed"
+    tasks = states(airflow_ui, "restore_database", run_id)
+    assert tasks["plan"] == "failed" and tasks["restore"] in ("upstream_failed", "skipped", None), tasks
+    log = task_log(airflow_ui, "restore_database", run_id, "plan")
+    line = next(x for x in log.splitlines() if "no snapshot of shop taken at or before 2001-01-01" in x)
+    assert "choose from: " in line and line.count("Z-") >= 1, line  # the snapshot ids, in the same line
+
+
+def test_parsing_a_restore_dag_twice_gives_the_same_serialized_dag(ledger: Path, monkeypatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(ledger))
+    seen = []
+    for _ in range(2):
+        bag = DagBag(dag_folder=str(ROOT / "dags"), include_examples=False)
+        assert bag.import_errors == {}
+        seen.append({d: json.dumps(DagSerialization.to_dict(bag.dags[d]), sort_keys=True, default=str)
+                     for d in ("restore_database", "restore_objects")})
+        time.sleep(1.1)  # a default computed from the clock would differ by now
+    assert seen[0] == seen[1]
