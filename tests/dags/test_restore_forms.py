@@ -37,7 +37,7 @@ def test_parsing_twice_gives_the_same_serialized_dags_and_no_default_is_a_time(
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     for dag_id in MANUAL:
-        for name, param in bag.dags[dag_id].params.items():
+        for name in bag.dags[dag_id].params:
             value = bag.dags[dag_id].params.get_param(name).value
             if isinstance(value, str):  # a default taken from the clock would parse as a time
                 with pytest.raises(ValueError):

@@ -34,7 +34,7 @@ def source_point(stack: Stack, ledger: Path) -> str:
     for key, body in OBJECTS.items():
         stack.client.put_object(Bucket=UI_SOURCE, Key=key, Body=body)
     objects.backup_pass(load_config(ledger), UI_SOURCE, connections())
-    where, index = objects.point_at(load_config(ledger), connections(), UI_SOURCE, None)
+    _, index = objects.point_at(load_config(ledger), connections(), UI_SOURCE, None)
     return index.taken_at.isoformat()
 
 
