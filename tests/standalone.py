@@ -75,6 +75,15 @@ class Airflow:
     def pause(self, dag_id: str) -> None:
         self.api("alice", f"/dags/{dag_id}", {"is_paused": True}, method="PATCH")
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """A task's log as text, one event a line."""
+        raw = self.api("alice", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+                       "?full_content=true")
+        content = raw.get("content", raw) if isinstance(raw, dict) else raw
+        if isinstance(content, list):
+            return "\n".join(str(e.get("event", e)) if isinstance(e, dict) else str(e) for e in content)
+        return str(content)
+
     def log_tail(self, chars: int = 3000) -> str:
         return (self.home / "standalone.log").read_text(errors="replace")[-chars:]
 

@@ -17,7 +17,6 @@ import pytest
 
 from tests.conftest import Stack
 from tests.integration.helpers import fingerprints
-from tests.integration.test_trigger_forms import task_log
 from tests.mailsink import MailSink
 from tests.standalone import Airflow
 
@@ -180,6 +179,6 @@ def test_a_forged_approval_xcom_and_a_task_marked_successful_by_hand_are_refused
     states = _states(airflow_ui, run_id)
     assert states[APPROVAL] == "success" and states["safety_snapshot"] == "failed", states
     assert states["restore"] == "upstream_failed"
-    assert "does not authenticate (not written by the approval task" in task_log(
-        airflow_ui, DAG, run_id, "safety_snapshot")
+    assert "does not authenticate (not written by the approval task" in airflow_ui.task_log(
+        DAG, run_id, "safety_snapshot")
     assert (fingerprints(stack.pg.connect_kwargs("ledger")), _manifests(stack)) == before
