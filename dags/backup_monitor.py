@@ -45,6 +45,17 @@ from strongroom.alerts import task_defaults
 )
 def backup_monitor() -> None:
     @task
+    def expire_plaintext_copies() -> dict[str, Any]:
+        """Drop sandbox databases and erase review copies whose snapshot is older than the retention."""
+        from strongroom import airflow_adapter, expiry
+        from strongroom.config import load_config
+
+        done = airflow_adapter.run_task(expiry.remove_due, load_config(), airflow_adapter.connections())
+        print(f"removed {len(done['removed'])} expired plaintext copies, {done['kept']} kept: "
+              + ("; ".join(done["removed"]) or "none due"))
+        return done
+
+    @task(trigger_rule="all_done")  # the monitor runs (and alerts on what is overdue) even when expiry failed
     def check_backups() -> dict[str, Any]:
         """Read the buckets, alert on what is stale, missing or failed (rate-limited), record the state."""
         from functools import partial
@@ -57,7 +68,7 @@ def backup_monitor() -> None:
                                         partial(airflow_adapter.send_alert, config),
                                         observe=airflow_adapter.emit_metrics)
 
-    check_backups()
+    expire_plaintext_copies() >> check_backups()
 
 
 backup_monitor()

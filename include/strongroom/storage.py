@@ -195,6 +195,20 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "deleting", key) from None
 
+    def erase_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` with all its versions and delete markers (an erasure, also
+        in a versioned bucket); the number of versions deleted."""
+        deleted = 0
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    self.client.delete_object(Bucket=self.bucket, Key=item["Key"], VersionId=item["VersionId"])
+                    deleted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "erasing", prefix) from None
+        return deleted
+
     def abort_stale_uploads(self, prefix: str, started_before: datetime) -> int:
         """Abort unfinished multipart uploads under ``prefix`` begun before ``started_before``."""
         aborted = 0
