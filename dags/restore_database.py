@@ -9,7 +9,7 @@ summary line names it; it is dropped by `backup_monitor` at the snapshot's `take
 target was refused; nothing was changed. Over a production source: type its name into *confirm
 production*; one of `restore.approvers` (not you) must approve under *Required actions*.
 
-Details: [docs/operations.md, "Restoring a database"](https://github.com/strongroom/strongroom/blob/main/docs/operations.md#restoring-a-database-by-hand-restore_database-manual).
+Details (every field, production, approvals): `docs/operations.md`, section "Restoring a database by hand".
 CLI (Airflow down): `strongroom restore --database NAME --sandbox`.
 """
 

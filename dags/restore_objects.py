@@ -11,7 +11,7 @@ retention.
 nothing was written. Overwriting the live source (`in_place`) needs its name typed into *confirm source*
 and one of `restore.approvers` (not you) to approve under *Required actions*.
 
-Details: [docs/operations.md, "Restoring objects"](https://github.com/strongroom/strongroom/blob/main/docs/operations.md#restoring-objects-restore_objects-manual).
+Details (every field, in place, approvals): `docs/operations.md`, section "Restoring objects".
 CLI (Airflow down): `strongroom objects restore --bucket SOURCE --at ISO-TIME --target-bucket NAME`.
 """
 
