@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,31 @@ def test_in_place_object_restore_needs_the_name_typed_and_an_approvers_approval(
     done = xcom(airflow_ui, "restore_objects", run_id, "restore")
     assert done["target"] == UI_SOURCE and done["prefix"] == ""
     assert stack.client.get_object(Bucket=UI_SOURCE, Key=lost)["Body"].read() == OBJECTS[lost]
+
+
+def test_the_library_refuses_a_backup_bucket_or_another_source_as_an_object_target(
+    stack: Stack, ledger: Path, source_point: str, tmp_path: Path
+) -> None:
+    """What the CLI (break-glass, free-text --target-bucket) and any caller of restore_point get."""
+    from strongroom import objects
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from strongroom.errors import NotFoundError, RefusedError
+    from tests.conftest import BUCKET, conn_id, write_config
+
+    config = load_config(write_config(tmp_path / "two-sources.yaml", object_storage=[
+        {"bucket": UI_SOURCE, "aws_conn_id": conn_id(PRIMARY), "region": PRIMARY},
+        {"bucket": "sr-ui-other-source", "aws_conn_id": conn_id(PRIMARY), "region": PRIMARY}]))
+    conns = connections()
+    before = stack.list_keys()
+    for bucket, message in ((BUCKET, "is the backup bucket of region eu-central-1"),
+                            ("sr-ui-other-source", "is the live source bucket sr-ui-other-source"),
+                            (UI_SOURCE, "the target is the live source bucket")):
+        target = conns.bucket_store(conn_id(PRIMARY), bucket, PRIMARY, config.transfer)
+        with pytest.raises(RefusedError, match=message):
+            objects.restore_point(config, conns, UI_SOURCE, None, target)
+    assert stack.list_keys() == before  # nothing written into the backup bucket
+    with pytest.raises(RefusedError, match=r"'nosuch' is not a configured object restore target \(choose from: "):
+        objects.choose_target(load_config(ledger), UI_SOURCE, "nosuch", None)
+    with pytest.raises(NotFoundError, match=r"no point of sr-ui-uploads at or before 2001-01-01.*\(choose from: 20"):
+        objects.point_at(load_config(ledger), conns, UI_SOURCE, datetime(2001, 1, 1, tzinfo=UTC), PRIMARY)
