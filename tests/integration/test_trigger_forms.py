@@ -112,6 +112,8 @@ def xcom(airflow: Airflow, dag_id: str, run_id: str, task_id: str) -> Any:
 def test_restore_database_form_with_its_defaults_restores_into_a_new_sandbox_each_time(
     airflow_ui: Airflow, browser: Chromium, stack: Stack
 ) -> None:
+    from strongroom import restore
+
     made = []
     for attempt in range(2):  # the same snapshot twice: two sandboxes, no "exists already"
         open_form(browser, airflow_ui, "restore_database")
@@ -119,6 +121,9 @@ def test_restore_database_form_with_its_defaults_restores_into_a_new_sandbox_eac
         assert finished(airflow_ui, "restore_database", run_id) == "success", states(
             airflow_ui, "restore_database", run_id)
         made.append(xcom(airflow_ui, "restore_database", run_id, "restore"))
+        name = made[-1]["target"].rsplit("/", 1)[-1]
+        assert f"restored into {made[-1]['target']}" in airflow_ui.task_log("restore_database", run_id, "restore")
+        assert name.endswith("_" + restore.run_suffix(run_id))  # listed in the run's summary line
     names = [m["target"].rsplit("/", 1)[-1] for m in made]
     assert names[0] != names[1] and all(n.startswith("shop_") for n in names), names
     assert made[0]["snapshot_id"] == made[1]["snapshot_id"]
