@@ -3,8 +3,8 @@
 
 **What:** every day (`restore_test.schedule`), the newest and one random snapshot of each database are
 restored from one region (a different one each day) into a throwaway server and validated with Great
-Expectations; a sample of each object source is restored and checked too. A restore test never switches
-regions: a corrupt copy fails it, on purpose.
+Expectations; a sample of each object source is restored and checked too.
+A restore test never switches regions: a corrupt copy fails it, on purpose.
 
 **When it fails:** the alert names the database, snapshot, region and failing expectations; the Backups
 page links the Data Docs. By hand: `strongroom restore-test`.
