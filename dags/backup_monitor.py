@@ -1,23 +1,15 @@
 """
 ### Backup monitor: is every database backed up, restorable and restore-tested?
 
-Every 10 minutes this DAG reads the catalog **from the buckets themselves** (not from Airflow's database,
-which may be what broke) and emails on-call (`alerts.email_to`; Slack too when `alerts.slack_conn_id` is
-set) when:
+**What:** every 10 minutes, first removes expired plaintext copies (sandbox databases, review copies),
+then reads the buckets themselves and alerts on-call about stale or missing snapshots, unreachable
+regions, missing keys, failed or overdue restore tests and overdue plaintext copies. A condition that
+persists alerts again at most once an hour.
 
-| condition | means | first thing to do |
-|---|---|---|
-| **stale** | a database's newest *committed* snapshot in a region is older than `alerts.staleness_threshold` (default 75m), or there is none | open `snapshot_databases`' latest run: `check_regions` names the missing database/region and why |
-| **unreachable** | a region's bucket could not be read | check that region's S3 endpoint/credentials; the other regions still hold the snapshots |
-| **missing key** | a committed snapshot needs a key id the keyring no longer holds | restore the key from escrow (`docs/keys.md`) before that snapshot is needed; `strongroom keys check` lists them |
-| **restore failed / overdue** | the newest restore test failed, or none ran within a day plus `restore_test.rto` | read the `restore_test` run's log and the result under `restore-tests/<database>/` (Backups page links its Data Docs) |
+**When it fails:** it could not check or not deliver the alert; the next run retries. By hand:
+`strongroom status`, `strongroom keys check`.
 
-One email lists every condition due. A condition that persists alerts again **at most once an hour**
-(the last-alert times live in the primary bucket, `status/monitor.json`); a cleared one is forgotten, so a
-recurrence alerts at once. The task itself succeeds after alerting: it fails (and alerts through the
-failure notifier) only when it cannot check or cannot deliver the alert, and then the next run retries.
-
-Same view by hand, without Airflow: `strongroom status` and `strongroom keys check`.
+Details (every condition and what to do first): `docs/operations.md`, section "backup_monitor".
 """
 
 from __future__ import annotations
@@ -45,6 +37,17 @@ from strongroom.alerts import task_defaults
 )
 def backup_monitor() -> None:
     @task
+    def expire_plaintext_copies() -> dict[str, Any]:
+        """Drop sandbox databases and erase review copies whose snapshot is older than the retention."""
+        from strongroom import airflow_adapter, expiry
+        from strongroom.config import load_config
+
+        done = airflow_adapter.run_task(expiry.remove_due, load_config(), airflow_adapter.connections())
+        print(f"removed {len(done['removed'])} expired plaintext copies, {done['kept']} kept: "
+              + ("; ".join(done["removed"]) or "none due"))
+        return done
+
+    @task(trigger_rule="all_done")  # the monitor runs (and alerts on what is overdue) even when expiry failed
     def check_backups() -> dict[str, Any]:
         """Read the buckets, alert on what is stale, missing or failed (rate-limited), record the state."""
         from functools import partial
@@ -57,7 +60,7 @@ def backup_monitor() -> None:
                                         partial(airflow_adapter.send_alert, config),
                                         observe=airflow_adapter.emit_metrics)
 
-    check_backups()
+    expire_plaintext_copies() >> check_backups()
 
 
 backup_monitor()

@@ -1,20 +1,13 @@
 """
 ### Hourly object-storage backups
 
-For every configured source bucket (`object_storage` in the configuration): one **incremental pass** that
-lists the bucket's live object versions, reads only the versions not seen before (by version id: unchanged
-objects are never re-read), stores each new content once (content ids are keyed hashes) in **every region**,
-encrypted like the database snapshots, and commits an encrypted **point index**: for every live key at
-that instant, which content it had. Deleted keys are absent from later points. Any point inside the
-retention window can be restored (`restore_objects` DAG, or `strongroom objects restore`).
+**What:** every hour, an incremental pass over each `object_storage` source bucket: new object versions
+are encrypted into every region and a point index is committed; points past the retention are pruned.
 
-| task | one instance per | what it does | if it fails |
-|---|---|---|---|
-| `backup_pass` | source bucket | the pass above; a pass that is killed or times out resumes where it stopped (a progress journal, encrypted, in each region) | no point this hour for that bucket (and region); the next pass catches up |
-| `prune` | run | points older than the retention are deleted, then every content no remaining point references, all versions, in every region | names each region it could not prune |
+**When it fails:** that bucket (or region) misses one point; the next pass resumes where it stopped.
+At 3 a.m.: `strongroom status`, `strongroom objects list --bucket NAME`.
 
-**At 3 a.m.:** `strongroom status` shows the newest point per source bucket and region;
-`strongroom objects list --bucket NAME` what the newest point holds.
+Details (tasks, pruning): `docs/operations.md`, section "backup_object_storage".
 """
 
 from __future__ import annotations

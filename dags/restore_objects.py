@@ -1,15 +1,18 @@
 """
 ### Restore objects as they were at a point in time (manual)
 
-Trigger this DAG with the form to bring back files, for example a customer's attachments deleted by
-mistake. It writes the objects of **source bucket** as they were at **point in time** (the newest backup
-point at or before it), optionally only those under **prefix**, into **target bucket**.
+Brings back files (e.g. attachments deleted by mistake). **Trigger with the defaults** for the common
+case: the newest backup point of the first source, all of it, into the **review bucket** (the first of
+`object_restore_targets`, created when absent), under `<source>/<point time>-<run suffix>/`; the
+`restore` summary line names it. Review copies are deleted by `backup_monitor` at the point's time +
+retention.
 
-* Every object is fetched, decrypted and checked against its content id before the first write.
-* The live source bucket is never the target unless **confirm source** repeats its name.
-* The region is the primary, or the next region that holds a point (or the one you name).
+**When it fails:** the failed task's last line names the wrong field (and lists the points there are);
+nothing was written. Overwriting the live source (`in_place`) needs its name typed into *confirm source*
+and one of `restore.approvers` (not you) to approve under *Required actions*.
 
-The same restore from a shell: `strongroom objects restore --bucket SOURCE --at ISO-TIME --target-bucket NAME`.
+Details (every field, in place, approvals): `docs/operations.md`, section "Restoring objects".
+CLI (Airflow down): `strongroom objects restore --bucket SOURCE --at ISO-TIME --target-bucket NAME`.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from strongroom import airflow_adapter
 from strongroom.alerts import task_defaults
 from strongroom.config import load_config
 
 CONFIG = load_config()
 SOURCES = [s.bucket for s in CONFIG.object_storage] or ["(none configured)"]
 REGIONS = ["automatic", *(r.name for r in CONFIG.regions)]
+TARGETS = [*(t.name for t in CONFIG.object_restore_targets), "in_place"]
+PLAN = "ti.xcom_pull(task_ids='plan')"
 
 
 @dag(
@@ -39,38 +46,110 @@ REGIONS = ["automatic", *(r.name for r in CONFIG.regions)]
     params={
         "source_bucket": Param(SOURCES[0], type="string", enum=SOURCES, title="Source bucket",
                                description="The backed-up bucket whose objects to restore."),
-        "at": Param(pendulum.now("UTC").start_of("hour").isoformat(), type="string", format="date-time",
-                    title="Point in time", description="Restore the objects as they were at this time (UTC)."),
-        "prefix": Param("", type="string", title="Prefix", description="Only keys starting with this (optional)."),
-        "target_bucket": Param("", type="string", minLength=3, title="Target bucket",
-                               description="Where the objects are written. Use a new bucket for review."),
-        "target_conn_id": Param("", type="string", title="Target connection",
-                                description="Airflow AWS connection of the target (empty: the source's)."),
-        "region": Param("automatic", type="string", enum=REGIONS, title="Region"),
-        "confirm_source": Param("", type="string", title="Confirm source",
-                                description="Only to overwrite the live source bucket: type its name."),
+        "at": Param(None, type=["null", "string"], format="date-time", title="Point in time",
+                    description="Empty: the newest backup point. Else the newest point at or before this time."),
+        "prefix": Param(None, type=["null", "string"], maxLength=1024, title="Prefix",
+                        description="Optional: only keys starting with this."),
+        "target": Param(TARGETS[0], type="string", enum=TARGETS, title="Target",
+                        description="A configured review bucket (object_restore_targets), or in_place: "
+                                    "overwrite the source itself (needs confirm source and an approval)."),
+        "region": Param("automatic", type="string", enum=REGIONS, title="Region",
+                        description="Where to read from; automatic: the primary, then the next region."),
+        "confirm_source": Param(None, type=["null", "string"], title="Confirm source",
+                                description="Leave empty, except for in_place: type the source bucket's name."),
     },
 )
 def restore_objects() -> None:
     @task
-    def restore() -> dict[str, Any]:
-        """Write the objects of the chosen point into the target bucket."""
+    def plan() -> dict[str, Any]:
+        """Check the form, the target and the point in time; nothing is written."""
         from datetime import datetime
 
-        from strongroom import airflow_adapter, objects
+        from strongroom import objects, restore
 
-        p = get_current_context()["params"]
+        ctx = get_current_context()
+        p = ctx["params"]
         config, conns = load_config(), airflow_adapter.connections()
-        source = config.source(p["source_bucket"])
-        target = conns.bucket_store(p["target_conn_id"] or source.aws_conn_id, p["target_bucket"], source.region,
-                                    config.transfer)
-        return airflow_adapter.run_task(
-            objects.restore_point, config, conns, source.bucket, datetime.fromisoformat(p["at"]), target,
-            prefix_=p["prefix"], region=None if p["region"] == "automatic" else p["region"],
-            allow_source=p["confirm_source"] or None,
-        )
+        source = airflow_adapter.run_task(config.source, p["source_bucket"])
+        target = airflow_adapter.run_task(
+            objects.choose_target, config, source.bucket, p["target"], (p["confirm_source"] or "").strip() or None)
+        at = datetime.fromisoformat(p["at"]) if p["at"] else None
+        if at is not None and at.tzinfo is None:
+            at = at.replace(tzinfo=pendulum.UTC)
+        region = None if p["region"] == "automatic" else p["region"]
+        where, index = airflow_adapter.run_task(objects.point_at, config, conns, source.bucket, at, region)
+        if target.in_place and not config.restore.approvers:
+            airflow_adapter.run_task(_refuse, "target: in_place needs an approval, and no approvers are configured "
+                                              "(restore.approvers)")
+        made = {"source": source.bucket, "point": index.taken_at.isoformat(), "found_in": where.name,
+                "region": region, "prefix": p["prefix"] or "", "target": target.name, "bucket": target.bucket,
+                "aws_conn_id": target.aws_conn_id, "in_place": target.in_place,
+                "suffix": restore.run_suffix(ctx["dag_run"].run_id)}
+        print(f"restore {source.bucket} point {made['point']} (found in {where.name}) into s3://{target.bucket}"
+              + (" IN PLACE (needs approval)" if target.in_place else ""))
+        return made
 
-    restore()
+    @task.branch
+    def route(made: dict[str, Any]) -> str:
+        """Overwriting the live source waits for an approver's answer."""
+        return "approve_in_place_restore" if made["in_place"] else "no_approval_needed"
+
+    approve = airflow_adapter.approval_task(
+        task_id="approve_in_place_restore",
+        subject="Restore objects IN PLACE over the live bucket {{ params.source_bucket }} (run {{ run_id }})",
+        approved=f"bucket {{{{ {PLAN}['bucket'] }}}}",
+        approvers=CONFIG.restore.approvers,
+        body=(
+            "**{{ dag_run.triggering_user_name }}** asks to overwrite the live bucket "
+            f"**{{{{ {PLAN}['bucket'] }}}}** with its backup point `{{{{ {PLAN}['point'] }}}}`"
+            f" (prefix `{{{{ {PLAN}['prefix'] }}}}`).\n\nApprove only if you are not the person who triggered the run."
+        ),
+        response_timeout=CONFIG.restore.approval_timeout,
+    )
+    skip_approval = EmptyOperator(task_id="no_approval_needed")
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def restore(made: dict[str, Any]) -> dict[str, Any]:
+        """Fetch and verify every object of the point, then write them into the target."""
+        from datetime import datetime
+
+        from strongroom import approval, objects
+
+        ctx = get_current_context()
+        config, conns = load_config(), airflow_adapter.connections()
+        if made["in_place"]:  # never on the trigger rules alone: the approval is proven
+            airflow_adapter.run_task(
+                approval.verify, ctx["ti"].xcom_pull(task_ids="approve_in_place_restore"),
+                airflow_adapter.clearance_run(ctx), conns.keyring(config.encryption.keyring_conn_id),
+                f"bucket {made['bucket']}",
+            )
+        else:
+            again = airflow_adapter.run_task(objects.choose_target, config, made["source"], made["target"], None)
+            if again.bucket != made["bucket"]:
+                airflow_adapter.run_task(_refuse, f"target {made['target']} changed since the plan")
+        source = config.source(made["source"])
+        target = conns.bucket_store(made["aws_conn_id"], made["bucket"], source.region, config.transfer)
+        if not made["in_place"] and airflow_adapter.run_task(target.ensure_bucket):
+            print(f"created the review bucket s3://{made['bucket']}")
+        done = airflow_adapter.run_task(
+            objects.restore_point, config, conns, made["source"], datetime.fromisoformat(made["point"]), target,
+            prefix_=made["prefix"], region=made["region"], allow_source=made["source"] if made["in_place"] else None,
+            review_suffix=None if made["in_place"] else made["suffix"],
+        )
+        print(f"restored {done['objects']} objects ({done['bytes']} bytes) of {done['source']} at {done['point']} "
+              f"into s3://{done['target']}/{done['prefix']}")
+        return done
+
+    made = plan()
+    branch = route(made)
+    branch >> [approve, skip_approval]
+    restore(made).set_upstream([approve, skip_approval])
+
+
+def _refuse(message: str) -> None:
+    from strongroom.errors import RefusedError
+
+    raise RefusedError(message)
 
 
 restore_objects()

@@ -1,25 +1,15 @@
 """
 ### Restore tests: is every backup really restorable?
 
-"A backup you've never restored from is a hope, not a backup." Every day (see `restore_test.schedule`),
-for every configured database, this DAG restores the **newest** snapshot and a **random** one within the
-retention window from one region (a different region each day, so every region is exercised) into an
-**isolated** PostgreSQL server that the task starts and tears down itself, then proves the data intact
-with Great Expectations:
+**What:** every day (`restore_test.schedule`), the newest and one random snapshot of each database are
+restored from one region (a different one each day) into a throwaway server and validated with Great
+Expectations; a sample of each object source is restored and checked too.
+A restore test never switches regions: a corrupt copy fails it, on purpose.
 
-* the **baseline**, generated from the snapshot's manifest: every table present, row counts exactly those
-  recorded in the snapshot's own transaction, content checksums of small tables;
-* the **user suites** in `include/expectations/<database>/`.
+**When it fails:** the alert names the database, snapshot, region and failing expectations; the Backups
+page links the Data Docs. By hand: `strongroom restore-test`.
 
-| task | what it does | if it fails |
-|---|---|---|
-| `teardown_stale_sandboxes` | removes throwaway servers that a dead worker left on this host (by their lease records) | cleanup only; the tests still run. Fails naming any lease that does not authenticate (nothing is removed for it) |
-| `restore_objects_sample` (one per source bucket) | restores a random sample of objects of the newest point from the same region and checks each against the point index (keyed content hash, size) | names the bucket, point and region |
-| `restore_and_validate` (one per database) | provision → download from that region only → verify → decrypt → restore → validate → teardown, all in one task; records the time of each phase (RTO evidence) and the snapshot's age (RPO evidence) | the alert names the database, snapshot, region and the failing expectations |
-
-A restore test never switches regions: a corrupt copy in the tested region fails the test, on purpose.
-Results (JSON) and Data Docs (HTML, no row values) are stored in the primary region under
-`restore-tests/<database>/`; `strongroom restore-test` runs the same code by hand.
+Details (tasks, results, Data Docs): `docs/operations.md`, section "restore_test".
 """
 
 from __future__ import annotations

@@ -1,31 +1,14 @@
 """
 ### Hourly database snapshots, in every EU region
 
-Takes one consistent, compressed, **AES-256 encrypted** snapshot of every configured PostgreSQL database,
-copies it to every configured region, verifies each copy from its own bytes, and commits it region by
-region. A snapshot exists in a region when, and only when, its authenticated manifest is there.
+**What:** every hour, one consistent, encrypted snapshot of each configured database, copied to every
+region, verified there and committed region by region; then snapshots past the retention are deleted.
 
-| task | one instance per | what it does | if it fails |
-|---|---|---|---|
-| `snapshot_and_encrypt` | database | pg_dump at one exported snapshot → zstd → encryption → multipart upload into the primary region (the next reachable region if the primary is down); exact row counts from the same snapshot | no snapshot of that database this hour; nothing half-written is committed and the unfinished upload is aborted |
-| `region.replicate` | database × region | copies the ciphertext from where it landed (server-side when possible, streamed otherwise), plus any older snapshot the region is missing (repair) | that region misses this hour; the next run repairs the gap from a healthy region |
-| `region.verify` | database × region | reads the region's stored bytes back and checks size and SHA-256 against the manifest | a corrupt copy is never committed |
-| `region.commit` | database × region | writes the region's own manifest, the data key wrapped by that region's keyring | as above |
-| `check_regions` | run | fails the run naming every database and region that did not commit | **the one alert that says what is missing** |
-| `prune` | run | permanently deletes every snapshot older than the retention (every version, manifest last) in every region, each region on its own; aborts stale uploads, removes leftovers of abandoned snapshots (named by an authenticated pending record), writes an audit record | names each region it could not prune; a region is never pruned from a catalog it could not read completely; names every young snapshot held without authenticated evidence (a delete marker on its manifest, a missing or forged manifest): nothing of it is deleted |
+**When it fails:** read `check_regions`' log: it names each missing database and region and why. The next
+run repairs gaps from a healthy region. Errors a retry cannot fix (configuration, key, integrity) fail at
+once. At 3 a.m.: `strongroom status`. A run still going after `snapshot.deadline` sends "DEADLINE MISSED".
 
-Regions are independent: one region's outage or failure never blocks the others.
-
-**Deadline:** a run not finished `snapshot.deadline` (default 80% of `run_timeout`: 40 minutes) after it
-was queued sends a "DEADLINE MISSED" alert while it still runs; `snapshot.run_timeout` (50 minutes) ends it.
-
-**When this fails at 3 a.m.:** read `check_regions`' log: it lists each missing database/region and why
-(unreachable, not committed). `strongroom status` shows the newest snapshot per region and the gaps;
-gaps are repaired automatically by the next run once the region is back. Errors a retry cannot fix (bad
-configuration, missing key, integrity failure) fail at once; network errors retry with backoff.
-
-Configuration: `$STRONGROOM_CONFIG` (see `docs/configuration.md`). Credentials live only in Airflow
-connections; nothing secret is written to XCom or the logs.
+Details (every task, deadline, retries): `docs/operations.md`, section "snapshot_databases".
 """
 
 from __future__ import annotations

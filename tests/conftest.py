@@ -203,6 +203,7 @@ def slack() -> Iterator[object]:
 
 
 LEDGER_TABLES = ("public.accounts", "public.entries")
+UI_SOURCE, UI_REVIEW = "sr-ui-uploads", "sr-ui-review"
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +226,11 @@ def ledger(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory.mktemp("ledger") / "strongroom.yaml",
         databases=[{"name": "shop", "postgres_conn_id": "pg_shop"}, {"name": "bulk", "postgres_conn_id": "pg_bulk"},
                    {"name": "ledger", "postgres_conn_id": "pg_ledger"}],
-        restore={"sandbox_conn_id": "pg_sandbox", "target_conn_ids": ["pg_ledger_alias"], "approval_timeout": "10m"},
+        restore={"sandbox_conn_id": "pg_sandbox", "target_conn_ids": ["pg_ledger_alias"], "approval_timeout": "10m",
+                 "approvers": ["alice", "bob"]},
+        # restore_objects under standalone: one source, its review bucket (created by the first restore)
+        object_storage=[{"bucket": UI_SOURCE, "aws_conn_id": conn_id(PRIMARY), "region": PRIMARY}],
+        object_restore_targets=[{"name": "review", "bucket": UI_REVIEW, "aws_conn_id": conn_id(PRIMARY)}],
         snapshot={"run_timeout": "50m", "retries": 0, "retry_delay": "1s", "deadline": "3s"},  # the deadline fires
         alerts={"email_to": ["oncall@example.test"], "smtp_conn_id": "smtp_alerts"},
     )

@@ -1,9 +1,9 @@
 """A real `airflow standalone` for the tests that need a running Airflow: the UI, the REST API, HITL.
 
 One instance per test session (it takes ~40 s to come up on two cores). Its DAGs folder holds only
-``restore_database`` and ``snapshot_databases`` (parsing costs time), its plugins folder is the
+``restore_database``, ``restore_objects`` and ``snapshot_databases`` (parsing costs time), its plugins folder is the
 repository's, and it reads the ``ledger`` configuration (alerts go to the test's SMTP sink).
-Users: ``ops`` (viewer), ``alice`` and ``bob`` (op).
+Users: ``ops`` (viewer), ``alice``, ``bob`` and ``carol`` (op; alice and bob are the configured approvers).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import Any
 from devstack import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
-PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1"}
-ROLES = {"ops": "viewer", "alice": "op", "bob": "op"}
-DAGS = ("restore_database", "snapshot_databases")
+PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1",
+             "carol": "carol-password-1"}
+ROLES = {"ops": "viewer", "alice": "op", "bob": "op", "carol": "op"}  # carol is not in restore.approvers
+DAGS = ("restore_database", "snapshot_databases", "restore_objects")
 
 
 def request(
@@ -73,6 +74,15 @@ class Airflow:
 
     def pause(self, dag_id: str) -> None:
         self.api("alice", f"/dags/{dag_id}", {"is_paused": True}, method="PATCH")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """A task's log as text, one event a line."""
+        raw = self.api("alice", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+                       "?full_content=true")
+        content = raw.get("content", raw) if isinstance(raw, dict) else raw
+        if isinstance(content, list):
+            return "\n".join(str(e.get("event", e)) if isinstance(e, dict) else str(e) for e in content)
+        return str(content)
 
     def log_tail(self, chars: int = 3000) -> str:
         return (self.home / "standalone.log").read_text(errors="replace")[-chars:]

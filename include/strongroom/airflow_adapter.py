@@ -268,6 +268,68 @@ def log_task_summary(context: Any) -> None:
     log.info("%s", summary_line(ti.task_id, label, result, seconds))
 
 
+# --- approvals ----------------------------------------------------------------------------------------
+
+
+def approval_task(*, task_id: str, subject: str, body: str, approved: str, approvers: list[str],
+                  response_timeout: timedelta) -> Any:
+    """Airflow's ``ApprovalOperator`` that only ``approvers`` may answer, and that checks the answer itself.
+
+    On completion the task gets the response from Airflow's own record (not from an XCom) and, when
+    approved, calls :func:`strongroom.approval.grant`: an approver who is not the triggering user gets a
+    sealed clearance (the task's XCom), anyone else fails the task. ``approved`` names what is approved.
+    """
+    return _approval_class()(
+        task_id=task_id, subject=subject, body=body, approved=approved,
+        assigned_users=[{"id": user, "name": user} for user in approvers],
+        ignore_downstream_trigger_rules=True,  # a rejection skips everything after it
+        response_timeout=response_timeout,
+    )
+
+
+_APPROVAL_CLASS: Any = None
+
+
+def _approval_class() -> Any:
+    global _APPROVAL_CLASS
+    if _APPROVAL_CLASS is not None:
+        return _APPROVAL_CLASS
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    class SecondPersonApproval(ApprovalOperator):  # type: ignore[misc]
+        template_fields = (*ApprovalOperator.template_fields, "approved")
+
+        def __init__(self, *, approved: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.approved = approved
+
+        def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+            response = super().execute_complete(context=context, event=event)
+            if list(response["chosen_options"]) != ["Approve"]:
+                return {"chosen_options": list(response["chosen_options"])}  # rejected: nothing runs after
+            from strongroom import approval
+            from strongroom.config import load_config
+
+            config = load_config()
+            run = approval.Run(context["dag_run"].dag_id, context["dag_run"].run_id,
+                               context["dag_run"].triggering_user_name)
+            keyring = connections().keyring(config.encryption.keyring_conn_id)
+            granted = run_task(approval.grant, response, run, config.restore.approvers, keyring, self.approved)
+            print(f"approved by {granted['approved_by']} for {self.approved} (triggered by {run.triggered_by})")
+            return granted
+
+    _APPROVAL_CLASS = SecondPersonApproval
+    return _APPROVAL_CLASS
+
+
+def clearance_run(context: Any) -> Any:
+    """The :class:`strongroom.approval.Run` of a task's context."""
+    from strongroom import approval
+
+    dag_run = context["dag_run"]
+    return approval.Run(dag_run.dag_id, dag_run.run_id, dag_run.triggering_user_name)
+
+
 # --- metrics ------------------------------------------------------------------------------------------
 _stats_settings: tuple[str, ...] | None = None
 

@@ -212,10 +212,13 @@ def select_snapshot(
     at: datetime | None = None,
 ) -> Manifest:
     """The named snapshot, else the newest taken at or before ``at``, else the newest."""
+    ids = snapshot_ids(store, database)
     if snapshot_id:
         snapshot_id_time(snapshot_id)
+        if snapshot_id not in ids:
+            raise NotFoundError(f"snapshot {snapshot_id} of {database} is not in {store.where} "
+                                f"(choose from: {choices(ids)})")
         return load_manifest(store, keyring, database, snapshot_id)
-    ids = snapshot_ids(store, database)
     if not ids:
         raise NotFoundError(f"no committed snapshot of {database} in {store.where}")
     if at is None:
@@ -227,5 +230,12 @@ def select_snapshot(
             manifest = load_manifest(store, keyring, database, candidate)
             if manifest.taken_at <= at:
                 return manifest
-    first = snapshot_id_time(ids[0]).isoformat()
-    raise NotFoundError(f"no snapshot of {database} taken at or before {at.isoformat()} (the first is {first})")
+    raise NotFoundError(f"no snapshot of {database} taken at or before {at.isoformat()} in {store.where} "
+                        f"(choose from: {choices(ids)})")
+
+
+def choices(names: list[str], most: int = 10) -> str:
+    """The valid choices for one line, newest first: all of them, or the newest ``most`` and a count."""
+    newest = list(reversed(names))[:most]
+    more = f" and {len(names) - most} older" if len(names) > most else ""
+    return ", ".join(newest) + more

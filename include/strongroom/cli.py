@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -245,7 +246,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         target_conn_id=args.target_conn or restore.SANDBOX,
         target_dsn=PgSettings.from_dsn(args.target_dsn) if args.target_dsn else None,
         snapshot_id=args.snapshot, at=at, region=args.region, tables=args.tables, clean=args.clean,
-        confirm_production=args.confirm_production, missing_roles=choice,
+        confirm_production=args.confirm_production, missing_roles=choice, run_suffix=secrets.token_hex(3),
     )
     target = PgSettings.from_dsn(args.target_dsn) if args.target_dsn else restore.planned_target(conns, plan)
     safety = restore.take_safety_snapshot(config, conns, plan)

@@ -192,6 +192,8 @@ class RestoreConfig(_Section):
     approval_timeout: Duration = timedelta(hours=4)  # a production restore waits this long for approval
     # how long a restore's or restore test's plaintext (spool, throwaway data directory) may outlive a dead owner
     lease: Duration = timedelta(hours=6)
+    # the Airflow users who may approve a production (or in-place object) restore; never the one who triggered it
+    approvers: list[Annotated[str, Field(min_length=1, max_length=250)]] = Field(default_factory=list)
 
 
 class RestoreTestConfig(_Section):
@@ -214,6 +216,14 @@ class ObjectSourceConfig(_Section):
     allow_insecure_transport: bool = False  # as for a region
 
 
+class ObjectRestoreTarget(_Section):
+    """A bucket restore_objects may write into (for review). The first one listed is the form's default."""
+
+    name: Name
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    aws_conn_id: ConnId
+
+
 class AlertsConfig(_Section):
     email_to: list[str] = Field(default_factory=list)
     smtp_conn_id: ConnId = "smtp_default"
@@ -232,6 +242,7 @@ class Config(_Section):
     restore: RestoreConfig = RestoreConfig()
     restore_test: RestoreTestConfig = RestoreTestConfig()
     object_storage: list[ObjectSourceConfig] = Field(default_factory=list)
+    object_restore_targets: list[ObjectRestoreTarget] = Field(default_factory=list)
     alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("databases")
@@ -246,6 +257,19 @@ class Config(_Section):
         _require_unique([r.name for r in value], "region name")
         _require_unique([f"{r.aws_conn_id}/{r.bucket}" for r in value], "bucket location (connection/bucket)")
         return value
+
+    @model_validator(mode="after")
+    def _restore_targets_apart(self) -> Config:
+        _require_unique([t.name for t in self.object_restore_targets], "object restore target")
+        backups = {r.bucket for r in self.regions}
+        sources = {s.bucket for s in self.object_storage}
+        for target in self.object_restore_targets:
+            if target.bucket in backups:
+                raise ValueError(f"object restore target {target.name!r} is a backup bucket ({target.bucket})")
+            if target.bucket in sources:
+                raise ValueError(f"object restore target {target.name!r} is a source bucket ({target.bucket}): "
+                                 "restore in place instead (it needs a confirmation and an approval)")
+        return self
 
     @property
     def primary(self) -> RegionConfig:

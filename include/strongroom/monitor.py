@@ -40,6 +40,7 @@ class Condition:
 
     key: str
     kind: str  # stale | unreachable | missing_key | keycheck | restore_failed | restore_overdue | unauthenticated
+    # | plaintext_overdue | pools
     message: str
 
 
@@ -183,6 +184,22 @@ def find_conditions(
                                  f"the last restore test of {database} ran {ago} ago "
                                  f"(due every {_age(restore_overdue.total_seconds())})"))
     return out
+
+
+def plaintext_conditions(config: Config, conns: Connections, now: datetime) -> list[Condition]:
+    """A sandbox database or review copy still there after its snapshot's ``taken_at`` + retention."""
+    from strongroom import expiry
+
+    try:
+        copies = expiry.find_copies(config, conns)
+    except StrongroomError as exc:
+        return [Condition("plaintext_check", "plaintext_overdue", f"the plaintext copies could not be listed: {exc}")]
+    return [
+        Condition(f"plaintext_overdue:{c.where}:{c.name}", "plaintext_overdue",
+                  f"{c.describe()} was due for removal at {c.expires_at(config.retention):%Y-%m-%d %H:%M} UTC "
+                  f"(snapshot taken {c.taken_at:%Y-%m-%d %H:%M} + retention): it holds production data in the clear")
+        for c in expiry.due(copies, config.retention, now)
+    ]
 
 
 def plan_alerts(
@@ -340,6 +357,7 @@ def run_monitor(
     )
     if bad_state:
         conditions.append(Condition("unauthenticated:monitor-state", "unauthenticated", f"{bad_state}; ignored"))
+    conditions += plaintext_conditions(config, conns, now)
     plan = plan_alerts(conditions, state, now)
     alert = plan.alert(now)
     if alert is not None:

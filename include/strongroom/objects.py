@@ -469,9 +469,12 @@ def _write_journals(regions: list[_Region], source: str, now: datetime, id_key_i
 # ---- listing and restoring a point in time ----------------------------------------------------------------
 
 
-def point_at(config: Config, conns: Connections, source: str, at: datetime,
+def point_at(config: Config, conns: Connections, source: str, at: datetime | None,
              region: str | None = None) -> tuple[RegionConfig, PointIndex]:
-    """The newest committed point at or before ``at``: from ``region``, else the first region that has one."""
+    """The newest committed point at or before ``at`` (None: the newest): from ``region``, else the first
+    region that has one. When there is none, the error lists the points there are."""
+    if at is None:
+        at = datetime.now(UTC)
     if at.tzinfo is None:
         raise RefusedError("--at needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
     config.source(source)
@@ -479,9 +482,13 @@ def point_at(config: Config, conns: Connections, source: str, at: datetime,
     for cfg in [config.region(region)] if region else config.regions:
         try:
             store, keyring = conns.store(cfg, config.transfer), conns.keyring(config.keyring_conn_id(cfg))
-            times = [t for t in point_times(store, source) if t <= at]
+            every = point_times(store, source)
+            times = [t for t in every if t <= at]
             if not times:
-                raise NotFoundError(f"no point of {source} at or before {at.isoformat()} in {cfg.name}")
+                newest = [t.isoformat() for t in reversed(every)][:10]
+                listed = ", ".join(newest) + (f" and {len(every) - 10} older" if len(every) > 10 else "")
+                raise NotFoundError(f"no point of {source} at or before {at.isoformat()} in {cfg.name} "
+                                    f"(choose from: {listed or 'none yet'})")
             return cfg, load_point(store, keyring, source, times[-1])
         except StrongroomError as exc:
             failures.append(f"{cfg.name}: {exc}")
@@ -509,7 +516,7 @@ VERIFY_FIRST_BUDGET = 256 * 2**20
 
 
 def _restore_large(config: Config, store: ObjectStore, keyring: Keyring, source: str, key: str, entry: Entry,
-                   ikey: bytes, target: ObjectStore) -> None:
+                   ikey: bytes, target: ObjectStore, target_key: str) -> None:
     ckey = content_key(source, entry.content_id)
     info = store.head(ckey)
     if info is None:
@@ -518,7 +525,7 @@ def _restore_large(config: Config, store: ObjectStore, keyring: Keyring, source:
     chunks = store.iter_chunks(ckey, info.size, chunk_size=transfer.part_size,
                                concurrency=transfer.download_concurrency)
     mac, size = hmac.new(ikey, digestmod=hashlib.sha256), 0
-    upload = target.multipart(key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
+    upload = target.multipart(target_key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
                               concurrency=transfer.upload_concurrency, expected_size=entry.size)
     with upload:
         for plain in unseal_stream(chunks, keyring, _identity("content", source, entry.content_id), ckey):
@@ -530,17 +537,82 @@ def _restore_large(config: Config, store: ObjectStore, keyring: Keyring, source:
         upload.complete()
 
 
-def restore_point(
-    config: Config, conns: Connections, source: str, at: datetime, target: ObjectStore, *,
-    prefix_: str = "", region: str | None = None, allow_source: str | None = None,
-) -> dict[str, Any]:
-    """Write the objects as they were at ``at`` into ``target``. The live source is never the target unless
-    ``allow_source`` repeats its name (a deliberate, confirmed choice)."""
-    src_cfg = config.source(source)
-    if target.bucket == src_cfg.bucket and allow_source != src_cfg.bucket:
+IN_PLACE = "in_place"  # the restore_objects form's choice for the source bucket itself
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where restore_objects writes: a configured review target, or the source bucket itself (in place)."""
+
+    name: str
+    bucket: str
+    aws_conn_id: str
+    in_place: bool
+
+
+def check_target_bucket(config: Config, bucket: str, source: str, allow_source: str | None) -> None:
+    """A backup bucket is never a target; a configured source only in place, with its name typed."""
+    for region in config.regions:
+        if region.bucket == bucket:
+            raise RefusedError(f"target bucket {bucket} is the backup bucket of region {region.name}: never a target")
+    for other in config.object_storage:
+        if other.bucket == bucket and other.bucket != source:
+            raise RefusedError(f"target bucket {bucket} is the live source bucket {other.bucket} of other backups: "
+                               "never a target of another source's restore")
+    if bucket == source and allow_source != source:
         raise RefusedError(f"the target is the live source bucket {source!r}: pass --confirm-source {source} "
                            "to overwrite it deliberately")
+
+
+def choose_target(config: Config, source: str, choice: str, confirm_source: str | None) -> RestoreTarget:
+    """The restore_objects form's target: a configured review target, or ``in_place`` with the source's name
+    typed into confirm_source. Nothing else: a bucket is never free text."""
+    src = config.source(source)
+    if choice == IN_PLACE:
+        if confirm_source != src.bucket:
+            typed = f" (typed {confirm_source!r})" if confirm_source else ""
+            raise RefusedError(f"confirm_source: restoring in place overwrites the live bucket {src.bucket}: "
+                               f"type {src.bucket!r} to confirm{typed}")
+        return RestoreTarget(IN_PLACE, src.bucket, src.aws_conn_id, True)
+    if confirm_source:
+        raise RefusedError(f"confirm_source: given ({confirm_source!r}) but target {choice!r} is not the source "
+                           "itself: leave it empty")
+    for target in config.object_restore_targets:
+        if target.name == choice:
+            check_target_bucket(config, target.bucket, src.bucket, None)
+            return RestoreTarget(target.name, target.bucket, target.aws_conn_id, False)
+    known = ", ".join([t.name for t in config.object_restore_targets] + [IN_PLACE])
+    raise RefusedError(f"target: {choice!r} is not a configured object restore target (choose from: {known})")
+
+
+def review_prefix(source: str, point: datetime, suffix: str) -> str:
+    """Where a restore into a review bucket puts its objects: the source, the point's time and the run's
+    suffix, e.g. ``uploads/20261126T140000Z-3fa9c1/``. The point's time is what its expiry is computed from."""
+    return f"{source}/{point.astimezone(UTC):{_TIME}}-{suffix}/"
+
+
+def review_point(key: str) -> datetime | None:
+    """The point time of a review copy's key, when it is one (see :func:`review_prefix`)."""
+    parts = key.split("/", 2)
+    if len(parts) < 3 or len(parts[1]) != len("20261126T140000Z-3fa9c1"):
+        return None
+    try:
+        return datetime.strptime(parts[1][:16], _TIME).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def restore_point(
+    config: Config, conns: Connections, source: str, at: datetime | None, target: ObjectStore, *,
+    prefix_: str = "", region: str | None = None, allow_source: str | None = None, review_suffix: str | None = None,
+) -> dict[str, Any]:
+    """Write the objects as they were at ``at`` (None: the newest point) into ``target``. A backup bucket is
+    never the target; the live source only when ``allow_source`` repeats its name (a confirmed choice).
+    With ``review_suffix`` the objects go under :func:`review_prefix` (a review copy, removed on expiry)."""
+    src_cfg = config.source(source)
+    check_target_bucket(config, target.bucket, src_cfg.bucket, allow_source)
     where, index = point_at(config, conns, source, at, region)
+    into = review_prefix(source, index.taken_at, review_suffix) if review_suffix else ""
     store, keyring = conns.store(where, config.transfer), conns.keyring(config.keyring_conn_id(where))
     _, ikey = id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
     chosen = {k: e for k, e in index.entries.items() if k.startswith(prefix_)}
@@ -551,18 +623,20 @@ def restore_point(
             # every small object is fetched and verified before the first write: a bad point writes nothing
             verified = dict(zip(small, pool.map(lambda e: fetch_content(store, keyring, source, e, ikey),
                                                 small.values()), strict=True))
-            for _ in pool.map(lambda item: target.put_bytes(*item), verified.items()):
+            for _ in pool.map(lambda item: target.put_bytes(into + item[0], item[1]), verified.items()):
                 progress.add(1)
         else:  # too much to hold: each object is verified before it is written
-            for _ in pool.map(lambda item: target.put_bytes(item[0], fetch_content(store, keyring, source,
-                                                                                   item[1], ikey)), small.items()):
+            for _ in pool.map(lambda item: target.put_bytes(into + item[0], fetch_content(store, keyring, source,
+                                                                                          item[1], ikey)),
+                              small.items()):
                 progress.add(1)
     for k, e in chosen.items():  # large objects stream; an upload that fails its check is aborted, not completed
         if k not in small:
-            _restore_large(config, store, keyring, source, k, e, ikey, target)
+            _restore_large(config, store, keyring, source, k, e, ikey, target, into + k)
             progress.add(1)
     return {"source": source, "point": index.taken_at.isoformat(), "region": where.name,
-            "target": target.bucket, "objects": len(chosen), "bytes": sum(e.size for e in chosen.values())}
+            "target": target.bucket, "prefix": into, "objects": len(chosen),
+            "bytes": sum(e.size for e in chosen.values())}
 
 
 def iter_points(store: ObjectStore, keyring: Keyring, source: str) -> Iterator[PointIndex]:

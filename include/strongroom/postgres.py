@@ -459,6 +459,16 @@ def create_database(target: PgSettings) -> None:
             raise SourceError(f"cannot create database {target.describe()}: {_first_line(exc)}") from None
 
 
+def list_databases(server: PgSettings) -> list[str]:
+    """The names of the databases on ``server`` (templates excluded)."""
+    try:
+        with _maintenance(server) as conn:
+            rows = conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname")
+            return [str(r[0]) for r in rows]
+    except psycopg.Error as exc:
+        raise SourceError(f"cannot list the databases of {server.describe()}: {_first_line(exc)}") from None
+
+
 def drop_database(target: PgSettings) -> None:
     with _maintenance(target) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.dbname)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import Any
 
 import zstandard
 
-from strongroom import catalog, crypto, dumpfile, postgres, roles, snapshot, spool
+from strongroom import approval, catalog, crypto, dumpfile, postgres, roles, snapshot, spool
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
 from strongroom.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, RestoreError, StrongroomError
+from strongroom.keyring import Keyring
 from strongroom.progress import Progress
 from strongroom.storage import ObjectStore
 
@@ -382,9 +384,30 @@ def parse_snapshot_choice(text: str) -> tuple[str | None, datetime | None]:
     return None, at
 
 
-def sandbox_dbname(database: str, taken_at: datetime) -> str:
-    """The default target's name: the source's and the snapshot's time, e.g. shop_20261126_140000."""
-    return f"{database}_{taken_at.astimezone(UTC):%Y%m%d_%H%M%S}"
+SANDBOX_NAME = re.compile(r"^(?P<database>.+)_(?P<taken>\d{8}_\d{6})(?:_(?P<suffix>[0-9a-f]{6}))?$")
+_PG_NAME_MAX = 63
+
+
+def run_suffix(run_id: str) -> str:
+    """Six hex digits that tell one run's sandbox from another's (the same snapshot restored twice)."""
+    return hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:6]
+
+
+def sandbox_dbname(database: str, taken_at: datetime, suffix: str | None = None) -> str:
+    """The sandbox target's name: the source's, the snapshot's time and a run suffix,
+    e.g. shop_20261126_140000_3fa9c1. The snapshot time in the name is what its expiry is computed from."""
+    name = f"{database}_{taken_at.astimezone(UTC):%Y%m%d_%H%M%S}" + (f"_{suffix}" if suffix else "")
+    if len(name.encode("utf-8")) > _PG_NAME_MAX:
+        raise ConfigError(f"database name {database!r} is too long for a sandbox name ({name} is over 63 bytes)")
+    return name
+
+
+def sandbox_taken_at(name: str, databases: Sequence[str]) -> datetime | None:
+    """The snapshot time a sandbox database is named after, when ``name`` is one (of a configured source)."""
+    match = SANDBOX_NAME.match(name)
+    if not match or match.group("database") not in databases:
+        return None
+    return datetime.strptime(match.group("taken"), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
 
 
 def locate_snapshot(
@@ -458,6 +481,8 @@ def plan_restore(
     clean: bool = False,
     confirm_production: str | None = None,
     missing_roles: str = ROLES_REFUSE,
+    run_suffix: str | None = None,
+    approval_required: bool = False,
 ) -> RestorePlan:
     """Check every input and decide the restore; reads the catalog and the target, changes nothing.
 
@@ -478,7 +503,7 @@ def plan_restore(
     elif target_conn_id == SANDBOX:
         conn_id = config.restore.sandbox_conn_id
         assert conn_id is not None
-        target = conns.postgres(conn_id).with_dbname(sandbox_dbname(db.name, manifest.taken_at))
+        target = conns.postgres(conn_id).with_dbname(sandbox_dbname(db.name, manifest.taken_at, run_suffix))
     else:
         target, conn_id = conns.postgres(target_conn_id), target_conn_id
     state = postgres.inspect_target(target)
@@ -491,6 +516,9 @@ def plan_restore(
         missing = roles.missing_roles(target, roles.needed_roles(manifest.inventory, (), chosen))
         if missing:
             raise roles.refusal(target.describe(), missing)
+    if source and approval_required and not config.restore.approvers:
+        raise RefusedError(f"target {target.describe()} is the production database {source}, and no approvers "
+                           "are configured (restore.approvers): nobody could approve it")
     return RestorePlan(
         database=db.name, snapshot_id=manifest.snapshot_id, taken_at=manifest.taken_at.isoformat(),
         region=region, found_in=found_in, target_conn_id=conn_id, target_dbname=target.dbname,
@@ -506,24 +534,6 @@ def planned_target(conns: Connections, plan: RestorePlan) -> postgres.PgSettings
     return conns.postgres(plan.target_conn_id).with_dbname(plan.target_dbname)
 
 
-def check_approval(approval: Mapping[str, Any] | None, triggered_by: str | None) -> str:
-    """The approver's name when a second person approved; refuses otherwise.
-
-    ``approval`` is what Airflow's approval task returned: ``chosen_options`` and ``responded_by_user``.
-    """
-    if not approval or list(approval.get("chosen_options") or []) != ["Approve"]:
-        raise RefusedError("the production restore was not approved")
-    user = approval.get("responded_by_user") or {}
-    approver = {str(user.get("id") or ""), str(user.get("name") or "")} - {""}
-    if not approver:
-        raise RefusedError("the approval does not say who approved")
-    if not triggered_by:
-        raise RefusedError("the run does not say who triggered it, so a second person's approval cannot be proven")
-    if triggered_by in approver:
-        raise RefusedError(f"{triggered_by} triggered this restore and cannot approve it: a second person must")
-    return str(user.get("name") or user.get("id"))
-
-
 def check_target_choice(config: Config, choice: str) -> None:
     """The restore_database form offers the sandbox and the configured targets, nothing else."""
     allowed = [SANDBOX, *config.restore.target_conn_ids]
@@ -532,15 +542,17 @@ def check_target_choice(config: Config, choice: str) -> None:
 
 
 def check_clearance(
-    plan: RestorePlan, approval: Mapping[str, Any] | None, triggered_by: str | None,
+    plan: RestorePlan, clearance: Mapping[str, Any] | None, run: approval.Run, keyring: Keyring,
     safety: Mapping[str, Any] | None,
-) -> None:
-    """Before a production target is touched: a second person approved, and its safety snapshot exists."""
+) -> str | None:
+    """Before a production target is touched: the approval task sealed a second person's approval for this
+    run and target, and the target's safety snapshot exists. Returns the approver (None: not production)."""
     if not plan.production:
-        return
-    check_approval(approval, triggered_by)
+        return None
+    approver = approval.verify(clearance, run, keyring, plan.target)
     if not plan.new_database and not (safety or {}).get("safety_snapshot"):
         raise RefusedError(f"no safety snapshot of the production database {plan.production} was taken")
+    return approver
 
 
 def take_safety_snapshot(config: Config, conns: Connections, plan: RestorePlan) -> str | None:

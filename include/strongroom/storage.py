@@ -132,6 +132,24 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "reaching bucket") from None
 
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when it does not exist (a review bucket); True when it was created."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return False
+        except ClientError as exc:
+            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise self._fail(exc, "reaching bucket") from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, "reaching bucket") from None
+        where = {"CreateBucketConfiguration": {"LocationConstraint": self.region}} \
+            if self.region and self.region != "us-east-1" else {}
+        try:
+            self.client.create_bucket(Bucket=self.bucket, **where)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "creating bucket") from None
+        return True
+
     def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         extra = self.lock_args(retain_until)
         if extra:  # S3 requires an integrity header on locked writes
@@ -176,6 +194,20 @@ class ObjectStore:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "deleting", key) from None
+
+    def erase_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` with all its versions and delete markers (an erasure, also
+        in a versioned bucket); the number of versions deleted."""
+        deleted = 0
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    self.client.delete_object(Bucket=self.bucket, Key=item["Key"], VersionId=item["VersionId"])
+                    deleted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "erasing", prefix) from None
+        return deleted
 
     def abort_stale_uploads(self, prefix: str, started_before: datetime) -> int:
         """Abort unfinished multipart uploads under ``prefix`` begun before ``started_before``."""

@@ -35,7 +35,7 @@ def test_restore_objects_trigger_form(monkeypatch: pytest.MonkeyPatch) -> None:
     params = dag.params
     assert params.get_param("source_bucket").schema["enum"] == ["shop-uploads"]
     assert params.get_param("at").schema["format"] == "date-time"
-    assert {"prefix", "target_bucket", "region", "confirm_source"} <= set(params.keys())
+    assert {"prefix", "target", "region", "confirm_source"} <= set(params.keys())
 
 
 def test_backup_object_storage_run_commits_a_point(

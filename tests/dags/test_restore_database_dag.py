@@ -32,14 +32,18 @@ def test_trigger_form_and_shape(monkeypatch: pytest.MonkeyPatch, ledger: Path) -
     assert params.get_param("database").schema["enum"] == ["shop", "bulk", "ledger"]
     assert params.get_param("region").schema["enum"] == ["automatic", "eu-central-1", "eu-west-1", "eu-north-1"]
     assert params.get_param("target").schema["enum"] == ["sandbox", "pg_ledger_alias"]
-    assert params.get_param("tables").schema["type"] == "array"
+    assert params.get_param("tables").schema["type"] == ["null", "array"]  # optional: nullable
+    assert params.get_param("confirm_production").schema["type"] == ["null", "string"]
     assert params.get_param("missing_roles").schema["enum"] == ["refuse", "create", "no_owner"]
     assert params["missing_roles"] == "refuse"  # identical by default: missing roles are refused
     for name in ("database", "snapshot", "region", "target", "tables", "replace_contents", "confirm_production",
                  "missing_roles"):
         assert params.get_param(name).description, name
     approve = dag.get_task("approve_production_restore")
-    assert type(approve).__name__ == "ApprovalOperator" and approve.ignore_downstream_trigger_rules
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    assert isinstance(approve, ApprovalOperator) and approve.ignore_downstream_trigger_rules
+    assert approve.assigned_users == [{"id": "alice", "name": "alice"}, {"id": "bob", "name": "bob"}]
     assert dag.get_task("route").downstream_task_ids == {"approve_production_restore", "no_approval_needed"}
     assert dag.get_task("safety_snapshot").upstream_task_ids == {"plan", "approve_production_restore"}
     restore = dag.get_task("restore")
@@ -52,7 +56,8 @@ def test_form_values_are_checked_before_the_run(monkeypatch: pytest.MonkeyPatch,
 
     params = _dag(monkeypatch, ledger).params
     for name, bad in (("database", "nosuch"), ("region", "us-east-1"), ("target", "pg_shop"), ("tables", "entries"),
-                      ("snapshot", ""), ("replace_contents", "yes"), ("missing_roles", "ignore")):
+                      ("snapshot", ""), ("snapshot", "last tuesday"), ("replace_contents", "yes"),
+                      ("confirm_production", "ledger; drop"), ("missing_roles", "ignore")):
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(bad)
     assert params.get_param("target").resolve("pg_ledger_alias") == "pg_ledger_alias"
@@ -61,6 +66,7 @@ def test_form_values_are_checked_before_the_run(monkeypatch: pytest.MonkeyPatch,
 def test_sandbox_restore_of_one_table_runs_without_approval(
     stack: Stack, ledger: Path, airflow_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import psycopg
     from airflow.utils.state import DagRunState
 
     from strongroom.airflow_adapter import connections
@@ -76,7 +82,12 @@ def test_sandbox_restore_of_one_table_runs_without_approval(
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"plan": "success", "route": "success", "no_approval_needed": "success",
                       "approve_production_restore": "skipped", "safety_snapshot": "skipped", "restore": "success"}
-    name = "ledger_" + taken["snapshot_id"][:8] + "_" + taken["snapshot_id"][9:15]
+    prefix = "ledger_" + taken["snapshot_id"][:8] + "_" + taken["snapshot_id"][9:15] + "_"
+    with psycopg.connect(**stack.pg.connect_kwargs()) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                            (prefix + "%",))]
+    assert len(names) == 1 and len(names[0]) == len(prefix) + 6, names  # the run's suffix
+    name = names[0]
     restored = fingerprints(stack.pg.connect_kwargs(name))
     assert list(restored) == ["public.accounts"]
     assert restored["public.accounts"] == at_snapshot
@@ -89,7 +100,7 @@ def test_bad_form_value_fails_in_plan_and_changes_nothing(
 
     before = fingerprints(stack.pg.connect_kwargs("ledger"))
     dag = _dag(monkeypatch, ledger)
-    run = dag.test(logical_date=None, run_conf={"database": "ledger", "snapshot": "last tuesday",
+    run = dag.test(logical_date=None, run_conf={"database": "ledger", "snapshot": "20010101T000000Z-abcdef",
                                                  "target": "pg_ledger_alias", "replace_contents": True,
                                                  "confirm_production": "ledger"})
     assert run.state == DagRunState.FAILED

@@ -102,7 +102,8 @@ def _dsn(stack: Stack, dbname: str) -> str:
 
 
 RESTORE_CASES = {
-    "snapshot id that does not exist": (["--snapshot", "20200101T000000Z-abcdef"], "does not exist"),
+    "snapshot id that does not exist": (["--snapshot", "20200101T000000Z-abcdef"],
+                                        "snapshot 20200101T000000Z-abcdef of shop is not in"),
     "malformed snapshot id": (["--snapshot", "latest-ish"], "is not a snapshot id"),
     "--at without a UTC offset": (["--at", "2026-11-26T14:00:00"], "explicit UTC offset"),
     "--at before the first snapshot": (["--at", "2001-01-01T00:00:00+00:00"], "no snapshot of shop taken at or before"),

@@ -1,8 +1,10 @@
-"""A production restore under a running Airflow, driven through its REST API by two users.
+"""A production restore under a running Airflow, driven through its REST API by three users.
 
 alice (op) triggers `restore_database` over the production database `ledger` (through another host name,
-so only the system identifier tells it is production). The run waits for a human: approved by bob, it
-takes a safety snapshot and restores; approved by alice herself, or rejected, the target stays untouched.
+so only the system identifier tells it is production). The run waits for a human: approved by bob (one of
+`restore.approvers`), it takes a safety snapshot and restores. Approved by alice herself, rejected, answered
+by carol (an op, not an approver), or "approved" by a forged XCom and a task marked successful by hand,
+the target stays untouched.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def test_self_approved_or_rejected_production_restores_leave_the_target_untouche
 
     assert _finished(airflow_ui, self_approved) == "failed"
     states = _states(airflow_ui, self_approved)
-    assert states[APPROVAL] == "success" and states["safety_snapshot"] == "failed"
+    # the approval task itself refuses, from the response Airflow hands it (not from any XCom)
+    assert states[APPROVAL] == "failed" and states["safety_snapshot"] == "upstream_failed"
     assert states["restore"] == "upstream_failed"
     assert _finished(airflow_ui, rejected) == "success"  # a rejection is an answer, not a failure
     states = _states(airflow_ui, rejected)
@@ -111,7 +114,7 @@ def test_self_approved_or_rejected_production_restores_leave_the_target_untouche
     assert (fingerprints(stack.pg.connect_kwargs("ledger")), _manifests(stack)) == before
     # the refusal is the failure alert ops receive: one mail, naming the task and why
     refused = [m for _, m in mail.received(at_least=1, timeout=30)
-               if "restore_database.safety_snapshot" in m["Subject"]]
+               if f"restore_database.{APPROVAL}" in m["Subject"]]
     assert len(refused) == 1, [m["Subject"] for _, m in mail.received()]
     assert "alice triggered this restore and cannot approve it" in refused[0]["Subject"]
 
@@ -134,3 +137,48 @@ def test_production_restore_approved_by_a_second_person_runs_after_a_safety_snap
     assert safety["approved_by"] == "bob"
     new = _manifests(stack) - manifests
     assert [k.rsplit("/", 1)[1].removesuffix(".json") for k in new] == [safety["safety_snapshot"]]
+
+
+def test_a_user_who_is_not_an_approver_cannot_answer(
+    airflow_ui: Airflow, stack: Stack, snapshot_then_change: tuple[str, dict]
+) -> None:
+    from tests.standalone import request
+
+    snapshot_id, _ = snapshot_then_change
+    airflow_ui.wait_for_dag(DAG)
+    before = fingerprints(stack.pg.connect_kwargs("ledger"))
+    run_id = _trigger(airflow_ui, "alice", snapshot_id)
+    details = _wait_for_approval_request(airflow_ui, run_id)
+    assert sorted(u["id"] for u in details["assigned_users"]) == ["alice", "bob"]  # restore.approvers
+    time.sleep(HUMAN_PAUSE)
+    status, body = request(
+        f"{airflow_ui.base}/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/{APPROVAL}/-1/hitlDetails",
+        token=airflow_ui.token("carol"), body={"chosen_options": ["Approve"], "params_input": {}}, method="PATCH")
+    assert status == 403, body
+    assert _states(airflow_ui, run_id)[APPROVAL] in ("awaiting_input", "deferred")  # still waiting
+    _respond(airflow_ui, "bob", run_id, "Reject")
+    assert _finished(airflow_ui, run_id) == "success"
+    assert fingerprints(stack.pg.connect_kwargs("ledger")) == before
+
+
+def test_a_forged_approval_xcom_and_a_task_marked_successful_by_hand_are_refused(
+    airflow_ui: Airflow, stack: Stack, snapshot_then_change: tuple[str, dict]
+) -> None:
+    snapshot_id, _ = snapshot_then_change
+    airflow_ui.wait_for_dag(DAG)
+    before = (fingerprints(stack.pg.connect_kwargs("ledger")), _manifests(stack))
+    run_id = _trigger(airflow_ui, "alice", snapshot_id)
+    _wait_for_approval_request(airflow_ui, run_id)
+    base = f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{APPROVAL}"
+    # what an approval looks like, written by alice through the REST API, as if bob had approved
+    forged = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"id": "bob", "name": "bob"},
+              "approved_by": "bob", "subject": "anything", "key_id": "k-test-1", "mac": "0" * 64}
+    airflow_ui.api("alice", f"{base}/xcomEntries", {"key": "return_value", "value": forged, "map_index": -1})
+    airflow_ui.api("alice", base, {"new_state": "success"}, method="PATCH")
+    assert _finished(airflow_ui, run_id) == "failed"
+    states = _states(airflow_ui, run_id)
+    assert states[APPROVAL] == "success" and states["safety_snapshot"] == "failed", states
+    assert states["restore"] == "upstream_failed"
+    assert "does not authenticate (not written by the approval task" in airflow_ui.task_log(
+        DAG, run_id, "safety_snapshot")
+    assert (fingerprints(stack.pg.connect_kwargs("ledger")), _manifests(stack)) == before

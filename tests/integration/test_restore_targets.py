@@ -42,18 +42,24 @@ def test_partial_restore_into_a_new_sandbox_database(stack: Stack, ledger: Path,
                      "--sandbox", "--table", "entries", "--json")
     assert result.code == 0, result.stderr
     out = json.loads(result.stdout)
-    name = "ledger_" + snap["snapshot_id"][:8] + "_" + snap["snapshot_id"][9:15]
-    assert out["target"].endswith(f"/{name}") and stack.pg.password not in result.stdout + result.stderr
+    prefix = "ledger_" + snap["snapshot_id"][:8] + "_" + snap["snapshot_id"][9:15] + "_"
+    name = out["target"].rsplit("/", 1)[-1]
+    assert name.startswith(prefix) and len(name) == len(prefix) + 6, name  # source, snapshot time, run suffix
+    assert stack.pg.password not in result.stdout + result.stderr
     assert out["tables"] == 1 and out["rows"] == 2000
     restored = fingerprints(stack.pg.connect_kwargs(name))
     assert list(restored) == ["public.entries"]  # only the table asked for: no accounts, no foreign key
     assert restored["public.entries"] == fingerprints(stack.pg.connect_kwargs("ledger"))["public.entries"]
 
+    # the same snapshot again: a second sandbox of its own, the first left as it was
     again = run_cli("--config", str(ledger), "restore", "--database", "ledger", "--snapshot", snap["snapshot_id"],
-                    "--sandbox")
-    assert again.code == 1 and len(again.error_lines) == 1
-    assert "exists already" in again.stderr and name in again.stderr
-    assert list(fingerprints(stack.pg.connect_kwargs(name))) == ["public.entries"]  # left as it was
+                    "--sandbox", "--json")
+    assert again.code == 0, again.stderr
+    other = json.loads(again.stdout)["target"].rsplit("/", 1)[-1]
+    assert other != name and other.startswith(prefix)
+    assert list(fingerprints(stack.pg.connect_kwargs(name))) == ["public.entries"]
+    for made in (name, other):
+        stack.pg.execute(f'DROP DATABASE "{made}"')
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -394,3 +394,23 @@ def test_a_relative_expectations_dir_follows_the_config_file(tmp_path: Path) -> 
 def test_snapshot_deadline(tmp_path: Path, snapshot: dict, expected: timedelta | None) -> None:
     config = load_config(write(tmp_path, {**MINIMAL, "snapshot": snapshot}))
     assert config.snapshot.deadline_interval == expected
+
+
+# --- object restore targets and approvers ----------------------------------------------------------------
+
+
+def test_object_restore_targets_are_never_a_backup_or_source_bucket(tmp_path: Path) -> None:
+    source = {"bucket": "shop-uploads", "aws_conn_id": "s3_uploads"}
+    review = {"name": "review", "bucket": "shop-review", "aws_conn_id": "s3_uploads"}
+    ok = load_config(write(tmp_path, {**MINIMAL, "object_storage": [source], "object_restore_targets": [review],
+                                      "restore": {"approvers": ["alice", "bob"]}}))
+    assert [t.name for t in ok.object_restore_targets] == ["review"]
+    assert ok.restore.approvers == ["alice", "bob"]
+    assert load_config(EXAMPLE).object_restore_targets[0].name == "review"
+    for bucket, message in ((PRIMARY["bucket"], "is a backup bucket (strongroom-eu-central-1)"),
+                            ("shop-uploads", "is a source bucket (shop-uploads)")):
+        bad = {**MINIMAL, "object_storage": [source],
+               "object_restore_targets": [{**review, "bucket": bucket}]}
+        assert message in load_error(write(tmp_path, bad, f"{bucket}.yaml"))
+    twice = {**MINIMAL, "object_restore_targets": [review, {**review, "bucket": "other-review"}]}
+    assert "object restore target 'review' appears twice" in load_error(write(tmp_path, twice, "twice.yaml"))
