@@ -7,7 +7,7 @@ region. A snapshot exists in a region when, and only when, its authenticated man
 
 | task | one instance per | what it does | if it fails |
 |---|---|---|---|
-| `snapshot_and_encrypt` | database | pg_dump at one exported snapshot → zstd → encryption → multipart upload into the primary region (the next reachable region if the primary is down); exact row counts from the same snapshot | no snapshot of that database this hour; nothing half-written is committed and the unfinished upload is aborted |
+| `snapshot_and_encrypt.<server>` | database, grouped by source server (in the server's pool) | pg_dump at one exported snapshot → zstd → encryption → multipart upload into the primary region (the next reachable region if the primary is down); exact row counts from the same snapshot | no snapshot of that database this hour; nothing half-written is committed and the unfinished upload is aborted |
 | `region.replicate` | database × region | copies the ciphertext from where it landed (server-side when possible, streamed otherwise), plus any older snapshot the region is missing (repair) | that region misses this hour; the next run repairs the gap from a healthy region |
 | `region.verify` | database × region | reads the region's stored bytes back and checks size and SHA-256 against the manifest | a corrupt copy is never committed |
 | `region.commit` | database × region | writes the region's own manifest, the data key wrapped by that region's keyring | as above |
@@ -38,20 +38,33 @@ from airflow.sdk import (
     DeadlineAlert,
     DeadlineReference,
     SyncCallback,
+    TaskGroup,
     dag,
     get_current_context,
     task,
     task_group,
 )
 
+from strongroom.airflow_adapter import database_servers
 from strongroom.alerts import duration_text, task_defaults
 from strongroom.config import load_config
+from strongroom.pools import dump_pool, slug
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
 DATABASES = [db.name for db in CONFIG.databases]
+# one dump task per source server, each in that server's pool (a mapped task has one pool for all its
+# map indexes): no more than `pools.dumps_per_server` dumps against one server, whatever the worker count
+SERVERS: dict[str, list[str]] = {}
+for _db, _server in database_servers(CONFIG).items():
+    SERVERS.setdefault(_server, []).append(_db)
+DUMPS = {  # database -> where its snapshot_and_encrypt result is: (task id, map index)
+    db: (f"snapshot_and_encrypt.{slug(server)}", index)
+    for server, dbs in SERVERS.items()
+    for index, db in enumerate(dbs)
+}
 TARGETS = [
-    {"database": db, "db_index": i, "region": region.name}
-    for i, db in enumerate(DATABASES)
+    {"database": db, "dump_task": DUMPS[db][0], "dump_index": DUMPS[db][1], "region": region.name}
+    for db in DATABASES
     for region in CONFIG.regions
 ]
 
@@ -102,7 +115,7 @@ def snapshot_databases() -> None:
 
             _label(label=f"{target['database']} → {target['region']}")
             ti = get_current_context()["ti"]
-            landed = ti.xcom_pull(task_ids="snapshot_and_encrypt", map_indexes=target["db_index"])
+            landed = ti.xcom_pull(task_ids=target["dump_task"], map_indexes=target["dump_index"])
             this_run = replication.SnapshotRef(landed["snapshot_id"], landed["region"]) if landed else None
             refs = airflow_adapter.run_task(
                 replication.replicate_region, load_config(), target["database"], target["region"],
@@ -147,8 +160,8 @@ def snapshot_databases() -> None:
 
         ti = get_current_context()["ti"]
         runs = {}
-        for index, database in enumerate(DATABASES):
-            landed = ti.xcom_pull(task_ids="snapshot_and_encrypt", map_indexes=index)
+        for database, (task_id, index) in DUMPS.items():
+            landed = ti.xcom_pull(task_ids=task_id, map_indexes=index)
             runs[database] = replication.SnapshotRef(landed["snapshot_id"], landed["region"]) if landed else None
         report = replication.check_run(load_config(), airflow_adapter.connections(), runs)
         if not report.ok:  # no retry: the region tasks already had theirs
@@ -164,7 +177,9 @@ def snapshot_databases() -> None:
         return {"regions": [{"region": r["region"], "summary": r["summary"], "removed": r["removed"]}
                             for r in results]}
 
-    snapshots = snapshot_and_encrypt.expand(database=DATABASES)
+    with TaskGroup("snapshot_and_encrypt", tooltip="one dump task per source server, in its pool") as snapshots:
+        for server, databases in SERVERS.items():
+            snapshot_and_encrypt.override(task_id=slug(server), pool=dump_pool(server)).expand(database=databases)
     chains = region_chain.expand(target=TARGETS)
     # two leaves: check_regions fails the run when a region missed it, even though prune (which runs whatever
     # happened upstream: deletion never waits for an outage elsewhere) succeeds

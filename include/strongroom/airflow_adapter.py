@@ -17,6 +17,7 @@ from strongroom.config import Config, ObjectSourceConfig, RegionConfig, Transfer
 from strongroom.errors import ConfigError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.metrics import Metric
+from strongroom.pools import ApiSettings, PoolApi
 from strongroom.postgres import PgSettings
 from strongroom.storage import ObjectStore
 
@@ -99,6 +100,44 @@ class AirflowConnections:
 
 def connections() -> AirflowConnections:
     return AirflowConnections()
+
+
+def database_servers(config: Config) -> dict[str, str]:
+    """Database name -> the server it lives on (``server``, else its connection's host and port).
+
+    Called when ``snapshot_databases`` is parsed, to give each server's dump task its pool: set ``server``
+    in the configuration to spare the connection look-ups (and a secrets backend's calls) at parse time.
+    A connection that cannot be read falls back to one pool per connection id.
+    """
+    from strongroom.pools import default_server
+
+    servers = {}
+    for db in config.databases:
+        host, port = None, None
+        if not db.server:
+            try:
+                pg = AirflowConnections().postgres(db.postgres_conn_id)
+                host, port = pg.host, pg.port
+            except Exception as exc:  # parse time: a missing connection must not break the DAG
+                log.warning("server of database %s unknown (%s): one pool for its connection", db.name,
+                            first_line(exc))
+        servers[db.name] = default_server(db, host, port)
+    return servers
+
+
+def pool_api(config: Config) -> PoolApi:
+    """Airflow's REST API for pools, from the ``pools.api_conn_id`` connection (an http connection)."""
+    conn = _connection(config.pools.api_conn_id)
+    host = (conn.host or "").rstrip("/")
+    if not host or not conn.login or not conn.password:
+        raise ConfigError(f"connection {config.pools.api_conn_id!r} needs host (the API's base URL), login and "
+                          "password")
+    if "://" not in host:
+        host = f"{conn.schema or 'http'}://{host}"
+    if conn.port and urllib.parse.urlsplit(host).port is None:
+        parts = urllib.parse.urlsplit(host)
+        host = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.netloc}:{conn.port}"))
+    return PoolApi(ApiSettings(host, conn.login, conn.password))
 
 
 def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
