@@ -8,8 +8,9 @@ RUN apt-get update \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 USER airflow
 
-COPY --chown=airflow:root requirements.txt /opt/strongroom/requirements.txt
-RUN pip install --no-cache-dir -r /opt/strongroom/requirements.txt
+COPY --chown=airflow:root requirements.txt requirements-lock.txt /opt/strongroom/
+# the lock pins every transitive dependency (celery among them: the provider needs celery < 5.7)
+RUN pip install --no-cache-dir -r /opt/strongroom/requirements.txt -c /opt/strongroom/requirements-lock.txt
 
 COPY --chown=airflow:root pyproject.toml /opt/strongroom/
 COPY --chown=airflow:root include /opt/strongroom/include

@@ -10,6 +10,7 @@ set) when:
 | **stale** | a database's newest *committed* snapshot in a region is older than `alerts.staleness_threshold` (default 75m), or there is none | open `snapshot_databases`' latest run: `check_regions` names the missing database/region and why |
 | **unreachable** | a region's bucket could not be read | check that region's S3 endpoint/credentials; the other regions still hold the snapshots |
 | **missing key** | a committed snapshot needs a key id the keyring no longer holds | restore the key from escrow (`docs/keys.md`) before that snapshot is needed; `strongroom keys check` lists them |
+| **pools** | an Airflow pool the DAGs use is missing (its tasks are never scheduled) or sized unlike the configuration | run `strongroom init-airflow` (it needs the `pools.api_conn_id` connection) |
 | **restore failed / overdue** | the newest restore test failed, or none ran within a day plus `restore_test.rto` | read the `restore_test` run's log and the result under `restore-tests/<database>/` (Backups page links its Data Docs) |
 
 One email lists every condition due. A condition that persists alerts again **at most once an hour**
@@ -55,7 +56,8 @@ def backup_monitor() -> None:
         config = load_config()
         return airflow_adapter.run_task(monitor.run_monitor, config, airflow_adapter.connections(),
                                         partial(airflow_adapter.send_alert, config),
-                                        observe=airflow_adapter.emit_metrics)
+                                        observe=airflow_adapter.emit_metrics,
+                                        check_pools=partial(airflow_adapter.check_pools, config))
 
     check_backups()
 

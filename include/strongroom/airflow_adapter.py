@@ -17,7 +17,7 @@ from strongroom.config import Config, ObjectSourceConfig, RegionConfig, Transfer
 from strongroom.errors import ConfigError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.metrics import Metric
-from strongroom.pools import ApiSettings, PoolApi
+from strongroom.pools import ApiSettings, PoolApi, PoolDrift, sync_pools
 from strongroom.postgres import PgSettings
 from strongroom.storage import ObjectStore
 
@@ -123,6 +123,11 @@ def database_servers(config: Config) -> dict[str, str]:
                             first_line(exc))
         servers[db.name] = default_server(db, host, port)
     return servers
+
+
+def check_pools(config: Config) -> PoolDrift:
+    """What ``strongroom init-airflow --check`` reports: pools missing or sized unlike the configuration."""
+    return sync_pools(config, database_servers(config), pool_api(config), check_only=True)[0]
 
 
 def pool_api(config: Config) -> PoolApi:
