@@ -100,8 +100,9 @@ def snapshot_databases() -> None:
         from strongroom import airflow_adapter, metrics, snapshot
 
         _label(database=database)
+        retry = get_current_context()["ti"].try_number > 1  # an earlier try may have died mid-upload
         result = airflow_adapter.run_task(
-            snapshot.take_snapshot, load_config(), database, airflow_adapter.connections()
+            snapshot.take_snapshot, load_config(), database, airflow_adapter.connections(), retry=retry
         ).to_dict()
         airflow_adapter.emit_metrics(metrics.snapshot_metrics(result))
         return result

@@ -71,6 +71,7 @@ class CeleryAirflow(Airflow):
         env = dict(self.env, HOME=str(worker.home), TMPDIR=str(worker.home / "tmp"),
                    AIRFLOW_HOME=str(worker.home), PYTHONPATH=path,
                    AIRFLOW__CORE__HOSTNAME_CALLABLE="workerhost.hostname",
+                   AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",  # each delivery is logged: tests count them
                    AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()), **(extra_env or {}))
         log = worker.log.open("ab")
         worker.proc = subprocess.Popen(
@@ -80,6 +81,25 @@ class CeleryAirflow(Airflow):
         log.close()
         self.workers[name] = worker
         return worker
+
+    def restart_workers(self, extra_env: dict[str, str] | None = None) -> None:
+        """Stop every worker (warm shutdown) and start them again with ``extra_env``."""
+        for worker in self.workers.values():
+            if worker.proc is not None and worker.proc.poll() is None:
+                stop_group(worker.proc)
+        for name in list(self.workers):
+            self.start_worker(name, extra_env)
+        self.wait_for_workers(list(self.workers))
+
+    def deliveries(self, task_id: str, map_index: int, try_number: int) -> dict[str, int]:
+        """How often each worker was handed the workload of one try of one task instance (its log)."""
+        needle = f"task_id='{task_id}'"
+        found = {}
+        for name, worker in self.workers.items():
+            lines = worker.log.read_text(errors="replace").splitlines() if worker.log.exists() else []
+            found[name] = sum(1 for line in lines if "Executing workload in Celery" in line and needle in line
+                              and f"map_index={map_index}," in line and f"try_number={try_number}," in line)
+        return found
 
     def wait_for_workers(self, names: list[str], timeout: float = 180) -> None:
         """Until every named worker answers Celery's ping (it then takes tasks)."""
@@ -159,7 +179,7 @@ def start(
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
         # the setting docs/deployment.md asks for: above the longest task (snapshot.run_timeout)
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
-        "AIRFLOW__API_AUTH__JWT_SECRET": base64.b64encode(os.urandom(24)).decode(),
+        "AIRFLOW__API_AUTH__JWT_SECRET": base64.b64encode(os.urandom(64)).decode(),
         "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
         "AIRFLOW__CORE__DAGS_FOLDER": str(core / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
