@@ -6,6 +6,9 @@ USER root
 RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-client-15 \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
+# the restore spool (restore.spool_dir in deploy/config/strongroom.yaml): a volume mounted here starts with
+# this owner and mode, so the airflow user can write it and nobody else can read it
+RUN mkdir -p /var/lib/strongroom/spool && chown 50000:0 /var/lib/strongroom/spool && chmod 0700 /var/lib/strongroom/spool
 USER airflow
 
 COPY --chown=airflow:root requirements.txt requirements-lock.txt /opt/strongroom/
