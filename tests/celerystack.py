@@ -65,6 +65,11 @@ class CeleryAirflow(Airflow):
     def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Worker:
         worker = self.workers.get(name) or Worker(name, self.home / name)
         (worker.home / "tmp").mkdir(parents=True, exist_ok=True)
+        # the throwaway PostgreSQL of a restore runs as the postgres OS user: it must be able to pass
+        # through the worker's home and temp directory, as on a real worker host (pytest makes them 0700)
+        for folder in (worker.home / "tmp", *list(worker.home.parents)[:-2], worker.home):
+            if folder.stat().st_uid == os.geteuid():
+                folder.chmod(folder.stat().st_mode | 0o711)
         # the host name Airflow records on the task instances: one per worker, as on two machines
         (worker.home / "workerhost.py").write_text(f"def hostname():\n    return {name!r}\n")
         path = os.pathsep.join(p for p in (str(worker.home), self.env.get("PYTHONPATH", "")) if p)
