@@ -145,6 +145,16 @@ class CeleryAirflow(Airflow):
                 raise AssertionError(f"{dag_id} {run_id} still {state}\n{self.log_tail()}")
             time.sleep(2)
 
+    def errors(self, dag_id: str, run_id: str) -> str:
+        """The error lines of the run's task logs, wherever a worker wrote them (for failure messages)."""
+        lines = []
+        for worker in self.workers.values():
+            for log in sorted(worker.home.glob(f"logs/dag_id={dag_id}/run_id={run_id}/**/*.log")):
+                for line in log.read_text(errors="replace").splitlines():
+                    if '"level":"error"' in line:
+                        lines.append(f"{worker.name} {log.parent.name}/{log.name}: {line[:1500]}")
+        return "\n".join(lines) or "(no error in the task logs)"
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return list(self.api("alice", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"])
 

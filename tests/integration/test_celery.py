@@ -59,7 +59,7 @@ def test_snapshot_databases_runs_across_both_workers_one_dump_per_server(celery,
     before = {r: {k for k in stack.list_keys(r) if "/manifests/" in k} for r in REGIONS}
     run_id = celery.scheduled_run(SNAPSHOT)
     try:
-        assert celery.wait_run(SNAPSHOT, run_id) == "success", celery.log_tail()
+        assert celery.wait_run(SNAPSHOT, run_id) == "success", celery.errors(SNAPSHOT, run_id)
     finally:
         celery.pause(SNAPSHOT)
 
@@ -92,7 +92,7 @@ def test_restore_database_and_restore_test_run_on_the_workers(celery) -> None:
     test = celery.scheduled_run("restore_test")
     try:
         for dag_id, run_id in (("restore_database", restore), ("restore_test", test)):
-            assert celery.wait_run(dag_id, run_id, timeout=500) == "success", celery.log_tail()
+            assert celery.wait_run(dag_id, run_id, timeout=500) == "success", celery.errors(dag_id, run_id)
             ran = [t for t in celery.task_instances(dag_id, run_id) if t["state"] == "success"]
             hosts = {t["hostname"] for t in ran if t["operator"] != "EmptyOperator"}  # those never reach a worker
             assert hosts and hosts <= {"worker-a", "worker-b"}, [(t["task_id"], t["hostname"]) for t in ran]
@@ -148,7 +148,7 @@ def test_a_worker_killed_mid_snapshot_loses_nothing(celery, stack: Stack, second
     finally:
         lock.close()
     try:
-        assert celery.wait_run(SNAPSHOT, run_id) == "success", celery.log_tail()
+        assert celery.wait_run(SNAPSHOT, run_id) == "success", celery.errors(SNAPSHOT, run_id)
     finally:
         celery.pause(SNAPSHOT)
         celery.start_worker(victim.name)
@@ -181,7 +181,7 @@ def test_a_visibility_timeout_shorter_than_a_task_delivers_it_twice(celery, stac
     finally:
         lock.close()
     try:
-        assert celery.wait_run(SNAPSHOT, run_id) == "success", celery.log_tail()
+        assert celery.wait_run(SNAPSHOT, run_id) == "success", celery.errors(SNAPSHOT, run_id)
     finally:
         celery.pause(SNAPSHOT)
         celery.restart_workers()
