@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -187,3 +187,42 @@ def test_a_visibility_timeout_shorter_than_a_task_delivers_it_twice(celery, stac
         celery.restart_workers()
     logs = "".join(w.log.read_text(errors="replace") for w in celery.workers.values())
     assert "Task already running elsewhere, ignoring redelivered message" in logs
+
+
+def test_a_missing_pool_is_named_by_init_airflow_check_and_the_monitor(celery, stack: Stack,
+                                                                       second_server: LocalPostgres) -> None:
+    """Airflow never fails a task whose pool is missing, it never schedules it: the check names it."""
+    import subprocess
+    from urllib.parse import quote
+
+    from strongroom.airflow_adapter import check_pools
+    from strongroom.config import load_config
+    from strongroom.monitor import find_conditions
+    from tests.standalone import api_conn
+
+    pool = f"strongroom_dumps_127_0_0_1_{second_server.port}"
+    config_path = celery.env["STRONGROOM_CONFIG"]
+    env = {**celery.env, "AIRFLOW_CONN_AIRFLOW_API": api_conn(celery.base)}
+    cli = [str(ROOT / ".venv" / "bin" / "strongroom"), "--config", config_path, "init-airflow"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *extra], env=env, capture_output=True, text=True, timeout=120)
+
+    assert run("--check").returncode == 0
+    celery.api("alice", f"/pools/{quote(pool, safe='')}", method="DELETE")
+    checked = run("--check")
+    assert checked.returncode == 1 and checked.stderr.count("\n") == 1  # one line, naming the pool
+    assert f"pool {pool} is missing" in checked.stderr
+    # the monitor's check (what backup_monitor calls, through the same connection) names it too
+    os.environ["AIRFLOW_CONN_AIRFLOW_API"] = api_conn(celery.base)
+    try:
+        drift = check_pools(load_config(config_path))
+    finally:
+        del os.environ["AIRFLOW_CONN_AIRFLOW_API"]
+    [condition] = [c for c in find_conditions(databases=[], status=[], keys=None, restore_tests={},
+                                              threshold=timedelta(hours=1), restore_overdue=timedelta(days=1),
+                                              now=datetime.now(UTC), pools=drift)]
+    assert pool in condition.message and "never scheduled" in condition.message
+    fixed = run()
+    assert fixed.returncode == 0 and f"created pool {pool}" in fixed.stdout
+    assert run("--check").returncode == 0
