@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,13 +64,13 @@ class CeleryAirflow(Airflow):
         return "\n".join(parts)
 
     def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Worker:
-        worker = self.workers.get(name) or Worker(name, self.home / name)
+        # a home of its own outside pytest's folders: the throwaway PostgreSQL of a restore test runs as the
+        # postgres OS user and must pass through the worker's home and temp directory, as on a real worker
+        # host (pytest keeps its folders 0700, and resets them whenever another session starts)
+        worker = self.workers.get(name) or Worker(name, Path(tempfile.mkdtemp(prefix=f"strongroom-{name}-")))
         (worker.home / "tmp").mkdir(parents=True, exist_ok=True)
-        # the throwaway PostgreSQL of a restore runs as the postgres OS user: it must be able to pass
-        # through the worker's home and temp directory, as on a real worker host (pytest makes them 0700)
-        for folder in (worker.home / "tmp", *list(worker.home.parents)[:-2], worker.home):
-            if folder.stat().st_uid == os.geteuid():
-                folder.chmod(folder.stat().st_mode | 0o711)
+        for folder in (worker.home, worker.home / "tmp"):
+            folder.chmod(0o711)
         # the host name Airflow records on the task instances: one per worker, as on two machines
         (worker.home / "workerhost.py").write_text(f"def hostname():\n    return {name!r}\n")
         path = os.pathsep.join(p for p in (str(worker.home), self.env.get("PYTHONPATH", "")) if p)
@@ -255,3 +256,8 @@ def start(
         for proc in reversed(list(airflow.procs.values())):
             stop_group(proc)
         redis_log.close()
+        for worker in airflow.workers.values():  # keep the logs beside the others for a failed run's reader
+            if (worker.home / "logs").exists():
+                shutil.copytree(worker.home / "logs", home / worker.name / "logs", dirs_exist_ok=True)
+            shutil.copy2(worker.log, home / f"{worker.name}.log") if worker.log.exists() else None
+            shutil.rmtree(worker.home, ignore_errors=True)
