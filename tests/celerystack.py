@@ -10,6 +10,7 @@ here. Everything listens on random loopback ports.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,25 @@ DAGS = ("snapshot_databases", "restore_database", "restore_test")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it, from /proc (parent links, not process groups)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
 @dataclass
 class Worker:
     name: str
@@ -41,8 +61,13 @@ class Worker:
         return self.home / "worker.log"
 
     def kill(self) -> None:
-        """SIGKILL the worker and the task processes it started: what a dead machine looks like."""
+        """SIGKILL the worker and every process it started, in whatever session (Airflow's task supervisor
+        starts the task in a session of its own): what a dead machine looks like."""
         assert self.proc is not None
+        doomed = _descendants(self.proc.pid)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                os.kill(pid, signal.SIGKILL)
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
