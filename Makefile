@@ -26,7 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt pyproject.
 venv: $(STAMP)
 
 # PostgreSQL 15 server and client tools (tests and the demo start their own throwaway cluster);
-# Chromium for the Backups page test in a real browser
+# Chromium for the Backups page test in a real browser; docker-compose to validate deploy/docker-compose.yaml
 system-deps:
 	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -x $(PG_BIN)/pg_dump ]; then \
 	  echo "installing PostgreSQL 15 from Debian's packages"; \
@@ -36,6 +36,10 @@ system-deps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  echo "installing Chromium from Debian's packages (the Backups page browser test)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+	@if ! command -v docker-compose >/dev/null 2>&1; then \
+	  echo "installing docker-compose from Debian's packages (the deployment test validates deploy/ with it; no daemon needed)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; \
 	fi
 
 lint: venv

@@ -58,7 +58,8 @@ def backup_monitor() -> None:
         config = load_config()
         return airflow_adapter.run_task(monitor.run_monitor, config, airflow_adapter.connections(),
                                         partial(airflow_adapter.send_alert, config),
-                                        observe=airflow_adapter.emit_metrics)
+                                        observe=airflow_adapter.emit_metrics,
+                                        check_pools=partial(airflow_adapter.check_pools, config))
 
     expire_plaintext_copies() >> check_backups()
 

@@ -19,6 +19,7 @@ from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
 from strongroom.alerts import task_defaults
 from strongroom.config import load_config
+from strongroom.pools import OBJECT_POOL
 
 CONFIG = load_config()
 SOURCES = [s.bucket for s in CONFIG.object_storage]
@@ -37,7 +38,7 @@ SOURCES = [s.bucket for s in CONFIG.object_storage]
                                backoff=True, execution_timeout=CONFIG.snapshot.run_timeout),
 )
 def backup_object_storage() -> None:
-    @task(map_index_template="{{ bucket }}")
+    @task(map_index_template="{{ bucket }}", pool=OBJECT_POOL)  # `strongroom init-airflow` creates the pool
     def backup_pass(bucket: str) -> dict[str, Any]:
         """One incremental pass of one source bucket into every region."""
         from strongroom import airflow_adapter, objects

@@ -21,20 +21,33 @@ from airflow.sdk import (
     DeadlineAlert,
     DeadlineReference,
     SyncCallback,
+    TaskGroup,
     dag,
     get_current_context,
     task,
     task_group,
 )
 
+from strongroom.airflow_adapter import database_servers
 from strongroom.alerts import duration_text, task_defaults
 from strongroom.config import load_config
+from strongroom.pools import dump_pool, slug
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
 DATABASES = [db.name for db in CONFIG.databases]
+# one dump task per source server, each in that server's pool (a mapped task has one pool for all its
+# map indexes): no more than `pools.dumps_per_server` dumps against one server, whatever the worker count
+SERVERS: dict[str, list[str]] = {}
+for _db, _server in database_servers(CONFIG).items():
+    SERVERS.setdefault(_server, []).append(_db)
+DUMPS = {  # database -> where its snapshot_and_encrypt result is: (task id, map index)
+    db: (f"snapshot_and_encrypt.{slug(server)}", index)
+    for server, dbs in SERVERS.items()
+    for index, db in enumerate(dbs)
+}
 TARGETS = [
-    {"database": db, "db_index": i, "region": region.name}
-    for i, db in enumerate(DATABASES)
+    {"database": db, "dump_task": DUMPS[db][0], "dump_index": DUMPS[db][1], "region": region.name}
+    for db in DATABASES
     for region in CONFIG.regions
 ]
 
@@ -70,8 +83,9 @@ def snapshot_databases() -> None:
         from strongroom import airflow_adapter, metrics, snapshot
 
         _label(database=database)
+        retry = get_current_context()["ti"].try_number > 1  # an earlier try may have died mid-upload
         result = airflow_adapter.run_task(
-            snapshot.take_snapshot, load_config(), database, airflow_adapter.connections()
+            snapshot.take_snapshot, load_config(), database, airflow_adapter.connections(), retry=retry
         ).to_dict()
         airflow_adapter.emit_metrics(metrics.snapshot_metrics(result))
         return result
@@ -85,7 +99,7 @@ def snapshot_databases() -> None:
 
             _label(label=f"{target['database']} → {target['region']}")
             ti = get_current_context()["ti"]
-            landed = ti.xcom_pull(task_ids="snapshot_and_encrypt", map_indexes=target["db_index"])
+            landed = ti.xcom_pull(task_ids=target["dump_task"], map_indexes=target["dump_index"])
             this_run = replication.SnapshotRef(landed["snapshot_id"], landed["region"]) if landed else None
             refs = airflow_adapter.run_task(
                 replication.replicate_region, load_config(), target["database"], target["region"],
@@ -128,8 +142,8 @@ def snapshot_databases() -> None:
 
         ti = get_current_context()["ti"]
         runs = {}
-        for index, database in enumerate(DATABASES):
-            landed = ti.xcom_pull(task_ids="snapshot_and_encrypt", map_indexes=index)
+        for database, (task_id, index) in DUMPS.items():
+            landed = ti.xcom_pull(task_ids=task_id, map_indexes=index)
             runs[database] = replication.SnapshotRef(landed["snapshot_id"], landed["region"]) if landed else None
         report = replication.check_run(load_config(), airflow_adapter.connections(), runs)
         if not report.ok:  # no retry: the region tasks already had theirs; one line, no traceback
@@ -145,7 +159,9 @@ def snapshot_databases() -> None:
         return {"regions": [{"region": r["region"], "summary": r["summary"], "removed": r["removed"]}
                             for r in results]}
 
-    snapshots = snapshot_and_encrypt.expand(database=DATABASES)
+    with TaskGroup("snapshot_and_encrypt", tooltip="one dump task per source server, in its pool") as snapshots:
+        for server, databases in SERVERS.items():
+            snapshot_and_encrypt.override(task_id=slug(server), pool=dump_pool(server)).expand(database=databases)
     chains = region_chain.expand(target=TARGETS)
     # two leaves: check_regions fails the run when a region missed it, even though prune (which runs whatever
     # happened upstream: deletion never waits for an outage elsewhere) succeeds

@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             "AIRFLOW__API__BASE_URL": base,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
             "PGPASSWORD": pg.password,
+            # Airflow's REST API for `strongroom init-airflow` and backup_monitor (pools.api_conn_id)
+            f"AIRFLOW_CONN_{config.pools.api_conn_id.upper()}": json.dumps(
+                {"conn_type": "http", "host": base, "login": USER, "password": PASSWORD}),
         }
         missing = [c for c in named_connections(config) if f"AIRFLOW_CONN_{c.upper()}" not in env]
         if missing:
@@ -198,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"Airflow's own output goes to {home / 'standalone.log'}")
         api = Api(base)
         _poll("the Airflow API", api.healthy, 300, proc)
+        # the pools that protect the source servers: a task whose pool is missing is never scheduled
+        pools = subprocess.run([str(ROOT / ".venv" / "bin" / "strongroom"), "--config", str(config_path),
+                                "init-airflow"], env=env, capture_output=True, text=True, timeout=300)
+        if pools.returncode != 0:
+            raise SystemExit(f"up: strongroom init-airflow failed: {pools.stderr.strip()}")
+        say(f"pools: {'; '.join(pools.stdout.strip().splitlines())}")
         if not args.no_first_runs:
             say("start-up runs: one snapshot, one object pass, one restore test, then the monitor ...")
             results = dict(first_runs(api, proc))

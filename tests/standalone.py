@@ -88,6 +88,20 @@ class Airflow:
         return (self.home / "standalone.log").read_text(errors="replace")[-chars:]
 
 
+def api_conn(base: str, user: str = "alice") -> str:
+    """The ``airflow_api`` connection (pools.api_conn_id): Airflow's REST API as an op user."""
+    return json.dumps({"conn_type": "http", "host": base, "login": user, "password": PASSWORDS[user]})
+
+
+def init_pools(base: str, config: Path, env: dict[str, str]) -> None:
+    """What ops run once after deploying (and `make up` does): `strongroom init-airflow` creates the pools;
+    a task whose pool is missing would never be scheduled."""
+    env = {**env, "AIRFLOW_CONN_AIRFLOW_API": api_conn(base)}
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "strongroom"), "--config", str(config), "init-airflow"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def start(config: Path, home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Airflow]:
     (home / "dags").mkdir()
     for dag in DAGS:
@@ -129,6 +143,7 @@ def start(config: Path, home: Path, extra_env: dict[str, str] | None = None) -> 
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("airflow standalone did not come up:\n" + airflow.log_tail())
             time.sleep(1)
+        init_pools(base, config, env)
         yield airflow
     finally:
         stop_group(proc)

@@ -20,6 +20,7 @@ from strongroom.config import Config, ObjectSourceConfig, RegionConfig, Transfer
 from strongroom.errors import ConfigError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.metrics import Metric
+from strongroom.pools import ApiSettings, PoolApi, PoolDrift, sync_pools
 from strongroom.postgres import PgSettings
 from strongroom.storage import ObjectStore
 
@@ -157,6 +158,49 @@ class AirflowConnections:
 def connections() -> AirflowConnections:
     quiet_third_party()
     return AirflowConnections()
+
+
+def database_servers(config: Config) -> dict[str, str]:
+    """Database name -> the server it lives on (``server``, else its connection's host and port).
+
+    Called when ``snapshot_databases`` is parsed, to give each server's dump task its pool: set ``server``
+    in the configuration to spare the connection look-ups (and a secrets backend's calls) at parse time.
+    A connection that cannot be read falls back to one pool per connection id.
+    """
+    from strongroom.pools import default_server
+
+    servers = {}
+    for db in config.databases:
+        host, port = None, None
+        if not db.server:
+            try:
+                pg = AirflowConnections().postgres(db.postgres_conn_id)
+                host, port = pg.host, pg.port
+            except Exception as exc:  # parse time: a missing connection must not break the DAG
+                log.warning("server of database %s unknown (%s): one pool for its connection", db.name,
+                            first_line(exc))
+        servers[db.name] = default_server(db, host, port)
+    return servers
+
+
+def check_pools(config: Config) -> PoolDrift:
+    """What ``strongroom init-airflow --check`` reports: pools missing or sized unlike the configuration."""
+    return sync_pools(config, database_servers(config), pool_api(config), check_only=True)[0]
+
+
+def pool_api(config: Config) -> PoolApi:
+    """Airflow's REST API for pools, from the ``pools.api_conn_id`` connection (an http connection)."""
+    conn = _connection(config.pools.api_conn_id)
+    host = (conn.host or "").rstrip("/")
+    if not host or not conn.login or not conn.password:
+        raise ConfigError(f"connection {config.pools.api_conn_id!r} needs host (the API's base URL), login and "
+                          "password")
+    if "://" not in host:
+        host = f"{conn.schema or 'http'}://{host}"
+    if conn.port and urllib.parse.urlsplit(host).port is None:
+        parts = urllib.parse.urlsplit(host)
+        host = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.netloc}:{conn.port}"))
+    return PoolApi(ApiSettings(host, conn.login, conn.password))
 
 
 # Third-party loggers whose INFO lines bury ours in a task log: Great Expectations (a thousand lines a

@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     orr.add_argument("--json", action="store_true")
 
     sub.add_parser("init-buckets", help="create or check each region's bucket (versioning, lifecycle, ...)")
+    ia = sub.add_parser("init-airflow", help="create or resize the Airflow pools the configuration needs "
+                                             "(through Airflow's REST API, the pools.api_conn_id connection)")
+    ia.add_argument("--check", action="store_true", help="change nothing; exit 1 naming any missing or "
+                                                        "wrongly sized pool")
 
     st = sub.add_parser("status", help="per database and region: newest snapshot, age, gaps, last error; "
                                        "the last restore test and the size trend")
@@ -455,10 +459,25 @@ def _cmd_init_buckets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_init_airflow(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, pools
+    from strongroom.config import load_config
+
+    config = load_config(args.config)
+    drift, changes = pools.sync_pools(config, airflow_adapter.database_servers(config),
+                                      airflow_adapter.pool_api(config), check_only=args.check)
+    for line in changes:
+        print(line)
+    if args.check and not drift.ok:
+        raise StrongroomError(drift.summary())
+    print("pools: " + ("as configured" if args.check or drift.ok else f"{len(changes)} change(s) made"))
+    return 0
+
+
 _COMMANDS = {
     "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
     "prune": _cmd_prune, "init-buckets": _cmd_init_buckets, "restore-test": _cmd_restore_test,
-    "objects": _cmd_objects,
+    "objects": _cmd_objects, "init-airflow": _cmd_init_airflow,
 }
 
 

@@ -124,6 +124,9 @@ class EncryptionConfig(_Section):
 class DatabaseConfig(_Section):
     name: Name
     postgres_conn_id: ConnId
+    # the server it lives on, for the dump pool (no more than N dumps against one server);
+    # unset: the connection's host and port
+    server: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,120}$")] | None = None
 
 
 class TransferConfig(_Section):
@@ -224,6 +227,17 @@ class ObjectRestoreTarget(_Section):
     aws_conn_id: ConnId
 
 
+class PoolsConfig(_Section):
+    """Airflow pools around the work that loads a source (``strongroom init-airflow`` creates them)."""
+
+    dumps_per_server: Annotated[int, Field(ge=1, le=64)] = 1  # concurrent dumps against one source server
+    servers: dict[str, Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=dict)  # per-server override
+    object_passes: Annotated[int, Field(ge=1, le=64)] = 2  # concurrent object-storage passes
+    # Airflow's REST API (an http connection: host = the API's base URL, login/password = an account with
+    # the op role): how `strongroom init-airflow` and backup_monitor read and create pools
+    api_conn_id: ConnId = "airflow_api"
+
+
 class AlertsConfig(_Section):
     email_to: list[str] = Field(default_factory=list)
     smtp_conn_id: ConnId = "smtp_default"
@@ -244,6 +258,7 @@ class Config(_Section):
     object_storage: list[ObjectSourceConfig] = Field(default_factory=list)
     object_restore_targets: list[ObjectRestoreTarget] = Field(default_factory=list)
     alerts: AlertsConfig = AlertsConfig()
+    pools: PoolsConfig = PoolsConfig()
 
     @field_validator("databases")
     @classmethod

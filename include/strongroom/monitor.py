@@ -23,6 +23,7 @@ from strongroom.drill import RESULT_KIND, RESULT_PREFIX
 from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.keycheck import KeyReport, check_keys
 from strongroom.metrics import Metric, age_metrics
+from strongroom.pools import PoolDrift
 from strongroom.status import RegionStatus, collect_status, size_trends
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,10 @@ def _age(seconds: float) -> str:
 def find_conditions(
     *, databases: Sequence[str], status: Sequence[RegionStatus], keys: KeyReport | str | None,
     restore_tests: Mapping[str, RestoreTestSummary], threshold: timedelta, restore_overdue: timedelta,
-    now: datetime, watched_since: datetime | None = None,
+    now: datetime, watched_since: datetime | None = None, pools: PoolDrift | str | None = None,
 ) -> list[Condition]:
-    """Everything wrong, from what was read. ``keys`` is a report, or the error that stopped the check.
+    """Everything wrong, from what was read. ``keys`` and ``pools`` are a report, or the error that stopped
+    the check (``pools`` None: not checked).
 
     ``watched_since`` is when the monitor first checked these buckets: until ``restore_overdue`` has
     passed since then, a database without any restore test is not overdue (its first one is not due yet).
@@ -183,6 +185,16 @@ def find_conditions(
             out.append(Condition(f"restore_overdue:{database}", "restore_overdue",
                                  f"the last restore test of {database} ran {ago} ago "
                                  f"(due every {_age(restore_overdue.total_seconds())})"))
+    if isinstance(pools, str):
+        out.append(Condition("poolcheck", "pools", f"the pool check could not run: {pools}"))
+    elif pools is not None:
+        for spec in pools.missing:
+            out.append(Condition(f"pool_missing:{spec.name}", "pools",
+                                 f"Airflow pool {spec.name} is missing: tasks that use it are never scheduled "
+                                 "(run `strongroom init-airflow`)"))
+        for spec, have in pools.resized:
+            out.append(Condition(f"pool_size:{spec.name}", "pools",
+                                 f"Airflow pool {spec.name} has {have} slot(s), the configuration says {spec.slots}"))
     return out
 
 
@@ -333,7 +345,7 @@ def _write_state(
 
 def run_monitor(
     config: Config, conns: Connections, send: Callable[[Alert], None], now: datetime | None = None,
-    observe: Callable[[list[Metric]], None] | None = None,
+    observe: Callable[[list[Metric]], None] | None = None, check_pools: Callable[[], PoolDrift] | None = None,
 ) -> dict[str, Any]:
     """Read the buckets, decide, send at most one alert (listing every condition due), record the state.
 
@@ -350,10 +362,16 @@ def run_monitor(
     except StrongroomError as exc:
         keys = f"{type(exc).__name__}: {exc}"
     state, since, bad_state = _read_state(config, conns, now)
+    pools: PoolDrift | str | None = None
+    if check_pools is not None:
+        try:
+            pools = check_pools()
+        except StrongroomError as exc:
+            pools = f"{type(exc).__name__}: {exc}"
     conditions = find_conditions(
         databases=[d.name for d in config.databases], status=status, keys=keys,
         restore_tests=latest_restore_tests(config, conns, now), threshold=config.alerts.staleness_threshold,
-        restore_overdue=restore_overdue_after(config), now=now, watched_since=since,
+        restore_overdue=restore_overdue_after(config), now=now, watched_since=since, pools=pools,
     )
     if bad_state:
         conditions.append(Condition("unauthenticated:monitor-state", "unauthenticated", f"{bad_state}; ignored"))

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import zstandard
@@ -134,11 +134,15 @@ class _RowCounter(threading.Thread):
         return self.counts
 
 
-def take_snapshot(config: Config, database: str, conns: Connections) -> SnapshotResult:
+def take_snapshot(config: Config, database: str, conns: Connections, *, retry: bool = False) -> SnapshotResult:
     """Dump ``database`` at one consistent point in time into the landing region, uncommitted.
 
     The landing region is the primary, or the first reachable region after it when the primary is down,
     so a region outage never stops snapshots. Replication copies from there to every other region.
+
+    Unfinished uploads of this database begun more than ``snapshot.run_timeout`` ago are aborted first;
+    with ``retry`` (the task's previous try died, e.g. with its worker) every unfinished upload of this
+    database is: the dead try's upload cannot be finished by anyone, and nothing committed is touched.
     """
     started = time.monotonic()
     db = config.database(database)
@@ -148,7 +152,7 @@ def take_snapshot(config: Config, database: str, conns: Connections) -> Snapshot
     region, store = landing_region(config, conns)
     keyring = conns.keyring(config.keyring_conn_id(region))
     bin_dir = config.snapshot.pg_bin_dir
-    stale_before = datetime.now(UTC) - config.snapshot.run_timeout
+    stale_before = datetime.now(UTC) - (timedelta(0) if retry else config.snapshot.run_timeout)
     store.abort_stale_uploads(catalog.database_prefix(db.name), stale_before)
     dump_version = postgres.tool_version(postgres.tool("pg_dump", bin_dir))
     data_key = crypto.new_data_key()

@@ -111,9 +111,9 @@ def test_snapshot_dag_with_a_broken_connection_alerts(
     # (the run itself ends "success": its leaf, prune, runs all_done and succeeds; the alerts carry it)
     failed = sorted(ti.task_id for ti in run.get_task_instances() if ti.state == "failed")
     subjects = sorted(m["Subject"] for _, m in mail.received(at_least=len(failed)))
-    assert failed == ["check_regions", "snapshot_and_encrypt"]
+    assert failed == ["check_regions", "snapshot_and_encrypt.127_0_0_1_1"]  # the dump task of its server
     assert len(subjects) == 2, subjects
-    assert "snapshot_databases.snapshot_and_encrypt [broken]" in subjects[1]
+    assert "snapshot_databases.snapshot_and_encrypt.127_0_0_1_1 [broken]" in subjects[1]
     assert "snapshot_databases.check_regions" in subjects[0] and "broken" in subjects[0]
     for _, message in mail.received():
         assert stack.pg.password not in MailSink.body(message) + message["Subject"]

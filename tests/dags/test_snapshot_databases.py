@@ -36,16 +36,19 @@ def test_snapshot_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
     assert dag.timetable.expression == "0 * * * *"
     assert dag.doc_md and "3 a.m." in dag.doc_md
+    # one dump task per source server, in that server's pool (the example has one database: one server)
+    [dump] = [t.task_id for t in dag.tasks if t.task_id.startswith("snapshot_and_encrypt.")]
     assert {t.task_id for t in dag.tasks} == {
-        "snapshot_and_encrypt", "region.replicate", "region.verify", "region.commit", "check_regions", "prune"
+        dump, "region.replicate", "region.verify", "region.commit", "check_regions", "prune"
     }
+    assert dag.get_task(dump).pool.startswith("strongroom_dumps_")
     # prune runs whatever happened upstream: deletion never waits for an outage elsewhere to end
     assert dag.get_task("prune").trigger_rule == "all_done"
     assert dag.get_task("prune").upstream_task_ids == {"region.commit"}
     assert dag.get_task("check_regions").downstream_task_ids == set()  # a leaf: its failure fails the run
-    snapshot = dag.get_task("snapshot_and_encrypt")
+    snapshot = dag.get_task(dump)
     assert snapshot.retries >= 1 and snapshot.retry_exponential_backoff
-    assert dag.get_task("region.replicate").upstream_task_ids == {"snapshot_and_encrypt"}
+    assert dag.get_task("region.replicate").upstream_task_ids == {dump}
     assert dag.get_task("region.verify").upstream_task_ids == {"region.replicate"}
     assert dag.get_task("region.commit").upstream_task_ids == {"region.verify"}
     # one region's failure must not stop the others, nor the final check that names it
@@ -95,7 +98,7 @@ def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None,
         [(duration, kind)] = statsd.values(f"airflow.strongroom.snapshot.duration.{database}")
         assert kind == "ms" and 0 < duration < 600_000
 
-    instances = [ti for ti in run.get_task_instances() if ti.task_id == "snapshot_and_encrypt"]
+    instances = [ti for ti in run.get_task_instances() if ti.task_id.startswith("snapshot_and_encrypt.")]
     assert len(instances) == 2
     from airflow.models.xcom import XComModel
     from airflow.settings import Session
