@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack import LocalPostgres, free_port, stop_group
-from tests.standalone import PASSWORDS, ROLES, Airflow, init_pools, request
+from tests.standalone import PASSWORDS, ROLES, Airflow, init_pools, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(ROOT / ".venv" / "bin" / "airflow")
@@ -260,17 +260,8 @@ def start(
             log.close()
         for worker in workers:
             airflow.start_worker(worker)
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if request(f"{base}/api/v2/monitor/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            dead = [n for n, p in airflow.procs.items() if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(f"the Celery stack did not come up ({dead or 'timeout'}):\n" + airflow.log_tail())
-            time.sleep(1)
+        wait_healthy(base, 240, lambda: [n for n, p in airflow.procs.items() if p.poll() is not None],
+                     airflow.log_tail, "the Celery stack")
         init_pools(base, config, env)
         airflow.wait_for_workers(list(workers))
         yield airflow

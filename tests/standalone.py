@@ -15,7 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,23 @@ class Airflow:
         return (self.home / "standalone.log").read_text(errors="replace")[-chars:]
 
 
+def wait_healthy(base: str, timeout: float, dead: Callable[[], list[str]], log_tail: Callable[[], str],
+                 what: str) -> None:
+    """Until Airflow's API at ``base`` answers its health check; fails early when ``dead`` names a process
+    that has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if request(f"{base}/api/v2/monitor/health")[0] == 200:
+                return
+        except OSError:
+            pass
+        gone = dead()
+        if gone or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up ({', '.join(gone) or 'timeout'}):\n{log_tail()}")
+        time.sleep(1)
+
+
 def api_conn(base: str, user: str = "alice") -> str:
     """The ``airflow_api`` connection (pools.api_conn_id): Airflow's REST API as an op user."""
     return json.dumps({"conn_type": "http", "host": base, "login": user, "password": PASSWORDS[user]})
@@ -133,16 +150,8 @@ def start(config: Path, home: Path, extra_env: dict[str, str] | None = None) -> 
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     airflow = Airflow(base, home)
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            try:
-                if request(f"{base}/api/v2/monitor/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("airflow standalone did not come up:\n" + airflow.log_tail())
-            time.sleep(1)
+        wait_healthy(base, 150, lambda: ["standalone"] if proc.poll() is not None else [], airflow.log_tail,
+                     "airflow standalone")
         init_pools(base, config, env)
         yield airflow
     finally:
