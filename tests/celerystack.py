@@ -28,6 +28,7 @@ from tests.standalone import PASSWORDS, ROLES, Airflow, init_pools, wait_healthy
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(ROOT / ".venv" / "bin" / "airflow")
 DAGS = ("snapshot_databases", "restore_database", "restore_test")
+SNAPSHOT_DAG = "snapshot_databases"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -122,9 +123,9 @@ class CeleryAirflow(Airflow):
             self.start_worker(name, extra_env)
         self.wait_for_workers(list(self.workers))
 
-    def deliveries(self, task_id: str, map_index: int, try_number: int) -> dict[str, int]:
+    def deliveries(self, run_id: str, task_id: str, map_index: int, try_number: int) -> dict[str, int]:
         """How often each worker was handed the workload of one try of one task instance (its log)."""
-        needle = f"task_id='{task_id}'"
+        needle = f"task_id='{task_id}', dag_id='{SNAPSHOT_DAG}', run_id='{run_id}'"
         found = {}
         for name, worker in self.workers.items():
             lines = worker.log.read_text(errors="replace").splitlines() if worker.log.exists() else []

@@ -160,7 +160,7 @@ def test_a_worker_killed_mid_snapshot_loses_nothing(celery, stack: Stack, second
         assert [k for k in stack.list_keys(region) if "/pending/" in k] == [], region
         assert stack.uploads(region) == [], region
     # the first try was handed out once: a retry is the scheduler's decision, not a broker redelivery
-    assert sum(celery.deliveries(task_id, 0, 1).values()) == 1
+    assert sum(celery.deliveries(run_id, task_id, 0, 1).values()) == 1
 
 
 def test_a_visibility_timeout_shorter_than_a_task_delivers_it_twice(celery, stack: Stack,
@@ -175,8 +175,8 @@ def test_a_visibility_timeout_shorter_than_a_task_delivers_it_twice(celery, stac
         run_id = celery.trigger(SNAPSHOT)
         ti = _wait_running(celery, run_id, task_id)
         deadline = time.monotonic() + 180
-        while sum(celery.deliveries(task_id, 0, ti["try_number"]).values()) < 2:
-            assert time.monotonic() < deadline, celery.deliveries(task_id, 0, ti["try_number"])
+        while sum(celery.deliveries(run_id, task_id, 0, ti["try_number"]).values()) < 2:
+            assert time.monotonic() < deadline, celery.deliveries(run_id, task_id, 0, ti["try_number"])
             time.sleep(1)
     finally:
         lock.close()
