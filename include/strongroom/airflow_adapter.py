@@ -18,7 +18,7 @@ from strongroom.errors import ConfigError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.metrics import Metric
 from strongroom.postgres import PgSettings
-from strongroom.storage import ObjectStore
+from strongroom.storage import ObjectStore, RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,25 +67,32 @@ class AirflowConnections:
 
     def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore:
         client = self._client(region.aws_conn_id, region.name, transfer)
+        data_client = self._client(region.aws_conn_id, region.name, transfer, data=True)
         return ObjectStore(client, region.bucket, region=region.name, max_parts=region.max_parts,
-                           lock_mode=region.object_lock)
+                           lock_mode=region.object_lock, data_client=data_client, retry=RetryPolicy.of(transfer))
 
     def source_store(self, source: ObjectSourceConfig, transfer: TransferConfig) -> ObjectStore:
         return self.bucket_store(source.aws_conn_id, source.bucket, source.region, transfer)
 
     def bucket_store(self, aws_conn_id: str, bucket: str, region: str | None, transfer: TransferConfig) -> ObjectStore:
         client = self._client(aws_conn_id, region, transfer)
-        return ObjectStore(client, bucket, region=str(client.meta.region_name or region or ""))
+        data_client = self._client(aws_conn_id, region, transfer, data=True)
+        return ObjectStore(client, bucket, region=str(client.meta.region_name or region or ""),
+                           data_client=data_client, retry=RetryPolicy.of(transfer))
 
-    def _client(self, aws_conn_id: str, region_name: str | None, transfer: TransferConfig) -> Any:
+    def _client(
+        self, aws_conn_id: str, region_name: str | None, transfer: TransferConfig, *, data: bool = False
+    ) -> Any:
+        """A control client (short timeout, botocore's retries) or a data client (the stall timeout, one
+        attempt: :class:`strongroom.storage.RetryPolicy` retries each part or range itself)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from botocore.config import Config
 
         _connection(aws_conn_id)  # a clear error for a missing connection
         ours = Config(
             connect_timeout=transfer.connect_timeout.total_seconds(),
-            read_timeout=transfer.read_timeout.total_seconds(),
-            retries={"max_attempts": transfer.max_attempts, "mode": "standard"},
+            read_timeout=(transfer.stall_timeout if data else transfer.control_timeout).total_seconds(),
+            retries={"max_attempts": 1 if data else transfer.max_attempts, "mode": "standard"},
             max_pool_connections=max(10, transfer.upload_concurrency, transfer.download_concurrency) + 2,
             # S3-compatible providers reject the newer default checksum headers
             request_checksum_calculation="when_required",
