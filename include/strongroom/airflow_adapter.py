@@ -92,7 +92,7 @@ class AirflowConnections:
         ours = Config(
             connect_timeout=transfer.connect_timeout.total_seconds(),
             read_timeout=(transfer.stall_timeout if data else transfer.control_timeout).total_seconds(),
-            retries={"max_attempts": 1 if data else transfer.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": 1 if data else transfer.max_attempts, "mode": "standard"},
             max_pool_connections=max(10, transfer.upload_concurrency, transfer.download_concurrency) + 2,
             # S3-compatible providers reject the newer default checksum headers
             request_checksum_calculation="when_required",
