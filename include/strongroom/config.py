@@ -168,6 +168,8 @@ class TransferConfig(_Section):
 class SnapshotConfig(_Section):
     schedule: str = "0 * * * *"
     run_timeout: Duration = timedelta(minutes=50)
+    # pg_dump writing nothing this long (a stalled source, a lock it waits for) is killed: the snapshot fails
+    dump_stall_timeout: Duration = timedelta(minutes=5)
     zstd_level: Annotated[int, Field(ge=1, le=19)] = 3
     zstd_threads: Annotated[int, Field(ge=0, le=64)] = 0
     capture_globals: bool = True
