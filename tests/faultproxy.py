@@ -10,7 +10,8 @@ connection per request) or in front of the source PostgreSQL (raw bytes), point 
   what a network partition behind a load balancer looks like (the half-open endpoint);
 * ``reset_every``: every time the bytes forwarded cross a multiple of it, the connection carrying
   them is reset (RST), in the middle of whatever request it was carrying;
-* ``fail_every`` (HTTP): every Nth request is answered ``503 SlowDown`` instead of being forwarded;
+* ``fail_every`` (HTTP): every Nth request (of those matching ``fail_only``, when set) is answered
+  ``503 SlowDown`` (or ``500 InternalError`` with ``fail_status = 500``) instead of being forwarded;
 * ``hold`` (HTTP): requests whose ``METHOD path?query`` matches the pattern hang (a test waits for
   one in :attr:`held` and then, say, kills the process).
 
@@ -19,6 +20,7 @@ connection per request) or in front of the source PostgreSQL (raw bytes), point 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import struct
@@ -26,13 +28,17 @@ import threading
 import time
 from collections.abc import Callable
 
-_SLOW_DOWN = (
-    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-)
-_SLOW_DOWN_BODY = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-    b"<Message>Please reduce your request rate.</Message></Error>"
-)
+_ERRORS = {503: (b"Slow Down", b"SlowDown", b"Please reduce your request rate."),
+           500: (b"Internal Server Error", b"InternalError", b"We encountered an internal error. Please try again.")}
+
+
+def _error_response(status: int) -> bytes:
+    reason, code, message = _ERRORS[status]
+    body = b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message></Error>' % (
+        code, message)
+    return b"HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (
+        status, reason, len(body), body)
+
 BLOCK = 16 * 1024
 
 
@@ -49,6 +55,8 @@ class FaultProxy:
         self.stalled = False
         self.reset_every: int | None = None
         self.fail_every: int | None = None
+        self.fail_only: re.Pattern[str] | None = None
+        self.fail_status = 503
         self.hold: re.Pattern[str] | None = None
         self.requests: list[str] = []
         self.held: list[str] = []
@@ -77,6 +85,7 @@ class FaultProxy:
         """No more faults (held requests are released: their connections are closed)."""
         self.latency, self.rate, self.stalled = 0.0, None, False
         self.reset_every = self.fail_every = None
+        self.fail_only, self.fail_status = None, 503
         self.hold = None
         self._drop_all()
 
@@ -202,9 +211,10 @@ class FaultProxy:
             lines = head.split(b"\r\n")
             method, target = lines[0].decode("latin-1").split(" ")[:2]
             line = f"{method} {target}"
+            counted = self.fail_only is None or self.fail_only.search(line) is not None
             with self._lock:
                 self.requests.append(line)
-                self._count += 1
+                self._count += counted
                 number = self._count
             if self.hold is not None and self.hold.search(line):
                 with self._lock:
@@ -213,13 +223,13 @@ class FaultProxy:
                     time.sleep(0.05)
                 _close(client)
                 return
-            if self.fail_every and number % self.fail_every == 0:
+            if self.fail_every and counted and number % self.fail_every == 0:
                 with self._lock:
                     self.failures += 1
                 expect = any(h.lower().startswith(b"expect: 100-continue") for h in lines[1:])
                 if not expect:
                     _drain(client, _content_length(lines) - len(rest))
-                client.sendall(_SLOW_DOWN % (len(_SLOW_DOWN_BODY), _SLOW_DOWN_BODY))
+                client.sendall(_error_response(self.fail_status))
                 _close(client)
                 return
             kept = [h for h in lines[1:] if h and not h.lower().startswith(b"connection:")]
@@ -274,15 +284,11 @@ def _drain(sock: socket.socket, n: int) -> None:
 
 def _reset(sock: socket.socket) -> None:
     """Close with an RST, as a middlebox dropping the connection does."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     _close(sock)
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass
