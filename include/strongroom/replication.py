@@ -330,7 +330,7 @@ def source_manifest(config: Config, conns: Connections, database: str, ref: Snap
 def pending_ids(store: ObjectStore, database: str) -> list[str]:
     """Snapshots whose data is whole in ``store`` and whose pending manifest is still there: landed by a
     run that did not bring them to every region (stopped, killed, or a region was down)."""
-    prefix = catalog.pending_key(database, "")
+    prefix = catalog.pending_key(database, "").removesuffix(".json")
     return sorted(
         info.key[len(prefix) : -len(".json")] for info in store.list_objects(prefix)
         if info.key.endswith(".json") and catalog.is_snapshot_id(info.key[len(prefix) : -len(".json")])

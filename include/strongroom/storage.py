@@ -119,15 +119,22 @@ class Progress:
 
 
 class _ProgressBody(io.BytesIO):
-    """A part's body that marks progress as the HTTP client reads it to send (seekable, for re-sends)."""
+    """A part's body that marks progress as the HTTP client reads it to send (seekable, for re-sends).
 
-    def __init__(self, data: bytes, progress: Progress) -> None:
+    Only bytes past the furthest any attempt of this part got count: a re-sent byte is no progress, and
+    the first few MB a dead endpoint's socket buffers swallow are counted once, not once per attempt.
+    """
+
+    def __init__(self, data: bytes, progress: Progress, furthest: list[int]) -> None:
         super().__init__(data)
-        self._progress = progress
+        self._progress, self._furthest = progress, furthest
 
     def read(self, size: int | None = -1) -> bytes:
-        self._progress.tick()
-        return super().read(size)
+        data = super().read(size)
+        if self.tell() > self._furthest[0]:
+            self._furthest[0] = self.tell()
+            self._progress.tick()
+        return data
 
 
 class ObjectStore:
@@ -456,10 +463,12 @@ class MultipartUpload:
         self._parts.append(self._pool.submit(self._upload_part, self._number, chunk))
 
     def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
+        furthest = [0]
+
         def put() -> Any:
             return self.store.data_client.upload_part(
                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
-                Body=_ProgressBody(chunk, self.progress),
+                Body=_ProgressBody(chunk, self.progress, furthest),
             )
 
         try:

@@ -155,7 +155,7 @@ def assert_converges(f: Faults, *, after: float = 0.0) -> None:
         assert f.uploads(region) == [], region
     status = run_cli("--config", str(f.config), "status", "--json", env=f.env)
     assert status.code == 0, status.stderr
-    rows = [row for db in json.loads(status.stdout)["databases"] if db["database"] == DB for row in db["regions"]]
+    rows = [row for db in json.loads(status.stdout)["databases"] for row in db["regions"] if row["database"] == DB]
     assert rows and all(row["gaps"] == [] for row in rows), rows
 
 
@@ -174,8 +174,8 @@ def test_half_open_region_is_dropped_named_in_the_error_and_status_and_repaired(
     snapshot_id = assert_dropped(f, result, elapsed, NORTH, (PRIMARY, WEST))
     status = run_cli("--config", str(f.config), "status", "--json", env=f.env)
     assert status.code == 0, status.stderr
-    rows = {row["region"]: row for db in json.loads(status.stdout)["databases"] if db["database"] == DB
-            for row in db["regions"]}
+    rows = {row["region"]: row for db in json.loads(status.stdout)["databases"] for row in db["regions"]
+            if row["database"] == DB}
     assert rows[NORTH]["last_error"], rows[NORTH]
     f.s3[NORTH].clear()
     assert_converges(f)
