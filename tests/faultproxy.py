@@ -283,12 +283,15 @@ def _drain(sock: socket.socket, n: int) -> None:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with an RST, as a middlebox dropping the connection does."""
+    """Cut the connection at once, as a middlebox dropping it does (an RST once the last thread lets go)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     _close(sock)
 
 
 def _close(sock: socket.socket) -> None:
+    # shutdown first: close() alone neither wakes a thread blocked in recv() nor ends the connection
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
