@@ -46,7 +46,7 @@ def copy_object(
     if source.endpoint == target.endpoint:
         try:
             if size <= single_copy_limit:
-                target.client.copy_object(
+                target.data_client.copy_object(
                     Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
                     **target.lock_args(retain_until),
                 )
@@ -248,7 +248,7 @@ def _multipart_copy(
     source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
     retain_until: datetime | None,
 ) -> None:
-    client = target.client
+    client = target.data_client  # copying parts server-side takes the provider a while: the stall timeout
     upload_id = client.create_multipart_upload(
         Bucket=target.bucket, Key=key, **target.lock_args(retain_until)
     )["UploadId"]

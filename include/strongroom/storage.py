@@ -488,8 +488,8 @@ class MultipartUpload:
             self._submit(bytes(self._buffer))
             self._buffer.clear()
         parts = [f.result() for f in self._parts]
-        try:
-            self.store.client.complete_multipart_upload(
+        try:  # assembling a large object takes the provider a while: the data client's (stall) timeout
+            self.store.data_client.complete_multipart_upload(
                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
             )
         except (ClientError, BotoCoreError) as exc:
