@@ -15,7 +15,7 @@ connection per request) or in front of the source PostgreSQL (raw bytes), point 
 * ``hold`` (HTTP): requests whose ``METHOD path?query`` matches the pattern hang (a test waits for
   one in :attr:`held` and then, say, kills the process).
 
-:meth:`clear` removes every fault. The proxy records each HTTP request line in :attr:`requests`.
+:meth:`clear` removes every fault and forgets what was recorded. The proxy records each HTTP request line in :attr:`requests`.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class FaultProxy:
         self.fail_only, self.fail_status = None, 503
         self.hold = None
         self._drop_all()
+        with self._lock:  # and a fresh record: a test waits for requests of its own
+            self.requests, self.held = [], []
+            self.resets = self.failures = self.forwarded = self._count = 0
 
     def stop(self) -> None:
         self._closing.set()
