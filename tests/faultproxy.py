@@ -15,7 +15,8 @@ connection per request) or in front of the source PostgreSQL (raw bytes), point 
 * ``hold`` (HTTP): requests whose ``METHOD path?query`` matches the pattern hang (a test waits for
   one in :attr:`held` and then, say, kills the process).
 
-:meth:`clear` removes every fault and forgets what was recorded. The proxy records each HTTP request line in :attr:`requests`.
+:meth:`clear` removes every fault and forgets what was recorded. The proxy records each HTTP request
+line in :attr:`requests`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _error_response(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (
         status, reason, len(body), body)
 
-BLOCK = 16 * 1024
+BLOCK = 64 * 1024
 
 
 class _Reset(Exception):

@@ -13,6 +13,7 @@ snapshot does not exist in that region.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -246,7 +247,8 @@ def _stream_dump(
             upload.complete()
     except BaseException:
         dump.kill()
-        session.connection.cancel_safe(timeout=10)
+        with contextlib.suppress(Exception):  # a source that cannot be reached to cancel: the cause is above
+            session.connection.cancel_safe(timeout=10)
         counter.join(timeout=10)  # a stalled source holds the count too: it is a daemon, not waited for
         raise
     finally:

@@ -86,11 +86,11 @@ def _proxied_s3(region: str, port: int) -> str:
 def faults(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     stack.pg.execute(f"DROP DATABASE IF EXISTS {DB}")
     stack.pg.execute(f"CREATE DATABASE {DB}")
-    # ~8 MB that zstd cannot shrink: two 5 MiB parts per copy, seconds at 1 MB/s
+    # ~6.5 MB that zstd cannot shrink: two parts per copy, seconds at 1 MB/s
     stack.pg.execute("CREATE TABLE noise (id int PRIMARY KEY, body bytea NOT NULL)", DB)
     stack.pg.execute("ALTER TABLE noise ALTER COLUMN body SET STORAGE EXTERNAL", DB)
     stack.pg.execute("INSERT INTO noise SELECT g, decode(string_agg(md5(random()::text), ''), 'hex') "
-                     "FROM generate_series(1, 500) g, generate_series(1, 1000) i GROUP BY g", DB)
+                     "FROM generate_series(1, 400) g, generate_series(1, 1000) i GROUP BY g", DB)
     s3 = {region: FaultProxy(stack.servers[region].port, http=True).start() for region in REGIONS}
     pg = FaultProxy(stack.pg.port).start()
     base = tmp_path_factory.mktemp("faults")
