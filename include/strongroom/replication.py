@@ -95,9 +95,10 @@ class SharedRead:
     Each chunk is handed to every target as the same immutable object (no copy per target), and the
     read checks each object's length and SHA-256 against its manifest (the source region's read-back
     verification). A target whose queue stays full for ``grace`` seconds falls behind: it is detached
-    from the shared read and reads the rest from the source itself (its own ranges, from where it got
-    to), so a slow region never sets the pace of the others; a region that moves no byte at all for the
-    stall deadline then fails on its own (:class:`strongroom.storage.RetryPolicy`) and is dropped.
+    from the shared read and, once that read is over, reads the rest from the source itself (its own
+    ranges, from where it got to), so a slow region never sets the pace of the others nor competes with
+    them for the source; a region that moves no byte at all for the stall deadline fails on its own
+    (:class:`strongroom.storage.RetryPolicy`) and is dropped.
     """
 
     def __init__(
@@ -184,6 +185,12 @@ class SharedRead:
             upload.write(chunk)
             offset += len(chunk)
             del chunk
+        # a region that fell behind reads the rest itself, but only once the shared read is over: its
+        # second read of the source never competes with the healthy regions' copies for the source
+        self.done.wait()
+        if self.error is not None:
+            raise StorageError(f"not copied to {target.where}: the read of {obj.key} failed")
+        upload.progress.tick()  # waiting for the others was not a stall of this region
         for chunk in self.source.iter_chunks(
             obj.key, obj.stored_size, chunk_size=self.transfer.part_size, start=offset,
             concurrency=max(1, self.transfer.download_concurrency // 2), progress=upload.progress,
