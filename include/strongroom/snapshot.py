@@ -294,7 +294,8 @@ def _store_globals(
     config: Config, store: ObjectStore, source: postgres.PgSettings, database: str, snapshot_id: str,
     data_key: bytes, retain_until: datetime,
 ) -> tuple[StoredObject | None, str]:
-    sql_bytes, note = postgres.dump_globals(source, config.snapshot.pg_bin_dir)
+    sql_bytes, note = postgres.dump_globals(source, config.snapshot.pg_bin_dir,
+                                            timeout=config.snapshot.dump_stall_timeout.total_seconds())
     if sql_bytes is None:
         return None, note
     packed = zstandard.ZstdCompressor(level=config.snapshot.zstd_level).compress(sql_bytes)
