@@ -488,12 +488,18 @@ class MultipartUpload:
             self._submit(bytes(self._buffer))
             self._buffer.clear()
         parts = [f.result() for f in self._parts]
-        try:  # assembling a large object takes the provider a while: the data client's (stall) timeout
-            self.store.data_client.complete_multipart_upload(
-                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self.store._fail(exc, "completing upload of", self.key) from None
+
+        def complete() -> None:  # assembling a large object takes a while: the data client's (stall) timeout
+            try:
+                self.store.data_client.complete_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+                )
+            except ClientError as exc:  # an earlier attempt completed it and its answer was lost
+                info = self.store.head(self.key) if _code(exc) == "NoSuchUpload" else None
+                if info is None or info.size != self.size:
+                    raise
+
+        self.store.transfer(complete, self.progress, "completing upload of", self.key)
         self._done = True
         self._shutdown()
         return self.size

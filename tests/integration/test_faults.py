@@ -17,12 +17,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from strongroom.airflow_adapter import connections
+from strongroom.catalog import snapshot_id_time
 from strongroom.config import load_config
 from strongroom.snapshot import snapshot_database
 from tests.conftest import PRIMARY, REGIONS, Stack, conn_id, env_name, write_config
@@ -151,6 +153,16 @@ def assert_dropped(f: Faults, result: CliResult, elapsed: float, faulty: str, he
     return snapshot_id
 
 
+def assert_converged(f: Faults) -> None:
+    """After a run that succeeded under the fault: every region holds the same committed snapshots, with no
+    pending manifest and no unfinished upload (no second run needed)."""
+    held = {region: f.manifests(region) for region in REGIONS}
+    assert held[PRIMARY] and held[PRIMARY] == held[WEST] == held[NORTH], held
+    for region in REGIONS:
+        assert f.pending(region) == [], region
+        assert f.uploads(region) == [], region
+
+
 def assert_converges(f: Faults, *, after: float = 0.0) -> None:
     """The next run, with the fault cleared, leaves every region identical: same committed snapshots, no
     pending manifest, no unfinished upload. ``after``: when an orphaned upload can only be told from a
@@ -232,7 +244,7 @@ def test_region_capped_at_1_MBps_commits_and_the_others_do_not_wait_for_it(f: Fa
     snapshot_id = _snapshot_id(result)
     for region in REGIONS:
         assert snapshot_id in f.manifests(region)
-    assert_converges(f)
+    assert_converged(f)
 
 
 def test_resets_after_every_5_MB_are_retried_per_part(f: Faults) -> None:
@@ -244,7 +256,7 @@ def test_resets_after_every_5_MB_are_retried_per_part(f: Faults) -> None:
     assert f.s3[NORTH].resets >= 1
     assert _snapshot_id(result) in f.manifests(NORTH)
     assert f.uploads(NORTH) == []
-    assert_converges(f)
+    assert_converged(f)
 
 
 def test_503_slow_down_on_every_third_request_is_retried(f: Faults, tmp_path: Path) -> None:
@@ -255,7 +267,7 @@ def test_503_slow_down_on_every_third_request_is_retried(f: Faults, tmp_path: Pa
     assert elapsed < BOUND
     assert f.s3[NORTH].failures >= 1
     assert _snapshot_id(result) in f.manifests(NORTH)
-    assert_converges(f)
+    assert_converged(f)
 
 
 def test_500_on_every_third_request_is_retried(f: Faults, tmp_path: Path) -> None:
@@ -267,7 +279,7 @@ def test_500_on_every_third_request_is_retried(f: Faults, tmp_path: Path) -> Non
     assert elapsed < BOUND
     assert f.s3[WEST].failures >= 1
     assert _snapshot_id(result) in f.manifests(WEST)
-    assert_converges(f)
+    assert_converged(f)
 
 
 def test_a_part_that_keeps_failing_aborts_that_regions_upload(f: Faults) -> None:
@@ -285,7 +297,7 @@ def test_latency_on_every_block_slows_but_does_not_fail_the_run(f: Faults) -> No
     result, elapsed = f.snapshot()
     assert result.code == 0, result.stderr
     assert elapsed < BOUND
-    assert_converges(f)
+    assert_converged(f)
 
 
 def test_throttling_and_resets_in_every_region_at_once(f: Faults, tmp_path: Path) -> None:
@@ -297,7 +309,7 @@ def test_throttling_and_resets_in_every_region_at_once(f: Faults, tmp_path: Path
     assert result.code == 0, result.stderr
     assert elapsed < BOUND
     assert all(f.s3[region].failures for region in REGIONS)
-    assert_converges(f)
+    assert_converged(f)
 
 
 def test_half_open_primary_lands_the_snapshot_in_the_next_region(f: Faults) -> None:
@@ -534,15 +546,18 @@ def test_sigkill_during_prune_deletes_nothing_young_and_the_next_prune_finishes(
 ) -> None:
     assert_converges(f)
     old = {r: f.manifests(r) for r in REGIONS}
-    ready = time.time() + 25  # the snapshots above end up past the retention below, the next one does not
+    ready = time.time() + 15  # the snapshots above end up past the retention below, the next one does not
     while time.time() < ready:
         time.sleep(0.5)
-    short = write_config(tmp_path / "prune.yaml", **{**json.loads(f.config.read_text()), "retention": "20s"})
+    short = write_config(tmp_path / "prune.yaml", **{**json.loads(f.config.read_text()), "retention": "10s"})
     young, _ = f.snapshot()
     assert young.code == 0, young.stderr
     keep = _snapshot_id(young)
+    # the policy is evaluated 2 s after the young snapshot (an earlier `now` is allowed): young is kept
+    # however long this machine takes, everything else is at least 15 s old
+    now = (snapshot_id_time(keep) + timedelta(seconds=2)).isoformat()
     f.s3[NORTH].hold = re.compile(r"^(DELETE|POST) ")
-    proc = start_cli("--config", str(short), "prune", env=f.env)
+    proc = start_cli("--config", str(short), "prune", "--now", now, env=f.env)
     try:
         f.s3[NORTH].wait_for(lambda: bool(f.s3[NORTH].held))
         proc.kill()
@@ -553,7 +568,7 @@ def test_sigkill_during_prune_deletes_nothing_young_and_the_next_prune_finishes(
     f.clear()
     for r in REGIONS:
         assert keep in f.manifests(r), r  # nothing young was deleted
-    again = run_cli("--config", str(short), "prune", env=f.env, timeout=400)
+    again = run_cli("--config", str(short), "prune", "--now", now, env=f.env, timeout=400)
     assert again.code == 0, again.stderr
     for r in REGIONS:
         assert f.manifests(r) == {keep}, r  # the interrupted prune finished: every expired snapshot is gone
