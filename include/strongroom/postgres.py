@@ -216,7 +216,7 @@ def snapshot_session(settings: PgSettings) -> Iterator[SnapshotSession]:
         assert row is not None
         name, taken_at, version, size = row
         yield SnapshotSession(conn, str(name), taken_at.astimezone(UTC), str(version).split()[0], int(size))
-        conn.rollback()
+        # no ROLLBACK: closing ends the read-only transaction, and a source stalled by now cannot hold us
     except psycopg.Error as exc:
         raise SourceError(f"database {settings.dbname}: {_first_line(exc)}") from None
     finally:

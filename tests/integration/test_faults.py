@@ -472,7 +472,8 @@ def test_source_stalling_mid_dump_is_stopped_by_the_dump_stall_deadline(f: Fault
     started = time.monotonic()
     proc = f.start("snapshot", "--database", DB)
     try:
-        _when(f.s3[PRIMARY], PART, lambda: setattr(f.pg, "stalled", True))
+        # the dump's upload has begun (the dump has just started): the source stops answering
+        _when(f.s3[PRIMARY], re.compile(r"^POST .*/data/.*[?&]uploads"), lambda: setattr(f.pg, "stalled", True))
         _, stderr = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:
