@@ -67,18 +67,18 @@ class AirflowConnections:
 
     def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore:
         client = self._client(region.aws_conn_id, region.name, transfer)
-        data_client = self._client(region.aws_conn_id, region.name, transfer, data=True)
         return ObjectStore(client, region.bucket, region=region.name, max_parts=region.max_parts,
-                           lock_mode=region.object_lock, data_client=data_client, retry=RetryPolicy.of(transfer))
+                           lock_mode=region.object_lock, retry=RetryPolicy.of(transfer),
+                           data_client=lambda: self._client(region.aws_conn_id, region.name, transfer, data=True))
 
     def source_store(self, source: ObjectSourceConfig, transfer: TransferConfig) -> ObjectStore:
         return self.bucket_store(source.aws_conn_id, source.bucket, source.region, transfer)
 
     def bucket_store(self, aws_conn_id: str, bucket: str, region: str | None, transfer: TransferConfig) -> ObjectStore:
         client = self._client(aws_conn_id, region, transfer)
-        data_client = self._client(aws_conn_id, region, transfer, data=True)
         return ObjectStore(client, bucket, region=str(client.meta.region_name or region or ""),
-                           data_client=data_client, retry=RetryPolicy.of(transfer))
+                           data_client=lambda: self._client(aws_conn_id, region, transfer, data=True),
+                           retry=RetryPolicy.of(transfer))
 
     def _client(
         self, aws_conn_id: str, region_name: str | None, transfer: TransferConfig, *, data: bool = False

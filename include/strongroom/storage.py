@@ -142,15 +142,27 @@ class ObjectStore:
 
     def __init__(
         self, client: Any, bucket: str, *, region: str, max_parts: int = 10000, lock_mode: str | None = None,
-        data_client: Any | None = None, retry: RetryPolicy | None = None,
+        data_client: Any | Callable[[], Any] | None = None, retry: RetryPolicy | None = None,
     ) -> None:
         self.client = client  # control requests: short timeouts, botocore's retries
-        self.data_client = data_client or client  # parts and ranges: the stall timeout, our retries
+        self._data_client = data_client  # parts and ranges: the stall timeout, our retries (built when used)
+        self._data_lock = threading.Lock()
         self.retry = retry or RetryPolicy()
         self.bucket = bucket
         self.region = region
         self.max_parts = max_parts
         self.lock_mode = lock_mode.upper() if lock_mode and lock_mode != "off" else None
+
+    @property
+    def data_client(self) -> Any:
+        """The client for parts and ranges; a factory given for it is called once, on first use (a client
+        costs tens of milliseconds to build, and most stores only ever make control requests)."""
+        with self._data_lock:
+            if self._data_client is None:
+                self._data_client = self.client
+            elif callable(self._data_client) and not hasattr(self._data_client, "meta"):
+                self._data_client = self._data_client()
+            return self._data_client
 
     def lock_args(self, retain_until: datetime | None) -> dict[str, Any]:
         """S3 Object Lock arguments for a write, when this region locks and a date is given."""
