@@ -42,6 +42,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux /proc)."""
+    try:
+        rows = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+        fds = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    for row in rows:
+        fields = row.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.split(":")[1], 16) == port and f"socket:[{inode}]" in fds:
+            return True
+    return False
+
+
 def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
@@ -76,13 +91,17 @@ class LocalPostgres:
             check=True, capture_output=True,
         )
         pwfile.unlink()
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base}"
-        options += "".join(f" -c {s}" for s in self.settings)
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"),
-                          "-o", options, "-w", "start"]),
-            check=True, capture_output=True,
-        )
+        for attempt in range(5):  # another session may have taken the port since it was chosen: pick again
+            options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base}"
+            options += "".join(f" -c {s}" for s in self.settings)
+            started = subprocess.run(
+                _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"),
+                              "-o", options, "-w", "start"]),
+                check=attempt == 4, capture_output=True,
+            )
+            if started.returncode == 0:
+                return self
+            self.port = free_port()
         return self
 
     def stop(self) -> None:
@@ -122,21 +141,33 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoServer:
+        # the port was free when chosen, but other test sessions on this machine pick ports too: when
+        # another process took it meanwhile, ours cannot bind (and the other one would answer our health
+        # check): start again on a new port until the listener is our own process
+        for _ in range(5):
+            if self._start_once():
+                return self
+            self.port = free_port()
+        raise RuntimeError("moto server could not bind a port in 5 tries")
+
+    def _start_once(self) -> bool:
         log = open(os.path.join(tempfile.gettempdir(), f"moto-{self.port}.log"), "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).read()  # noqa: S310
-                return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"moto server exited with {self.process.returncode}") from None
-                time.sleep(0.2)
-        raise RuntimeError("moto server did not start within 30s")
+            if self.process.poll() is not None:
+                return False
+            if listens(self.process.pid, self.port):
+                try:
+                    urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=5).read()  # noqa: S310
+                    return True
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError("moto server did not start within 60s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import free_port, stop_group
+from devstack import free_port, listens, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1",
@@ -89,13 +89,14 @@ class Airflow:
 
 
 def wait_healthy(base: str, timeout: float, dead: Callable[[], list[str]], log_tail: Callable[[], str],
-                 what: str) -> None:
+                 what: str, ours: Callable[[], bool] = lambda: True) -> None:
     """Until Airflow's API at ``base`` answers its health check; fails early when ``dead`` names a process
-    that has exited."""
+    that has exited. ``ours``: the port is held by our own process (another session's server could hold a
+    reused port and answer)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if request(f"{base}/api/v2/monitor/health")[0] == 200:
+            if ours() and request(f"{base}/api/v2/monitor/health")[0] == 200:
                 return
         except OSError:
             pass
@@ -150,10 +151,24 @@ def start(config: Path, home: Path, extra_env: dict[str, str] | None = None) -> 
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     airflow = Airflow(base, home)
     try:
-        wait_healthy(base, 150, lambda: ["standalone"] if proc.poll() is not None else [], airflow.log_tail,
-                     "airflow standalone")
+        wait_healthy(base, 300, lambda: ["standalone"] if proc.poll() is not None else [], airflow.log_tail,
+                     "airflow standalone", ours=lambda: _group_listens(proc.pid, port))
         init_pools(base, config, env)
         yield airflow
     finally:
         stop_group(proc)
         log.close()
+
+
+def _group_listens(pgid: int, port: int) -> bool:
+    """Whether a process of the session ``pgid`` (airflow standalone and its children) listens on ``port``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and listens(int(entry), port):
+            return True
+    return False

@@ -7,14 +7,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from devstack import free_port
-
 TOKEN = "T0000TEST/B0000TEST/webhook-secret-3c9e1f"
 
 
 class WebhookSink:
     def __init__(self) -> None:
-        self.port = free_port()
         self.posts: list[tuple[str, dict]] = []  # (path, JSON body)
         self.lock = threading.Lock()
         sink = self
@@ -32,7 +29,9 @@ class WebhookSink:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        # bound here, on a port the kernel picks: a port chosen first could be taken by another session
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> WebhookSink:

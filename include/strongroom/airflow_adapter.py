@@ -22,7 +22,7 @@ from strongroom.keyring import Keyring
 from strongroom.metrics import Metric
 from strongroom.pools import ApiSettings, PoolApi, PoolDrift, sync_pools
 from strongroom.postgres import PgSettings
-from strongroom.storage import ObjectStore
+from strongroom.storage import ObjectStore, RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,16 +78,24 @@ class AirflowConnections:
         client = self._client(region.aws_conn_id, region.name, transfer, region.allow_insecure_transport,
                               f"region {region.name} (connection {region.aws_conn_id!r})")
         return ObjectStore(client, region.bucket, region=region.name, max_parts=region.max_parts,
-                           lock_mode=region.object_lock)
+                           lock_mode=region.object_lock, retry=RetryPolicy.of(transfer),
+                           data_client=lambda: self._client(region.aws_conn_id, region.name, transfer,
+                                                            region.allow_insecure_transport, region.name, data=True))
 
     def source_store(self, source: ObjectSourceConfig, transfer: TransferConfig) -> ObjectStore:
-        client = self._client(source.aws_conn_id, source.region, transfer, source.allow_insecure_transport,
-                              f"source bucket {source.bucket} (connection {source.aws_conn_id!r})")
-        return ObjectStore(client, source.bucket, region=str(client.meta.region_name or source.region or ""))
+        where = f"source bucket {source.bucket} (connection {source.aws_conn_id!r})"
+        client = self._client(source.aws_conn_id, source.region, transfer, source.allow_insecure_transport, where)
+        return ObjectStore(client, source.bucket, region=str(client.meta.region_name or source.region or ""),
+                           data_client=lambda: self._client(source.aws_conn_id, source.region, transfer,
+                                                            source.allow_insecure_transport, where, data=True),
+                           retry=RetryPolicy.of(transfer))
 
     def bucket_store(self, aws_conn_id: str, bucket: str, region: str | None, transfer: TransferConfig) -> ObjectStore:
-        client = self._client(aws_conn_id, region, transfer, False, f"bucket {bucket} (connection {aws_conn_id!r})")
-        return ObjectStore(client, bucket, region=str(client.meta.region_name or region or ""))
+        where = f"bucket {bucket} (connection {aws_conn_id!r})"
+        client = self._client(aws_conn_id, region, transfer, False, where)
+        return ObjectStore(client, bucket, region=str(client.meta.region_name or region or ""),
+                           data_client=lambda: self._client(aws_conn_id, region, transfer, False, where, data=True),
+                           retry=RetryPolicy.of(transfer))
 
     def transport_warnings(self, config: Config) -> list[str]:
         """What is allowed but insecure: PostgreSQL connections that lowered ``sslmode`` for a remote host,
@@ -135,15 +143,19 @@ class AirflowConnections:
 
     def _client(
         self, aws_conn_id: str, region_name: str | None, transfer: TransferConfig, allow_insecure: bool, where: str,
+        *, data: bool = False,
     ) -> Any:
+        """A control client (short timeout, botocore's retries) or a data client (the stall timeout, one
+        attempt: :class:`strongroom.storage.RetryPolicy` retries each part or range itself); refused when its
+        transport is insecure and not allowed."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from botocore.config import Config
 
         plain, _ = self._transport(aws_conn_id, region_name, allow_insecure, where)
         ours = Config(
             connect_timeout=transfer.connect_timeout.total_seconds(),
-            read_timeout=transfer.read_timeout.total_seconds(),
-            retries={"max_attempts": transfer.max_attempts, "mode": "standard"},
+            read_timeout=(transfer.stall_timeout if data else transfer.control_timeout).total_seconds(),
+            retries={"total_max_attempts": 1 if data else transfer.max_attempts, "mode": "standard"},
             max_pool_connections=max(10, transfer.upload_concurrency, transfer.download_concurrency) + 2,
             # S3-compatible providers reject the newer default checksum headers
             request_checksum_calculation="when_required",

@@ -14,15 +14,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from strongroom.errors import ConfigError
 
 ENV_VAR = "STRONGROOM_CONFIG"
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "config" / "strongroom.yaml"
 
-_DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
-_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"(\d+)(ms|w|d|h|m|s)")
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB|TiB)?\s*$")
 _SIZE_UNITS = {
     None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
@@ -33,12 +42,12 @@ _CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Parse ``30d``, ``12h``, ``90s``, ``1h30m`` (units w, d, h, m, s) into a timedelta."""
+    """Parse ``30d``, ``12h``, ``90s``, ``1h30m``, ``250ms`` (units w, d, h, m, s, ms) into a timedelta."""
     if isinstance(value, timedelta):
         return value
     text = str(value).strip()
     if not text or _DURATION_PART.sub("", text) != "":
-        raise ValueError(f"{value!r} is not a duration such as 30d, 12h, 45m or 90s")
+        raise ValueError(f"{value!r} is not a duration such as 30d, 12h, 45m, 90s or 500ms")
     seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
     if seconds <= 0:
         raise ValueError(f"{value!r} must be longer than zero")
@@ -135,8 +144,17 @@ class TransferConfig(_Section):
     upload_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     download_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     connect_timeout: Duration = timedelta(seconds=10)
-    read_timeout: Duration = timedelta(seconds=120)
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    # control requests (head, list, small gets and puts, starting and completing uploads): the wait for
+    # an answer, tried max_attempts times; "read_timeout" is its former name, still accepted
+    control_timeout: Annotated[Duration, Field(validation_alias=AliasChoices("control_timeout", "read_timeout"))] = (
+        timedelta(seconds=10)
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    # data transfers (parts, ranges): a region that moves no byte for this long is stalled and dropped
+    stall_timeout: Duration = timedelta(seconds=60)
+    # attempts per part or range (503 SlowDown, 500s, resets), with backoff and jitter, within stall_timeout
+    part_attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    retry_delay: Duration = timedelta(seconds=1)  # the first backoff; doubles per attempt, with full jitter
 
     @field_validator("part_size", "max_part_size")
     @classmethod
@@ -155,6 +173,8 @@ class TransferConfig(_Section):
 class SnapshotConfig(_Section):
     schedule: str = "0 * * * *"
     run_timeout: Duration = timedelta(minutes=50)
+    # pg_dump writing nothing this long (a stalled source, a lock it waits for) is killed: the snapshot fails
+    dump_stall_timeout: Duration = timedelta(minutes=5)
     zstd_level: Annotated[int, Field(ge=1, le=19)] = 3
     zstd_threads: Annotated[int, Field(ge=0, le=64)] = 0
     capture_globals: bool = True

@@ -235,7 +235,7 @@ def snapshot_session(settings: PgSettings) -> Iterator[SnapshotSession]:
         assert row is not None
         name, taken_at, version, size = row
         yield SnapshotSession(conn, str(name), taken_at.astimezone(UTC), str(version).split()[0], int(size))
-        conn.rollback()
+        # no ROLLBACK: closing ends the read-only transaction, and a source stalled by now cannot hold us
     except psycopg.Error as exc:
         raise SourceError(f"database {settings.dbname}: {_first_line(exc)}") from None
     finally:
@@ -307,14 +307,21 @@ def start_dump(settings: PgSettings, snapshot_name: str, bin_dir: str | None = N
     return ToolProcess(argv, settings.env())
 
 
-def dump_globals(settings: PgSettings, bin_dir: str | None = None) -> tuple[bytes | None, str]:
+def dump_globals(
+    settings: PgSettings, bin_dir: str | None = None, *, timeout: float | None = None
+) -> tuple[bytes | None, str]:
     """Roles and tablespaces as SQL, with role passwords when the role may read them.
 
     Returns ``(sql, note)``; ``sql`` is None when the role may read neither (a warning, not a failure).
+    Raises :class:`SourceError` when pg_dumpall takes longer than ``timeout`` seconds (a stalled source).
     """
     base = [tool("pg_dumpall", bin_dir), "--globals-only", "--no-password", f"--database={settings.dbname}"]
     for extra, note in (([], "roles with passwords"), (["--no-role-passwords"], "roles without passwords")):
-        result = subprocess.run(base + extra, capture_output=True, env=settings.env(), check=False)
+        try:
+            result = subprocess.run(base + extra, capture_output=True, env=settings.env(), check=False,
+                                    timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SourceError(f"pg_dumpall of {settings.describe()} stalled: no result in {timeout:g}s") from None
         if result.returncode == 0:
             return result.stdout, note
         last = _first_line(result.stderr.decode("utf-8", "replace"))

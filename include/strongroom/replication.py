@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from strongroom import catalog, crypto, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
-from strongroom.errors import IntegrityError, KeyringError, StrongroomError
+from strongroom.errors import IntegrityError, KeyringError, StorageError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.storage import MultipartUpload, ObjectStore, PartSizer
 
@@ -44,7 +45,7 @@ def copy_object(
     if source.endpoint == target.endpoint:
         try:
             if size <= single_copy_limit:
-                target.client.copy_object(
+                target.data_client.copy_object(
                     Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
                     **target.lock_args(retain_until),
                 )
@@ -76,79 +77,184 @@ def _stream_copy(
             raise IntegrityError(f"copy of {key} to {target.where} has the wrong length")
 
 
+def clear_unfinished(store: ObjectStore, database: str, snapshot_id: str, started_before: datetime) -> None:
+    """Abort the unfinished uploads an earlier, failed or killed copy of this snapshot left in ``store``.
+
+    Only this snapshot's data objects, and only uploads begun before this run began: nothing else writes
+    them (a snapshot's keys are its own), so these are leftovers, never another run's work in progress.
+    """
+    prefix = catalog.data_key(database, snapshot_id, "")
+    with contextlib.suppress(StrongroomError):  # a region we cannot list fails on the copy itself
+        store.abort_stale_uploads(prefix, started_before)
+
+
+class SharedRead:
+    """One read of the source's objects, fed to every target at once through a small queue per target.
+
+    Each chunk is handed to every target as the same immutable object (no copy per target), and the
+    read checks each object's length and SHA-256 against its manifest (the source region's read-back
+    verification). A target whose queue stays full for ``grace`` seconds falls behind: it is detached
+    from the shared read and, once that read is over, reads the rest from the source itself (its own
+    ranges, from where it got to), so a slow region never sets the pace of the others nor competes with
+    them for the source; a region that moves no byte at all for the stall deadline fails on its own
+    (:class:`strongroom.storage.RetryPolicy`) and is dropped.
+    """
+
+    def __init__(
+        self, source: ObjectStore, objects: list[StoredObject], names: list[str], transfer: TransferConfig,
+        *, depth: int = 2, grace: float = 1.0,
+    ) -> None:
+        self.source, self.objects, self.transfer, self.grace = source, objects, transfer, grace
+        self.queues: dict[str, queue.Queue[tuple[int, int, bytes | None]]] = {
+            name: queue.Queue(maxsize=depth) for name in names
+        }
+        self.detached = {name: threading.Event() for name in names}
+        self.error: StrongroomError | None = None
+        self.checked = [threading.Event() for _ in objects]  # object i's bytes matched its manifest
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shared-read", daemon=True)
+
+    def start(self) -> SharedRead:
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def drop(self, name: str) -> None:
+        """Stop feeding ``name`` (it failed) and free what was queued for it."""
+        self.detached[name].set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queues[name].get_nowait()
+
+    def _offer(self, name: str, item: tuple[int, int, bytes | None]) -> None:
+        if self.detached[name].is_set():
+            return
+        try:
+            self.queues[name].put(item, timeout=self.grace)
+        except queue.Full:
+            self.detached[name].set()
+            log.info("region %s falls behind the shared read: it reads the source itself from byte %d of %s",
+                     name, item[1], self.objects[item[0]].key)
+
+    def _run(self) -> None:
+        try:
+            for index, obj in enumerate(self.objects):
+                info = self.source.head(obj.key)
+                if info is None or info.size != obj.stored_size:
+                    got = "missing" if info is None else f"{info.size} bytes"
+                    raise IntegrityError(
+                        f"{self.source.where}: {obj.key} is {got}, the manifest says {obj.stored_size} bytes"
+                    )
+                digest, offset = hashlib.sha256(), 0
+                for chunk in self.source.iter_chunks(
+                    obj.key, obj.stored_size, chunk_size=self.transfer.part_size,
+                    concurrency=self.transfer.download_concurrency,
+                ):
+                    digest.update(chunk)
+                    for name in self.queues:
+                        self._offer(name, (index, offset, chunk))
+                    offset += len(chunk)
+                    del chunk
+                if digest.hexdigest() != obj.sha256:
+                    raise IntegrityError(f"{self.source.where}: {obj.key} does not match the SHA-256 in its manifest")
+                self.checked[index].set()
+                for name in self.queues:
+                    self._offer(name, (index, obj.stored_size, None))
+        except StrongroomError as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def copy(self, name: str, target: ObjectStore, index: int, upload: MultipartUpload) -> None:
+        """Write object ``index`` into ``upload`` from the shared read, or from the source once detached."""
+        obj, feed, offset = self.objects[index], self.queues[name], 0
+        while not (self.detached[name].is_set() and feed.empty()):
+            try:
+                at, (got, position, chunk) = offset, feed.get(timeout=0.2)
+            except queue.Empty:
+                if self.error is not None:
+                    raise StorageError(f"not copied to {target.where}: the read of {obj.key} failed") from None
+                continue
+            if (got, position) != (index, at):
+                raise StorageError(f"shared read out of order for {target.where}: {obj.key} at byte {at}")
+            if chunk is None:
+                return
+            upload.write(chunk)
+            offset += len(chunk)
+            del chunk
+        # a region that fell behind reads the rest itself, but only once the shared read is over: its
+        # second read of the source never competes with the healthy regions' copies for the source
+        self.done.wait()
+        if self.error is not None:
+            raise StorageError(f"not copied to {target.where}: the read of {obj.key} failed")
+        upload.progress.tick()  # waiting for the others was not a stall of this region
+        for chunk in self.source.iter_chunks(
+            obj.key, obj.stored_size, chunk_size=self.transfer.part_size, start=offset,
+            concurrency=max(1, self.transfer.download_concurrency // 2), progress=upload.progress,
+        ):
+            upload.write(chunk)
+            del chunk
+
+
 def fan_out_copy(
     source: ObjectStore, targets: Mapping[str, ObjectStore], obj: StoredObject, transfer: TransferConfig,
     *, retain_until: datetime | None = None, upload_concurrency: int | None = None,
 ) -> dict[str, StrongroomError]:
-    """Stream ``obj`` from ``source`` into every target at once: the source is read once, each chunk is
-    handed to every target's upload as the same immutable object (no copy per target), so memory is that
-    of one transfer however many targets there are.
+    """Stream ``obj`` from ``source`` into every target at once (:class:`SharedRead`): the source is read
+    once while the targets keep up, so memory is about that of one transfer however many targets there are.
 
-    The bytes read are the source's stored bytes: their length and SHA-256 are checked against ``obj``, so
-    this read is also the source region's read-back verification (raises :class:`IntegrityError` when it
-    fails). Each target's copy still has to be verified by reading it back from that target. A target that
-    fails is dropped, the others go on; returns the failures by target name.
+    Raises :class:`IntegrityError` when the source's bytes do not match ``obj``. Each target's copy still
+    has to be verified by reading it back from that target. A target that fails is dropped, the others
+    go on; returns the failures by target name.
     """
-    failed: dict[str, StrongroomError] = {}
-    info = source.head(obj.key)
-    if info is None or info.size != obj.stored_size:
-        got = "missing" if info is None else f"{info.size} bytes"
-        raise IntegrityError(f"{source.where}: {obj.key} is {got}, the manifest says {obj.stored_size} bytes")
-    concurrency = upload_concurrency or transfer.upload_concurrency
-    uploads: dict[str, MultipartUpload] = {}
+    read = SharedRead(source, [obj], list(targets), transfer).start()
+
+    def copy(name: str) -> StrongroomError | None:
+        try:
+            stream_into(read, name, targets[name], 0, retain_until, upload_concurrency or transfer.upload_concurrency)
+        except StrongroomError as exc:
+            return exc
+        return None
+
+    names = list(targets)
+    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="fan-out") as pool:
+        errors = dict(zip(names, pool.map(copy, names), strict=True))
+    read.join()
+    if isinstance(read.error, IntegrityError):
+        raise read.error
+    return {name: error for name, error in errors.items() if error is not None}
+
+
+def stream_into(
+    read: SharedRead, name: str, target: ObjectStore, index: int, retain_until: datetime | None, concurrency: int,
+) -> None:
+    """Copy object ``index`` of ``read`` into ``target`` as one multipart upload, completed only when the
+    source's read of the whole object matched its manifest; any failure aborts the upload."""
+    obj, transfer = read.objects[index], read.transfer
     try:
-        for name, target in targets.items():
-            try:
-                upload = target.multipart(
-                    obj.key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
-                    concurrency=concurrency, expected_size=obj.stored_size, retain_until=retain_until,
-                )
-                uploads[name] = upload.__enter__()
-            except StrongroomError as exc:
-                failed[name] = exc
-        digest = hashlib.sha256()
-        for chunk in source.iter_chunks(
-            obj.key, obj.stored_size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
-        ):
-            digest.update(chunk)
-            for name, upload in list(uploads.items()):
-                try:
-                    upload.write(chunk)
-                except StrongroomError as exc:
-                    failed[name] = exc
-                    uploads.pop(name).abort()
-            del chunk
-        if digest.hexdigest() != obj.sha256:
-            raise IntegrityError(f"{source.where}: {obj.key} does not match the SHA-256 in its manifest")
-
-        def complete(name: str) -> StrongroomError | None:
-            upload = uploads[name]
-            try:
-                if upload.complete() != obj.stored_size:
-                    raise IntegrityError(f"copy of {obj.key} to {targets[name].where} has the wrong length")
-            except StrongroomError as exc:
-                upload.abort()
-                return exc
-            return None
-
-        # completing makes the provider assemble the object (seconds for a large one): all targets at once
-        names = list(uploads)
-        with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="s3-complete") as pool:
-            for name, error in zip(names, pool.map(complete, names), strict=True):
-                uploads.pop(name)
-                if error is not None:
-                    failed[name] = error
-    finally:
-        for upload in uploads.values():  # an exception above: no partial object is ever completed
-            upload.abort()
-    return failed
+        upload = target.multipart(
+            obj.key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
+            concurrency=concurrency, expected_size=obj.stored_size, retain_until=retain_until,
+        )
+        with upload:
+            read.copy(name, target, index, upload)
+            while not read.checked[index].wait(0.2):  # never complete a copy of a source that is not whole
+                if read.error is not None:
+                    raise StorageError(f"not copied to {target.where}: the read of {obj.key} failed")
+            if upload.complete() != obj.stored_size:
+                raise IntegrityError(f"copy of {obj.key} to {target.where} has the wrong length")
+    except BaseException:
+        read.drop(name)
+        raise
 
 
 def _multipart_copy(
     source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
     retain_until: datetime | None,
 ) -> None:
-    client = target.client
+    client = target.data_client  # copying parts server-side takes the provider a while: the stall timeout
     upload_id = client.create_multipart_upload(
         Bucket=target.bucket, Key=key, **target.lock_args(retain_until)
     )["UploadId"]
@@ -227,25 +333,35 @@ def source_manifest(config: Config, conns: Connections, database: str, ref: Snap
     return catalog.load_manifest(store, keyring, database, ref.snapshot_id)
 
 
+def pending_ids(store: ObjectStore, database: str) -> list[str]:
+    """Snapshots whose data is whole in ``store`` and whose pending manifest is still there: landed by a
+    run that did not bring them to every region (stopped, killed, or a region was down)."""
+    prefix = catalog.pending_key(database, "").removesuffix(".json")
+    return sorted(
+        info.key[len(prefix) : -len(".json")] for info in store.list_objects(prefix)
+        if info.key.endswith(".json") and catalog.is_snapshot_id(info.key[len(prefix) : -len(".json")])
+    )
+
+
 def find_gaps(
     config: Config, database: str, region_name: str, conns: Connections, now: datetime | None = None
 ) -> list[SnapshotRef]:
-    """Snapshots committed in another region but missing here, that live for more than another hour.
+    """Snapshots committed in another region, or landed whole but left pending by an earlier run (in
+    any region, this one too), but not committed here, that live for more than another hour.
 
-    A gap counts only when the other region's manifest authenticates: a junk object named like a manifest
-    (anyone with write access to that one bucket can make one) is skipped with a warning, tried from the
-    next region that holds the id, and never fails this region (the monitor's key check alerts on it).
+    A gap counts only when its manifest (committed or pending) authenticates: a junk object named like a
+    manifest (anyone with write access to that one bucket can make one) is skipped with a warning, tried
+    from the next region that holds the id, and never fails this region (the monitor's key check alerts).
     """
     now = now or datetime.now(UTC)
     _, store, _ = _region(config, conns, region_name)
     present = set(catalog.snapshot_ids(store, database))  # a region we cannot list fails here, loudly
     gaps: dict[str, SnapshotRef] = {}
     for other in config.regions:
-        if other.name == region_name:
-            continue
         try:
-            _, other_store, other_keyring = _region(config, conns, other.name)
-            ids = catalog.snapshot_ids(other_store, database)
+            _, other_store, _ = _region(config, conns, other.name)
+            ids = [] if other.name == region_name else catalog.snapshot_ids(other_store, database)
+            ids += pending_ids(other_store, database)
         except StrongroomError as exc:
             log.warning("cannot list %s while looking for gaps: %s", other.name, exc)
             continue
@@ -253,8 +369,8 @@ def find_gaps(
             expires = catalog.snapshot_id_time(snapshot_id) + config.retention
             if snapshot_id in present or snapshot_id in gaps or expires <= now + REPAIR_MARGIN:
                 continue
-            try:
-                catalog.load_manifest(other_store, other_keyring, database, snapshot_id)
+            try:  # the pending manifest of a landed snapshot, or the committed one: authenticated either way
+                source_manifest(config, conns, database, SnapshotRef(snapshot_id, other.name))
             except (IntegrityError, KeyringError) as exc:
                 log.warning("%s: not repairing %s in %s from %s: %s", database, snapshot_id, region_name,
                             other.name, exc)
@@ -268,6 +384,7 @@ def replicate_region(
     this_run: SnapshotRef | None, *, now: datetime | None = None,
 ) -> list[SnapshotRef]:
     """Copy this run's snapshot, and every gap, into ``region_name``. Returns what verify must check."""
+    started = datetime.now(UTC)
     _, target, _ = _region(config, conns, region_name)
     target.check_bucket()
     refs = [this_run] if this_run else []
@@ -277,6 +394,7 @@ def replicate_region(
             continue
         _, source, _ = _region(config, conns, ref.source_region)
         manifest = source_manifest(config, conns, database, ref)
+        clear_unfinished(target, database, ref.snapshot_id, started)
         for obj in manifest.objects():
             how = copy_object(source, target, obj.key, obj.stored_size, config.transfer,
                               retain_until=manifest.taken_at + config.retention)
@@ -382,14 +500,17 @@ def sync_regions(
     """Bring this run's snapshot to every region at once, then repair gaps (the CLI path).
 
     The snapshot's objects are read once from the region they landed in and streamed to every other
-    region in parallel (:func:`fan_out_copy`; server-side where a target shares the source's endpoint);
-    that read verifies the landing region's copy. Then each region, in its own thread, reads its copy
-    back and checks it (:func:`verify_object`) and commits it; last, each committed region's gaps are
-    copied, verified and committed, one region after the other. Transfer concurrency is divided between
-    the parallel transfers so memory stays that of one transfer.
+    region in parallel (:class:`SharedRead`; server-side where a target shares the source's endpoint);
+    that read verifies the landing region's copy. Each region runs on its own thread: it copies, reads
+    its copy back and checks it (:func:`verify_object`) and commits, at its own speed; a region that
+    falls behind reads the source itself, and a region that stalls (no byte moved for
+    ``transfer.stall_timeout``) is dropped from this run. Last, each committed region's gaps are copied,
+    verified and committed, one region after the other. Transfer concurrency is divided between the
+    parallel transfers so memory stays about that of one transfer.
     Returns each region's outcome: ``"committed"`` or the error that stopped it; never raises for a region.
     """
     conns = conns if isinstance(conns, CachedConnections) else CachedConnections(conns)
+    run_started = datetime.now(UTC)
     outcomes: dict[str, str] = {}
     stores: dict[str, ObjectStore] = {}
     for region in config.regions:
@@ -399,72 +520,65 @@ def sync_regions(
             stores[region.name] = store
         except StrongroomError as exc:
             outcomes[region.name] = str(exc)
-    copied: set[str] = set()  # regions holding a copy still to be read back
-    verified: set[str] = set()  # regions whose copy was read back while streaming from it
     started = time.monotonic()
     try:
         manifest = source_manifest(config, conns, database, this_run)
         _, source, _ = _region(config, conns, this_run.source_region)
-        targets = {name: store for name, store in stores.items() if name != this_run.source_region}
-        streamed = {n: t for n, t in targets.items() if t.endpoint != source.endpoint}
-        retain_until = manifest.taken_at + config.retention
-        # one transfer's memory for the whole fan-out: half the ranges in flight of a single download, and
-        # half a single upload's parts divided between the targets (the parts are the chunks read, shared)
-        fan_out = config.transfer.model_copy(
-            update={"download_concurrency": max(1, config.transfer.download_concurrency // 2)}
-        )
-        share = max(1, config.transfer.upload_concurrency // (2 * max(1, len(streamed))))
-        failed: dict[str, StrongroomError] = {}
-        for obj in manifest.objects():
-            live = {n: t for n, t in streamed.items() if n not in failed}
-            source_error: StrongroomError | None = None
-            try:
-                failed |= fan_out_copy(source, live, obj, fan_out, retain_until=retain_until,
-                                       upload_concurrency=share)
-            except IntegrityError as exc:  # the landing region's own copy is bad: so is every copy of it
-                source_error = exc
-            for name in [n for n in targets if n not in streamed and n not in failed]:
-                try:
-                    copy_object(source, targets[name], obj.key, obj.stored_size, config.transfer,
-                                retain_until=retain_until)
-                except StrongroomError as exc:
-                    failed[name] = exc
-            if source_error is not None:
-                raise source_error
-        for name, error in failed.items():
-            outcomes[name] = str(error)
-        copied = {n for n in targets if n not in failed}
-        verified = {this_run.source_region}
-        log.info("%s: snapshot %s streamed from %s to %s in %.1fs", database, this_run.snapshot_id,
-                 this_run.source_region, ", ".join(sorted(copied)) or "no region", time.monotonic() - started)
     except StrongroomError as exc:
         for name in stores:
             outcomes.setdefault(name, str(exc))
-
-    # each region reads its copy back; split the download concurrency between the parallel readers
-    readers = max(1, len(copied))
-    reading = config.transfer.model_copy(
-        update={"download_concurrency": max(1, config.transfer.download_concurrency // readers)}
+        return {region.name: outcomes[region.name] for region in config.regions}
+    objects = manifest.objects()
+    targets = {name: store for name, store in stores.items() if name != this_run.source_region}
+    streamed = {n: t for n, t in targets.items() if t.endpoint != source.endpoint}
+    retain_until = manifest.taken_at + config.retention
+    # about one transfer's memory for the whole fan-out: half the ranges in flight of a single download,
+    # and half a single upload's parts divided between the targets (the parts are the chunks read, shared)
+    fan_out = config.transfer.model_copy(
+        update={"download_concurrency": max(1, config.transfer.download_concurrency // 2)}
     )
+    share = max(1, config.transfer.upload_concurrency // (2 * max(1, len(streamed))))
+    reading = config.transfer.model_copy(
+        update={"download_concurrency": max(1, config.transfer.download_concurrency // max(1, len(targets)))}
+    )
+    read = SharedRead(source, objects, list(streamed), fan_out)
 
     def finish(name: str) -> str:
         try:
-            if name in copied:
-                for obj in source_manifest(config, conns, database, this_run).objects():
-                    verify_object(stores[name], obj, reading)
+            if name == this_run.source_region:
+                read.done.wait()
+                if read.error is not None:
+                    raise read.error
+            else:
+                target = stores[name]
+                clear_unfinished(target, database, this_run.snapshot_id, run_started)
+                for index, obj in enumerate(objects):
+                    if name in streamed:
+                        stream_into(read, name, target, index, retain_until, share)
+                    else:
+                        copy_object(source, target, obj.key, obj.stored_size, config.transfer,
+                                    retain_until=retain_until)
+                log.info("%s: snapshot %s copied from %s to %s in %.1fs", database, this_run.snapshot_id,
+                         this_run.source_region, name, time.monotonic() - started)
+                for obj in objects:
+                    verify_object(target, obj, reading)
                 log.info("%s: snapshot %s verified in %s", database, this_run.snapshot_id, name)
             commit_region(config, database, name, conns, [this_run])
             return COMMITTED
         except StrongroomError as exc:
+            if name in streamed:
+                read.drop(name)
             return str(exc)
 
-    pending = [name for name in stores if name in copied or name in verified]
-    with ThreadPoolExecutor(max_workers=max(1, len(pending)), thread_name_prefix="region") as pool:
-        for name, outcome in zip(pending, pool.map(finish, pending), strict=True):
+    names = list(stores)
+    read.start()
+    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="region") as pool:
+        for name, outcome in zip(names, pool.map(finish, names), strict=True):
             outcomes[name] = outcome
+    read.join()
     # gaps (snapshots another region holds and this one missed) are rare: repaired one region after the
     # other with the whole transfer concurrency, so memory stays that of one transfer
-    for name in pending:
+    for name in names:
         if outcomes[name] != COMMITTED:
             continue
         try:
@@ -516,11 +630,7 @@ def check_run(config: Config, conns: Connections, runs: Mapping[str, SnapshotRef
             except StrongroomError as exc:
                 outcome[region.name] = f"unreachable: {exc}"
         report.results[database] = outcome
-        if ref is not None and all(v == COMMITTED for v in outcome.values()):
-            with contextlib.suppress(StrongroomError):  # a leftover is removed by retention
-                conns.store(config.region(ref.source_region), config.transfer).delete(
-                    catalog.pending_key(database, ref.snapshot_id)
-                )
+        clear_pending(config, conns, database)
     record = {"checked_at": report.checked_at, "results": report.results}
     for region in config.regions:
         with contextlib.suppress(StrongroomError):  # an unreachable region is already in the report
@@ -531,3 +641,23 @@ def check_run(config: Config, conns: Connections, runs: Mapping[str, SnapshotRef
 
 RUN_RECORD_KEY = "status/last-run.json"
 RUN_RECORD_KIND = "run"
+
+
+def clear_pending(config: Config, conns: Connections, database: str) -> list[str]:
+    """Delete every pending manifest whose snapshot is committed in every region (this run's and any an
+    earlier, stopped run left and this one repaired). A region that cannot be read keeps them all."""
+    stores = {region.name: conns.store(region, config.transfer) for region in config.regions}
+    try:
+        committed = [set(catalog.snapshot_ids(store, database)) for store in stores.values()]
+    except StrongroomError as exc:
+        log.info("%s: pending manifests kept: %s", database, exc)
+        return []
+    everywhere = set.intersection(*committed) if committed else set()
+    cleared = []
+    for store in stores.values():
+        with contextlib.suppress(StrongroomError):  # a leftover is removed by the next run or retention
+            for snapshot_id in pending_ids(store, database):
+                if snapshot_id in everywhere:
+                    store.delete(catalog.pending_key(database, snapshot_id))
+                    cleared.append(snapshot_id)
+    return cleared

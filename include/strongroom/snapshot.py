@@ -13,6 +13,7 @@ snapshot does not exist in that region.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -225,6 +226,7 @@ def _stream_dump(
     counter = _RowCounter(session, config.restore_test.checksum_max_rows)
     counter.start()
     dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir)
+    watchdog = _StallWatchdog(dump, config.snapshot.dump_stall_timeout.total_seconds())
     try:
         upload = store.multipart(
             key,
@@ -236,7 +238,7 @@ def _stream_dump(
         )
         with upload:
             stats = encode_stream(
-                dump.stdout,
+                watchdog.reader(dump.stdout),
                 upload.write,
                 data_key=data_key,
                 associated_data=crypto.object_identity("dump", database, snapshot_id),
@@ -246,6 +248,9 @@ def _stream_dump(
                 total=estimate,
             )
             if dump.wait() != 0:
+                if watchdog.fired:
+                    raise SourceError(f"pg_dump of {database} stalled: no output for "
+                                      f"{watchdog.seconds:g}s (snapshot.dump_stall_timeout); the dump was stopped")
                 counter.join(timeout=30)  # a failed count aborts the snapshot's transaction: it is the cause
                 if counter.error is not None:
                     counter.result()
@@ -254,17 +259,55 @@ def _stream_dump(
             upload.complete()
     except BaseException:
         dump.kill()
-        session.connection.cancel_safe()
-        counter.join(timeout=30)
+        with contextlib.suppress(Exception):  # a source that cannot be reached to cancel: the cause is above
+            session.connection.cancel_safe(timeout=10)
+        counter.join(timeout=10)  # a stalled source holds the count too: it is a daemon, not waited for
         raise
+    finally:
+        watchdog.stop()
     return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), counter
+
+
+class _StallWatchdog:
+    """Kills pg_dump when it writes nothing for ``seconds``: a stalled source must not hold the run."""
+
+    def __init__(self, dump: postgres.ToolProcess, seconds: float) -> None:
+        self.dump, self.seconds = dump, seconds
+        self.fired = False
+        self.last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dump-watchdog", daemon=True)
+        self._thread.start()
+
+    def reader(self, stream: IO[bytes]) -> IO[bytes]:
+        watchdog = self
+
+        class _Ticking:
+            def read(self, size: int = -1) -> bytes:
+                data = stream.read(size)
+                watchdog.last = time.monotonic()
+                return data
+
+        return _Ticking()  # type: ignore[return-value]
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.seconds / 4)):
+            if time.monotonic() - self.last > self.seconds:
+                self.fired = True
+                log.error("pg_dump wrote nothing for %.0fs: stopping it", self.seconds)
+                self.dump.process.kill()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def _store_globals(
     config: Config, store: ObjectStore, source: postgres.PgSettings, database: str, snapshot_id: str,
     data_key: bytes, retain_until: datetime,
 ) -> tuple[StoredObject | None, str]:
-    sql_bytes, note = postgres.dump_globals(source, config.snapshot.pg_bin_dir)
+    sql_bytes, note = postgres.dump_globals(source, config.snapshot.pg_bin_dir,
+                                            timeout=config.snapshot.dump_stall_timeout.total_seconds())
     if sql_bytes is None:
         return None, note
     packed = zstandard.ZstdCompressor(level=config.snapshot.zstd_level).compress(sql_bytes)

@@ -11,18 +11,25 @@ from __future__ import annotations
 import base64
 import ctypes
 import hashlib
+import io
 import logging
+import random
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom.errors import IntegrityError, NotFoundError, StorageError
+
+if TYPE_CHECKING:
+    from strongroom.config import TransferConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,10 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
 _MISSING_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+# answers worth another attempt of the same part or range: throttling and the server's own failures
+_TRANSIENT_CODES = {"SlowDown", "503", "ServiceUnavailable", "InternalError", "500", "RequestTimeout",
+                    "RequestTimeoutException", "ThrottlingException", "Throttling", "502", "BadGateway"}
+T = TypeVar("T")
 
 
 def _return_transfer_buffers_to_the_os(threshold: int = 4 * MiB) -> bool:
@@ -63,17 +74,95 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return _code(exc) in _TRANSIENT_CODES or status >= 500
+    return isinstance(exc, BotoCoreError | Urllib3Error | OSError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How data transfers (parts and ranges) survive a flaky region, and when they give up.
+
+    Each part or range is tried up to ``attempts`` times, sleeping a random time up to ``delay`` doubled
+    per attempt (full jitter) in between, so a 503 SlowDown or a reset costs that one part, never the
+    object. Whatever the attempts left, a transfer that has moved no byte for ``stall_seconds`` gives up:
+    the region is stalled (the data client's socket timeout is the same, so one silent request cannot
+    hold it longer).
+    """
+
+    stall_seconds: float = 60.0
+    attempts: int = 6
+    delay: float = 1.0
+
+    @classmethod
+    def of(cls, transfer: TransferConfig) -> RetryPolicy:
+        return cls(transfer.stall_timeout.total_seconds(), transfer.part_attempts,
+                   transfer.retry_delay.total_seconds())
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0, self.delay * 2 ** (attempt - 1))  # noqa: S311 (jitter, not secrecy)
+
+
+class Progress:
+    """When a transfer last moved a byte; shared by the threads of one upload or download."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        self.last = time.monotonic()
+
+    def idle(self) -> float:
+        return time.monotonic() - self.last
+
+
+class _ProgressBody(io.BytesIO):
+    """A part's body that marks progress as the HTTP client reads it to send (seekable, for re-sends).
+
+    Only bytes past the furthest any attempt of this part got count: a re-sent byte is no progress, and
+    the first few MB a dead endpoint's socket buffers swallow are counted once, not once per attempt.
+    """
+
+    def __init__(self, data: bytes, progress: Progress, furthest: list[int]) -> None:
+        super().__init__(data)
+        self._progress, self._furthest = progress, furthest
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if self.tell() > self._furthest[0]:
+            self._furthest[0] = self.tell()
+            self._progress.tick()
+        return data
+
+
 class ObjectStore:
     """A bucket reached through an S3 client. ``where`` names it in every error message."""
 
     def __init__(
-        self, client: Any, bucket: str, *, region: str, max_parts: int = 10000, lock_mode: str | None = None
+        self, client: Any, bucket: str, *, region: str, max_parts: int = 10000, lock_mode: str | None = None,
+        data_client: Any | Callable[[], Any] | None = None, retry: RetryPolicy | None = None,
     ) -> None:
-        self.client = client
+        self.client = client  # control requests: short timeouts, botocore's retries
+        self._data_client = data_client  # parts and ranges: the stall timeout, our retries (built when used)
+        self._data_lock = threading.Lock()
+        self.retry = retry or RetryPolicy()
         self.bucket = bucket
         self.region = region
         self.max_parts = max_parts
         self.lock_mode = lock_mode.upper() if lock_mode and lock_mode != "off" else None
+
+    @property
+    def data_client(self) -> Any:
+        """The client for parts and ranges; a factory given for it is called once, on first use (a client
+        costs tens of milliseconds to build, and most stores only ever make control requests)."""
+        with self._data_lock:
+            if self._data_client is None:
+                self._data_client = self.client
+            elif callable(self._data_client) and not hasattr(self._data_client, "meta"):
+                self._data_client = self._data_client()
+            return self._data_client
 
     def lock_args(self, retain_until: datetime | None) -> dict[str, Any]:
         """S3 Object Lock arguments for a write, when this region locks and a date is given."""
@@ -114,6 +203,37 @@ class ObjectStore:
     def where(self) -> str:
         return f"s3://{self.bucket} (region {self.region})"
 
+    def transfer(self, call: Callable[[], T], progress: Progress, what: str, key: str) -> T:
+        """Run one part or range, retrying transient failures until it succeeds, the attempts run out,
+        or the region has moved no byte for the stall deadline. Raises :class:`StorageError` naming the
+        region either way."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = call()
+            except (ClientError, BotoCoreError, Urllib3Error, OSError) as exc:
+                if not _transient(exc):
+                    raise self._fail(exc, what, key) from None
+                idle = progress.idle()
+                if idle >= self.retry.stall_seconds:
+                    raise StorageError(
+                        f"{self.where} stalled: no progress for {idle:.0f}s "
+                        f"(stall_timeout {self.retry.stall_seconds:g}s) while {what} {key}: {_first_line(exc)}"
+                    ) from None
+                if attempt >= self.retry.attempts:
+                    raise StorageError(
+                        f"{what} s3://{self.bucket}/{key} failed after {attempt} attempts "
+                        f"(region {self.region}): {_first_line(exc)}"
+                    ) from None
+                pause = min(self.retry.backoff(attempt), max(0.0, self.retry.stall_seconds - idle))
+                log.info("%s %s in %s: %s; attempt %d in %.1fs", what, key, self.region, _first_line(exc),
+                         attempt + 1, pause)
+                time.sleep(pause)
+                continue
+            progress.tick()
+            return result
+
     def _fail(self, exc: Exception, action: str, key: str | None = None) -> Exception:
         target = f"s3://{self.bucket}/{key}" if key else self.where
         if isinstance(exc, ClientError):
@@ -124,7 +244,7 @@ class ObjectStore:
                 return NotFoundError(f"{target} does not exist")
             message = exc.response.get("Error", {}).get("Message") or code
             return StorageError(f"{action} {target} failed: {code}: {message}")
-        return StorageError(f"{action} {target} failed: {str(exc).splitlines()[0]}")
+        return StorageError(f"{action} {target} failed (region {self.region}): {_first_line(exc)}")
 
     def check_bucket(self) -> None:
         try:
@@ -242,35 +362,48 @@ class ObjectStore:
             self.lock_args(retain_until),
         )
 
-    def iter_chunks(self, key: str, size: int, *, chunk_size: int, concurrency: int) -> Iterator[bytes]:
-        """Yield the object's bytes in order, fetching up to ``concurrency`` ranges ahead."""
-        if size == 0:
+    def iter_chunks(
+        self, key: str, size: int, *, chunk_size: int, concurrency: int, start: int = 0,
+        progress: Progress | None = None,
+    ) -> Iterator[bytes]:
+        """Yield the object's bytes from ``start`` on, in order, fetching up to ``concurrency`` ranges ahead.
+
+        Each range is retried on its own (:meth:`transfer`); the read gives up when the region has moved
+        no byte for the stall deadline.
+        """
+        if size <= start:
             return
-        ranges = deque((start, min(start + chunk_size, size) - 1) for start in range(0, size, chunk_size))
+        progress = progress or Progress()
+        ranges = deque((at, min(at + chunk_size, size) - 1) for at in range(start, size, chunk_size))
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-get") as pool:
             inflight: deque[Future[bytes]] = deque()
             try:
                 while ranges or inflight:
                     while ranges and len(inflight) < concurrency:
-                        start, end = ranges.popleft()
-                        inflight.append(pool.submit(self._get_range, key, start, end))
+                        first, last = ranges.popleft()
+                        inflight.append(pool.submit(self._get_range, key, first, last, progress))
                     yield inflight.popleft().result()
             finally:
                 for pending in inflight:
                     pending.cancel()
 
-    def _get_range(self, key: str, start: int, end: int) -> bytes:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
+    def _get_range(self, key: str, start: int, end: int, progress: Progress) -> bytes:
+        def get() -> bytes:
+            body = self.data_client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]
             try:
                 data = bytes(body.read())
             finally:
                 body.close()
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "reading", key) from None
-        if len(data) != end - start + 1:
-            raise StorageError(f"reading s3://{self.bucket}/{key}: short read at byte {start}")
-        return data
+            if len(data) != end - start + 1:  # a connection cut short: another attempt
+                raise OSError(f"short read at byte {start}: {len(data)} of {end - start + 1} bytes")
+            return data
+
+        return self.transfer(get, progress, "reading", key)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class PartSizer:
@@ -335,6 +468,7 @@ class MultipartUpload:
         self.upload_id: str | None = None
         self._done = False
         self._error: Exception | None = None
+        self.progress = Progress()
 
     def __enter__(self) -> MultipartUpload:
         try:
@@ -373,14 +507,22 @@ class MultipartUpload:
         self._parts.append(self._pool.submit(self._upload_part, self._number, chunk))
 
     def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
-        try:
-            response = self.store.client.upload_part(
-                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+        furthest = [0]
+
+        def put() -> Any:
+            return self.store.data_client.upload_part(
+                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
+                Body=_ProgressBody(chunk, self.progress, furthest),
             )
+
+        try:
+            if self._error is not None:  # another part gave up: the upload is lost, do not send more
+                raise self._error
+            response = self.store.transfer(put, self.progress, f"uploading part {number} of", self.key)
             return {"PartNumber": number, "ETag": response["ETag"]}
-        except (ClientError, BotoCoreError) as exc:
-            self._error = self.store._fail(exc, f"uploading part {number} of", self.key)
-            raise self._error from None
+        except StorageError as exc:
+            self._error = exc
+            raise
         finally:
             self._slots.release()
 
@@ -390,12 +532,18 @@ class MultipartUpload:
             self._submit(bytes(self._buffer))
             self._buffer.clear()
         parts = [f.result() for f in self._parts]
-        try:
-            self.store.client.complete_multipart_upload(
-                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self.store._fail(exc, "completing upload of", self.key) from None
+
+        def complete() -> None:  # assembling a large object takes a while: the data client's (stall) timeout
+            try:
+                self.store.data_client.complete_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+                )
+            except ClientError as exc:  # an earlier attempt completed it and its answer was lost
+                info = self.store.head(self.key) if _code(exc) == "NoSuchUpload" else None
+                if info is None or info.size != self.size:
+                    raise
+
+        self.store.transfer(complete, self.progress, "completing upload of", self.key)
         self._done = True
         self._shutdown()
         return self.size

@@ -193,12 +193,16 @@ def test_after_the_window_deleted_content_is_gone_and_live_content_kept(
     config = source_config(tmp_path)
     put(source, "keep/forever.txt", b"long-lived content")
     put(source, "erase/me.txt", b"ERASE-ME-content-7c1d")
-    objects.backup_pass(config, SOURCE, conns)
+    first = objects.backup_pass(config, SOURCE, conns)
     source.delete_object(Bucket=SOURCE, Key="erase/me.txt")
-    time.sleep(3)
+    time.sleep(6)  # the two points are at least 6 s apart: the window below has 3 s of margin on each side
     newest = objects.backup_pass(config, SOURCE, conns)
-    window = (datetime.now(UTC) - datetime.fromisoformat(newest.taken_at)).total_seconds() + 1.5
-    short = source_config(tmp_path, "short.yaml", retention=f"{int(window)}s")
+    now = datetime.now(UTC)
+    age_first = (now - datetime.fromisoformat(first.taken_at)).total_seconds()
+    age_newest = (now - datetime.fromisoformat(newest.taken_at)).total_seconds()
+    window = round((age_first + age_newest) / 2)  # was newest's age + 1.5 s, truncated: under 1 s of margin
+    assert age_newest + 2 < window < age_first - 2
+    short = source_config(tmp_path, "short.yaml", retention=f"{window}s")
     retention.prune_all(short, conns)
     for region in REGIONS:
         keys = [k for k in ostack.list_keys(region) if k.startswith(f"objects/{SOURCE}/")]

@@ -72,8 +72,9 @@ def test_defaults_match_the_documentation(tmp_path: Path) -> None:
     assert (region.location, region.keyring_conn_id, region.max_parts) == (None, None, 10000)
     t = config.transfer
     assert (t.part_size, t.max_part_size) == (16 * MiB, 256 * MiB)
-    assert (t.upload_concurrency, t.download_concurrency, t.max_attempts) == (4, 4, 5)
-    assert (t.connect_timeout, t.read_timeout) == (timedelta(seconds=10), timedelta(seconds=120))
+    assert (t.upload_concurrency, t.download_concurrency, t.max_attempts) == (4, 4, 3)
+    assert (t.connect_timeout, t.control_timeout) == (timedelta(seconds=10), timedelta(seconds=10))
+    assert (t.stall_timeout, t.part_attempts, t.retry_delay) == (timedelta(seconds=60), 6, timedelta(seconds=1))
     s = config.snapshot
     assert (s.schedule, s.run_timeout) == ("0 * * * *", timedelta(minutes=50))
     assert (s.zstd_level, s.zstd_threads, s.capture_globals, s.pg_bin_dir) == (3, 0, True, None)
