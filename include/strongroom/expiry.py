@@ -18,7 +18,7 @@ from typing import Any
 from strongroom import objects, postgres, restore
 from strongroom.config import Config
 from strongroom.connections import Connections
-from strongroom.errors import StorageError, StrongroomError
+from strongroom.errors import NotFoundError, StorageError, StrongroomError
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,11 @@ def find_copies(config: Config, conns: Connections) -> list[PlaintextCopy]:
                 head = "/".join(info.key.split("/", 2)[:2]) + "/"
                 if taken is not None and head.split("/", 1)[0] in sources:
                     prefixes[head] = taken
+        except NotFoundError:
+            continue  # the review bucket is created by the first restore into it: nothing restored yet
         except StorageError as exc:
             if "NoSuchBucket" in str(exc):
-                continue  # not created yet: nothing restored into it
+                continue
             raise
         found += [PlaintextCopy(REVIEW, p, f"s3://{target.bucket}", t) for p, t in sorted(prefixes.items())]
     return found

@@ -16,6 +16,11 @@ def test_expired_sandboxes_and_review_copies_are_erased_and_flagged_until_then(s
 
     config, conns = load_config(ledger), connections()
     now = datetime.now(UTC)
+    # a fresh installation: the review bucket does not exist until the first restore into it; no copy, no
+    # error (the expiry task and the monitor stay quiet)
+    missing = config.model_copy(update={"object_restore_targets": [
+        config.object_restore_targets[0].model_copy(update={"bucket": "never-created-review"})]})
+    assert [c for c in expiry.find_copies(missing, conns) if c.kind == expiry.REVIEW] == []
     young = (now - timedelta(days=1)).strftime("%Y%m%d_%H%M%S")
     old_db, young_db, foreign_db = "bulk_20200101_000000_abcdef", f"bulk_{young}_abcdef", "crm_20200101_000000"
     for name in (old_db, young_db, foreign_db):
