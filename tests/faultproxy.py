@@ -187,6 +187,15 @@ class FaultProxy:
             _close(client)
             _close(upstream)
 
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Pump both ways until either side is done (each direction under the faults set), then close both."""
+        back = threading.Thread(target=self._pump, args=(upstream, client, client, upstream), daemon=True)
+        back.start()
+        self._pump(client, upstream, client, upstream)
+        back.join()
+        _close(client)
+        _close(upstream)
+
     def _serve_raw(self, client: socket.socket) -> None:
         self._wait_while_stalled()
         if self._closing.is_set():
@@ -196,12 +205,7 @@ class FaultProxy:
         except OSError:
             _close(client)
             return
-        back = threading.Thread(target=self._pump, args=(upstream, client, client, upstream), daemon=True)
-        back.start()
-        self._pump(client, upstream, client, upstream)
-        back.join()
-        _close(client)
-        _close(upstream)
+        self._relay(client, upstream)
 
     def _serve_http(self, client: socket.socket) -> None:
         """One request per upstream connection, sent with ``Connection: close``; the client connection is
@@ -251,12 +255,7 @@ class FaultProxy:
             _close(client)
             _close(upstream)
             return
-        back = threading.Thread(target=self._pump, args=(upstream, client, client, upstream), daemon=True)
-        back.start()
-        self._pump(client, upstream, client, upstream)
-        back.join()
-        _close(client)
-        _close(upstream)
+        self._relay(client, upstream)
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
