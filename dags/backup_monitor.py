@@ -20,7 +20,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from strongroom.alerts import task_defaults
+from strongroom.tasks import task_defaults
 
 
 @dag(

@@ -17,9 +17,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from strongroom.alerts import task_defaults
 from strongroom.config import load_config
-from strongroom.pools import OBJECT_POOL
+from strongroom.pools import OBJECT_POOL, PRUNE_POOL
+from strongroom.tasks import task_defaults
 
 CONFIG = load_config()
 SOURCES = [s.bucket for s in CONFIG.object_storage]
@@ -51,7 +51,7 @@ def backup_object_storage() -> None:
             raise ReplicationError(f"{bucket}: point not committed in {failed}")
         return {k: v for k, v in result.to_dict().items() if k != "failed"}
 
-    @task
+    @task(pool=PRUNE_POOL)  # one prune at a time, with snapshot_databases'
     def prune() -> dict[str, Any]:
         """Delete points past the retention and the content nothing else references, in every region."""
         from strongroom import airflow_adapter, retention

@@ -22,8 +22,8 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from strongroom import airflow_adapter
-from strongroom.alerts import task_defaults
 from strongroom.config import load_config
+from strongroom.tasks import task_defaults
 
 CONFIG = load_config()
 DATABASES = [db.name for db in CONFIG.databases] or ["(none configured)"]

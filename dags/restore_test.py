@@ -20,8 +20,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from strongroom.alerts import task_defaults
 from strongroom.config import load_config
+from strongroom.tasks import task_defaults
 
 CONFIG = load_config()
 DATABASES = [db.name for db in CONFIG.databases]

@@ -29,9 +29,10 @@ from airflow.sdk import (
 )
 
 from strongroom.airflow_adapter import database_servers
-from strongroom.alerts import duration_text, task_defaults
+from strongroom.alerts import duration_text
 from strongroom.config import load_config
-from strongroom.pools import dump_pool, slug
+from strongroom.pools import PRUNE_POOL, dump_pool, slug
+from strongroom.tasks import task_defaults
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error
 DATABASES = [db.name for db in CONFIG.databases]
@@ -150,7 +151,7 @@ def snapshot_databases() -> None:
             airflow_adapter.fail_task(report.summary())
         return {"results": report.results}
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", pool=PRUNE_POOL)  # one prune at a time, with backup_object_storage's
     def prune() -> dict[str, Any]:
         """Delete every snapshot older than the retention, in every region, each region on its own."""
         from strongroom import airflow_adapter, retention

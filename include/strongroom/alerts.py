@@ -15,7 +15,6 @@ import html
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -123,39 +122,3 @@ def deadline_missed(
         details=["The run is still going or stuck: its snapshots are late, so the recovery point is slipping. "
                  "Open the run to see which task is slow; the backup monitor alerts when a snapshot grows stale."],
     )
-
-
-def on_task_failure(context: object) -> None:
-    """The ``on_failure_callback`` of every Strongroom task.
-
-    DAG files import it from here, a light module, so parsing a DAG does not load boto3 and psycopg; the
-    work happens in ``strongroom.airflow_adapter.notify_task_failure`` when a task has failed for good.
-    """
-    from strongroom.airflow_adapter import notify_task_failure
-
-    notify_task_failure(context)
-
-
-def on_task_success(context: object) -> None:
-    """The ``on_success_callback`` of every Strongroom task: one summary line at the end of its log."""
-    from strongroom.airflow_adapter import log_task_summary
-
-    log_task_summary(context)
-
-
-def task_defaults(*, retries: int = 0, retry_delay: timedelta | None = None,
-                  execution_timeout: timedelta | None = None, backoff: bool = False) -> dict[str, Any]:
-    """The ``default_args`` of a Strongroom DAG: its tasks alert once when they finally fail, after
-    ``retries`` (exponential ``backoff`` from ``retry_delay`` up to ten minutes when asked), and are
-    stopped after ``execution_timeout``."""
-    defaults: dict[str, Any] = {"owner": "strongroom", "retries": retries,
-                                "on_failure_callback": [on_task_failure],  # one alert per final failure
-                                "on_success_callback": [on_task_success],  # one summary line
-                                "show_return_value_in_logs": False}  # instead of the raw dict
-    if retry_delay is not None:
-        defaults["retry_delay"] = retry_delay
-    if backoff:
-        defaults |= {"retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=10)}
-    if execution_timeout is not None:
-        defaults["execution_timeout"] = execution_timeout
-    return defaults

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig
 from strongroom.connections import Connections
 from strongroom.storage import ObjectStore
@@ -61,32 +59,18 @@ class BucketReport:
         return dict(self.__dict__, ok=self.ok)
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _read(call: Any, missing: set[str], **kwargs: Any) -> dict[str, Any] | None:
-    try:
-        return dict(call(**kwargs))
-    except ClientError as exc:
-        if _code(exc) in missing:
-            return None
-        raise
-
-
 def observe(store: ObjectStore, region: RegionConfig, retention: timedelta) -> list[str]:
     """How the bucket differs from the desired state (empty: it matches)."""
-    c, b = store.client, store.bucket
     drift = []
-    if c.get_bucket_versioning(Bucket=b).get("Status") != "Enabled":
+    if store.versioning() != "Enabled":
         drift.append("versioning is not enabled")
-    block = _read(c.get_public_access_block, {"NoSuchPublicAccessBlockConfiguration"}, Bucket=b)
+    block = store.bucket_setting("public_access_block")
     if not block or block.get("PublicAccessBlockConfiguration") != _PUBLIC_BLOCK:
         drift.append("public access is not fully blocked")
-    sse = _read(c.get_bucket_encryption, {"ServerSideEncryptionConfigurationNotFoundError"}, Bucket=b)
+    sse = store.bucket_setting("encryption")
     if not sse or not sse.get("ServerSideEncryptionConfiguration", {}).get("Rules"):
         drift.append("default server-side encryption is off")
-    rules = _read(c.get_bucket_lifecycle_configuration, {"NoSuchLifecycleConfiguration"}, Bucket=b)
+    rules = store.bucket_setting("lifecycle")
     have = {r.get("ID"): r for r in (rules or {}).get("Rules", [])}
     for want in lifecycle_rules(retention):
         got = have.pop(want["ID"], None)
@@ -96,45 +80,33 @@ def observe(store: ObjectStore, region: RegionConfig, retention: timedelta) -> l
         if rule.get("Status") == "Enabled" and ("Expiration" in rule or "NoncurrentVersionExpiration" in rule):
             drift.append(f"lifecycle rule {rule_id} is not Strongroom's and may delete backups early")
     if region.object_lock != "off":
-        lock = _read(c.get_object_lock_configuration, {"ObjectLockConfigurationNotFoundError"}, Bucket=b)
+        lock = store.bucket_setting("object_lock")
         if not lock or lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             drift.append("object lock is not enabled (it can only be turned on when a bucket is created)")
     return drift
 
 
 def _apply(store: ObjectStore, retention: timedelta) -> None:
-    c, b = store.client, store.bucket
-    c.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
-    c.put_public_access_block(Bucket=b, PublicAccessBlockConfiguration=_PUBLIC_BLOCK)
-    c.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={
+    store.put_bucket_setting("versioning", {"Status": "Enabled"})
+    store.put_bucket_setting("public_access_block", _PUBLIC_BLOCK)
+    store.put_bucket_setting("encryption", {
         "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    c.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": lifecycle_rules(retention)})
+    store.put_bucket_setting("lifecycle", {"Rules": lifecycle_rules(retention)})
 
 
 def init_bucket(config: Config, region: RegionConfig, conns: Connections) -> BucketReport:
     store = conns.store(region, config.transfer)
-    c, b = store.client, store.bucket
-    report = BucketReport(region.name, b)
-    try:
-        exists = _read(c.head_bucket, {"404", "NoSuchBucket", "NotFound"}, Bucket=b) is not None
-        if not exists:
-            args: dict[str, Any] = {"Bucket": b}
-            if region.name != "us-east-1":
-                args["CreateBucketConfiguration"] = {"LocationConstraint": region.name}
-            if region.object_lock != "off":
-                args["ObjectLockEnabledForBucket"] = True
-            c.create_bucket(**args)
-            c.put_bucket_tagging(Bucket=b, Tagging={"TagSet": [MANAGED_TAG]})
-            report.created = True
-        tags = _read(c.get_bucket_tagging, {"NoSuchTagSet", "NoSuchTagSetError"}, Bucket=b) or {}
-        report.managed = MANAGED_TAG in tags.get("TagSet", [])
-        report.drift = observe(store, region, config.retention)
-        if report.managed and report.drift:
-            _apply(store, config.retention)
-            remaining = observe(store, region, config.retention)
-            report.fixed = [d for d in report.drift if d not in remaining]
-    except (ClientError, BotoCoreError) as exc:
-        raise store._fail(exc, "initialising", None) from None
+    report = BucketReport(region.name, store.bucket)
+    if not store.bucket_exists():
+        store.create_bucket(object_lock=region.object_lock != "off", tags=[MANAGED_TAG])
+        report.created = True
+    tags = store.bucket_setting("tagging") or {}
+    report.managed = MANAGED_TAG in tags.get("TagSet", [])
+    report.drift = observe(store, region, config.retention)
+    if report.managed and report.drift:
+        _apply(store, config.retention)
+        remaining = observe(store, region, config.retention)
+        report.fixed = [d for d in report.drift if d not in remaining]
     return report
 
 
@@ -142,11 +114,7 @@ def check_source(config: Config, source: ObjectSourceConfig, conns: Connections)
     """A source bucket is only checked, never changed: versioning must be on for point-in-time restores."""
     store = conns.source_store(source, config.transfer)
     report = BucketReport(f"source {source.bucket}", source.bucket)
-    try:
-        status = store.client.get_bucket_versioning(Bucket=store.bucket).get("Status")
-    except (ClientError, BotoCoreError) as exc:
-        raise store._fail(exc, "checking versioning of", None) from None
-    if status != "Enabled":
+    if store.versioning() != "Enabled":
         report.drift.append("versioning is not enabled on this source bucket: overwritten or deleted files "
                             "between two passes cannot be backed up (enable it on the bucket)")
     return report

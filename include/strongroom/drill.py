@@ -164,7 +164,7 @@ def check_snapshot(
     keyring = conns.keyring(config.keyring_conn_id(region))
     result = DrillResult(db.name, snapshot_id, region.name, now.isoformat())
     suites = validation.load_user_suites(Path(config.restore_test.expectations_dir), db.name)
-    spool.clean_leftovers(config.restore.spool_dir)
+    sandbox.clean_leftovers(config.restore.spool_dir)
     work = spool.Spool.create(config.restore.spool_dir, "strongroom-rt-", config.restore.lease)
     report = None
     schema_docs: dict[str, bytes] = {}

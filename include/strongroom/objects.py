@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
-from botocore.exceptions import BotoCoreError, ClientError
 
 from strongroom import crypto
 from strongroom.config import Config, RegionConfig
@@ -236,16 +235,8 @@ class SourceVersion:
 
 def live_versions(store: ObjectStore, prefixes: list[str]) -> dict[str, SourceVersion]:
     """Every live key's current version (paginated); keys whose latest version is a delete marker are gone."""
-    live: dict[str, SourceVersion] = {}
-    try:
-        for p in prefixes or [""]:
-            for page in store.client.get_paginator("list_object_versions").paginate(Bucket=store.bucket, Prefix=p):
-                for v in page.get("Versions", []):
-                    if v.get("IsLatest"):
-                        live[v["Key"]] = SourceVersion(v["Key"], str(v.get("VersionId") or "null"), int(v["Size"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise store._fail(exc, "listing versions of", None) from None
-    return live
+    return {v.key: SourceVersion(v.key, v.version_id or "null", v.size)
+            for p in prefixes or [""] for v in store.versions(p) if v.is_latest and not v.delete_marker}
 
 
 @dataclass
@@ -365,7 +356,7 @@ def _store_one(
 ) -> tuple[SourceVersion, str, int]:
     if version.size > config.transfer.part_size:
         return _store_large(config, src, source, version, key, regions, result)
-    data = _read_version(src, version)
+    data = src.read_version(version.key, version.version_id)
     cid = content_id(key, data)
     for region in regions:
         if not _claim(region, source, version, cid):
@@ -396,7 +387,7 @@ def _store_large(
     region that lacks it, with memory bounded by part size and concurrency, never by the object's size."""
     mac = hmac.new(key, digestmod=hashlib.sha256)
     size = 0
-    for chunk in _stream_version(src, version):
+    for chunk in src.stream_version(version.key, version.version_id):
         mac.update(chunk)
         size += len(chunk)
     cid = mac.hexdigest()
@@ -412,7 +403,7 @@ def _store_large(
                 concurrency=transfer.upload_concurrency, expected_size=size))
             writers.append((upload, SealWriter(region.keyring, _identity("content", source, cid), upload.write)))
         again = hmac.new(key, digestmod=hashlib.sha256)
-        for chunk in _stream_version(src, version):
+        for chunk in src.stream_version(version.key, version.version_id):
             again.update(chunk)
             for _, writer in writers:
                 writer.write(chunk)
@@ -424,34 +415,6 @@ def _store_large(
     for region in needing:
         result.stored[region.config.name] = result.stored.get(region.config.name, 0) + 1
     return version, cid, size
-
-
-def _stream_version(src: ObjectStore, version: SourceVersion, chunk: int = 1 << 20) -> Iterator[bytes]:
-    args: dict[str, Any] = {"Bucket": src.bucket, "Key": version.key}
-    if version.version_id != "null":
-        args["VersionId"] = version.version_id
-    try:
-        body = src.client.get_object(**args)["Body"]
-        try:
-            yield from body.iter_chunks(chunk)
-        finally:
-            body.close()
-    except (ClientError, BotoCoreError) as exc:
-        raise src._fail(exc, "reading", version.key) from None
-
-
-def _read_version(src: ObjectStore, version: SourceVersion) -> bytes:
-    args: dict[str, Any] = {"Bucket": src.bucket, "Key": version.key}
-    if version.version_id != "null":
-        args["VersionId"] = version.version_id
-    try:
-        body = src.client.get_object(**args)["Body"]
-        try:
-            return bytes(body.read())
-        finally:
-            body.close()
-    except (ClientError, BotoCoreError) as exc:
-        raise src._fail(exc, "reading", version.key) from None
 
 
 def _write_journals(regions: list[_Region], source: str, now: datetime, id_key_id: str,
@@ -637,18 +600,3 @@ def restore_point(
     return {"source": source, "point": index.taken_at.isoformat(), "region": where.name,
             "target": target.bucket, "prefix": into, "objects": len(chosen),
             "bytes": sum(e.size for e in chosen.values())}
-
-
-def iter_points(store: ObjectStore, keyring: Keyring, source: str) -> Iterator[PointIndex]:
-    for at in point_times(store, source):
-        yield load_point(store, keyring, source, at)
-
-
-def sources_in(store: ObjectStore) -> list[str]:
-    """Source buckets with backups in this region (from the keys, so removed sources are found too)."""
-    names = set()
-    for info in store.list_objects("objects/"):
-        parts = info.key.split("/")
-        if len(parts) > 2:
-            names.add(parts[1])
-    return sorted(names)

@@ -25,6 +25,9 @@ from strongroom.errors import ConfigError, StorageError
 
 DUMP_POOL_PREFIX = "strongroom_dumps_"
 OBJECT_POOL = "strongroom_object_passes"
+# one slot: the prunes of snapshot_databases and backup_object_storage (same cron) never run at once, so
+# neither reads a region while the other deletes from it
+PRUNE_POOL = "strongroom_prune"
 
 
 def slug(server: str) -> str:
@@ -53,7 +56,8 @@ class PoolSpec:
 
 
 def required_pools(config: Config, servers: dict[str, str]) -> list[PoolSpec]:
-    """The pools the DAGs use, with their sizes: one per source server, one for the object passes.
+    """The pools the DAGs use, with their sizes: one per source server, one for the object passes, one
+    slot for pruning.
 
     :param servers: database name -> server (see :func:`default_server`)
     """
@@ -67,6 +71,7 @@ def required_pools(config: Config, servers: dict[str, str]) -> list[PoolSpec]:
     ]
     if config.object_storage:
         specs.append(PoolSpec(OBJECT_POOL, config.pools.object_passes, "Strongroom: concurrent object-storage passes"))
+    specs.append(PoolSpec(PRUNE_POOL, 1, "Strongroom: one prune at a time (both hourly DAGs prune every region)"))
     return specs
 
 

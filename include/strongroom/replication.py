@@ -21,15 +21,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from strongroom import catalog, crypto, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, KeyringError, StorageError, StrongroomError
 from strongroom.keyring import Keyring
-from strongroom.storage import MultipartUpload, ObjectStore, PartSizer
+from strongroom.storage import MultipartUpload, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +41,11 @@ def copy_object(
 ) -> str:
     """Copy ``key`` from ``source`` to ``target``; returns how it was copied."""
     if source.endpoint == target.endpoint:
-        try:
-            if size <= single_copy_limit:
-                target.data_client.copy_object(
-                    Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
-                    **target.lock_args(retain_until),
-                )
-                return "server-side copy"
-            _multipart_copy(source, target, key, size, transfer, retain_until)
-            return "server-side multipart copy"
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            log.warning("server-side copy to %s refused (%s); streaming the bytes instead", target.where, code)
+        how = target.copy_within(source, key, size, part_size=transfer.part_size,
+                                 max_part_size=transfer.max_part_size, single_copy_limit=single_copy_limit,
+                                 retain_until=retain_until)
+        if how:
+            return how
     _stream_copy(source, target, key, size, transfer, retain_until)
     return "streamed copy"
 
@@ -247,38 +238,6 @@ def stream_into(
                 raise IntegrityError(f"copy of {obj.key} to {target.where} has the wrong length")
     except BaseException:
         read.drop(name)
-        raise
-
-
-def _multipart_copy(
-    source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
-    retain_until: datetime | None,
-) -> None:
-    client = target.data_client  # copying parts server-side takes the provider a while: the stall timeout
-    upload_id = client.create_multipart_upload(
-        Bucket=target.bucket, Key=key, **target.lock_args(retain_until)
-    )["UploadId"]
-    try:
-        sizer = PartSizer(transfer.part_size, transfer.max_part_size, target.max_parts, size)
-        parts, offset, number = [], 0, 1
-        while offset < size:
-            length = min(sizer.size_for(number), size - offset)
-            response = client.upload_part_copy(
-                Bucket=target.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                CopySource={"Bucket": source.bucket, "Key": key},
-                CopySourceRange=f"bytes={offset}-{offset + length - 1}",
-            )
-            parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
-            offset += length
-            number += 1
-        client.complete_multipart_upload(
-            Bucket=target.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
-    except BaseException:
-        try:
-            client.abort_multipart_upload(Bucket=target.bucket, Key=key, UploadId=upload_id)
-        except (ClientError, BotoCoreError) as exc:
-            log.error("could not abort multipart copy of %s in %s: %s", key, target.where, exc)
         raise
 
 

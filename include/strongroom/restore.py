@@ -19,7 +19,7 @@ from typing import Any
 
 import zstandard
 
-from strongroom import approval, catalog, crypto, dumpfile, postgres, roles, snapshot, spool
+from strongroom import approval, catalog, crypto, dumpfile, postgres, roles, sandbox, snapshot, spool
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
@@ -175,7 +175,7 @@ def restore_snapshot(
     candidates = [config.region(region)] if region else list(config.regions)
     state = postgres.inspect_target(target)
     _check_target(target, state, clean, tables)
-    spool.clean_leftovers(config.restore.spool_dir)
+    sandbox.clean_leftovers(config.restore.spool_dir)
     lease = spool.Spool.create(config.restore.spool_dir, "strongroom-restore-", config.restore.lease)
     spool_dir = str(lease.path)
     role_report: roles.RoleReport | None = None

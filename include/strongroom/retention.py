@@ -18,13 +18,11 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from strongroom import catalog
 from strongroom.catalog import Manifest
@@ -33,13 +31,13 @@ from strongroom.connections import Connections
 from strongroom.errors import (
     IntegrityError,
     KeyringError,
+    NotFoundError,
     PruneError,
     RefusedError,
-    StorageError,
     StrongroomError,
 )
 from strongroom.keyring import Keyring
-from strongroom.storage import ObjectStore
+from strongroom.storage import ObjectStore, Upload, Version
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +46,6 @@ AUDIT_PREFIX = "audit/retention/"
 RECORD_PREFIXES = (AUDIT_PREFIX, "restore-tests/")
 _SNAPSHOT_KEY = re.compile(r"^databases/([^/]+)/(data|manifests|pending)/(\d{8}T\d{6}Z-[0-9a-f]{6})(?:/|\.json$)")
 _RECORD_TIME = re.compile(r"/(\d{8}T\d{6}Z)-")
-
-
-@dataclass(frozen=True)
-class Version:
-    key: str
-    version_id: str | None
-    last_modified: datetime
-    is_latest: bool
-    delete_marker: bool
 
 
 @dataclass
@@ -75,13 +64,6 @@ class SnapshotEntry:
     @property
     def newest_write(self) -> datetime:
         return max(v.last_modified for v in self.versions)
-
-
-@dataclass(frozen=True)
-class Upload:
-    key: str
-    upload_id: str
-    initiated: datetime
 
 
 @dataclass
@@ -103,6 +85,9 @@ class SourceCatalog:
     point_versions: dict[datetime, list[Version]] = field(default_factory=dict)
     contents: dict[str, list[Version]] = field(default_factory=dict)  # content id -> versions
     other: list[Version] = field(default_factory=list)  # progress journals and strays
+    # a live point vanished between listing and reading (pruned elsewhere, or deleted by hand): what it
+    # referenced is unknown, so no content of this source is deleted this time
+    unsure: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,7 +211,7 @@ def _plan_sources(catalog_: RegionCatalog, cutoff: datetime, grace: timedelta, n
             else:
                 kept_refs |= refs
         for cid, versions in sorted(cat.contents.items()):
-            if cid in kept_refs or max(v.last_modified for v in versions) >= now - grace:
+            if cat.unsure or cid in kept_refs or max(v.last_modified for v in versions) >= now - grace:
                 continue
             deletions.append(Deletion(catalog_.region, "content", source, cid[:16],
                                       "no point inside the retention references this content",
@@ -255,30 +240,12 @@ def _human(delta: timedelta) -> str:
 # ---- effects ------------------------------------------------------------------------------------------------
 
 
-def _versions(store: ObjectStore, prefix: str) -> Iterable[Version]:
-    """Every version and delete marker under ``prefix`` (works on unversioned buckets too)."""
-    try:
-        pages = store.client.get_paginator("list_object_versions").paginate(Bucket=store.bucket, Prefix=prefix)
-        for page in pages:
-            for item in page.get("Versions", []):
-                yield Version(item["Key"], _vid(item), item["LastModified"], bool(item.get("IsLatest")), False)
-            for item in page.get("DeleteMarkers", []):
-                yield Version(item["Key"], _vid(item), item["LastModified"], bool(item.get("IsLatest")), True)
-    except (ClientError, BotoCoreError) as exc:
-        raise store._fail(exc, "listing versions under", prefix) from None
-
-
-def _vid(item: Mapping[str, Any]) -> str | None:
-    vid = item.get("VersionId")
-    return None if vid in (None, "null") else str(vid)
-
-
 def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCatalog:
     """Read one region completely: every version under ``databases/``, every live manifest authenticated,
     every unfinished upload. Any failure raises: a region is never pruned from a partial catalog."""
     result = RegionCatalog(region)
     live: list[tuple[str, str, str]] = []
-    for version in _versions(store, "databases/"):
+    for version in store.versions("databases/"):
         match = _SNAPSHOT_KEY.match(version.key)
         if not match:
             continue
@@ -288,7 +255,7 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
         if kind in ("manifests", "pending") and version.is_latest and not version.delete_marker:
             live.append((kind, database, snapshot_id))
 
-    def authenticate(item: tuple[str, str, str]) -> tuple[tuple[str, str, str], Manifest | str]:
+    def authenticate(item: tuple[str, str, str]) -> tuple[tuple[str, str, str], Manifest | str | None]:
         kind, database, snapshot_id = item
         try:
             if kind == "manifests":
@@ -300,12 +267,19 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
             return item, manifest
         except (IntegrityError, KeyringError) as exc:  # never fatal: such a snapshot is held, not pruned
             return item, str(exc)
+        except NotFoundError:  # gone since the listing (deleted by a prune that ran meanwhile): nothing to do
+            return item, None
 
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="manifest") as pool:
         checked = list(pool.map(authenticate, live))
     for (kind, database, snapshot_id), outcome in sorted(checked, key=lambda c: c[0][0] != "manifests"):
+        if (database, snapshot_id) not in result.snapshots:
+            continue  # its manifest was found gone already
         entry = result.snapshots[(database, snapshot_id)]
-        if isinstance(outcome, str):
+        if outcome is None:
+            log.info("%s: %s %s was deleted while this prune read it; left alone", region, database, snapshot_id)
+            del result.snapshots[(database, snapshot_id)]
+        elif isinstance(outcome, str):
             log.warning("%s: %s", region, outcome)
             entry.problem = entry.problem or outcome
         elif kind == "manifests":
@@ -314,16 +288,10 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
             entry.abandoned = frozenset([catalog.pending_key(database, snapshot_id),
                                          *(o.key for o in outcome.objects())])
     for prefix in RECORD_PREFIXES:
-        for version in _versions(store, prefix):
+        for version in store.versions(prefix):
             result.records.setdefault(version.key, []).append(version)
     _read_sources(store, keyring, result)
-    try:
-        pages = store.client.get_paginator("list_multipart_uploads").paginate(Bucket=store.bucket)
-        for page in pages:
-            for up in page.get("Uploads", []):
-                result.uploads.append(Upload(up["Key"], up["UploadId"], up["Initiated"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise store._fail(exc, "listing unfinished uploads in", None) from None
+    result.uploads.extend(store.uploads())
     return result
 
 
@@ -331,7 +299,7 @@ def _read_sources(store: ObjectStore, keyring: Keyring, result: RegionCatalog) -
     from strongroom import objects
 
     live_points: list[tuple[str, datetime]] = []
-    for version in _versions(store, "objects/"):
+    for version in store.versions("objects/"):
         parts = version.key.split("/")
         if len(parts) < 4:
             continue
@@ -346,7 +314,13 @@ def _read_sources(store: ObjectStore, keyring: Keyring, result: RegionCatalog) -
         else:
             cat.other.append(version)
     for source, at in live_points:  # every live point is read: a region is never pruned on a guess
-        index = objects.load_point(store, keyring, source, at)
+        try:
+            index = objects.load_point(store, keyring, source, at)
+        except NotFoundError:
+            log.info("%s: point %s of %s was deleted while this prune read it; no content of %s is deleted "
+                     "this time", result.region, at.isoformat(), source, source)
+            result.sources[source].unsure = True
+            continue
         result.sources[source].points[at] = {e.content_id for e in index.entries.values()}
     for cat in result.sources.values():  # points that are only old versions or markers: delete them too
         for at in cat.point_versions:
@@ -361,34 +335,13 @@ def execute_plan(store: ObjectStore, plan: Plan) -> int:
     removed = 0
     for deletion in plan.deletions:
         if deletion.upload:
-            key, upload_id = deletion.upload
-            try:
-                store.client.abort_multipart_upload(Bucket=store.bucket, Key=key, UploadId=upload_id)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                    raise store._fail(exc, "aborting upload of", key) from None
+            store.abort_upload(*deletion.upload)
             removed += 1
             continue
         data = [v for v in deletion.versions if "/manifests/" not in v[0]]
         last = [v for v in deletion.versions if "/manifests/" in v[0]]  # the commit point goes last
-        removed += _delete_versions(store, data) + _delete_versions(store, last)  # the manifest goes last
+        removed += store.delete_versions(data) + store.delete_versions(last)  # the manifest goes last
     return removed
-
-
-def _delete_versions(store: ObjectStore, versions: list[tuple[str, str | None]]) -> int:
-    for start in range(0, len(versions), 1000):
-        batch = [{"Key": k, **({"VersionId": v} if v else {})} for k, v in versions[start : start + 1000]]
-        try:
-            response = store.client.delete_objects(
-                Bucket=store.bucket, Delete={"Objects": batch, "Quiet": True}
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise store._fail(exc, "deleting from", None) from None
-        if response.get("Errors"):
-            first = response["Errors"][0]
-            raise StorageError(f"{store.where}: deleting {first.get('Key')} failed: {first.get('Code')} "
-                               f"{first.get('Message', '')}".strip())
-    return len(versions)
 
 
 @dataclass(frozen=True)

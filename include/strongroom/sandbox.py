@@ -130,6 +130,12 @@ def stop_and_remove(base: Path, major: str) -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def clean_leftovers(spool_dir: str | None, now: datetime | None = None) -> list[str]:
+    """Remove what dead or expired restores and restore tests left under the spool directory
+    (:func:`strongroom.spool.clean_leftovers`), stopping a throwaway server still running in one first."""
+    return spool.clean_leftovers(spool_dir, now, lambda path: stop_and_remove(path, data_major(path)))
+
+
 def data_major(base: Path) -> str:
     """The major version of the data directory under ``base`` (15 when it cannot be read)."""
     version = base / "data" / "PG_VERSION"

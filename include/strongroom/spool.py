@@ -4,7 +4,8 @@ A restore's decrypted dump and a restore test's throwaway server (its data direc
 plaintext) live in directories named ``strongroom-restore-*``, ``strongroom-rt-*`` and
 ``strongroom-sandbox-*`` directly under the spool directory. Each holds ``lease.json``: the host, the owning
 process (pid and start time) and when the lease expires. At start-up every restore and restore test calls
-:func:`clean_leftovers`, which removes (stopping a server still running there first) every such directory
+:func:`strongroom.sandbox.clean_leftovers`, which removes (stopping a server still running there first)
+every such directory
 whose lease expired, or whose owner on this host is gone (a worker killed by SIGKILL or the OOM killer):
 no plaintext outlives its lease.
 """
@@ -17,6 +18,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,8 +87,9 @@ def _expired(path: Path, now: datetime) -> str | None:
     return None
 
 
-def clean_leftovers(spool_dir: str | None, now: datetime | None = None) -> list[str]:
-    """Remove what dead or expired restores and restore tests left under the spool directory."""
+def clean_leftovers(spool_dir: str | None, now: datetime | None, stop_server: Callable[[Path], None]) -> list[str]:
+    """Remove what dead or expired restores and restore tests left under the spool directory; a sandbox's
+    directory goes through ``stop_server`` (which stops a server still running there, then removes it)."""
     now = now or datetime.now(UTC)
     base = root(spool_dir)
     removed = []
@@ -100,9 +103,7 @@ def clean_leftovers(spool_dir: str | None, now: datetime | None = None) -> list[
         if why is None:
             continue
         if path.name.startswith("strongroom-sandbox-"):
-            from strongroom import sandbox
-
-            sandbox.stop_and_remove(path, sandbox.data_major(path))
+            stop_server(path)
         else:
             shutil.rmtree(path, ignore_errors=True)
         log.warning("removed restore leftover %s (%s)", path, why)

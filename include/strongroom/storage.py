@@ -70,6 +70,32 @@ class ObjectInfo:
     last_modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Version:
+    """One version or delete marker of a key in a versioned bucket (``version_id`` None: unversioned)."""
+
+    key: str
+    version_id: str | None
+    last_modified: datetime
+    is_latest: bool
+    delete_marker: bool
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An unfinished multipart upload."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+def _vid(item: dict[str, Any]) -> str | None:
+    vid = item.get("VersionId")
+    return None if vid in (None, "null") else str(vid)
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -254,20 +280,9 @@ class ObjectStore:
 
     def ensure_bucket(self) -> bool:
         """Create the bucket when it does not exist (a review bucket); True when it was created."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
+        if self.bucket_exists():
             return False
-        except ClientError as exc:
-            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
-                raise self._fail(exc, "reaching bucket") from None
-        except BotoCoreError as exc:
-            raise self._fail(exc, "reaching bucket") from None
-        where = {"CreateBucketConfiguration": {"LocationConstraint": self.region}} \
-            if self.region and self.region != "us-east-1" else {}
-        try:
-            self.client.create_bucket(Bucket=self.bucket, **where)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "creating bucket") from None
+        self.create_bucket()
         return True
 
     def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
@@ -318,40 +333,185 @@ class ObjectStore:
     def erase_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix`` with all its versions and delete markers (an erasure, also
         in a versioned bucket); the number of versions deleted."""
-        deleted = 0
-        try:
-            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
-            for page in pages:
-                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-                    self.client.delete_object(Bucket=self.bucket, Key=item["Key"], VersionId=item["VersionId"])
-                    deleted += 1
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "erasing", prefix) from None
-        return deleted
+        return self.delete_versions([(v.key, v.version_id) for v in self.versions(prefix)])
 
     def abort_stale_uploads(self, prefix: str, started_before: datetime) -> int:
         """Abort unfinished multipart uploads under ``prefix`` begun before ``started_before``."""
         aborted = 0
+        for upload in list(self.uploads(prefix)):
+            if upload.initiated < started_before:
+                self.abort_upload(upload.key, upload.upload_id)
+                log.warning("aborted unfinished upload of s3://%s/%s", self.bucket, upload.key)
+                aborted += 1
+        return aborted
+
+    def uploads(self, prefix: str = "") -> Iterator[Upload]:
+        """Every unfinished multipart upload under ``prefix``, across all pages."""
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
             for page in pages:
-                for upload in page.get("Uploads", []):
-                    if upload["Initiated"] < started_before:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                        log.warning("aborted unfinished upload of s3://%s/%s", self.bucket, upload["Key"])
-                        aborted += 1
+                for up in page.get("Uploads", []):
+                    yield Upload(up["Key"], up["UploadId"], up["Initiated"])
         except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "aborting stale uploads under", prefix) from None
-        return aborted
+            raise self._fail(exc, "listing unfinished uploads in", None) from None
 
-    def pending_uploads(self, prefix: str) -> list[str]:
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one unfinished upload; one that is gone already counts as aborted."""
         try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
-            return [u["Key"] for page in pages for u in page.get("Uploads", [])]
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _code(exc) != "NoSuchUpload":
+                raise self._fail(exc, "aborting upload of", key) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, "aborting upload of", key) from None
+
+    def versions(self, prefix: str) -> Iterator[Version]:
+        """Every version and delete marker under ``prefix`` (an unversioned bucket lists its objects)."""
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for item in page.get("Versions", []):
+                    yield Version(item["Key"], _vid(item), item["LastModified"], bool(item.get("IsLatest")), False,
+                                  int(item.get("Size") or 0))
+                for item in page.get("DeleteMarkers", []):
+                    yield Version(item["Key"], _vid(item), item["LastModified"], bool(item.get("IsLatest")), True)
         except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, "listing uploads under", prefix) from None
+            raise self._fail(exc, "listing versions under", prefix) from None
+
+    def delete_versions(self, versions: list[tuple[str, str | None]]) -> int:
+        """Delete these (key, version id) pairs for good, a thousand per request; the number deleted.
+        A version id of None deletes an unversioned object (or puts a delete marker on a versioned one)."""
+        for start in range(0, len(versions), 1000):
+            batch = [{"Key": k, **({"VersionId": v} if v else {})} for k, v in versions[start : start + 1000]]
+            try:
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, "deleting from", None) from None
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise StorageError(f"{self.where}: deleting {first.get('Key')} failed: {first.get('Code')} "
+                                   f"{first.get('Message', '')}".strip())
+        return len(versions)
+
+    def open_version(self, key: str, version_id: str | None = None) -> Any:
+        """The body of one version of ``key`` (its latest when None): a stream the caller closes."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id and version_id != "null":
+            args["VersionId"] = version_id
+        try:
+            return self.client.get_object(**args)["Body"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "reading", key) from None
+
+    def stream_version(self, key: str, version_id: str | None = None, chunk: int = MiB) -> Iterator[bytes]:
+        """The bytes of one version of ``key``, in chunks."""
+        body = self.open_version(key, version_id)
+        try:
+            yield from body.iter_chunks(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "reading", key) from None
+        finally:
+            body.close()
+
+    def read_version(self, key: str, version_id: str | None = None) -> bytes:
+        """All the bytes of one version of ``key`` (small objects)."""
+        return b"".join(self.stream_version(key, version_id))
+
+    def copy_within(self, source: ObjectStore, key: str, size: int, *, part_size: int, max_part_size: int,
+                    single_copy_limit: int, retain_until: datetime | None = None) -> str | None:
+        """Copy ``key`` from ``source`` (a bucket on the same endpoint) into this bucket without the bytes
+        leaving the provider: one CopyObject up to ``single_copy_limit``, a multipart copy above. Returns
+        how it was copied, or None when the provider refused (the caller streams the bytes instead)."""
+        try:
+            return self._copy_within(source, key, size, part_size, max_part_size, single_copy_limit, retain_until)
+        except ClientError as exc:
+            log.warning("server-side copy to %s refused (%s); streaming the bytes instead", self.where, _code(exc))
+            return None
+
+    def _copy_within(self, source: ObjectStore, key: str, size: int, part_size: int, max_part_size: int,
+                     single_copy_limit: int, retain_until: datetime | None) -> str:
+        client = self.data_client  # copying takes the provider a while: the stall timeout
+        if size <= single_copy_limit:
+            client.copy_object(Bucket=self.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
+                               **self.lock_args(retain_until))
+            return "server-side copy"
+        upload_id = client.create_multipart_upload(Bucket=self.bucket, Key=key,
+                                                   **self.lock_args(retain_until))["UploadId"]
+        try:
+            sizer = PartSizer(part_size, max_part_size, self.max_parts, size)
+            parts, offset, number = [], 0, 1
+            while offset < size:
+                length = min(sizer.size_for(number), size - offset)
+                response = client.upload_part_copy(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                    CopySource={"Bucket": source.bucket, "Key": key},
+                    CopySourceRange=f"bytes={offset}-{offset + length - 1}",
+                )
+                parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
+                offset += length
+                number += 1
+            client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                             MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except (ClientError, BotoCoreError) as exc:
+                log.error("could not abort multipart copy of %s in %s: %s", key, self.where, exc)
+            raise
+        return "server-side multipart copy"
+
+    # ---- bucket configuration ----------------------------------------------------------------------------
+
+    def bucket_exists(self) -> bool:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise self._fail(exc, "reaching bucket") from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, "reaching bucket") from None
+
+    def create_bucket(self, *, object_lock: bool = False, tags: list[dict[str, str]] | None = None) -> None:
+        args: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region and self.region != "us-east-1":
+            args["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        if object_lock:
+            args["ObjectLockEnabledForBucket"] = True
+        try:
+            self.client.create_bucket(**args)
+            if tags:
+                self.client.put_bucket_tagging(Bucket=self.bucket, Tagging={"TagSet": tags})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "creating bucket") from None
+
+    def bucket_setting(self, name: str) -> dict[str, Any] | None:
+        """One of the bucket's settings as S3 returns it (``versioning``, ``public_access_block``,
+        ``encryption``, ``lifecycle``, ``object_lock``, ``tagging``); None when it was never set."""
+        call, missing = _SETTINGS[name]
+        try:
+            return dict(getattr(self.client, f"get_{call}")(Bucket=self.bucket))
+        except ClientError as exc:
+            if _code(exc) in missing:
+                return None
+            raise self._fail(exc, f"reading the {name} setting of", None) from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"reading the {name} setting of", None) from None
+
+    def versioning(self) -> str | None:
+        """The bucket's versioning status: "Enabled", "Suspended" or None (never turned on)."""
+        status = (self.bucket_setting("versioning") or {}).get("Status")
+        return str(status) if status else None
+
+    def put_bucket_setting(self, name: str, value: dict[str, Any]) -> None:
+        """Set one of the settings :meth:`bucket_setting` reads (the S3 call's own argument shape)."""
+        call, _ = _SETTINGS[name]
+        argument = _SETTING_ARGUMENTS[name]
+        try:
+            getattr(self.client, f"put_{call}")(Bucket=self.bucket, **{argument: value})
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, f"setting the {name} of", None) from None
 
     def multipart(
         self, key: str, *, part_size: int, max_part_size: int, concurrency: int, expected_size: int = 0,
@@ -399,6 +559,22 @@ class ObjectStore:
             return data
 
         return self.transfer(get, progress, "reading", key)
+
+
+# bucket setting -> (S3 call suffix, error codes that mean "never set")
+_SETTINGS: dict[str, tuple[str, set[str]]] = {
+    "versioning": ("bucket_versioning", set()),
+    "public_access_block": ("public_access_block", {"NoSuchPublicAccessBlockConfiguration"}),
+    "encryption": ("bucket_encryption", {"ServerSideEncryptionConfigurationNotFoundError"}),
+    "lifecycle": ("bucket_lifecycle_configuration", {"NoSuchLifecycleConfiguration"}),
+    "object_lock": ("object_lock_configuration", {"ObjectLockConfigurationNotFoundError"}),
+    "tagging": ("bucket_tagging", {"NoSuchTagSet", "NoSuchTagSetError"}),
+}
+_SETTING_ARGUMENTS = {
+    "versioning": "VersioningConfiguration", "public_access_block": "PublicAccessBlockConfiguration",
+    "encryption": "ServerSideEncryptionConfiguration", "lifecycle": "LifecycleConfiguration",
+    "object_lock": "ObjectLockConfiguration", "tagging": "Tagging",
+}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.alerts import on_task_failure
+from strongroom.tasks import on_task_failure
 from tests.conftest import ROOT, Stack, write_config
 from tests.mailsink import MailSink
 from tests.webhooksink import TOKEN as SLACK_TOKEN

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from strongroom import catalog, drill, restore, spool
+from strongroom import catalog, drill, restore, sandbox
 from strongroom.catalog import Manifest
 from strongroom.config import load_config
 from strongroom.keyring import Keyring
@@ -409,7 +409,7 @@ def test_sigkill_mid_spool_is_cleaned_by_the_next_run_and_children_hold_no_crede
             pid = int(sleeper.read_text())
             if pid not in killed_pids and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        spool.clean_leftovers(str(spool_dir))
+        sandbox.clean_leftovers(str(spool_dir))
         shutil.rmtree(spool_dir, ignore_errors=True)
         stack.pg.execute("DROP DATABASE IF EXISTS faithful_killed WITH (FORCE)")
 

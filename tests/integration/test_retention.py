@@ -206,8 +206,9 @@ def test_thousands_of_snapshots_paginate_and_nothing_young_is_touched(ret: dict,
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     now = datetime.now(UTC)
-    # 2,500 snapshots one hour apart around the 30-day boundary: the oldest 1,250 are past it
-    times = [now - timedelta(days=30) + timedelta(hours=i - 1250, seconds=30) for i in range(2500)]
+    # 2,500 snapshots one hour apart around the 30-day boundary: the oldest 1,250 are past it (the youngest of
+    # those by 50 minutes, the oldest kept inside it by 10: writing them all takes a while on a busy machine)
+    times = [now - timedelta(days=30) + timedelta(hours=i - 1250, minutes=10) for i in range(2500)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda t: _fake_snapshot(store, keyring, t), times))
     results = retention.prune(config, conns, regions=[region.name])
@@ -251,3 +252,31 @@ def test_object_lock_holds_until_erasure_and_no_longer(stack: Stack, conns, tmp_
     finally:
         os.environ.pop(env_name("lock_conn"), None)
         server.stop()
+
+
+def test_a_snapshot_deleted_between_listing_and_reading_counts_as_deleted(ret: dict, conns) -> None:
+    """Another prune (of the other hourly DAG, before the prune pool serialised them) deletes a snapshot
+    after this one listed the region and before it read the manifest: left alone, not a region failure."""
+    from strongroom.storage import ObjectStore
+
+    config = config_with(ret, "c30d.yaml")
+    region = config.regions[1]
+    gone, kept = (snapshot_database(config, "shop", conns) for _ in range(2))
+    store = conns.store(region, config.transfer)
+    gone_manifest = catalog.manifest_key("shop", gone["snapshot_id"])
+
+    class RacingStore(ObjectStore):  # the other prune deletes the snapshot just before this one reads it
+        def get_bytes(self, key: str) -> bytes:
+            if key == gone_manifest:
+                self.erase_prefix(f"databases/shop/data/{gone['snapshot_id']}/")
+                self.erase_prefix(gone_manifest)
+            return super().get_bytes(key)
+
+    racing = RacingStore(store.client, store.bucket, region=store.region)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    result = retention.read_catalog(racing, keyring, region.name)
+    assert ("shop", gone["snapshot_id"]) not in result.snapshots
+    entry = result.snapshots[("shop", kept["snapshot_id"])]
+    assert entry.taken_at is not None and entry.problem is None
+    plan = retention.plan_retention(result, timedelta(days=30), timedelta(minutes=50), datetime.now(UTC))
+    assert plan.held == () and [d for d in plan.deletions if d.database == "shop"] == []

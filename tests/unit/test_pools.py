@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from strongroom.config import DatabaseConfig, parse_config
 from strongroom.monitor import find_conditions
-from strongroom.pools import OBJECT_POOL, default_server, dump_pool, pool_drift, required_pools, slug
+from strongroom.pools import OBJECT_POOL, PRUNE_POOL, default_server, dump_pool, pool_drift, required_pools, slug
 
 BASE = {
     "regions": [{"name": "eu-central-1", "bucket": "b-one", "aws_conn_id": "s3"}],
@@ -32,13 +32,14 @@ def test_one_pool_per_server_sized_from_the_configuration() -> None:
     })
     specs = required_pools(config, {"a": "small:5432", "b": "big:5432", "c": "big:5432"})
     assert [(s.name, s.slots) for s in specs] == [
-        ("strongroom_dumps_big_5432", 3), ("strongroom_dumps_small_5432", 1), (OBJECT_POOL, 4)]
+        ("strongroom_dumps_big_5432", 3), ("strongroom_dumps_small_5432", 1), (OBJECT_POOL, 4), (PRUNE_POOL, 1)]
     assert "b, c" in specs[0].description
 
 
 def test_drift_names_missing_and_resized_pools_and_the_monitor_alerts_on_them() -> None:
     config = parse_config({**BASE, "databases": [{"name": "a", "postgres_conn_id": "pg_a"}]})
-    [spec] = required_pools(config, {"a": "h:1"})
+    [spec, prune] = required_pools(config, {"a": "h:1"})
+    assert prune.name == PRUNE_POOL and prune.slots == 1
     assert pool_drift([spec], {spec.name: 1}).ok
     missing = pool_drift([spec], {"default_pool": 128})
     assert not missing.ok and missing.missing == [spec] and spec.name in missing.summary()

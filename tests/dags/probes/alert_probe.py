@@ -9,7 +9,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from strongroom.alerts import on_task_failure
+from strongroom.tasks import on_task_failure
 
 
 @dag(dag_id="alert_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),

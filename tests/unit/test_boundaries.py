@@ -1,0 +1,75 @@
+"""The library's boundaries, enforced: each concern has one module, and this test fails when another
+module starts doing that module's work by hand."""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+LIBRARY = Path(__file__).resolve().parents[2] / "include" / "strongroom"
+
+
+@functools.cache
+def _modules() -> dict[str, ast.Module]:
+    return {path.stem: ast.parse(path.read_text(), str(path)) for path in sorted(LIBRARY.glob("*.py"))}
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    """Every module this one imports, at the top or inside a function (``strongroom.x`` as ``x``)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "strongroom":
+                found |= {alias.name for alias in node.names}
+            else:
+                found.add(node.module.removeprefix("strongroom."))
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.removeprefix("strongroom.") for alias in node.names}
+    return found
+
+
+def test_only_storage_talks_to_s3() -> None:
+    """No module but ``storage`` imports boto3/botocore or reaches for a store's S3 client."""
+    offenders = []
+    for name, tree in _modules().items():
+        if name == "storage":
+            continue
+        for imported in _imports(tree):
+            # the adapter builds the clients (from Airflow connections) and hands them to ObjectStore
+            if imported.split(".")[0] in ("boto3", "botocore") and name != "airflow_adapter":
+                offenders.append(f"{name} imports {imported}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("client", "data_client", "_fail"):
+                offenders.append(f"{name}:{node.lineno} uses .{node.attr}")
+    assert offenders == []
+
+
+def test_only_the_adapter_imports_airflow() -> None:
+    offenders = [name for name, tree in _modules().items()
+                 if name != "airflow_adapter" and any(i.split(".")[0] == "airflow" for i in _imports(tree))]
+    assert offenders == []
+
+
+def test_library_modules_import_each_other_without_a_loop() -> None:
+    modules = _modules()
+    graph = {name: {i for i in _imports(tree) if i in modules} - {name} for name, tree in modules.items()}
+    loops: list[list[str]] = []
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                loops.append([*path[path.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert loops == []
