@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "scripts"), str(REPO)]
+sys.path[:0] = [str(REPO / "scripts"), str(REPO), str(REPO / "include")]
 
 from devstack import LocalPostgres, MotoServer  # noqa: E402
+from strongroom import layout  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
 
 REGIONS = ("eu-central-1", "eu-west-1", "eu-north-1")
@@ -64,7 +65,7 @@ def _config(path: Path) -> Path:
 def _committed(server: MotoServer, region: str) -> set[str]:
     client = server.client(region)
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=f"bench-{region}",
-                                                             Prefix=f"databases/{DATABASE}/manifests/")
+                                                             Prefix=layout.manifest_prefix(DATABASE))
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 

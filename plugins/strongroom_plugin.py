@@ -17,7 +17,6 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import Response
 
 PREFIX = "/strongroom"
-DOCS_PREFIX = "restore-tests/"
 
 app = FastAPI(title="Strongroom backups API")
 
@@ -44,12 +43,11 @@ def status() -> dict[str, Any]:
 @app.get("/api/files/{key:path}", dependencies=[Depends(_authenticated())])
 def restore_test_file(key: str) -> Response:
     """A restore test's Data Docs (HTML, no row values), from the primary region."""
-    from strongroom import airflow_adapter, datadocs
+    from strongroom import airflow_adapter, datadocs, layout
     from strongroom.config import load_config
     from strongroom.errors import StrongroomError
 
-    parts = key.split("/")
-    if not key.startswith(DOCS_PREFIX) or "docs" not in parts[3:4] or ".." in parts:
+    if not layout.is_restore_test_doc(key):
         raise HTTPException(status_code=404, detail="only restore-test Data Docs are served here")
     config = load_config()
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from strongroom import layout
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig
 from strongroom.connections import Connections
 from strongroom.storage import ObjectStore
@@ -33,7 +34,7 @@ _PUBLIC_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublic
 def lifecycle_rules(retention: timedelta) -> list[dict[str, Any]]:
     days = math.ceil(retention / timedelta(days=1)) + 1
     return [
-        {"ID": "strongroom-databases-backstop", "Status": "Enabled", "Filter": {"Prefix": "databases/"},
+        {"ID": "strongroom-databases-backstop", "Status": "Enabled", "Filter": {"Prefix": layout.DATABASES},
          "Expiration": {"Days": days}},
         {"ID": "strongroom-versions-and-uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
          "Expiration": {"ExpiredObjectDeleteMarker": True},

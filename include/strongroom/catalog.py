@@ -1,59 +1,23 @@
-"""The catalog: snapshot ids, object keys, and authenticated manifests.
+"""The catalog: authenticated manifests, and the snapshots they commit.
 
-A snapshot exists in a region when, and only when, its manifest is there and authenticates. The object
-layout is documented in ``docs/storage-layout.md``.
+A snapshot exists in a region when, and only when, its manifest is there and authenticates. Keys and
+snapshot ids are built and parsed by :mod:`strongroom.layout` (``docs/storage-layout.md``).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom import crypto
+from strongroom import crypto, layout
 from strongroom.errors import IntegrityError, KeyringError, NotFoundError
 from strongroom.keyring import Keyring
 from strongroom.storage import ObjectStore
 
 MANIFEST_FORMAT = "strongroom.snapshot/1"
-_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
-_ID_TIME = "%Y%m%dT%H%M%SZ"
-
-
-def new_snapshot_id(taken_at: datetime) -> str:
-    """Ids sort by time: the UTC second of ``taken_at``, then a random part."""
-    return f"{taken_at.astimezone(UTC).strftime(_ID_TIME)}-{secrets.token_hex(3)}"
-
-
-def is_snapshot_id(text: str) -> bool:
-    return _ID.match(text) is not None
-
-
-def snapshot_id_time(snapshot_id: str) -> datetime:
-    match = _ID.match(snapshot_id)
-    if not match:
-        raise NotFoundError(f"{snapshot_id!r} is not a snapshot id (expected e.g. 20261126T140000Z-1a2b3c)")
-    return datetime.strptime(match.group(1), _ID_TIME).replace(tzinfo=UTC)
-
-
-def database_prefix(database: str) -> str:
-    return f"databases/{database}/"
-
-
-def data_key(database: str, snapshot_id: str, name: str) -> str:
-    return f"databases/{database}/data/{snapshot_id}/{name}"
-
-
-def manifest_key(database: str, snapshot_id: str) -> str:
-    return f"databases/{database}/manifests/{snapshot_id}.json"
-
-
-def pending_key(database: str, snapshot_id: str) -> str:
-    return f"databases/{database}/pending/{snapshot_id}.json"
 
 
 @dataclass(frozen=True)
@@ -182,13 +146,12 @@ def _canonical(doc: Mapping[str, Any]) -> bytes:
 
 def snapshot_ids(store: ObjectStore, database: str) -> list[str]:
     """Committed snapshot ids in this region, oldest first (from manifest key names)."""
-    prefix = f"{database_prefix(database)}manifests/"
-    ids = [info.key[len(prefix) : -len(".json")] for info in store.list_objects(prefix) if info.key.endswith(".json")]
-    return sorted(i for i in ids if _ID.match(i))
+    keys = (info.key for info in store.list_objects(layout.manifest_prefix(database)))
+    return layout.snapshot_ids(keys, database, layout.MANIFESTS)
 
 
 def load_manifest(store: ObjectStore, keyring: Keyring, database: str, snapshot_id: str) -> Manifest:
-    key = manifest_key(database, snapshot_id)
+    key = layout.manifest_key(database, snapshot_id)
     try:
         raw = store.get_bytes(key)
     except NotFoundError:
@@ -214,7 +177,7 @@ def select_snapshot(
     """The named snapshot, else the newest taken at or before ``at``, else the newest."""
     ids = snapshot_ids(store, database)
     if snapshot_id:
-        snapshot_id_time(snapshot_id)
+        layout.snapshot_id_time(snapshot_id)
         if snapshot_id not in ids:
             raise NotFoundError(f"snapshot {snapshot_id} of {database} is not in {store.where} "
                                 f"(choose from: {choices(ids)})")
@@ -226,7 +189,7 @@ def select_snapshot(
     if at.tzinfo is None:
         raise NotFoundError("--at needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
     for candidate in reversed(ids):
-        if snapshot_id_time(candidate) <= at:
+        if layout.snapshot_id_time(candidate) <= at:
             manifest = load_manifest(store, keyring, database, candidate)
             if manifest.taken_at <= at:
                 return manifest

@@ -13,13 +13,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from strongroom import layout
 from strongroom.config import Config
 from strongroom.connections import Connections
 from strongroom.errors import StrongroomError
 
 log = logging.getLogger(__name__)
 
-DELIVERY_KEY = "status/alerts.json"
 MAX_TEXT = 300
 
 
@@ -47,9 +47,9 @@ def read_deliveries(config: Config, conns: Connections) -> dict[str, Any]:
     for region in config.regions:
         try:
             store = conns.store(region, config.transfer)
-            if store.head(DELIVERY_KEY) is None:
+            if store.head(layout.DELIVERY_KEY) is None:
                 return {}
-            doc = json.loads(store.get_bytes(DELIVERY_KEY))
+            doc = json.loads(store.get_bytes(layout.DELIVERY_KEY))
             return doc if isinstance(doc, dict) else {}
         except (StrongroomError, ValueError) as exc:
             log.warning("alert delivery record unreadable in %s: %s", region.name, exc)
@@ -67,7 +67,7 @@ def record_delivery(config: Config, conns: Connections, subject: str, channels: 
         return None
     for region in config.regions:
         try:
-            conns.store(region, config.transfer).put_bytes(DELIVERY_KEY, body.encode())
+            conns.store(region, config.transfer).put_bytes(layout.DELIVERY_KEY, body.encode())
             return region.name
         except StrongroomError as exc:
             log.warning("alert delivery not recorded in %s: %s", region.name, exc)

@@ -26,7 +26,7 @@ from typing import Any
 
 from psycopg import sql
 
-from strongroom import catalog, crypto, inventory, postgres, records, roles, sandbox, spool, validation
+from strongroom import catalog, crypto, inventory, layout, postgres, records, roles, sandbox, spool, validation
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
@@ -38,7 +38,6 @@ from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-RESULT_PREFIX = "restore-tests/"
 RESULT_KIND = "restore-test"
 
 
@@ -255,16 +254,15 @@ def _schema_page(result: DrillResult, manifest: Manifest, differences: list[str]
 def _record(config: Config, conns: Connections, result: DrillResult, docs: dict[str, bytes]) -> None:
     """Store the JSON result and the Data Docs in every region, like snapshots: the evidence survives the
     loss of a region. A region that cannot be written is logged; the others still get their copy."""
-    run = f"{datetime.fromisoformat(result.tested_at):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    prefix = f"{RESULT_PREFIX}{result.database}/{run}/"
-    result.docs_key = prefix + "docs/index.html" if docs else None
-    result.result_key = prefix + "result.json"
+    run = layout.new_restore_test_run(result.database, datetime.fromisoformat(result.tested_at))
+    result.docs_key = layout.restore_test_doc_key(run, "index.html") if docs else None
+    result.result_key = layout.restore_test_result_key(run)
     stored = []
     for region in config.regions:
         try:
             store = conns.store(region, config.transfer)
             for name, data in docs.items():
-                store.put_bytes(prefix + "docs/" + name, data)
+                store.put_bytes(layout.restore_test_doc_key(run, name), data)
             records.write(store, conns.keyring(config.keyring_conn_id(region)), result.result_key,
                           dict(result.to_dict(), stored_in=region.name), kind=RESULT_KIND)
             stored.append(region.name)
@@ -290,7 +288,7 @@ def run_restore_tests(
         else:
             store = conns.store(where, config.transfer)
             live = [i for i in catalog.snapshot_ids(store, name)
-                    if catalog.snapshot_id_time(i) + config.retention > now]
+                    if layout.snapshot_id_time(i) + config.retention > now]
             chosen = choose_snapshots(live, rng)
             if not chosen:
                 results.append(DrillResult(name, "-", where.name, now.isoformat(),
@@ -320,7 +318,7 @@ def check_objects(
         if not times:
             raise RestoreTestError(f"no point of {source} in {region.name} to test")
         index = objects.load_point(store, keyring, source, times[-1])
-        result.snapshot_id = f"{times[-1]:%Y%m%dT%H%M%SZ}"
+        result.snapshot_id = layout.stamp(times[-1])
         result.snapshot_taken_at = times[-1].isoformat()
         result.snapshot_age_seconds = int((now - times[-1]).total_seconds())
         _, ikey = objects.id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import objects, postgres, restore
+from strongroom import layout, postgres, restore
 from strongroom.config import Config
 from strongroom.connections import Connections
 from strongroom.errors import NotFoundError, StorageError, StrongroomError
@@ -56,7 +56,7 @@ def find_copies(config: Config, conns: Connections) -> list[PlaintextCopy]:
         prefixes: dict[str, datetime] = {}
         try:
             for info in store.list_objects(""):
-                taken = objects.review_point(info.key)
+                taken = layout.review_point(info.key)
                 head = "/".join(info.key.split("/", 2)[:2]) + "/"
                 if taken is not None and head.split("/", 1)[0] in sources:
                     prefixes[head] = taken

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from strongroom import catalog
+from strongroom import catalog, layout
 from strongroom.catalog import Manifest
 from strongroom.config import Config
 from strongroom.connections import Connections
@@ -45,7 +45,7 @@ def check_keys(config: Config, conns: Connections) -> KeyReport:
             for snapshot_id in catalog.snapshot_ids(store, db.name):
                 where = f"{region.name}/{db.name}/{snapshot_id}"
                 report.checked += 1
-                key = catalog.manifest_key(db.name, snapshot_id)
+                key = layout.manifest_key(db.name, snapshot_id)
                 try:
                     raw = store.get_bytes(key)
                     doc = json.loads(raw)

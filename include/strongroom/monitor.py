@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import records
+from strongroom import layout, records
 from strongroom.alerts import SUBJECT_PREFIX, Alert
 from strongroom.config import Config
 from strongroom.connections import Connections
-from strongroom.drill import RESULT_KIND, RESULT_PREFIX
+from strongroom.drill import RESULT_KIND
 from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.keycheck import KeyReport, check_keys
 from strongroom.metrics import Metric, age_metrics
@@ -28,7 +28,6 @@ from strongroom.status import RegionStatus, collect_status, size_trends
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "status/monitor.json"
 STATE_KIND = "monitor-state"
 NEVER = datetime.min.replace(tzinfo=UTC)  # the time of a restore test that was never (authentically) run
 REPEAT = timedelta(hours=1)
@@ -259,8 +258,8 @@ def latest_restore_tests(
             store = conns.store(region, config.transfer)
             keyring = conns.keyring(config.keyring_conn_id(region))
             for db in config.databases:
-                prefix = f"{RESULT_PREFIX}{db.name}/"
-                keys = sorted(o.key for o in store.list_objects(prefix) if o.key.endswith("/result.json"))
+                listed = store.list_objects(layout.restore_tests_prefix(db.name))
+                keys = sorted(o.key for o in listed if layout.is_restore_test_result(o.key))
                 bad: list[str] = []
                 summary = None
                 for key in reversed(keys):  # run folders start with the UTC time: newest last
@@ -314,7 +313,7 @@ def _read_state(
         try:
             store = conns.store(region, config.transfer)
             keyring = conns.keyring(config.keyring_conn_id(region))
-            doc = records.read(store, keyring, STATE_KEY, kind=STATE_KIND, times=["checked_at"], now=now)
+            doc = records.read(store, keyring, layout.MONITOR_STATE_KEY, kind=STATE_KIND, times=["checked_at"], now=now)
             if doc is None:
                 return {}, now, None
             since = _parse_time(str(doc["since"])) if doc.get("since") else None
@@ -336,7 +335,7 @@ def _write_state(
     for region in config.regions:  # the primary, else the next region that answers
         try:
             records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
-                          STATE_KEY, body, kind=STATE_KIND)
+                          layout.MONITOR_STATE_KEY, body, kind=STATE_KIND)
             return region.name
         except StrongroomError as exc:
             log.warning("monitor state not written in %s: %s", region.name, exc)

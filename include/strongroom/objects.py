@@ -7,11 +7,8 @@ derived from the keyring, so the backup does not reveal whether a known file is 
 indexes are encrypted with the same envelope scheme as snapshots (a fresh data key each, wrapped by the
 region's keyring); file names appear only inside encrypted indexes.
 
-Layout per region bucket::
-
-    objects/<source>/content/<content id>        sealed content
-    objects/<source>/points/<UTC second>.idx     sealed point index (the commit point of a pass)
-    objects/<source>/partial/journal.idx         sealed progress of an unfinished pass (resume)
+Each region's bucket holds, under ``objects/<source>/``, the contents, one point index per committed pass
+(the commit point) and the journal of an unfinished pass; :mod:`strongroom.layout` builds those keys.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from typing import Any
 
 import zstandard
 
-from strongroom import crypto
+from strongroom import crypto, layout
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, NotFoundError, RefusedError, ReplicationError, StrongroomError
@@ -46,25 +43,8 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"SROBJ\x00\x01\n"
 ID_INFO = b"strongroom content-id v1"
-_TIME = "%Y%m%dT%H%M%SZ"
 LIST_INSTEAD_OF_HEAD = 500
 JOURNAL_EVERY = float(os.environ.get("STRONGROOM_JOURNAL_EVERY", "15"))  # seconds between progress journals
-
-
-def prefix(source: str) -> str:
-    return f"objects/{source}/"
-
-
-def content_key(source: str, cid: str) -> str:
-    return f"objects/{source}/content/{cid}"
-
-
-def point_key(source: str, at: datetime) -> str:
-    return f"objects/{source}/points/{at.astimezone(UTC):{_TIME}}.idx"
-
-
-def journal_key(source: str) -> str:
-    return f"objects/{source}/partial/journal.idx"
 
 
 # ---- sealing: the envelope for contents and indexes --------------------------------------------------------
@@ -193,18 +173,16 @@ def _identity(kind: str, source: str, name: str) -> bytes:
 
 def point_times(store: ObjectStore, source: str) -> list[datetime]:
     out = []
-    for info in store.list_objects(f"{prefix(source)}points/"):
-        name = info.key.rsplit("/", 1)[-1].removesuffix(".idx")
-        try:
-            out.append(datetime.strptime(name, _TIME).replace(tzinfo=UTC))
-        except ValueError:
-            continue
+    for info in store.list_objects(layout.points_prefix(source)):
+        at = layout.point_time(info.key.rsplit("/", 1)[-1])
+        if at is not None:
+            out.append(at)
     return sorted(out)
 
 
 def load_point(store: ObjectStore, keyring: Keyring, source: str, at: datetime) -> PointIndex:
-    key = point_key(source, at)
-    raw = unseal(store.get_bytes(key), keyring, _identity("points", source, f"{at:{_TIME}}"), key)
+    key = layout.point_key(source, at)
+    raw = unseal(store.get_bytes(key), keyring, _identity("points", source, layout.stamp(at)), key)
     index = PointIndex.from_bytes(raw, key)
     if index.source != source:
         raise IntegrityError(f"{key} belongs to another source")
@@ -212,7 +190,7 @@ def load_point(store: ObjectStore, keyring: Keyring, source: str, at: datetime) 
 
 
 def _load_journal(store: ObjectStore, keyring: Keyring, source: str) -> PointIndex | None:
-    key = journal_key(source)
+    key = layout.journal_key(source)
     if store.head(key) is None:
         return None
     try:
@@ -289,7 +267,7 @@ def backup_pass(
     log.info("%s: %d live objects, %d to read", source.bucket, len(live), len(todo))
     if len(todo) > LIST_INSTEAD_OF_HEAD:  # one paginated listing beats a HEAD per new content
         for region in usable:
-            listed = region.store.list_objects(f"{prefix(source.bucket)}content/")
+            listed = region.store.list_objects(layout.content_prefix(source.bucket))
             region.present = {info.key.rsplit("/", 1)[1] for info in listed}
     found: dict[tuple[str, str], str] = {}
     progress = Progress(f"{source.bucket} pass", len(todo), unit="objects")
@@ -318,9 +296,9 @@ def backup_pass(
             entries[k] = Entry(cid, v.version_id, v.size)
         index = PointIndex(source.bucket, now, id_key_id, entries)
         try:
-            ident = _identity("points", source.bucket, f"{now:{_TIME}}")
-            region.store.put_bytes(point_key(source.bucket, now), seal(index.to_bytes(), region.keyring, ident))
-            region.store.delete(journal_key(source.bucket))
+            ident = _identity("points", source.bucket, layout.stamp(now))
+            region.store.put_bytes(layout.point_key(source.bucket, now), seal(index.to_bytes(), region.keyring, ident))
+            region.store.delete(layout.journal_key(source.bucket))
             result.committed.append(region.config.name)
         except StrongroomError as exc:
             result.failed[region.config.name] = str(exc)
@@ -361,7 +339,8 @@ def _store_one(
     for region in regions:
         if not _claim(region, source, version, cid):
             continue
-        region.store.put_bytes(content_key(source, cid), seal(data, region.keyring, _identity("content", source, cid)))
+        sealed = seal(data, region.keyring, _identity("content", source, cid))
+        region.store.put_bytes(layout.content_key(source, cid), sealed)
         result.stored[region.config.name] = result.stored.get(region.config.name, 0) + 1
     return version, cid, len(data)
 
@@ -376,7 +355,7 @@ def _claim(region: _Region, source: str, version: SourceVersion, cid: str) -> bo
         return False
     if region.present is not None:
         return cid not in region.present
-    return region.store.head(content_key(source, cid)) is None
+    return region.store.head(layout.content_key(source, cid)) is None
 
 
 def _store_large(
@@ -399,7 +378,7 @@ def _store_large(
         writers = []
         for region in needing:
             upload = stack.enter_context(region.store.multipart(
-                content_key(source, cid), part_size=transfer.part_size, max_part_size=transfer.max_part_size,
+                layout.content_key(source, cid), part_size=transfer.part_size, max_part_size=transfer.max_part_size,
                 concurrency=transfer.upload_concurrency, expected_size=size))
             writers.append((upload, SealWriter(region.keyring, _identity("content", source, cid), upload.write)))
         again = hmac.new(key, digestmod=hashlib.sha256)
@@ -423,7 +402,7 @@ def _write_journals(regions: list[_Region], source: str, now: datetime, id_key_i
     raw = PointIndex(source, now, id_key_id, entries).to_bytes()
     for region in regions:
         try:
-            region.store.put_bytes(journal_key(source), seal(raw, region.keyring, _identity("journal", source,
+            region.store.put_bytes(layout.journal_key(source), seal(raw, region.keyring, _identity("journal", source,
                                                                                             "journal")))
         except StrongroomError as exc:
             log.warning("could not write the progress journal in %s: %s", region.config.name, exc)
@@ -468,7 +447,7 @@ def list_point(
 
 
 def fetch_content(store: ObjectStore, keyring: Keyring, source: str, entry: Entry, id_key_bytes: bytes) -> bytes:
-    key = content_key(source, entry.content_id)
+    key = layout.content_key(source, entry.content_id)
     data = unseal(store.get_bytes(key), keyring, _identity("content", source, entry.content_id), key)
     if content_id(id_key_bytes, data) != entry.content_id or len(data) != entry.size:
         raise IntegrityError(f"{store.where}: {key} does not match its content id")
@@ -480,7 +459,7 @@ VERIFY_FIRST_BUDGET = 256 * 2**20
 
 def _restore_large(config: Config, store: ObjectStore, keyring: Keyring, source: str, key: str, entry: Entry,
                    ikey: bytes, target: ObjectStore, target_key: str) -> None:
-    ckey = content_key(source, entry.content_id)
+    ckey = layout.content_key(source, entry.content_id)
     info = store.head(ckey)
     if info is None:
         raise IntegrityError(f"{store.where}: {ckey} is missing")
@@ -548,39 +527,22 @@ def choose_target(config: Config, source: str, choice: str, confirm_source: str 
     raise RefusedError(f"target: {choice!r} is not a configured object restore target (choose from: {known})")
 
 
-def review_prefix(source: str, point: datetime, suffix: str) -> str:
-    """Where a restore into a review bucket puts its objects: the source, the point's time and the run's
-    suffix, e.g. ``uploads/20261126T140000Z-3fa9c1/``. The point's time is what its expiry is computed from."""
-    return f"{source}/{point.astimezone(UTC):{_TIME}}-{suffix}/"
-
-
-def review_point(key: str) -> datetime | None:
-    """The point time of a review copy's key, when it is one (see :func:`review_prefix`)."""
-    parts = key.split("/", 2)
-    if len(parts) < 3 or len(parts[1]) != len("20261126T140000Z-3fa9c1"):
-        return None
-    try:
-        return datetime.strptime(parts[1][:16], _TIME).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 def restore_point(
     config: Config, conns: Connections, source: str, at: datetime | None, target: ObjectStore, *,
     prefix_: str = "", region: str | None = None, allow_source: str | None = None, review_suffix: str | None = None,
 ) -> dict[str, Any]:
     """Write the objects as they were at ``at`` (None: the newest point) into ``target``. A backup bucket is
     never the target; the live source only when ``allow_source`` repeats its name (a confirmed choice).
-    With ``review_suffix`` the objects go under :func:`review_prefix` (a review copy, removed on expiry)."""
+    With ``review_suffix`` the objects go under :func:`layout.review_prefix` (a review copy, removed on expiry)."""
     src_cfg = config.source(source)
     check_target_bucket(config, target.bucket, src_cfg.bucket, allow_source)
     where, index = point_at(config, conns, source, at, region)
-    into = review_prefix(source, index.taken_at, review_suffix) if review_suffix else ""
+    into = layout.review_prefix(source, index.taken_at, review_suffix) if review_suffix else ""
     store, keyring = conns.store(where, config.transfer), conns.keyring(config.keyring_conn_id(where))
     _, ikey = id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
     chosen = {k: e for k, e in index.entries.items() if k.startswith(prefix_)}
     small = {k: e for k, e in chosen.items() if e.size <= config.transfer.part_size}
-    progress = Progress(f"restore {source} point {index.taken_at:{_TIME}}", len(chosen), unit="objects")
+    progress = Progress(f"restore {source} point {layout.stamp(index.taken_at)}", len(chosen), unit="objects")
     with ThreadPoolExecutor(max_workers=src_cfg.concurrency) as pool:
         if sum(e.size for e in small.values()) <= VERIFY_FIRST_BUDGET:
             # every small object is fetched and verified before the first write: a bad point writes nothing

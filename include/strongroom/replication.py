@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import catalog, crypto, records
+from strongroom import catalog, crypto, layout, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
@@ -74,7 +74,7 @@ def clear_unfinished(store: ObjectStore, database: str, snapshot_id: str, starte
     Only this snapshot's data objects, and only uploads begun before this run began: nothing else writes
     them (a snapshot's keys are its own), so these are leftovers, never another run's work in progress.
     """
-    prefix = catalog.data_key(database, snapshot_id, "")
+    prefix = layout.data_prefix(database, snapshot_id)
     with contextlib.suppress(StrongroomError):  # a region we cannot list fails on the copy itself
         store.abort_stale_uploads(prefix, started_before)
 
@@ -283,7 +283,7 @@ def _region(config: Config, conns: Connections, name: str) -> tuple[RegionConfig
 def source_manifest(config: Config, conns: Connections, database: str, ref: SnapshotRef) -> Manifest:
     """The manifest a copy is made from: the landing region's pending one, or a committed one."""
     _, store, keyring = _region(config, conns, ref.source_region)
-    pending = catalog.pending_key(database, ref.snapshot_id)
+    pending = layout.pending_key(database, ref.snapshot_id)
     if store.head(pending) is not None:
         manifest = Manifest.from_json(store.get_bytes(pending), keyring, f"s3://{store.bucket}/{pending}")
         if (manifest.database, manifest.snapshot_id) != (database, ref.snapshot_id):
@@ -295,11 +295,8 @@ def source_manifest(config: Config, conns: Connections, database: str, ref: Snap
 def pending_ids(store: ObjectStore, database: str) -> list[str]:
     """Snapshots whose data is whole in ``store`` and whose pending manifest is still there: landed by a
     run that did not bring them to every region (stopped, killed, or a region was down)."""
-    prefix = catalog.pending_key(database, "").removesuffix(".json")
-    return sorted(
-        info.key[len(prefix) : -len(".json")] for info in store.list_objects(prefix)
-        if info.key.endswith(".json") and catalog.is_snapshot_id(info.key[len(prefix) : -len(".json")])
-    )
+    keys = (info.key for info in store.list_objects(layout.pending_prefix(database)))
+    return layout.snapshot_ids(keys, database, layout.PENDING)
 
 
 def find_gaps(
@@ -325,7 +322,7 @@ def find_gaps(
             log.warning("cannot list %s while looking for gaps: %s", other.name, exc)
             continue
         for snapshot_id in ids:
-            expires = catalog.snapshot_id_time(snapshot_id) + config.retention
+            expires = layout.snapshot_id_time(snapshot_id) + config.retention
             if snapshot_id in present or snapshot_id in gaps or expires <= now + REPAIR_MARGIN:
                 continue
             try:  # the pending manifest of a landed snapshot, or the committed one: authenticated either way
@@ -382,7 +379,7 @@ def commit_region(
     _, store, keyring = _region(config, conns, region_name)
     committed = []
     for ref in refs:
-        key = catalog.manifest_key(database, ref.snapshot_id)
+        key = layout.manifest_key(database, ref.snapshot_id)
         if store.head(key) is None:
             manifest = source_manifest(config, conns, database, ref)
             _, _, source_keyring = _region(config, conns, ref.source_region)
@@ -584,7 +581,7 @@ def check_run(config: Config, conns: Connections, runs: Mapping[str, SnapshotRef
                 continue
             try:
                 store = conns.store(region, config.transfer)
-                found = store.head(catalog.manifest_key(database, ref.snapshot_id)) is not None
+                found = store.head(layout.manifest_key(database, ref.snapshot_id)) is not None
                 outcome[region.name] = COMMITTED if found else f"snapshot {ref.snapshot_id} not committed"
             except StrongroomError as exc:
                 outcome[region.name] = f"unreachable: {exc}"
@@ -594,11 +591,10 @@ def check_run(config: Config, conns: Connections, runs: Mapping[str, SnapshotRef
     for region in config.regions:
         with contextlib.suppress(StrongroomError):  # an unreachable region is already in the report
             records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
-                          RUN_RECORD_KEY, record, kind=RUN_RECORD_KIND)
+                          layout.RUN_RECORD_KEY, record, kind=RUN_RECORD_KIND)
     return report
 
 
-RUN_RECORD_KEY = "status/last-run.json"
 RUN_RECORD_KIND = "run"
 
 
@@ -617,6 +613,6 @@ def clear_pending(config: Config, conns: Connections, database: str) -> list[str
         with contextlib.suppress(StrongroomError):  # a leftover is removed by the next run or retention
             for snapshot_id in pending_ids(store, database):
                 if snapshot_id in everywhere:
-                    store.delete(catalog.pending_key(database, snapshot_id))
+                    store.delete(layout.pending_key(database, snapshot_id))
                     cleared.append(snapshot_id)
     return cleared

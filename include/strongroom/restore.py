@@ -19,7 +19,7 @@ from typing import Any
 
 import zstandard
 
-from strongroom import approval, catalog, crypto, dumpfile, postgres, roles, sandbox, snapshot, spool
+from strongroom import approval, catalog, crypto, dumpfile, layout, postgres, roles, sandbox, snapshot, spool
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
@@ -370,7 +370,7 @@ def parse_snapshot_choice(text: str) -> tuple[str | None, datetime | None]:
     text = text.strip()
     if text.lower() in ("", "newest", "latest"):
         return None, None
-    if catalog.is_snapshot_id(text):
+    if layout.is_snapshot_id(text):
         return text, None
     try:
         at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)

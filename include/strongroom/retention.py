@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import catalog
+from strongroom import catalog, layout
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
@@ -41,11 +40,6 @@ from strongroom.storage import ObjectStore, Upload, Version
 
 log = logging.getLogger(__name__)
 
-AUDIT_PREFIX = "audit/retention/"
-# Records Strongroom keeps about itself, each named with the UTC second it was made; pruned by the window.
-RECORD_PREFIXES = (AUDIT_PREFIX, "restore-tests/")
-_SNAPSHOT_KEY = re.compile(r"^databases/([^/]+)/(data|manifests|pending)/(\d{8}T\d{6}Z-[0-9a-f]{6})(?:/|\.json$)")
-_RECORD_TIME = re.compile(r"/(\d{8}T\d{6}Z)-")
 
 
 @dataclass
@@ -154,7 +148,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
             else:
                 kept += 1
             continue
-        id_time = catalog.snapshot_id_time(snapshot_id)
+        id_time = layout.snapshot_id_time(snapshot_id)
         if id_time < cutoff:
             reason = f"never committed here, and its id time {id_time.isoformat()} is past the retention"
         elif entry.newest_write >= now - grace:
@@ -178,8 +172,8 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
             reason = f"unfinished upload begun {upload.initiated.isoformat()}, more than {_human(grace)} ago"
             deletions.append(Deletion(catalog_.region, "upload", "", "", reason, upload=(upload.key, upload.upload_id)))
     for key, versions in sorted(catalog_.records.items()):
-        match = _RECORD_TIME.search(key)
-        if match and datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) < cutoff:
+        made = layout.record_time(key)
+        if made is not None and made < cutoff:
             deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention",
                                       tuple((v.key, v.version_id) for v in versions)))
     deletions += _plan_sources(catalog_, cutoff, grace, now)
@@ -189,7 +183,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
 def _why_held(entry: SnapshotEntry) -> str:
     if entry.problem:
         return entry.problem
-    manifests = [v for v in entry.versions if "/manifests/" in v.key]
+    manifests = [v for v in entry.versions if layout.is_manifest_key(v.key)]
     if any(v.is_latest and v.delete_marker for v in manifests):
         return "its manifest has a delete marker (deleted, not expired: undo by removing the marker)"
     if manifests:
@@ -225,7 +219,7 @@ def _plan_sources(catalog_: RegionCatalog, cutoff: datetime, grace: timedelta, n
 
 
 def _manifest_last(versions: Iterable[Version]) -> tuple[tuple[str, str | None], ...]:
-    ordered = sorted(versions, key=lambda v: ("/manifests/" in v.key, v.key, v.last_modified))
+    ordered = sorted(versions, key=lambda v: (layout.is_manifest_key(v.key), v.key, v.last_modified))
     return tuple((v.key, v.version_id) for v in ordered)
 
 
@@ -245,22 +239,22 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
     every unfinished upload. Any failure raises: a region is never pruned from a partial catalog."""
     result = RegionCatalog(region)
     live: list[tuple[str, str, str]] = []
-    for version in store.versions("databases/"):
-        match = _SNAPSHOT_KEY.match(version.key)
-        if not match:
+    for version in store.versions(layout.DATABASES):
+        parsed = layout.parse_snapshot_key(version.key)
+        if parsed is None:
             continue
-        database, kind, snapshot_id = match.groups()
+        database, kind, snapshot_id = parsed
         entry = result.snapshots.setdefault((database, snapshot_id), SnapshotEntry(database, snapshot_id))
         entry.versions.append(version)
-        if kind in ("manifests", "pending") and version.is_latest and not version.delete_marker:
+        if kind in (layout.MANIFESTS, layout.PENDING) and version.is_latest and not version.delete_marker:
             live.append((kind, database, snapshot_id))
 
     def authenticate(item: tuple[str, str, str]) -> tuple[tuple[str, str, str], Manifest | str | None]:
         kind, database, snapshot_id = item
         try:
-            if kind == "manifests":
+            if kind == layout.MANIFESTS:
                 return item, catalog.load_manifest(store, keyring, database, snapshot_id)
-            key = catalog.pending_key(database, snapshot_id)
+            key = layout.pending_key(database, snapshot_id)
             manifest = Manifest.from_json(store.get_bytes(key), keyring, f"s3://{store.bucket}/{key}")
             if (manifest.database, manifest.snapshot_id) != (database, snapshot_id):
                 raise IntegrityError(f"pending record s3://{store.bucket}/{key} describes another snapshot")
@@ -272,7 +266,7 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
 
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="manifest") as pool:
         checked = list(pool.map(authenticate, live))
-    for (kind, database, snapshot_id), outcome in sorted(checked, key=lambda c: c[0][0] != "manifests"):
+    for (kind, database, snapshot_id), outcome in sorted(checked, key=lambda c: c[0][0] != layout.MANIFESTS):
         if (database, snapshot_id) not in result.snapshots:
             continue  # its manifest was found gone already
         entry = result.snapshots[(database, snapshot_id)]
@@ -282,12 +276,12 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
         elif isinstance(outcome, str):
             log.warning("%s: %s", region, outcome)
             entry.problem = entry.problem or outcome
-        elif kind == "manifests":
+        elif kind == layout.MANIFESTS:
             entry.taken_at = outcome.taken_at
         else:
-            entry.abandoned = frozenset([catalog.pending_key(database, snapshot_id),
+            entry.abandoned = frozenset([layout.pending_key(database, snapshot_id),
                                          *(o.key for o in outcome.objects())])
-    for prefix in RECORD_PREFIXES:
+    for prefix in layout.DATED_RECORD_PREFIXES:
         for version in store.versions(prefix):
             result.records.setdefault(version.key, []).append(version)
     _read_sources(store, keyring, result)
@@ -299,18 +293,21 @@ def _read_sources(store: ObjectStore, keyring: Keyring, result: RegionCatalog) -
     from strongroom import objects
 
     live_points: list[tuple[str, datetime]] = []
-    for version in store.versions("objects/"):
-        parts = version.key.split("/")
-        if len(parts) < 4:
+    for version in store.versions(layout.OBJECTS):
+        parsed = layout.parse_object_key(version.key)
+        if parsed is None:
             continue
-        cat = result.sources.setdefault(parts[1], SourceCatalog())
-        if parts[2] == "content":
-            cat.contents.setdefault(parts[3], []).append(version)
-        elif parts[2] == "points" and parts[3].endswith(".idx"):
-            at = datetime.strptime(parts[3][:-4], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        cat = result.sources.setdefault(parsed.source, SourceCatalog())
+        if parsed.kind == layout.CONTENT:
+            cat.contents.setdefault(parsed.name, []).append(version)
+        elif parsed.kind == layout.POINTS:
+            at = layout.point_time(parsed.name)
+            if at is None:  # not a name Strongroom writes: never pruned on a guess
+                raise IntegrityError(f"{version.key} is not named like a point index (<time>.idx): "
+                                     f"nothing is pruned in {result.region}")
             cat.point_versions.setdefault(at, []).append(version)
             if version.is_latest and not version.delete_marker:
-                live_points.append((parts[1], at))
+                live_points.append((parsed.source, at))
         else:
             cat.other.append(version)
     for source, at in live_points:  # every live point is read: a region is never pruned on a guess
@@ -338,8 +335,8 @@ def execute_plan(store: ObjectStore, plan: Plan) -> int:
             store.abort_upload(*deletion.upload)
             removed += 1
             continue
-        data = [v for v in deletion.versions if "/manifests/" not in v[0]]
-        last = [v for v in deletion.versions if "/manifests/" in v[0]]  # the commit point goes last
+        data = [v for v in deletion.versions if not layout.is_manifest_key(v[0])]
+        last = [v for v in deletion.versions if layout.is_manifest_key(v[0])]  # the commit point goes last
         removed += store.delete_versions(data) + store.delete_versions(last)  # the manifest goes last
     return removed
 
@@ -428,7 +425,7 @@ def _audit(config: Config, conns: Connections, results: list[RegionPrune], now: 
                          "retention": _human(config.retention), "deletions": deletions,
                          "regions": [{"region": r.region, "removed": r.removed, "error": r.error}
                                      for r in results]}, indent=2).encode()
-    key = f"{AUDIT_PREFIX}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{catalog.new_snapshot_id(now)[-6:]}.json"
+    key = layout.audit_key(datetime.now(UTC))
     for region in config.regions:
         try:
             conns.store(region, config.transfer).put_bytes(key, record)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from strongroom import postgres, records, spool
+from strongroom import layout, postgres, records, spool
 from strongroom.errors import IntegrityError, SourceError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.postgres import STABLE_SETTINGS, PgSettings
@@ -35,7 +35,6 @@ from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-LEASE_PREFIX = "leases/restore-tests/"
 LEASE_KIND = "lease"
 ADMIN = "strongroom_admin"  # the throwaway server's bootstrap superuser
 # Text output that checksums depend on, pinned so a snapshot and its restore compare equal anywhere.
@@ -64,7 +63,7 @@ class Lease:
 
     @property
     def key(self) -> str:
-        return f"{LEASE_PREFIX}{self.lease_id}.json"
+        return layout.lease_key(self.lease_id)
 
 
 @contextmanager
@@ -78,7 +77,7 @@ def throwaway_server(
     With ``store`` (and the region's ``keyring``, which seals it) a lease names what to remove should
     this worker die."""
     base = spool.Spool.create(spool_dir, "strongroom-sandbox-", ttl).path
-    lease = Lease(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}", socket.gethostname(), str(base),
+    lease = Lease(layout.new_lease_id(datetime.now(UTC)), socket.gethostname(), str(base),
                   datetime.now(UTC).isoformat(), (datetime.now(UTC) + ttl).isoformat())
     if store is not None:
         if keyring is None:
@@ -155,7 +154,7 @@ def teardown_stale(store: ObjectStore, keyring: Keyring, now: datetime | None = 
     removed = []
     ignored: list[str] = []
     host = socket.gethostname()
-    for info in store.list_objects(LEASE_PREFIX):
+    for info in store.list_objects(layout.LEASE_PREFIX):
         try:
             body = records.unseal(store.get_bytes(info.key), keyring, kind=LEASE_KIND, key=info.key,
                                   times=["started_at"], now=now)

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import zstandard
 
-from strongroom import __version__, catalog, crypto, inventory, postgres, replication
+from strongroom import __version__, catalog, crypto, inventory, layout, postgres, replication
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
@@ -154,14 +154,14 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
     keyring = conns.keyring(config.keyring_conn_id(region))
     bin_dir = config.snapshot.pg_bin_dir
     stale_before = datetime.now(UTC) - (timedelta(0) if retry else config.snapshot.run_timeout)
-    store.abort_stale_uploads(catalog.database_prefix(db.name), stale_before)
+    store.abort_stale_uploads(layout.database_prefix(db.name), stale_before)
     dump_version = postgres.tool_version(postgres.tool("pg_dump", bin_dir))
     data_key = crypto.new_data_key()
 
     with postgres.snapshot_session(source) as session:
         if int(dump_version.split(".")[0]) < int(session.server_version.split(".")[0]):
             raise SourceError(f"pg_dump {dump_version} is older than server {session.server_version}")
-        snapshot_id = catalog.new_snapshot_id(session.taken_at)
+        snapshot_id = layout.new_snapshot_id(session.taken_at)
         log.info("snapshot %s of %s at %s (server clock)", snapshot_id, db.name, session.taken_at.isoformat())
         estimate = _expected_size(store, keyring, db.name, session.database_size)
         dump, counter = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key, estimate)
@@ -193,7 +193,7 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
         globals_note=globals_note,
         strongroom_version=__version__,
     )
-    store.put_bytes(catalog.pending_key(db.name, snapshot_id), manifest.to_json(keyring))
+    store.put_bytes(layout.pending_key(db.name, snapshot_id), manifest.to_json(keyring))
     seconds = round(time.monotonic() - started, 3)
     log.info("snapshot %s of %s stored: %d bytes in %.1fs", snapshot_id, db.name, dump.stored_size, seconds)
     return SnapshotResult(
@@ -221,7 +221,7 @@ def _stream_dump(
     estimate: int | None = None,
 ) -> tuple[StoredObject, _RowCounter]:
     """Stream pg_dump into the store while counting rows (and checksumming small tables) in the same snapshot."""
-    key = catalog.data_key(database, snapshot_id, DUMP_OBJECT)
+    key = layout.data_key(database, snapshot_id, DUMP_OBJECT)
     transfer = config.transfer
     counter = _RowCounter(session, config.restore_test.checksum_max_rows)
     counter.start()
@@ -312,7 +312,7 @@ def _store_globals(
         return None, note
     packed = zstandard.ZstdCompressor(level=config.snapshot.zstd_level).compress(sql_bytes)
     sealed = crypto.encrypt_bytes(data_key, crypto.object_identity("globals", database, snapshot_id), packed)
-    key = catalog.data_key(database, snapshot_id, GLOBALS_OBJECT)
+    key = layout.data_key(database, snapshot_id, GLOBALS_OBJECT)
     store.put_bytes(key, sealed, retain_until=retain_until)
     return StoredObject(key, len(sql_bytes), len(packed), len(sealed), hashlib.sha256(sealed).hexdigest()), note
 

@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom import catalog, objects, records
+from strongroom import catalog, layout, objects, records
 from strongroom.config import Config
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, KeyringError, StrongroomError
 from strongroom.keyring import Keyring
-from strongroom.replication import COMMITTED, RUN_RECORD_KEY, RUN_RECORD_KIND
+from strongroom.replication import COMMITTED, RUN_RECORD_KIND
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
                 db.name: _authenticated_ids(store, keyring, db.name, now, bad[region.name]) for db in config.databases}
             for source in config.object_storage:
                 listings[region.name]["bucket:" + source.bucket] = [
-                    f"{t:%Y%m%dT%H%M%SZ}" for t in objects.point_times(store, source.bucket)
+                    layout.stamp(t) for t in objects.point_times(store, source.bucket)
                     if not records.in_future(t, now)]
             try:
-                record = records.read(store, keyring, RUN_RECORD_KEY, kind=RUN_RECORD_KIND, times=["checked_at"],
+                record = records.read(store, keyring, layout.RUN_RECORD_KEY, kind=RUN_RECORD_KIND, times=["checked_at"],
                                       now=now) or {}
             except IntegrityError as exc:
                 log.warning("ignoring %s", exc)
@@ -71,11 +71,11 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
     rows = []
     for db in config.databases:
         everywhere = sorted({i for ids in listings.values() for i in ids.get(db.name, [])})
-        live = [i for i in everywhere if catalog.snapshot_id_time(i) + config.retention > now]
+        live = [i for i in everywhere if layout.snapshot_id_time(i) + config.retention > now]
         for region in config.regions:
             ids = listings.get(region.name, {}).get(db.name)
             newest = ids[-1] if ids else None
-            taken = catalog.snapshot_id_time(newest) if newest else None
+            taken = layout.snapshot_id_time(newest) if newest else None
             run_outcome = last_run.get("results", {}).get(db.name, {}).get(region.name)
             error = errors.get(region.name) or (run_outcome if run_outcome not in (None, COMMITTED) else None)
             elsewhere = {r: len(i.get(db.name, [])) for r, i in listings.items() if i.get(db.name)}
@@ -97,11 +97,11 @@ def collect_status(config: Config, conns: Connections, now: datetime | None = No
     for source in config.object_storage:
         name = "bucket:" + source.bucket
         everywhere = sorted({i for ids in listings.values() for i in ids.get(name, [])})
-        live = [i for i in everywhere if _point_time(i) + config.retention > now]
+        live = [i for i in everywhere if layout.parse_stamp(i) + config.retention > now]
         for region in config.regions:
             ids = listings.get(region.name, {}).get(name)
             newest = ids[-1] if ids else None
-            taken = _point_time(newest) if newest else None
+            taken = layout.parse_stamp(newest) if newest else None
             rows.append(RegionStatus(
                 database=source.bucket, region=region.name, newest=newest,
                 newest_taken_at=taken.isoformat() if taken else None,
@@ -124,8 +124,8 @@ def _authenticated_ids(
     """
     ids = []
     for snapshot_id in catalog.snapshot_ids(store, database):
-        if records.in_future(catalog.snapshot_id_time(snapshot_id), now):
-            bad.append(f"manifest {catalog.manifest_key(database, snapshot_id)} is dated in the future")
+        if records.in_future(layout.snapshot_id_time(snapshot_id), now):
+            bad.append(f"manifest {layout.manifest_key(database, snapshot_id)} is dated in the future")
         else:
             ids.append(snapshot_id)
     while ids:
@@ -133,16 +133,12 @@ def _authenticated_ids(
             manifest = catalog.load_manifest(store, keyring, database, ids[-1])
             if not records.in_future(manifest.taken_at, now):
                 break
-            bad.append(f"manifest {catalog.manifest_key(database, ids[-1])} was taken in the future")
+            bad.append(f"manifest {layout.manifest_key(database, ids[-1])} was taken in the future")
         except (IntegrityError, KeyringError) as exc:
             bad.append(str(exc))
         log.warning("ignoring %s", bad[-1])
         ids.pop()
     return ids
-
-
-def _point_time(name: str) -> datetime:
-    return datetime.strptime(name, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
 def size_trends(config: Config, conns: Connections) -> dict[str, list[dict[str, Any]]]:
@@ -158,13 +154,12 @@ def size_trends(config: Config, conns: Connections) -> dict[str, list[dict[str, 
             for db in config.databases:
                 committed = set(catalog.snapshot_ids(store, db.name))
                 sizes: dict[str, int] = {}
-                prefix = f"{catalog.database_prefix(db.name)}data/"
-                for obj in store.list_objects(prefix):
-                    snapshot_id = obj.key[len(prefix):].split("/", 1)[0]
-                    if snapshot_id in committed:
-                        sizes[snapshot_id] = sizes.get(snapshot_id, 0) + obj.size
+                for obj in store.list_objects(layout.data_prefix(db.name)):
+                    parsed = layout.parse_snapshot_key(obj.key)
+                    if parsed and parsed.snapshot_id in committed:
+                        sizes[parsed.snapshot_id] = sizes.get(parsed.snapshot_id, 0) + obj.size
                 trends[db.name] = [
-                    {"snapshot_id": i, "taken_at": catalog.snapshot_id_time(i).isoformat(), "stored_bytes": n}
+                    {"snapshot_id": i, "taken_at": layout.snapshot_id_time(i).isoformat(), "stored_bytes": n}
                     for i, n in sorted(sizes.items())
                 ]
             return trends

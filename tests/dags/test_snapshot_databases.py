@@ -74,7 +74,7 @@ def test_invalid_config_is_a_clear_import_error(tmp_path: Path, monkeypatch: pyt
 def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None, monkeypatch, statsd) -> None:
     from airflow.utils.state import DagRunState
 
-    from strongroom.catalog import data_key
+    from strongroom import layout
     from strongroom.snapshot import DUMP_OBJECT
 
     dag = _dagbag(monkeypatch, stack.config_path).dags["snapshot_databases"]
@@ -92,7 +92,7 @@ def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None,
     # metrics through Airflow's StatsD client: the stored size is the dump object's size in the bucket
     for key in new:
         database, snapshot_id = key.split("/")[1], key.rsplit("/", 1)[1].removesuffix(".json")
-        dump = stack.client.head_object(Bucket=BUCKET, Key=data_key(database, snapshot_id, DUMP_OBJECT))
+        dump = stack.client.head_object(Bucket=BUCKET, Key=layout.data_key(database, snapshot_id, DUMP_OBJECT))
         assert statsd.values(f"airflow.strongroom.snapshot.stored_bytes.{database}") == [
             (dump["ContentLength"], "g")]
         [(duration, kind)] = statsd.values(f"airflow.strongroom.snapshot.duration.{database}")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from strongroom import catalog, replication, retention
+from strongroom import catalog, layout, replication, retention
 from strongroom.errors import IntegrityError
 from tests.conftest import REGIONS, Stack, conn_id, write_config
 from tests.integration.helpers import run_cli
@@ -58,7 +58,7 @@ def _versions(stack: Stack, bucket: str, region: str) -> set[tuple[str, str, boo
 def test_a_delete_marker_on_a_young_manifest_erases_nothing_and_alerts(stack: Stack, guarded) -> None:
     config, conns, path, buckets, snapshot_id = guarded
     client, bucket = stack.client_for(MARKED), buckets[MARKED]
-    key = catalog.manifest_key("shop", snapshot_id)
+    key = layout.manifest_key("shop", snapshot_id)
     client.delete_object(Bucket=bucket, Key=key)  # a delete marker: the manifest looks gone
     before = _versions(stack, bucket, MARKED)
     time.sleep(2.5)  # past the one-second run timeout: no longer possibly in progress
@@ -99,11 +99,11 @@ def test_a_junk_manifest_in_one_region_does_not_stop_the_others(stack: Stack, gu
     from strongroom.snapshot import snapshot_database
 
     config, conns, _, buckets, first = guarded
-    junk_id = catalog.new_snapshot_id(datetime.now(UTC) - timedelta(hours=2))
-    junk_key = catalog.manifest_key("shop", junk_id)
+    junk_id = layout.new_snapshot_id(datetime.now(UTC) - timedelta(hours=2))
+    junk_key = layout.manifest_key("shop", junk_id)
     # a plausible manifest: a genuine one of this region, renamed to a new id (its MAC no longer matches)
     doc = json.loads(stack.client_for(JUNK).get_object(
-        Bucket=buckets[JUNK], Key=catalog.manifest_key("shop", first))["Body"].read())
+        Bucket=buckets[JUNK], Key=layout.manifest_key("shop", first))["Body"].read())
     doc["snapshot_id"] = junk_id
     stack.client_for(JUNK).put_object(Bucket=buckets[JUNK], Key=junk_key, Body=json.dumps(doc).encode())
     written = time.monotonic()

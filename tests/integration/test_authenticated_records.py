@@ -15,11 +15,11 @@ from functools import partial
 
 import pytest
 
-from strongroom import records
+from strongroom import layout, records
 from strongroom.drill import RESULT_KIND, DrillResult
 from strongroom.keyring import Keyring
-from strongroom.monitor import STATE_KEY, STATE_KIND
-from strongroom.replication import RUN_RECORD_KEY, RUN_RECORD_KIND
+from strongroom.monitor import STATE_KIND
+from strongroom.replication import RUN_RECORD_KIND
 from tests.conftest import PRIMARY, REGIONS, Stack, conn_id, write_config
 from tests.integration.helpers import run_cli
 from tests.mailsink import MailSink
@@ -74,10 +74,10 @@ def test_future_dated_records_do_not_silence_the_staleness_alert(
     keyring = conns.keyring(config.keyring_conn_id(config.primary))
     stale_keys = [f"stale:shop:{r}" for r in REGIONS]
     forged_state = {"checked_at": FUTURE, "alerted": dict.fromkeys(stale_keys, FUTURE)}
-    _put(stack, buckets, STATE_KEY, json.dumps(forged_state).encode())
-    _put(stack, buckets, RUN_RECORD_KEY,
+    _put(stack, buckets, layout.MONITOR_STATE_KEY, json.dumps(forged_state).encode())
+    _put(stack, buckets, layout.RUN_RECORD_KEY,
          records.seal({"checked_at": FUTURE, "results": {"shop": {r: "committed" for r in REGIONS}}}, keyring,
-                      kind=RUN_RECORD_KIND, key=RUN_RECORD_KEY))
+                      kind=RUN_RECORD_KIND, key=layout.RUN_RECORD_KEY))
     junk = "databases/shop/manifests/20991231T000000Z-abcdef.json"
     for region in REGIONS:
         _put(stack, buckets, junk, b'{"snapshot_id": "20991231T000000Z-abcdef"}', region)
@@ -93,19 +93,19 @@ def test_future_dated_records_do_not_silence_the_staleness_alert(
     for region in REGIONS:
         assert f"shop in {region}: newest snapshot" in body  # judged by the real, authenticated snapshot
         assert f"{region}: manifest {junk} is dated in the future; ignored" in body
-    assert f"monitor-state record {STATE_KEY} is not authenticated" in body
-    assert f"run record {RUN_RECORD_KEY}: checked_at {FUTURE} lies in the future" in body
+    assert f"monitor-state record {layout.MONITOR_STATE_KEY} is not authenticated" in body
+    assert f"run record {layout.RUN_RECORD_KEY}: checked_at {FUTURE} lies in the future" in body
 
     # a genuine, sealed state whose alert times lie in the future is no reason for silence either
-    sealed = records.seal({"checked_at": datetime.now(UTC).isoformat(),
-                           "alerted": dict.fromkeys(stale_keys, FUTURE)}, keyring, kind=STATE_KIND, key=STATE_KEY)
-    _put(stack, buckets, STATE_KEY, sealed)
+    sealed = records.seal({"checked_at": datetime.now(UTC).isoformat(), "alerted": dict.fromkeys(stale_keys, FUTURE)},
+                          keyring, kind=STATE_KIND, key=layout.MONITOR_STATE_KEY)
+    _put(stack, buckets, layout.MONITOR_STATE_KEY, sealed)
     again = run_monitor(config, conns, partial(send_alert, config), now=datetime.now(UTC) + timedelta(hours=2))
     assert set(stale_keys) <= set(again["alerted"])
 
     for region in REGIONS:
         stack.client_for(region).delete_object(Bucket=buckets[region], Key=junk)
-    stack.client_for(PRIMARY).delete_object(Bucket=buckets[PRIMARY], Key=RUN_RECORD_KEY)
+    stack.client_for(PRIMARY).delete_object(Bucket=buckets[PRIMARY], Key=layout.RUN_RECORD_KEY)
 
 
 def test_a_forged_restore_test_result_is_shown_unauthenticated(stack: Stack, guarded) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from strongroom import catalog, drill, restore, sandbox
+from strongroom import catalog, drill, layout, restore, sandbox
 from strongroom.catalog import Manifest
 from strongroom.config import load_config
 from strongroom.keyring import Keyring
@@ -164,7 +164,7 @@ def bare_server() -> Iterator[object]:
 
 
 def test_restore_on_a_server_with_the_roles_is_identical(stack: Stack, faithful: Path, taken) -> None:
-    manifest_inventory = json.loads(stack.read(catalog.manifest_key("faithful", taken["faithful"])))["inventory"]
+    manifest_inventory = json.loads(stack.read(layout.manifest_key("faithful", taken["faithful"])))["inventory"]
     assert manifest_inventory["relations"]["app.customers"]["owner"] == OWNER
     assert manifest_inventory["relations"]["app.events_2025"]["partition_of"] == "app.events"
     assert manifest_inventory["sequences"]["app.tickets"] == 128
@@ -291,7 +291,7 @@ def test_roles_or_grants_that_differ_from_the_inventory_fail_naming_the_object(
     config = load_config(faithful)
     snapshot_id = snapshot_database(config, "faithful", conns)["snapshot_id"]
     keyring = Keyring.from_extra(stack.primary_keyring_extra)
-    key = catalog.manifest_key("faithful", snapshot_id)
+    key = layout.manifest_key("faithful", snapshot_id)
     manifest = Manifest.from_json(stack.read(key), keyring, key)
     inventory = json.loads(json.dumps(manifest.inventory))
     inventory["relations"]["app.events"]["owner"] = READER

@@ -23,8 +23,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from strongroom import layout
 from strongroom.airflow_adapter import connections
-from strongroom.catalog import snapshot_id_time
 from strongroom.config import load_config
 from strongroom.snapshot import snapshot_database
 from tests.conftest import PRIMARY, REGIONS, Stack, conn_id, env_name, write_config
@@ -556,7 +556,7 @@ def test_sigkill_during_prune_deletes_nothing_young_and_the_next_prune_finishes(
     keep = _snapshot_id(young)
     # the policy is evaluated 2 s after the young snapshot (an earlier `now` is allowed): young is kept
     # however long this machine takes, everything else is at least 15 s old
-    now = (snapshot_id_time(keep) + timedelta(seconds=2)).isoformat()
+    now = (layout.snapshot_id_time(keep) + timedelta(seconds=2)).isoformat()
     f.s3[NORTH].hold = re.compile(r"^(DELETE|POST) ")
     proc = start_cli("--config", str(short), "prune", "--now", now, env=f.env)
     try:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from strongroom import catalog, crypto
+from strongroom import catalog, crypto, layout
 from strongroom.errors import IntegrityError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
@@ -32,7 +32,7 @@ def bulk(stack: Stack, config, conns) -> dict:
     segments = (manifest.dump.stored_size - crypto.HEADER_SIZE + SEGMENT - 1) // SEGMENT
     assert segments >= 3, "the bulk fixture must span several encryption segments"
     return {"snapshot_id": result["snapshot_id"], "key": manifest.dump.key, "segments": segments,
-            "manifest_key": catalog.manifest_key("bulk", result["snapshot_id"])}
+            "manifest_key": layout.manifest_key("bulk", result["snapshot_id"])}
 
 
 @pytest.fixture()

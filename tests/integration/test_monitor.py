@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import records
+from strongroom import layout, records
 from strongroom.drill import RESULT_KIND, DrillResult
 from tests.conftest import PRIMARY, REGIONS, ROOT, Stack, conn_id, write_config
 from tests.mailsink import MailSink
@@ -52,7 +52,7 @@ def monitored(stack: Stack, tmp_path_factory: pytest.TempPathFactory):
 
 def test_stale_alerts_fresh_stays_quiet_and_repeats_hourly(stack: Stack, mail: MailSink, monitored) -> None:
     from strongroom.airflow_adapter import connections, send_alert
-    from strongroom.monitor import STATE_KEY, run_monitor
+    from strongroom.monitor import run_monitor
 
     config, buckets, _ = monitored
     run = partial(run_monitor, config, connections(), partial(send_alert, config))
@@ -74,7 +74,8 @@ def test_stale_alerts_fresh_stays_quiet_and_repeats_hourly(stack: Stack, mail: M
     for region in REGIONS:
         assert f"shop in {region}: newest snapshot" in body
     assert "threshold 1h15m" in body
-    state = json.loads(stack.client_for(PRIMARY).get_object(Bucket=buckets[PRIMARY], Key=STATE_KEY)["Body"].read())
+    state_object = stack.client_for(PRIMARY).get_object(Bucket=buckets[PRIMARY], Key=layout.MONITOR_STATE_KEY)
+    state = json.loads(state_object["Body"].read())
     assert set(state["alerted"]) == {f"stale:shop:{r}" for r in REGIONS}
 
     still = run(now=start + timedelta(hours=2, minutes=30))
@@ -104,11 +105,10 @@ def test_backup_monitor_dag_alerts_on_the_stale_database_only(
     monkeypatch.setenv("STRONGROOM_CONFIG", str(both))
     bag = DagBag(dag_folder=str(ROOT / "dags" / "backup_monitor.py"))
     assert bag.import_errors == {}
-    from strongroom.monitor import STATE_KEY
 
     _, buckets, _ = monitored
     for region in REGIONS:  # the test above dated its state hours ahead (a bad record now): start afresh
-        stack.client_for(region).delete_object(Bucket=buckets[region], Key=STATE_KEY)
+        stack.client_for(region).delete_object(Bucket=buckets[region], Key=layout.MONITOR_STATE_KEY)
     mail.clear()
     run = bag.dags["backup_monitor"].test(logical_date=None)
     assert run.state == DagRunState.SUCCESS

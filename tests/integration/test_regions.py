@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import catalog, replication
-from strongroom.catalog import snapshot_id_time
+from strongroom import layout, replication
 from strongroom.config import load_config
 from strongroom.errors import IntegrityError
 from strongroom.replication import SnapshotRef
@@ -131,7 +130,7 @@ def test_copy_corrupted_in_one_region_is_caught_by_verify_and_never_committed(st
     landed = take_snapshot(config, "bulk", conns)
     ref = SnapshotRef(landed.snapshot_id, landed.region)
     refs = replication.replicate_region(config, "bulk", "eu-west-1", conns, ref)
-    key = catalog.data_key("bulk", landed.snapshot_id, "dump.zst.srenc")
+    key = layout.data_key("bulk", landed.snapshot_id, "dump.zst.srenc")
     good = stack.read(key, "eu-west-1")
     bad = good[:5000] + bytes([good[5000] ^ 0x40]) + good[5001:]  # same size, no metadata changed
     stack.write(key, bad, "eu-west-1")
@@ -148,7 +147,7 @@ def test_each_region_manifest_wraps_the_key_with_its_own_keyring(stack: Stack, c
     result = run_cli("snapshot", "--database", "shop", "--json")
     assert result.code == 0, result.stderr
     snapshot_id = json.loads(result.stdout)[0]["snapshot_id"]
-    docs = {r: json.loads(stack.read(catalog.manifest_key("shop", snapshot_id), r)) for r in REGIONS}
+    docs = {r: json.loads(stack.read(layout.manifest_key("shop", snapshot_id), r)) for r in REGIONS}
     assert docs[PRIMARY]["encryption"]["key_id"] == "k-primary-1"
     assert {docs[r]["encryption"]["key_id"] for r in REGIONS[1:]} == {"k-test-1"}
     assert docs[PRIMARY]["mac_key_id"] == "k-primary-1"
@@ -159,7 +158,7 @@ def test_gaps_that_expire_within_the_hour_are_not_repaired(stack: Stack, config,
     landed = take_snapshot(config, "shop", conns)
     ref = SnapshotRef(landed.snapshot_id, landed.region)
     replication.sync_region(config, "shop", PRIMARY, conns, ref)
-    taken = snapshot_id_time(landed.snapshot_id)
+    taken = layout.snapshot_id_time(landed.snapshot_id)
     soon_expiring = taken + config.retention - timedelta(minutes=30)
     assert ref.snapshot_id not in [g.snapshot_id for g in replication.find_gaps(config, "shop", NORTH, conns,
                                                                                  soon_expiring)]

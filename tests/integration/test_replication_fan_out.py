@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from strongroom import catalog, replication
+from strongroom import layout, replication
 from strongroom.catalog import StoredObject
 from strongroom.errors import IntegrityError
 from strongroom.replication import SnapshotRef
@@ -105,7 +105,7 @@ def test_a_copy_stored_wrong_is_caught_by_reading_it_back_and_repaired_next_run(
 ) -> None:
     landed = take_snapshot(config, "bulk", conns)
     ref = SnapshotRef(landed.snapshot_id, landed.region)
-    manifest = catalog.manifest_key("bulk", landed.snapshot_id)
+    manifest = layout.manifest_key("bulk", landed.snapshot_id)
 
     outcomes = replication.sync_regions(config, "bulk", _Conns(conns, NORTH), ref)
     # the bytes streamed were right, what north stored is not: only a read-back of north's copy sees it
@@ -118,5 +118,5 @@ def test_a_copy_stored_wrong_is_caught_by_reading_it_back_and_repaired_next_run(
     again = replication.sync_regions(config, "bulk", conns, ref)
     assert again == dict.fromkeys(REGIONS, "committed")
     assert manifest in stack.list_keys(NORTH)
-    key = catalog.data_key("bulk", landed.snapshot_id, "dump.zst.srenc")
+    key = layout.data_key("bulk", landed.snapshot_id, "dump.zst.srenc")
     assert stack.read(key, NORTH) == stack.read(key, PRIMARY)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import catalog, drill, records, sandbox
+from strongroom import catalog, drill, layout, records, sandbox
 from strongroom.catalog import Manifest
 from strongroom.config import load_config
 from strongroom.errors import IntegrityError, RestoreTestError
@@ -74,7 +74,7 @@ def _forged(stack: Stack, config, snapshot_id: str, change) -> None:
     """Rewrite the primary's manifest with different facts, correctly authenticated, as a buggy snapshot
     pipeline could: the restored data then disagrees with what the snapshot recorded."""
     keyring = Keyring.from_extra(stack.primary_keyring_extra)
-    key = catalog.manifest_key("shop", snapshot_id)
+    key = layout.manifest_key("shop", snapshot_id)
     manifest = Manifest.from_json(stack.read(key), keyring, key)
     stack.write(key, change(manifest).to_json(keyring))
 
@@ -84,7 +84,7 @@ def test_counts_that_differ_from_the_manifest_fail_the_baseline(stack: Stack, co
     taken = snapshot_database(config, "shop", conns)
     from dataclasses import replace
 
-    key = catalog.manifest_key("shop", taken["snapshot_id"])
+    key = layout.manifest_key("shop", taken["snapshot_id"])
     original = stack.read(key)
     _forged(stack, config, taken["snapshot_id"],
             lambda m: replace(m, tables=dict(m.tables, **{"public.orders": m.tables["public.orders"] + 1})))
@@ -122,7 +122,7 @@ def test_a_corrupt_copy_fails_the_test_of_that_region_without_switching(stack: S
                                                                         tmp_path) -> None:
     config = config_at(tmp_path)
     region = "eu-west-1"
-    key = catalog.data_key("shop", shop_snapshot["snapshot_id"], "dump.zst.srenc")
+    key = layout.data_key("shop", shop_snapshot["snapshot_id"], "dump.zst.srenc")
     good = stack.read(key, region)
     stack.write(key, good[:100] + bytes([good[100] ^ 1]) + good[101:], region)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import catalog, crypto, retention
+from strongroom import catalog, crypto, layout, retention
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, load_config
 from strongroom.errors import PruneError
@@ -116,7 +116,7 @@ def test_boundary_against_the_real_clock_in_every_region(ret: dict, conns) -> No
     assert age_new.total_seconds() + 2 < window < age_old.total_seconds() - 2
     # extra versions and a delete marker: a plain delete would only hide them
     client = ret["servers"]["eu-west-1"].client("eu-west-1")
-    dump_key = catalog.data_key("shop", old["snapshot_id"], "dump.zst.srenc")
+    dump_key = layout.data_key("shop", old["snapshot_id"], "dump.zst.srenc")
     client.put_object(Bucket=RET_BUCKETS["eu-west-1"], Key=dump_key + ".extra", Body=b"x")
     client.delete_object(Bucket=RET_BUCKETS["eu-west-1"], Key=dump_key + ".extra")
 
@@ -125,9 +125,9 @@ def test_boundary_against_the_real_clock_in_every_region(ret: dict, conns) -> No
     assert all(r["error"] is None for r in results)
     for region in REGIONS:
         assert versions_under(ret, region, f"databases/shop/data/{old['snapshot_id']}") == []
-        assert versions_under(ret, region, catalog.manifest_key("shop", old["snapshot_id"])) == []
+        assert versions_under(ret, region, layout.manifest_key("shop", old["snapshot_id"])) == []
         kept = {k for k, _ in versions_under(ret, region, f"databases/shop/manifests/{new['snapshot_id']}")}
-        assert kept == {catalog.manifest_key("shop", new["snapshot_id"])}, region
+        assert kept == {layout.manifest_key("shop", new["snapshot_id"])}, region
     audit = [k for k, marker in versions_under(ret, "eu-central-1", "audit/retention/") if not marker]
     assert audit
     record = json.loads(ret["servers"]["eu-central-1"].client("eu-central-1").get_object(
@@ -156,7 +156,7 @@ def test_a_region_that_cannot_be_read_is_not_pruned_and_is_named(ret: dict, conn
     taken = snapshot_database(config, "shop", conns)
     # eu-west-1: a manifest that does not authenticate (pruned by age all the same); eu-north-1: unreachable
     client = ret["servers"]["eu-west-1"].client("eu-west-1")
-    bad_key = catalog.manifest_key("shop", taken["snapshot_id"])
+    bad_key = layout.manifest_key("shop", taken["snapshot_id"])
     doc = json.loads(client.get_object(Bucket=RET_BUCKETS["eu-west-1"], Key=bad_key)["Body"].read())
     doc["tables"]["public.orders"] = 1
     client.put_object(Bucket=RET_BUCKETS["eu-west-1"], Key=bad_key, Body=json.dumps(doc).encode())
@@ -188,8 +188,8 @@ def test_a_region_that_cannot_be_read_is_not_pruned_and_is_named(ret: dict, conn
 
 
 def _fake_snapshot(region_store, keyring: Keyring, taken: datetime) -> None:
-    snapshot_id = catalog.new_snapshot_id(taken)
-    key = catalog.data_key("bulkdb", snapshot_id, "dump.zst.srenc")
+    snapshot_id = layout.new_snapshot_id(taken)
+    key = layout.data_key("bulkdb", snapshot_id, "dump.zst.srenc")
     body = b"ciphertext"
     manifest = Manifest(
         snapshot_id=snapshot_id, database="bulkdb", taken_at=taken, server_version="15", pg_dump_version="15",
@@ -197,7 +197,7 @@ def _fake_snapshot(region_store, keyring: Keyring, taken: datetime) -> None:
         dump=StoredObject(key, 10, 10, len(body), "0" * 64), tables={"public.t": 1},
     )
     region_store.put_bytes(key, body)
-    region_store.put_bytes(catalog.manifest_key("bulkdb", snapshot_id), manifest.to_json(keyring))
+    region_store.put_bytes(layout.manifest_key("bulkdb", snapshot_id), manifest.to_json(keyring))
 
 
 def test_thousands_of_snapshots_paginate_and_nothing_young_is_touched(ret: dict, conns) -> None:
@@ -215,7 +215,7 @@ def test_thousands_of_snapshots_paginate_and_nothing_young_is_touched(ret: dict,
     assert results[0].error is None
     remaining = catalog.snapshot_ids(store, "bulkdb")
     assert len(remaining) == 1250
-    assert all(catalog.snapshot_id_time(i) >= now - timedelta(days=30) for i in remaining)
+    assert all(layout.snapshot_id_time(i) >= now - timedelta(days=30) for i in remaining)
     gone = {k for k, _ in versions_under(ret, region.name, "databases/bulkdb/")}
     assert len(gone) == 2 * 1250  # data and manifest of each kept snapshot, no version of the others
 
@@ -239,8 +239,8 @@ def test_object_lock_holds_until_erasure_and_no_longer(stack: Stack, conns, tmp_
         taken = snapshot_database(config, "shop", conns)
         erase_at = datetime.fromisoformat(taken["taken_at"]) + timedelta(days=1)
         client = server.client(region)
-        key = catalog.data_key("shop", taken["snapshot_id"], "dump.zst.srenc")
-        for locked in (key, catalog.manifest_key("shop", taken["snapshot_id"])):
+        key = layout.data_key("shop", taken["snapshot_id"], "dump.zst.srenc")
+        for locked in (key, layout.manifest_key("shop", taken["snapshot_id"])):
             lock = client.head_object(Bucket="sr-locked", Key=locked)
             assert lock["ObjectLockMode"] == "GOVERNANCE"
             until = lock["ObjectLockRetainUntilDate"]
@@ -263,7 +263,7 @@ def test_a_snapshot_deleted_between_listing_and_reading_counts_as_deleted(ret: d
     region = config.regions[1]
     gone, kept = (snapshot_database(config, "shop", conns) for _ in range(2))
     store = conns.store(region, config.transfer)
-    gone_manifest = catalog.manifest_key("shop", gone["snapshot_id"])
+    gone_manifest = layout.manifest_key("shop", gone["snapshot_id"])
 
     class RacingStore(ObjectStore):  # the other prune deletes the snapshot just before this one reads it
         def get_bytes(self, key: str) -> bytes:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from strongroom import catalog, crypto
+from strongroom import catalog, crypto, layout
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
@@ -47,7 +47,7 @@ def test_manifest_records_the_snapshot_exactly(stack: Stack, config, conns, shop
     assert manifest.dump.stored_size == store.head(manifest.dump.key).size
     assert manifest.globals is not None  # the superuser may read roles
     assert manifest.snapshot_id.startswith(manifest.taken_at.strftime("%Y%m%dT%H%M%SZ"))
-    assert store.head(catalog.pending_key("shop", manifest.snapshot_id)) is None
+    assert store.head(layout.pending_key("shop", manifest.snapshot_id)) is None
 
 
 def test_no_stored_byte_reveals_the_data(stack: Stack, shop_snapshot) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[2] / "include" / "strongroom"
@@ -73,3 +74,46 @@ def test_library_modules_import_each_other_without_a_loop() -> None:
         if node not in state:
             visit(node)
     assert loops == []
+
+
+# Only ``layout`` names the bucket's top-level prefixes and the folders under a database or a source, and
+# writes the time in a key name.
+BUCKET_PREFIXES = ("databases/", "objects/", "status/", "audit/", "restore-tests/", "leases/")
+INNER_FOLDERS = ("/manifests/", "/pending/")
+FOLDERS_AFTER_A_NAME = ("data/", "manifests/", "pending/", "content/", "points/", "partial/")  # f"{p}data/"
+KEY_TIME = ("%Y%m%dT%H%M%S", r"\d{8}T\d{6}Z")
+
+
+def _code_strings(tree: ast.Module) -> Iterator[tuple[ast.Constant, ast.AST | None]]:
+    """Every string constant outside docstrings (prose may name keys, code may not), with the part of the
+    f-string before it (``None`` for a plain literal or the first part)."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    in_fstrings = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            in_fstrings.update({id(part): before for before, part in zip([None, *node.values], node.values,
+                                                                         strict=False)})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node, in_fstrings.get(id(node))
+
+
+def test_only_layout_spells_keys() -> None:
+    """No module but ``layout`` writes a key prefix or a key's time by hand: not as a literal, a pattern, nor
+    the constant part of an f-string (``f"databases/{db}/..."``, ``f"{prefix}manifests/"``, ``f"{t:%Y...}"``)."""
+    offenders = []
+    for name, tree in _modules().items():
+        if name == "layout":
+            continue
+        for node, before in _code_strings(tree):
+            text = node.value
+            if (text.lstrip("^").startswith(BUCKET_PREFIXES) or any(f in text for f in INNER_FOLDERS)
+                    or any(t in text for t in KEY_TIME)
+                    or (isinstance(before, ast.FormattedValue) and text.startswith(FOLDERS_AFTER_A_NAME))):
+                offenders.append(f"{name}:{node.lineno} {text!r}")
+    assert offenders == []
