@@ -79,8 +79,9 @@ class SourceCatalog:
     point_versions: dict[datetime, list[Version]] = field(default_factory=dict)
     contents: dict[str, list[Version]] = field(default_factory=dict)  # content id -> versions
     other: list[Version] = field(default_factory=list)  # progress journals and strays
-    # a live point vanished between listing and reading (pruned elsewhere, or deleted by hand): what it
-    # referenced is unknown, so no content of this source is deleted this time
+    # a live point vanished between listing and reading (pruned elsewhere, or deleted by hand), or a key
+    # under points/ is not a point index: what the points reference is unknown, so no content of this
+    # source is deleted this time
     unsure: bool = False
 
 
@@ -302,9 +303,12 @@ def _read_sources(store: ObjectStore, keyring: Keyring, result: RegionCatalog) -
             cat.contents.setdefault(parsed.name, []).append(version)
         elif parsed.kind == layout.POINTS:
             at = layout.point_time(parsed.name)
-            if at is None:  # not a name Strongroom writes: never pruned on a guess
-                raise IntegrityError(f"{version.key} is not named like a point index (<time>.idx): "
-                                     f"nothing is pruned in {result.region}")
+            if at is None:  # not a name Strongroom writes: left alone, and no content of this source is
+                # deleted on a guess (one junk key must not stop the region's erasure of everything else)
+                log.warning("%s: %s is not named like a point index (<time>.idx): left alone, and no content of "
+                            "%s is deleted this time", result.region, version.key, parsed.source)
+                cat.unsure = True
+                continue
             cat.point_versions.setdefault(at, []).append(version)
             if version.is_latest and not version.delete_marker:
                 live_points.append((parsed.source, at))

@@ -280,3 +280,27 @@ def test_a_snapshot_deleted_between_listing_and_reading_counts_as_deleted(ret: d
     assert entry.taken_at is not None and entry.problem is None
     plan = retention.plan_retention(result, timedelta(days=30), timedelta(minutes=50), datetime.now(UTC))
     assert plan.held == () and [d for d in plan.deletions if d.database == "shop"] == []
+
+
+def test_a_junk_key_under_points_keeps_that_sources_content_and_stops_nothing_else(ret: dict, conns) -> None:
+    """Someone who can write to one bucket puts a key under objects/<source>/points/ that is not a point
+    index: that source's content is kept this time (nothing deleted on a guess), and the region's other
+    deletions (an expired snapshot) still happen: one junk key cannot stop erasure."""
+    config = config_with(ret, "c30d.yaml")
+    region = config.regions[0]
+    store = conns.store(region, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    store.put_bytes("objects/uploads/points/not-a-point", b"junk")
+    store.put_bytes("objects/uploads/content/" + "ab" * 32, b"orphaned content, referenced by no point")
+    old = datetime.now(UTC) - timedelta(days=40)
+    _fake_snapshot(store, keyring, old)
+    result = retention.read_catalog(store, keyring, region.name)
+    assert result.sources["uploads"].unsure
+    # no grace, a minute on: unreferenced content would go, were the source's points known
+    plan = retention.plan_retention(result, timedelta(days=30), timedelta(0), datetime.now(UTC) + timedelta(minutes=1))
+    assert [d for d in plan.deletions if d.kind == "content"] == []
+    assert "snapshot" in [d.kind for d in plan.deletions if d.database == "bulkdb"]
+    result.sources["uploads"].unsure = False  # what the same plan does once the junk is understood
+    unsure_off = retention.plan_retention(result, timedelta(days=30), timedelta(0),
+                                          datetime.now(UTC) + timedelta(minutes=1))
+    assert [d.kind for d in unsure_off.deletions if d.kind == "content"] == ["content"]
