@@ -206,8 +206,9 @@ def test_thousands_of_snapshots_paginate_and_nothing_young_is_touched(ret: dict,
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     now = datetime.now(UTC)
-    # 2,500 snapshots one hour apart around the 30-day boundary: the oldest 1,250 are past it
-    times = [now - timedelta(days=30) + timedelta(hours=i - 1250, seconds=30) for i in range(2500)]
+    # 2,500 snapshots one hour apart around the 30-day boundary: the oldest 1,250 are past it (the youngest of
+    # those by 50 minutes, the oldest kept inside it by 10: writing them all takes a while on a busy machine)
+    times = [now - timedelta(days=30) + timedelta(hours=i - 1250, minutes=10) for i in range(2500)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda t: _fake_snapshot(store, keyring, t), times))
     results = retention.prune(config, conns, regions=[region.name])
