@@ -335,7 +335,8 @@ def null_sink_worker(dsn: str, count_rows: bool) -> int:
         counter = threading.Thread(target=lambda: counts.update(session.count_rows()), daemon=True)
         if count_rows:
             counter.start()
-        dump = postgres.start_dump(settings, session.snapshot_name, config.snapshot.pg_bin_dir)
+        dump = postgres.start_dump(settings, session.snapshot_name, config.snapshot.pg_bin_dir,
+                                   lock_wait_timeout=config.snapshot.lock_wait_timeout)
         stats = encode_stream(
             dump.stdout,
             discard,

@@ -175,6 +175,8 @@ class SnapshotConfig(_Section):
     run_timeout: Duration = timedelta(minutes=50)
     # pg_dump writing nothing this long (a stalled source, a lock it waits for) is killed: the snapshot fails
     dump_stall_timeout: Duration = timedelta(minutes=5)
+    # pg_dump waits this long for each table's share lock (a long ALTER TABLE holds it) before it fails
+    lock_wait_timeout: Duration = timedelta(seconds=60)
     zstd_level: Annotated[int, Field(ge=1, le=19)] = 3
     zstd_threads: Annotated[int, Field(ge=0, le=64)] = 0
     capture_globals: bool = True

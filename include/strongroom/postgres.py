@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import psycopg
@@ -295,13 +295,14 @@ def _grow_pipe(pipe: IO[bytes] | None) -> None:
         pass
 
 
-def start_dump(settings: PgSettings, snapshot_name: str, bin_dir: str | None = None) -> ToolProcess:
+def start_dump(settings: PgSettings, snapshot_name: str, bin_dir: str | None = None, *,
+               lock_wait_timeout: timedelta = timedelta(seconds=60)) -> ToolProcess:
     argv = [
         tool("pg_dump", bin_dir),
         "--format=custom",
         "--compress=0",  # zstd downstream compresses faster, on every core
         f"--snapshot={snapshot_name}",
-        "--lock-wait-timeout=60s",
+        f"--lock-wait-timeout={max(1, round(lock_wait_timeout.total_seconds() * 1000))}ms",
         "--no-password",
     ]
     return ToolProcess(argv, settings.env())

@@ -225,7 +225,8 @@ def _stream_dump(
     transfer = config.transfer
     counter = _RowCounter(session, config.restore_test.checksum_max_rows)
     counter.start()
-    dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir)
+    dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir,
+                               lock_wait_timeout=config.snapshot.lock_wait_timeout)
     watchdog = _StallWatchdog(dump, config.snapshot.dump_stall_timeout.total_seconds())
     try:
         upload = store.multipart(

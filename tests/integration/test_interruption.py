@@ -87,3 +87,18 @@ def test_next_run_aborts_stale_uploads(tmp_path: Path, stack: Stack) -> None:
         u["UploadId"] for u in stack.client.list_multipart_uploads(Bucket="sr-test-eu-central-1").get("Uploads", [])
     ]
     assert stack.uploads() == []
+
+
+def test_a_table_lock_held_past_the_lock_wait_timeout_fails_the_snapshot(tmp_path: Path, stack: Stack) -> None:
+    """pg_dump waits ``snapshot.lock_wait_timeout`` for a table's lock, then the snapshot fails and leaves
+    nothing (a shorter wait than the default 60 s, so the setting is what stopped it)."""
+    path = write_config(tmp_path / "c.yaml", snapshot={"lock_wait_timeout": "2s", "dump_stall_timeout": "5m"})
+    before = stack.list_keys()
+    with psycopg.connect(**stack.pg.connect_kwargs("bulk")) as blocker:
+        blocker.execute("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE")
+        result = run_cli("--config", str(path), "snapshot", "--database", "bulk", timeout=55)
+        blocker.rollback()
+    assert result.code != 0
+    assert "canceling statement due to statement timeout" in result.error_lines[0], result.stderr
+    assert stack.list_keys() == before
+    assert stack.uploads() == []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from strongroom import layout, replication
-from strongroom.config import load_config
+from strongroom.config import ENV_VAR, load_config
 from strongroom.errors import IntegrityError
 from strongroom.replication import SnapshotRef
 from strongroom.snapshot import take_snapshot
@@ -108,22 +108,41 @@ def test_outage_commits_elsewhere_fails_naming_the_region_and_is_repaired(
         assert rows[("shop", region)]["last_error"] is None
 
 
+@pytest.mark.parametrize("outage", ["closed port", "half-open endpoint"])
 def test_dag_run_with_a_region_down_fails_naming_it_after_the_others_commit(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch, airflow_db: None
+    outage: str, stack: Stack, fast_timeouts: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: None
 ) -> None:
+    """The DAG's per-region chains: the region that is down (refusing connections, or accepting them and
+    never answering) fails its own tasks within the control deadline, the other regions commit."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
 
-    monkeypatch.setenv(env_name(conn_id(NORTH)), dead_region_conn(closed_port()))
-    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["snapshot_databases"]
-    run = dag.test(logical_date=None)
+    hole = Blackhole() if outage != "closed port" else None
+    monkeypatch.setenv(env_name(conn_id(NORTH)), dead_region_conn(hole.port if hole else closed_port()))
+    monkeypatch.setenv(ENV_VAR, str(fast_timeouts))
+    try:
+        dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["snapshot_databases"]
+        run = dag.test(logical_date=None)
+    finally:
+        if hole:
+            hole.close()
     assert run.state == DagRunState.FAILED
-    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    commits = [ti for ti in run.get_task_instances() if ti.task_id == "region.commit"]
+    tis = run.get_task_instances()
+    states = {(ti.task_id, ti.map_index): ti.state for ti in tis}
+    commits = [ti for ti in tis if ti.task_id == "region.commit"]
     assert sorted(ti.state for ti in commits).count("success") == 2 * (len(REGIONS) - 1)
     assert states[("check_regions", -1)] == "failed"
-    dumps = [ti for ti in run.get_task_instances() if ti.task_id.startswith("snapshot_and_encrypt.")]
+    dumps = [ti for ti in tis if ti.task_id.startswith("snapshot_and_encrypt.")]
     assert dumps and all(ti.state == "success" for ti in dumps)
+    # the down region's chain (one per database) and nothing else failed: its replicate gave up, its
+    # verify and commit never ran
+    down = [ti for ti in tis if ti.task_id.startswith("region.") and ti.state != "success"]
+    assert sorted(ti.task_id for ti in down) == sorted(["region.replicate", "region.verify", "region.commit"] * 2)
+    # bounded: the failing tasks gave up within the deadlines (1 s connect, 2 s control, one attempt),
+    # nowhere near the tasks' execution_timeout (run_timeout, 50 min); the bound is generous
+    for ti in down:
+        if ti.start_date and ti.end_date:
+            assert (ti.end_date - ti.start_date).total_seconds() < 120, (ti.task_id, ti.map_index)
 
 
 def test_copy_corrupted_in_one_region_is_caught_by_verify_and_never_committed(stack: Stack, config, conns) -> None:
