@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom import crypto, layout
+from strongroom.config import require_offset
 from strongroom.errors import IntegrityError, KeyringError, NotFoundError
 from strongroom.keyring import Keyring
 from strongroom.storage import ObjectStore
@@ -175,6 +176,8 @@ def select_snapshot(
     at: datetime | None = None,
 ) -> Manifest:
     """The named snapshot, else the newest taken at or before ``at``, else the newest."""
+    if at is not None:
+        require_offset(at, "at")
     ids = snapshot_ids(store, database)
     if snapshot_id:
         layout.snapshot_id_time(snapshot_id)
@@ -186,8 +189,6 @@ def select_snapshot(
         raise NotFoundError(f"no committed snapshot of {database} in {store.where}")
     if at is None:
         return load_manifest(store, keyring, database, ids[-1])
-    if at.tzinfo is None:
-        raise NotFoundError("--at needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
     for candidate in reversed(ids):
         if layout.snapshot_id_time(candidate) <= at:
             manifest = load_manifest(store, keyring, database, candidate)

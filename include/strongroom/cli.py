@@ -125,13 +125,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_at(text: str, option: str = "--at") -> datetime:
+    from strongroom.config import require_offset
+
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"{option} {text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise ConfigError(f"{option} {text!r} needs an explicit UTC offset, e.g. {text}+00:00")
-    return value
+    return require_offset(value, option)
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +39,14 @@ _SIZE_UNITS = {
 }
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+
+
+def require_offset(at: datetime, setting: str) -> datetime:
+    """``at`` when it carries a UTC offset; a time without one is ambiguous (whose local time?) and is
+    refused, the same way wherever a time is given: :class:`ConfigError` naming the setting."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ConfigError(f"{setting} {at.isoformat()} needs an explicit UTC offset, e.g. {at.isoformat()}+00:00")
+    return at
 
 
 def parse_duration(value: Any) -> timedelta:

@@ -32,7 +32,7 @@ from typing import Any
 import zstandard
 
 from strongroom import crypto, layout
-from strongroom.config import Config, RegionConfig
+from strongroom.config import Config, RegionConfig, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, NotFoundError, RefusedError, ReplicationError, StrongroomError
 from strongroom.keyring import Keyring
@@ -417,8 +417,7 @@ def point_at(config: Config, conns: Connections, source: str, at: datetime | Non
     region that has one. When there is none, the error lists the points there are."""
     if at is None:
         at = datetime.now(UTC)
-    if at.tzinfo is None:
-        raise RefusedError("--at needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
+    require_offset(at, "at")
     config.source(source)
     failures = []
     for cfg in [config.region(region)] if region else config.regions:

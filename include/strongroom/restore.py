@@ -21,7 +21,7 @@ import zstandard
 
 from strongroom import approval, catalog, crypto, dumpfile, layout, postgres, roles, sandbox, snapshot, spool
 from strongroom.catalog import Manifest
-from strongroom.config import Config, RegionConfig, TransferConfig
+from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, RestoreError, StrongroomError
 from strongroom.keyring import Keyring
@@ -379,9 +379,7 @@ def parse_snapshot_choice(text: str) -> tuple[str | None, datetime | None]:
             f"snapshot {text!r} is neither 'newest', a snapshot id (e.g. 20261126T140000Z-a1b2c3) "
             "nor a time (e.g. 2026-11-26T14:00:00+00:00)"
         ) from None
-    if at.tzinfo is None:
-        raise ConfigError(f"snapshot time {text!r} needs a UTC offset, e.g. {text}+00:00")
-    return None, at
+    return None, require_offset(at, "snapshot time")
 
 
 SANDBOX_NAME = re.compile(r"^(?P<database>.+)_(?P<taken>\d{8}_\d{6})(?:_(?P<suffix>[0-9a-f]{6}))?$")

@@ -25,7 +25,7 @@ from typing import Any
 
 from strongroom import catalog, layout
 from strongroom.catalog import Manifest
-from strongroom.config import Config, RegionConfig
+from strongroom.config import Config, RegionConfig, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import (
     IntegrityError,
@@ -384,8 +384,7 @@ def prune(
     real_now = datetime.now(UTC)
     if now is None:
         now = real_now
-    if now.tzinfo is None:
-        raise RefusedError("--now needs an explicit UTC offset, e.g. 2026-11-26T14:00:00+00:00")
+    require_offset(now, "now")
     if now > real_now + timedelta(seconds=5) and not dry_run:
         raise RefusedError(f"--now {now.isoformat()} is later than the real clock: only allowed with --dry-run")
     chosen = [config.region(r) for r in regions] if regions else list(config.regions)

@@ -415,3 +415,27 @@ def test_object_restore_targets_are_never_a_backup_or_source_bucket(tmp_path: Pa
         assert message in load_error(write(tmp_path, bad, f"{bucket}.yaml"))
     twice = {**MINIMAL, "object_restore_targets": [review, {**review, "bucket": "other-review"}]}
     assert "object restore target 'review' appears twice" in load_error(write(tmp_path, twice, "twice.yaml"))
+
+
+def test_a_time_without_a_utc_offset_is_one_config_error_wherever_it_is_given() -> None:
+    """Restore (--at), object point-in-time (--at), prune (--now), the restore form's snapshot time: the
+    same error class and message shape, raised before anything is read."""
+    from datetime import UTC, datetime
+
+    from strongroom import catalog, objects, retention
+    from strongroom.config import require_offset
+    from strongroom.errors import ConfigError
+    from strongroom.restore import parse_snapshot_choice
+
+    naive = datetime(2026, 11, 26, 14, 0)
+    assert require_offset(naive.replace(tzinfo=UTC), "at") == naive.replace(tzinfo=UTC)
+    calls = {
+        "at": lambda: catalog.select_snapshot(None, None, "shop", at=naive),  # type: ignore[arg-type]
+        "at ": lambda: objects.point_at(None, None, "uploads", naive),  # type: ignore[arg-type]
+        "now": lambda: retention.prune(None, None, now=naive),  # type: ignore[arg-type]
+        "snapshot time": lambda: parse_snapshot_choice("2026-11-26T14:00:00"),
+    }
+    for setting, call in calls.items():
+        with pytest.raises(ConfigError) as raised:
+            call()
+        assert str(raised.value).startswith(f"{setting.strip()} 2026-11-26T14:00:00 needs an explicit UTC offset")

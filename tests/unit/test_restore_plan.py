@@ -47,7 +47,7 @@ def test_snapshot_choice(text: str, expected: tuple) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("yesterday", "neither 'newest', a snapshot id"),
-    ("2026-11-26T14:00:00", "needs a UTC offset"),
+    ("2026-11-26T14:00:00", "needs an explicit UTC offset"),
     ("20261126T140000Z-XYZ", "neither"),
 ])
 def test_bad_snapshot_choice_is_one_clear_error(text: str, message: str) -> None:
