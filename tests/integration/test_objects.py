@@ -13,7 +13,7 @@ import pytest
 
 from strongroom import objects, retention
 from strongroom.config import Config, load_config
-from strongroom.errors import RefusedError
+from strongroom.errors import RefusedError, StrongroomError
 from strongroom.storage import ObjectStore
 from tests.conftest import BUCKETS, PRIMARY, REGIONS, Stack, conn_id, env_name, write_config
 from tests.integration.helpers import run_cli, start_cli
@@ -163,8 +163,22 @@ def test_a_killed_pass_resumes_and_completes(ostack: Stack, source, conns, tmp_p
     path = tmp_path / "objects.yaml"
     proc = start_cli("--config", str(path), "objects", "backup", "--bucket", SOURCE,
                      env={"STRONGROOM_JOURNAL_EVERY": "0.2"})
+    region = next(r for r in config.regions if r.name == PRIMARY)
+    store, keyring = conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region))
+
+    def journaled() -> int:
+        """How many objects the pass's progress journal records (0 until its first journal with any)."""
+        try:
+            journal = objects._load_journal(store, keyring, SOURCE)
+        except StrongroomError:  # replaced or removed while being read
+            return 0
+        return len(journal.entries) if journal else 0
+
+    # stop the pass once its journal records some objects (the first journal may record none yet)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and f"objects/{SOURCE}/partial/journal.idx" not in ostack.list_keys(PRIMARY):
+    while journaled() < 20:
+        assert proc.poll() is None, "the pass finished before it could be stopped"
+        assert time.monotonic() < deadline, "no progress journal was written"
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
