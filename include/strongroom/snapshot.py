@@ -106,7 +106,7 @@ class SnapshotResult:
         return dict(self.__dict__)
 
 
-class _RowCounter(threading.Thread):
+class RowCounter(threading.Thread):
     """Counts rows in the exported snapshot while pg_dump streams it."""
 
     def __init__(self, session: postgres.SnapshotSession, checksum_max_rows: int) -> None:
@@ -219,45 +219,68 @@ def _stream_dump(
     snapshot_id: str,
     data_key: bytes,
     estimate: int | None = None,
-) -> tuple[StoredObject, _RowCounter]:
-    """Stream pg_dump into the store while counting rows (and checksumming small tables) in the same snapshot."""
+) -> tuple[StoredObject, RowCounter]:
+    """Stream the dump into the store as one multipart upload, completed only once the dump and the row
+    counts succeeded (any failure aborts it: no partial object is ever completed)."""
     key = layout.data_key(database, snapshot_id, DUMP_OBJECT)
     transfer = config.transfer
-    counter = _RowCounter(session, config.restore_test.checksum_max_rows)
+    upload = store.multipart(
+        key,
+        part_size=transfer.part_size,
+        max_part_size=transfer.max_part_size,
+        concurrency=transfer.upload_concurrency,
+        expected_size=session.database_size,
+        retain_until=session.taken_at + config.retention,
+    )
+    with upload:
+        stats, counter = stream_dump(config, session, source, database, snapshot_id, data_key, upload.write, estimate)
+        upload.complete()
+    return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), counter
+
+
+def stream_dump(
+    config: Config,
+    session: postgres.SnapshotSession,
+    source: postgres.PgSettings,
+    database: str,
+    snapshot_id: str,
+    data_key: bytes,
+    sink: Callable[[bytes], None],
+    estimate: int | None = None,
+) -> tuple[StreamStats, RowCounter]:
+    """The snapshot pipeline: pg_dump of the session's snapshot -> zstd -> AES-256-GCM -> ``sink``, while the
+    row counter reads the schema inventory, row counts and small tables' checksums in the same snapshot.
+
+    ``sink`` receives the sealed bytes in order: the landing region's multipart upload for a snapshot, a
+    file or nothing for the benchmark (bench/snapshot.py), which so measures the code the product runs.
+    Returns only when pg_dump and the row counter both succeeded; on any failure pg_dump is killed and the
+    session's queries cancelled before the error propagates.
+    """
+    counter = RowCounter(session, config.restore_test.checksum_max_rows)
     counter.start()
     dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir,
                                lock_wait_timeout=config.snapshot.lock_wait_timeout)
     watchdog = _StallWatchdog(dump, config.snapshot.dump_stall_timeout.total_seconds())
     try:
-        upload = store.multipart(
-            key,
-            part_size=transfer.part_size,
-            max_part_size=transfer.max_part_size,
-            concurrency=transfer.upload_concurrency,
-            expected_size=session.database_size,
-            retain_until=session.taken_at + config.retention,
+        stats = encode_stream(
+            watchdog.reader(dump.stdout),
+            sink,
+            data_key=data_key,
+            associated_data=crypto.object_identity("dump", database, snapshot_id),
+            level=config.snapshot.zstd_level,
+            threads=config.snapshot.zstd_threads,
+            label=f"snapshot {database}",
+            total=estimate,
         )
-        with upload:
-            stats = encode_stream(
-                watchdog.reader(dump.stdout),
-                upload.write,
-                data_key=data_key,
-                associated_data=crypto.object_identity("dump", database, snapshot_id),
-                level=config.snapshot.zstd_level,
-                threads=config.snapshot.zstd_threads,
-                label=f"snapshot {database}",
-                total=estimate,
-            )
-            if dump.wait() != 0:
-                if watchdog.fired:
-                    raise SourceError(f"pg_dump of {database} stalled: no output for "
-                                      f"{watchdog.seconds:g}s (snapshot.dump_stall_timeout); the dump was stopped")
-                counter.join(timeout=30)  # a failed count aborts the snapshot's transaction: it is the cause
-                if counter.error is not None:
-                    counter.result()
-                raise SourceError(f"pg_dump of {database} failed: {dump.error_line()}")
-            counter.result()
-            upload.complete()
+        if dump.wait() != 0:
+            if watchdog.fired:
+                raise SourceError(f"pg_dump of {database} stalled: no output for "
+                                  f"{watchdog.seconds:g}s (snapshot.dump_stall_timeout); the dump was stopped")
+            counter.join(timeout=30)  # a failed count aborts the snapshot's transaction: it is the cause
+            if counter.error is not None:
+                counter.result()
+            raise SourceError(f"pg_dump of {database} failed: {dump.error_line()}")
+        counter.result()
     except BaseException:
         dump.kill()
         with contextlib.suppress(Exception):  # a source that cannot be reached to cancel: the cause is above
@@ -266,7 +289,7 @@ def _stream_dump(
         raise
     finally:
         watchdog.stop()
-    return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), counter
+    return stats, counter
 
 
 class _StallWatchdog:
