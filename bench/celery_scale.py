@@ -7,30 +7,38 @@ is one scheduled run; the figures are its wall time (run start to end, from Airf
 its dump tasks' durations, and the most dumps that ran against one server at once (from the task
 instances' start and end times). Writes bench/results/celery_scale.json.
 
-    .venv/bin/python bench/celery_scale.py [--databases 8] [--mb 100]
+    .venv/bin/python bench/celery_scale.py [--databases 8] [--mb 100] [--out bench/results/celery_scale.json]
+
+(or ``python -m bench.celery_scale``; a smoke run: ``--databases 2 --mb 2 --cases one-worker
+--out /tmp/celery_scale.json``, a few minutes: the stack itself takes a while to start).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script (`python bench/celery_scale.py`): find the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack import LocalPostgres, MotoServer  # noqa: E402
-from tests import celerystack  # noqa: E402
+from bench import harness  # first: it puts scripts/ and include/ on the path
+from bench.harness import REGIONS
+from devstack import LocalPostgres
+from tests import celerystack
 
-REGIONS = ["eu-central-1", "eu-west-1", "eu-north-1"]
+CASES = {  # name: (workers, dumps per server)
+    "one-worker": (("worker-a",), 1),
+    "two-workers": (("worker-a", "worker-b"), 1),
+    "two-workers-pool-2": (("worker-a", "worker-b"), 2),
+}
 
 
 def _fill(pg: LocalPostgres, name: str, mb: int) -> None:
@@ -59,7 +67,7 @@ def _case(name: str, workers: tuple[str, ...], per_server: int, pgs: list[LocalP
     home.mkdir()
     config = {
         "retention": "30d",
-        "regions": [{"name": r, "bucket": f"bench-{r}", "aws_conn_id": "s3_" + r.replace("-", "_")} for r in REGIONS],
+        "regions": [{"name": r, "bucket": f"bench-{r}", "aws_conn_id": harness.s3_conn_id(r)} for r in REGIONS],
         "encryption": {"keyring_conn_id": "strongroom_keyring"},
         "databases": [{"name": db, "postgres_conn_id": f"pg_{db}"} for db in dbs],
         "pools": {"dumps_per_server": per_server},
@@ -67,16 +75,12 @@ def _case(name: str, workers: tuple[str, ...], per_server: int, pgs: list[LocalP
     }
     (home / "strongroom.yaml").write_text(json.dumps(config))
     os.environ.update(base_env)
-    stack = celerystack.start(home / "strongroom.yaml", home, pgs[0], workers=workers)
-    airflow = next(stack)
-    try:
+    with contextmanager(celerystack.start)(home / "strongroom.yaml", home, pgs[0], workers=workers) as airflow:
         run_id = airflow.scheduled_run("snapshot_databases")
         state = airflow.wait_run("snapshot_databases", run_id, timeout=3600)
         airflow.pause("snapshot_databases")
         run = airflow.api("alice", f"/dags/snapshot_databases/dagRuns/{run_id}")
         tis = airflow.task_instances("snapshot_databases", run_id)
-    finally:
-        stack.close()
     dumps = [t for t in tis if t["task_id"].startswith("snapshot_and_encrypt.")]
     per_pool: dict[str, list[dict[str, Any]]] = {}
     for t in dumps:
@@ -92,42 +96,34 @@ def _case(name: str, workers: tuple[str, ...], per_server: int, pgs: list[LocalP
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--databases", type=int, default=8)
-    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--mb", type=int, default=100, help="size of each database, MB")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "celery_scale.json")
     args = parser.parse_args(argv)
+    chosen = [name for name in args.cases.split(",") if name]
+    if unknown := set(chosen) - set(CASES):
+        parser.error(f"unknown cases: {', '.join(sorted(unknown))} (known: {', '.join(CASES)})")
     work = Path(tempfile.mkdtemp(prefix="strongroom-celery-bench-"))
-    pgs = [LocalPostgres().start(), LocalPostgres().start()]
-    servers = {r: MotoServer().start() for r in REGIONS}
     try:
-        for r in REGIONS:
-            servers[r].create_bucket(f"bench-{r}", r)
-        dbs = {f"db{i}": i % 2 for i in range(args.databases)}  # alternate between the two servers
-        for db, server in dbs.items():
-            _fill(pgs[server], db, args.mb)
-        key = base64.b64encode(os.urandom(32)).decode()
-        base_env = {
-            **{"AIRFLOW_CONN_S3_" + r.replace("-", "_").upper(): servers[r].airflow_conn(r) for r in REGIONS},
-            **{f"AIRFLOW_CONN_PG_{db.upper()}": pgs[s].airflow_uri(db) for db, s in dbs.items()},
-            "AIRFLOW_CONN_STRONGROOM_KEYRING": json.dumps(
-                {"conn_type": "generic", "extra": {"active": "k1", "keys": {"k1": key}}}),
-        }
-        cases = [
-            _case("one-worker", ("worker-a",), 1, pgs, dbs, base_env, work),
-            _case("two-workers", ("worker-a", "worker-b"), 1, pgs, dbs, base_env, work),
-            _case("two-workers-pool-2", ("worker-a", "worker-b"), 2, pgs, dbs, base_env, work),
-        ]
+        with harness.Services(postgres=2, bucket_prefix="bench-") as services:
+            pgs = services.pgs
+            dbs = {f"db{i}": i % 2 for i in range(args.databases)}  # alternate between the two servers
+            for db, server in dbs.items():
+                _fill(pgs[server], db, args.mb)
+            base_env = {
+                **services.s3_env(),
+                **{harness.conn_var(f"pg_{db}"): pgs[s].airflow_uri(db) for db, s in dbs.items()},
+                "AIRFLOW_CONN_STRONGROOM_KEYRING": harness.keyring_conn("k1"),
+            }
+            cases = [_case(name, *CASES[name], pgs, dbs, base_env, work) for name in chosen]
     finally:
-        for s in servers.values():
-            s.stop()
-        for pg in pgs:
-            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     report = {"benchmark": "celery_scale", "databases": args.databases, "mb_each": args.mb,
               "cpus": os.cpu_count(), "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
               "cases": cases}
-    out = ROOT / "bench" / "results" / "celery_scale.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    harness.write_report(args.out, report)
     for c in cases:
         print(f"{c['case']:20} {c['state']:8} run {c['run_seconds']:7.1f}s  dumps {c['dump_task_seconds']:7.1f}s  "
               f"max dumps/server at once {c['most_dumps_per_server_at_once']}  hosts {','.join(c['hosts'])}")

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/inventory.py [--tables 5000] [--repeat 3] [--out bench/results/inventory_objects.json]
 
+(or ``python -m bench.inventory``; a smoke run: ``--tables 50 --repeat 1 --out /tmp/inventory.json``).
+
 The inventory's cost grows with the number of catalog objects, not with the data: the 1.2 GB benchmark
 database (bench/snapshot.py) has a dozen relations. This starts a throwaway PostgreSQL 15, creates
 ``--tables`` small tables (each with a primary key, a sequence, a CHECK constraint, a trigger and a GRANT),
@@ -20,17 +22,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "include"), str(REPO / "scripts")]
+if __package__ in (None, ""):  # run as a script (`python bench/inventory.py`): find the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack import LocalPostgres  # noqa: E402
+from bench import harness
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tables", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default="bench/results/inventory_objects.json")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "inventory_objects.json")
     args = parser.parse_args(argv)
 
     import psycopg
@@ -38,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from strongroom.inventory import read_inventory
     from strongroom.postgres import SnapshotSession
 
-    pg = LocalPostgres().start()
-    try:
+    with harness.Services(postgres=1, regions=()) as services:
+        pg = services.pg
         pg.execute("CREATE ROLE bench_reader NOLOGIN")
         pg.execute("CREATE DATABASE many")
         pg.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$", "many")
@@ -74,11 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             "inventory_json_bytes": size,
             "inventory_vs_count_rows": round(medians["read_inventory"] / medians["count_rows"], 3),
         }
-    finally:
-        pg.stop()
-    out = REPO / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    harness.write_report(args.out, report)
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
     return 0
 

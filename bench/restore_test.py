@@ -4,9 +4,11 @@ Run from the repository root::
 
     .venv/bin/python bench/restore_test.py [--scale N] [--repeat N] [--out bench/results/restore_test.json]
 
-It reuses ``bench/snapshot.py``'s set-up (throwaway PostgreSQL 15, one moto S3 server per region, the
-``shop`` sample database at scale 360, ~1.2 GiB) and its measurement (fresh subprocesses under GNU time,
-peak RSS per process, waiting for a quiet machine, disturbed runs measured again), and measures:
+(or ``python -m bench.restore_test``; a smoke run of a few MB: ``--scale 1 --repeat 1 --quiet-timeout 0
+--retries 0 --out /tmp/restore_test.json``). It runs on ``bench/harness.py``'s set-up (throwaway
+PostgreSQL 15, one moto S3 server per region, the ``shop`` sample database at scale 360, ~1.2 GiB) and
+measurement (fresh subprocesses under GNU time, peak RSS per process, waiting for a quiet machine,
+disturbed runs measured again), as ``bench/snapshot.py`` does, and measures:
 
 * ``pg_dump_fc``     ``pg_dump -Fc`` to a local file: the file the baseline restores;
 * ``snapshot``       ``strongroom snapshot --database shop``: the snapshot the restore test restores;
@@ -32,7 +34,6 @@ as JSON. Nothing asserts on time.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -41,17 +42,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-_spec = importlib.util.spec_from_file_location("bench_snapshot", Path(__file__).resolve().parent / "snapshot.py")
-assert _spec is not None and _spec.loader is not None
-sb = importlib.util.module_from_spec(_spec)
-sys.modules["bench_snapshot"] = sb
-_spec.loader.exec_module(sb)
+if __package__ in (None, ""):  # run as a script (`python bench/restore_test.py`): find the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import harness
+from bench.harness import DATABASE, REGIONS, VENV_BIN
 
 PHASES = ("provision", "download", "decrypt", "restore", "validate", "teardown")
 
@@ -78,9 +77,9 @@ class SandboxCpu(threading.Thread):
                     cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if b"strongroom-sandbox-" in cmdline and sb._comm(int(entry.name)) == "postgres":
+                if b"strongroom-sandbox-" in cmdline and harness.comm(int(entry.name)) == "postgres":
                     pid = int(entry.name)
-                    self.seen[pid] = max(self.seen.get(pid, 0.0), sb._tree_cpu_seconds(pid))
+                    self.seen[pid] = max(self.seen.get(pid, 0.0), harness.tree_cpu_seconds(pid))
             self._stop_event.wait(0.05)
 
     def stop(self) -> float:
@@ -89,7 +88,7 @@ class SandboxCpu(threading.Thread):
         return round(sum(self.seen.values()), 2)
 
 
-class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
+class RestoreTestBench(harness.Bench):
     """The snapshot benchmark's set-up, with the restore test as the measured command."""
 
     def snapshot_id(self) -> str:
@@ -97,12 +96,12 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
         return str(taken[-1].extra["snapshot_id"])
 
     def restore_test(self, r: int) -> None:
-        argv = [str(sb.VENV_BIN / "strongroom"), "restore-test", "--database", sb.DATABASE]
-        argv += ["--snapshot", self.snapshot_id(), "--region", sb.REGIONS[0], "--json"]
+        argv = [str(VENV_BIN / "strongroom"), "restore-test", "--database", DATABASE]
+        argv += ["--snapshot", self.snapshot_id(), "--region", REGIONS[0], "--json"]
         server = SandboxCpu()
         server.start()
         try:
-            sample, stdout = self._run("restore_test", r, argv, "strongroom")
+            sample, stdout = self.run_measured("restore_test", r, argv, "strongroom")
         finally:
             server_cpu = server.stop()
         # the throwaway server is part of the measured work, not a disturbance
@@ -124,7 +123,7 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
         """Uncompressed custom-format dumps (what a snapshot holds, inside its zstd and encryption): one
         written to a file, with the data offsets pg_dump writes back into its TOC, and one written through
         a pipe, without them (as a snapshot's dump is). Made once; only their restores are measured."""
-        dump = [str(self.pg_bin / "pg_dump"), "--format=custom", "--compress=0", "--no-password", sb.DATABASE]
+        dump = [str(self.pg_bin / "pg_dump"), "--format=custom", "--compress=0", "--no-password", DATABASE]
         subprocess.run([*dump, f"--file={self.workdir / 'raw.pgdump'}"], env=self.tool_env, check=True)
         # through a real pipe: with stdout redirected to a file pg_dump could still seek back and write offsets
         with open(self.workdir / "piped.pgdump", "wb") as out:
@@ -132,17 +131,7 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
             assert proc.stdout is not None
             shutil.copyfileobj(proc.stdout, out, 1 << 20)
             if proc.wait() != 0:
-                raise sb.CommandFailed(f"pg_dump through a pipe exited with {proc.returncode}")
-
-    def pg_restore_file(self, r: int, name: str, path: Path, jobs: int) -> None:
-        target = self.fresh_name(name)
-        self.sql(f"CREATE DATABASE {target}")
-        argv = [str(self.pg_bin / "pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error"]
-        argv += ["--no-password", f"--jobs={jobs}", f"--dbname={target}", str(path)]
-        try:
-            self._run(name, r, argv, "pg_restore", env=self.tool_env)
-        finally:
-            self.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
+                raise harness.CommandFailed(f"pg_dump through a pipe exited with {proc.returncode}")
 
     def pg_restore_fresh(self, r: int, jobs: int) -> None:
         """The piped dump copied to a new file just before it is restored, as a restore's spool is: its pages
@@ -151,22 +140,21 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
         target = self.fresh_name(name)
         self.sql(f"CREATE DATABASE {target}")
         fresh = self.workdir / "fresh.pgdump"
-        argv = [str(self.pg_bin / "pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error"]
-        argv += ["--no-password", f"--jobs={jobs}", f"--dbname={target}", str(fresh)]
+        argv = self.pg_restore_argv(target, jobs, fresh)
         try:
             waited = self.settle()
             shutil.copyfile(self.workdir / "piped.pgdump", fresh)  # not synced: that is the point
-            sample, _ = sb.measure(
+            sample, _ = harness.measure(
                 name, r, argv, env=self.tool_env, probes=self.probes, logs=self.logs, root_role="pg_restore"
             )
             sample.waited_s = waited
             self.samples.append(sample)
-            sb._say(f"  {name:<18} round {r}: {sample.wall_s:8.2f} s")
+            harness.say(f"  {name:<18} round {r}: {sample.wall_s:8.2f} s")
         finally:
             fresh.unlink(missing_ok=True)
             self.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
 
-    def measurements(self) -> list[tuple[str, Callable[[int], None]]]:
+    def measurements(self) -> list[tuple[str, harness.Measurement]]:
         jobs = sorted({1, self.restore_jobs})
         n = self.restore_jobs
         return [
@@ -175,11 +163,11 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
             *[(f"pg_restore_j{j}", lambda r, j=j: self.pg_restore(r, j)) for j in jobs],
             (
                 f"pg_restore_raw_j{n}",
-                lambda r: self.pg_restore_file(r, f"pg_restore_raw_j{n}", self.workdir / "raw.pgdump", n),
+                lambda r: self.pg_restore(r, n, f"pg_restore_raw_j{n}", self.workdir / "raw.pgdump"),
             ),
             (
                 f"pg_restore_piped_j{n}",
-                lambda r: self.pg_restore_file(r, f"pg_restore_piped_j{n}", self.workdir / "piped.pgdump", n),
+                lambda r: self.pg_restore(r, n, f"pg_restore_piped_j{n}", self.workdir / "piped.pgdump"),
             ),
             (f"pg_restore_fresh_j{n}", lambda r: self.pg_restore_fresh(r, n)),
             ("restore_test", self.restore_test),
@@ -187,9 +175,9 @@ class RestoreTestBench(sb.Bench):  # type: ignore[name-defined,misc]
 
 
 def summarize(bench: RestoreTestBench) -> dict[str, Any]:
-    counted = sb._counted(bench.samples)
+    counted = harness.counted(bench.samples)
     tests = [s for s in counted if s.name == "restore_test"]
-    wall = {name: sb._median(bench.samples, name, lambda s: s.wall_s) for name in {s.name for s in counted}}
+    wall = {name: harness.median(bench.samples, name, lambda s: s.wall_s) for name in {s.name for s in counted}}
     phases = {p: statistics.median(s.extra["phases"].get(p, 0.0) for s in tests) for p in PHASES}
     phases_all = {p: [s.extra["phases"].get(p) for s in tests] for p in PHASES}
     outside = statistics.median(s.wall_s - sum(s.extra["phases"].values()) for s in tests)
@@ -203,7 +191,7 @@ def summarize(bench: RestoreTestBench) -> dict[str, Any]:
             "runs": len(tests),
             "wall_s": wall["restore_test"],
             "wall_s_all": [s.wall_s for s in tests],
-            "cpu_s": sb._median(bench.samples, "restore_test", lambda s: s.cpu_s),
+            "cpu_s": harness.median(bench.samples, "restore_test", lambda s: s.cpu_s),
             "phases_s": phases,
             "phases_s_all": phases_all,
             "outside_phases_s": round(outside, 3),
@@ -219,10 +207,10 @@ def summarize(bench: RestoreTestBench) -> dict[str, Any]:
         },
         "target": {
             "what": "restore <= 1.3x pg_restore (the snapshot issue's restore target)",
-            "limit": sb.RESTORE_RATIO_LIMIT,
+            "limit": harness.RESTORE_RATIO_LIMIT,
             "baseline": f"pg_restore_j{jobs} (the restore test restores with --jobs={jobs} on this machine)",
             "restore_phase_ratio": round(ratio, 3),
-            "pass": ratio <= sb.RESTORE_RATIO_LIMIT,
+            "pass": ratio <= harness.RESTORE_RATIO_LIMIT,
             "restore_phase_ratio_vs_pg_restore_j1": round(phases["restore"] / wall["pg_restore_j1"], 3),
             "download_decrypt_restore_ratio": round(fetch_and_restore / baseline, 3),
             "download_decrypt_restore_ratio_vs_pg_restore_j1": round(fetch_and_restore / wall["pg_restore_j1"], 3),
@@ -234,11 +222,7 @@ def summarize(bench: RestoreTestBench) -> dict[str, Any]:
             "note": "pg_restore_raw: the same uncompressed dump strongroom restores, from a file pg_dump wrote "
             "(with data offsets); pg_restore_piped: written through a pipe (no offsets), as a snapshot's dump is",
         },
-        "disturbed_runs": [
-            f"{s.name} round {s.round}: others used {s.other_cpu_s} cpu-s in {s.wall_s} s"
-            for s in counted
-            if s.disturbed
-        ],
+        "disturbed_runs": harness.disturbed_runs(bench.samples),
     }
 
 
@@ -248,7 +232,7 @@ def print_summary(report: dict[str, Any]) -> None:
     print()
     print(
         f"Strongroom restore-test benchmark  {report['date']}  "
-        f"database {report['database']['size_bytes'] / sb.MiB:.0f} MiB"
+        f"database {report['database']['size_bytes'] / harness.MiB:.0f} MiB"
     )
     for name, seconds in sorted(res["wall_s"].items()):
         print(f"  {name:<22}{seconds:>9.2f} s")
@@ -270,7 +254,8 @@ def print_summary(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     add = parser.add_argument
-    add("--scale", type=int, default=sb.DEFAULT_SCALE, help="sample_data scale (default: %(default)s)")
+    add("--scale", type=int, default=harness.DEFAULT_SCALE,
+        help="sample_data scale, ~3.4 MiB each (default: %(default)s; 1 for a smoke run)")
     add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
     add("--out", default="bench/results/restore_test.json", help="JSON results (default: %(default)s)")
     add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
@@ -278,35 +263,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    workdir = Path(tempfile.mkdtemp(prefix="strongroom-bench-rt-"))
     bench = RestoreTestBench(
-        scale=args.scale, repeat=args.repeat, workdir=workdir, quiet_timeout=args.quiet_timeout, retries=args.retries
+        scale=args.scale,
+        repeat=args.repeat,
+        workdir=Path(tempfile.mkdtemp(prefix="strongroom-bench-rt-")),
+        quiet_timeout=args.quiet_timeout,
+        retries=args.retries,
     )
-    started = time.monotonic()
-    code_before = sb.code_state()
-    try:
-        with sb._sigterm_as_exit():
-            bench.start()
-            bench.create_database()
-            bench.raw_dumps()
-            bench.run()
-            machine = sb.machine_info(bench)
-            code_after = sb.code_state()
-    finally:
-        bench.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    run = harness.execute(bench, prepare=bench.raw_dumps)
     report = {
-        **sb.report_head("strongroom restore-test phases vs pg_restore", "restore_test.py", argv, bench,
-                         machine, code_before, code_after),
+        **harness.report_head("strongroom restore-test phases vs pg_restore", "restore_test.py", argv, bench, run),
         "repeat": args.repeat,
-        "total_seconds": round(time.monotonic() - started, 1),
+        "total_seconds": run.seconds,
         "results": summarize(bench),
         "samples": [asdict(s) for s in bench.samples],
     }
     out = Path(args.out)
-    sb.write_report(out, report)
+    harness.write_report(out, report)
     print_summary(report)
-    sb._say(f"wrote {out}")
+    harness.say(f"wrote {out}")
     return 0
 
 

@@ -4,6 +4,8 @@ Run from the repository root::
 
     .venv/bin/python bench/slow_region.py [--mb 120] [--rate 40] [--repeat 2] [--out bench/results/slow_region.json]
 
+(or ``python -m bench.slow_region``; a smoke run: ``--mb 4 --repeat 1 --out /tmp/slow_region.json``).
+
 Starts a throwaway PostgreSQL 15 cluster and one moto S3 server per region, each region behind a
 ``tests/faultproxy.py`` proxy capped at ``--rate`` MB/s (both directions, all connections), and a database of
 ``--mb`` MB that zstd cannot shrink. Then, interleaved, ``--repeat`` times each after a warm-up:
@@ -19,7 +21,6 @@ regions' commit time of ``slow`` within 1.2x that of ``even``. Nothing asserts o
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import statistics
@@ -31,18 +32,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "scripts"), str(REPO), str(REPO / "include")]
+if __package__ in (None, ""):  # run as a script (`python bench/slow_region.py`): find the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack import LocalPostgres, MotoServer  # noqa: E402
-from strongroom import layout  # noqa: E402
-from tests.faultproxy import FaultProxy  # noqa: E402
+from bench import harness  # first: it puts scripts/ and include/ on the path
+from bench.harness import MB, REGIONS
+from devstack import MotoServer
+from strongroom import layout
+from tests.faultproxy import FaultProxy
 
-REGIONS = ("eu-central-1", "eu-west-1", "eu-north-1")
 HEALTHY = REGIONS[:2]
 SLOW = REGIONS[2]
 DATABASE = "bench_slow"
-MB = 10**6
 
 
 def _conn(region: str, port: int) -> str:
@@ -53,7 +54,7 @@ def _conn(region: str, port: int) -> str:
 def _config(path: Path) -> Path:
     path.write_text(json.dumps({
         "retention": "30d",
-        "regions": [{"name": r, "bucket": f"bench-{r}", "aws_conn_id": "s3_" + r.replace("-", "_")} for r in REGIONS],
+        "regions": [{"name": r, "bucket": f"bench-{r}", "aws_conn_id": harness.s3_conn_id(r)} for r in REGIONS],
         "encryption": {"keyring_conn_id": "strongroom_keyring"},
         "databases": [{"name": DATABASE, "postgres_conn_id": "pg_bench"}],
         "transfer": {"part_size": "16MiB", "upload_concurrency": 4, "download_concurrency": 4},
@@ -106,46 +107,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=int, default=120, help="database size in MB (incompressible)")
     parser.add_argument("--rate", type=float, default=40.0, help="each healthy region's bandwidth, MB/s")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "slow_region.json")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "slow_region.json")
     args = parser.parse_args(argv)
 
-    pg = LocalPostgres().start()
-    servers: dict[str, MotoServer] = {}
     proxies: dict[str, FaultProxy] = {}
-    try:
-        for region in REGIONS:
-            servers[region] = MotoServer().start()
-            servers[region].create_bucket(f"bench-{region}", region)
-            proxies[region] = FaultProxy(servers[region].port, http=True).start()
-        pg.execute(f"CREATE DATABASE {DATABASE}")
-        pg.execute("CREATE TABLE noise (id int PRIMARY KEY, body bytea NOT NULL)", DATABASE)
-        pg.execute("ALTER TABLE noise ALTER COLUMN body SET STORAGE EXTERNAL", DATABASE)
-        rows = args.mb * 1000 // 16  # 16 kB of random bytes a row
-        pg.execute(f"INSERT INTO noise SELECT g, decode(string_agg(md5(random()::text || g || i), ''), 'hex') "
-                   f"FROM generate_series(1, {rows}) g, generate_series(1, 1000) i GROUP BY g", DATABASE)
-        keyring = {"active": "bench", "keys": {"bench": base64.b64encode(os.urandom(32)).decode()}}
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO / "include")
-        env.update({f"AIRFLOW_CONN_S3_{r.upper().replace('-', '_')}": _conn(r, proxies[r].port) for r in REGIONS})
-        env["AIRFLOW_CONN_PG_BENCH"] = pg.airflow_uri(DATABASE)
-        env["AIRFLOW_CONN_STRONGROOM_KEYRING"] = json.dumps({"conn_type": "generic", "extra": keyring})
-        config = _config(Path(tempfile.mkdtemp(prefix="bench-slow-")) / "strongroom.yaml")
-        samples = []
-        for i in range(args.repeat + 1):
-            for kind in ("even", "slow"):
-                sample = run_once(kind, env, config, servers, proxies, args.rate)
-                print(json.dumps(sample), flush=True)
-                if i:  # the first round warms up
-                    samples.append(sample)
-    finally:
-        for proxy in proxies.values():
-            proxy.stop()
-        for server in servers.values():
-            server.stop()
-        pg.stop()
+    with harness.Services(bucket_prefix="bench-") as services:
+        pg, servers = services.pg, services.s3
+        try:
+            for region in REGIONS:
+                proxies[region] = FaultProxy(servers[region].port, http=True).start()
+            pg.execute(f"CREATE DATABASE {DATABASE}")
+            pg.execute("CREATE TABLE noise (id int PRIMARY KEY, body bytea NOT NULL)", DATABASE)
+            pg.execute("ALTER TABLE noise ALTER COLUMN body SET STORAGE EXTERNAL", DATABASE)
+            rows = args.mb * 1000 // 16  # 16 kB of random bytes a row
+            pg.execute(f"INSERT INTO noise SELECT g, decode(string_agg(md5(random()::text || g || i), ''), 'hex') "
+                       f"FROM generate_series(1, {rows}) g, generate_series(1, 1000) i GROUP BY g", DATABASE)
+            env = dict(os.environ)
+            env.update({harness.conn_var(harness.s3_conn_id(r)): _conn(r, proxies[r].port) for r in REGIONS})
+            env["AIRFLOW_CONN_PG_BENCH"] = pg.airflow_uri(DATABASE)
+            env["AIRFLOW_CONN_STRONGROOM_KEYRING"] = harness.keyring_conn()
+            config = _config(Path(tempfile.mkdtemp(prefix="bench-slow-")) / "strongroom.yaml")
+            samples: list[dict[str, Any]] = []
+            for i in range(args.repeat + 1):
+                for kind in ("even", "slow"):
+                    sample = run_once(kind, env, config, servers, proxies, args.rate)
+                    print(json.dumps(sample), flush=True)
+                    if i:  # the first round warms up
+                        samples.append(sample)
+        finally:
+            for proxy in proxies.values():
+                proxy.stop()
 
     def median(kind: str, what: str) -> float:
-        return statistics.median(s[what] for s in samples if s["kind"] == kind)
+        return float(statistics.median(s[what] for s in samples if s["kind"] == kind))
 
     even, slow = median("even", "healthy_committed_s"), median("slow", "healthy_committed_s")
     report = {
@@ -155,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(slow / even, 3), "target": 1.2,
         "even_cli_s": median("even", "cli_s"), "slow_cli_s": median("slow", "cli_s"),
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    harness.write_report(args.out, report)
     print(f"healthy regions committed: {even:.1f}s even, {slow:.1f}s with {SLOW} at a tenth: "
           f"{report['ratio']:.2f}x (target 1.2x); CLI {report['even_cli_s']:.1f}s / {report['slow_cli_s']:.1f}s")
     return 0
