@@ -13,8 +13,8 @@ at the end, also on error; ``--s3-servers 1`` shares one server, which then copi
 * ``snapshot``          ``strongroom snapshot --database shop`` into the local S3 server (the real CLI: the
                         dump lands in the primary region, then is copied, verified and committed in every
                         configured region);
-* ``null_sink``         the same pipeline (snapshot_session + start_dump + encode_stream) into a sink that
-                        discards the bytes, so the store's own cost is visible;
+* ``null_sink``         the same pipeline (snapshot_session + start_dump + envelope.seal_stream) into a sink
+                        that discards the bytes, so the store's own cost is visible;
 * ``null_sink_counted`` the same, with the exact row count running concurrently as ``take_snapshot`` does;
 * ``pg_restore_j1/j2``  ``pg_restore`` of the pg_dump -Fc file into a fresh database: the restore baseline;
 * ``restore``           ``strongroom restore --target-dsn ...`` from the local S3 server into a fresh
@@ -319,9 +319,8 @@ def inventory_worker(dsn: str) -> int:
 
 def null_sink_worker(dsn: str, count_rows: bool) -> int:
     """The snapshot pipeline into a sink that discards bytes; prints its stream statistics as JSON."""
-    from strongroom import crypto, postgres
+    from strongroom import envelope, postgres
     from strongroom.config import load_config
-    from strongroom.snapshot import encode_stream
 
     config = load_config(None)
     settings = postgres.PgSettings.from_dsn(dsn)
@@ -337,11 +336,11 @@ def null_sink_worker(dsn: str, count_rows: bool) -> int:
             counter.start()
         dump = postgres.start_dump(settings, session.snapshot_name, config.snapshot.pg_bin_dir,
                                    lock_wait_timeout=config.snapshot.lock_wait_timeout)
-        stats = encode_stream(
+        stats = envelope.seal_stream(
             dump.stdout,
             discard,
-            data_key=crypto.new_data_key(),
-            associated_data=crypto.object_identity("dump", settings.dbname, "bench"),
+            data_key=envelope.new_data_key(),
+            identity=envelope.object_identity("dump", settings.dbname, "bench"),
             level=config.snapshot.zstd_level,
             threads=config.snapshot.zstd_threads,
             label="null sink",

@@ -5,7 +5,7 @@ Two independent checks of every vector in ``tests/unit/vectors/``:
 (a) the library reproduces it exactly (same ciphertext from the same salt, prefix and nonce; same manifest
     bytes and MAC), and decrypts it;
 (b) a reference decoder written here from ``docs/encryption-format.md`` alone (the ``ref_*`` functions), with
-    only AES-GCM, HKDF-SHA256 and HMAC-SHA256 from ``cryptography``/``hmac`` and never ``strongroom.crypto``,
+    only AES-GCM, HKDF-SHA256 and HMAC-SHA256 from ``cryptography``/``hmac`` and never ``strongroom.envelope``,
     decrypts and verifies it.
 
 If (a) fails the code changed the format; if (b) fails the code and the document disagree.
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom import crypto
+from strongroom import envelope
 from strongroom.catalog import Manifest, _canonical
 from strongroom.keyring import Keyring
 
@@ -269,7 +269,7 @@ def ciphertext_of(name: str) -> bytes:
     vector = next(v for v in stream_vectors() if v["name"] == name)
     if "ciphertext" in vector:
         return bytes.fromhex(vector["ciphertext"])
-    enc = crypto.StreamEncryptor(
+    enc = envelope.StreamEncryptor(
         bytes.fromhex(vector["data_key"]),
         bytes.fromhex(vector["associated_data"]),
         vector["segment_size"],
@@ -301,7 +301,7 @@ def test_vector_set_covers_the_required_cases() -> None:
     assert any(n == s for n, s in lengths)
     assert any(n > s and n % s for n, s in lengths)
     assert any(n > s and n % s == 0 for n, s in lengths)
-    assert any(s == crypto.SEGMENT_SIZE and n > 2 * s for n, s in lengths)
+    assert any(s == envelope.SEGMENT_SIZE and n > 2 * s for n, s in lengths)
     assert {v["identity"]["kind"] for v in vectors} == {"dump", "globals"}
     assert len(wrap_vectors()) >= 1
     for vector in vectors:
@@ -318,9 +318,9 @@ def test_library_reproduces_stream_vector(name: str) -> None:
     data_key = bytes.fromhex(vector["data_key"])
     ad = bytes.fromhex(vector["associated_data"])
     ident = vector["identity"]
-    assert crypto.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == ad
+    assert envelope.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == ad
     plain = plaintext_of(vector)
-    enc = crypto.StreamEncryptor(
+    enc = envelope.StreamEncryptor(
         data_key,
         ad,
         vector["segment_size"],
@@ -330,7 +330,7 @@ def test_library_reproduces_stream_vector(name: str) -> None:
     assert enc.header.hex() == vector["header"]
     ciphertext = enc.update(plain) + enc.finalize()
     check_ciphertext(vector, ciphertext)
-    assert crypto.decrypt_bytes(data_key, ad, ciphertext) == plain
+    assert envelope.decrypt_bytes(data_key, ad, ciphertext) == plain
 
 
 @pytest.mark.parametrize("name", WRAP_NAMES)
@@ -339,15 +339,15 @@ def test_library_reproduces_wrap_vector(name: str) -> None:
     kek = bytes.fromhex(vector["kek"])
     context = bytes.fromhex(vector["context"])
     ident = vector["identity"]
-    assert crypto.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == context
+    assert envelope.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == context
     keyring = Keyring.from_extra(
         {"active": vector["key_id"], "keys": {vector["key_id"]: vector["kek_base64"]}}
     )
     assert keyring.active_key == kek
     data_key = bytes.fromhex(vector["data_key"])
     nonce = bytes.fromhex(vector["nonce"])
-    assert crypto.wrap_key(kek, vector["key_id"], data_key, context, nonce=nonce) == vector["wrapped"]
-    assert crypto.unwrap_key(kek, vector["key_id"], vector["wrapped"], context) == data_key
+    assert envelope.wrap_key(kek, vector["key_id"], data_key, context, nonce=nonce) == vector["wrapped"]
+    assert envelope.unwrap_key(kek, vector["key_id"], vector["wrapped"], context) == data_key
 
 
 def test_library_reproduces_manifest_mac_vector() -> None:
@@ -360,7 +360,7 @@ def test_library_reproduces_manifest_mac_vector() -> None:
     assert doc.pop("mac") == vector["mac"]
     assert doc["mac_key_id"] == vector["mac_key_id"] == keyring.active_id
     assert _canonical(doc).decode("ascii") == vector["canonical_payload"]
-    assert crypto.mac(keyring.key(vector["mac_key_id"]), _canonical(doc)) == vector["mac"]
+    assert envelope.mac(keyring.key(vector["mac_key_id"]), _canonical(doc)) == vector["mac"]
 
 
 def test_library_reads_snapshot_vector() -> None:
@@ -369,7 +369,7 @@ def test_library_reads_snapshot_vector() -> None:
     raw = vector["manifest_json"].encode("ascii")
     manifest = Manifest.from_json(raw, keyring, vector["manifest_key"])
     assert manifest.to_json(keyring) == raw
-    data_key = crypto.unwrap_key(
+    data_key = envelope.unwrap_key(
         keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity
     )
     assert data_key.hex() == vector["data_key"]
@@ -380,13 +380,13 @@ def test_library_reads_snapshot_vector() -> None:
         assert entry is not None and entry.key == key
         stored = bytes.fromhex(obj["stored"])
         assert (len(stored), hashlib.sha256(stored).hexdigest()) == (entry.stored_size, entry.sha256)
-        packed = crypto.decrypt_bytes(data_key, manifest.object_identity(obj["kind"]), stored)
+        packed = envelope.decrypt_bytes(data_key, manifest.object_identity(obj["kind"]), stored)
         assert packed.hex() == obj["compressed"] and len(packed) == entry.compressed_size
         plain = zstandard.ZstdDecompressor().decompressobj().decompress(packed)
         assert plain.hex() == obj["plaintext"] and len(plain) == entry.plain_size
         # same salt and prefix (read from the header) give the same bytes
         _, segment_size, salt, prefix = ref_parse_header(stored)
-        enc = crypto.StreamEncryptor(
+        enc = envelope.StreamEncryptor(
             data_key, manifest.object_identity(obj["kind"]), segment_size, salt=salt, nonce_prefix=prefix
         )
         assert enc.update(packed) + enc.finalize() == stored
@@ -507,7 +507,7 @@ def test_reference_decrypts_library_output(segment_size: int) -> None:
         data_key = rng.randbytes(32)
         plain = rng.randbytes(length)
         assert (
-            ref_decrypt_stream(data_key, identity, crypto.encrypt_bytes(data_key, identity, plain)) == plain
+            ref_decrypt_stream(data_key, identity, envelope.encrypt_bytes(data_key, identity, plain)) == plain
         )
 
 

@@ -26,7 +26,7 @@ import zstandard
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom import crypto
+from strongroom import envelope
 from strongroom.catalog import Manifest, StoredObject, _canonical
 from strongroom.keyring import Keyring
 
@@ -55,7 +55,7 @@ def identity(kind: str, database: str, snapshot_id: str) -> dict[str, str]:
 
 
 def ad_of(ident: dict[str, str]) -> bytes:
-    return crypto.object_identity(ident["kind"], ident["database"], ident["snapshot_id"])
+    return envelope.object_identity(ident["kind"], ident["database"], ident["snapshot_id"])
 
 
 def stream_vector(
@@ -68,12 +68,12 @@ def stream_vector(
     formula: bool = False,
 ) -> dict[str, Any]:
     data_key = fixed(f"{name}/data key", 32)
-    salt = fixed(f"{name}/salt", crypto.SALT_SIZE)
-    prefix = fixed(f"{name}/nonce prefix", crypto.NONCE_PREFIX_SIZE)
+    salt = fixed(f"{name}/salt", envelope.SALT_SIZE)
+    prefix = fixed(f"{name}/nonce prefix", envelope.NONCE_PREFIX_SIZE)
     ad = ad_of(ident)
-    enc = crypto.StreamEncryptor(data_key, ad, segment_size, salt=salt, nonce_prefix=prefix)
+    enc = envelope.StreamEncryptor(data_key, ad, segment_size, salt=salt, nonce_prefix=prefix)
     ciphertext = enc.update(plaintext) + enc.finalize()
-    assert crypto.decrypt_bytes(data_key, ad, ciphertext) == plaintext
+    assert envelope.decrypt_bytes(data_key, ad, ciphertext) == plaintext
     segments = max(1, -(-len(plaintext) // segment_size))
     vector: dict[str, Any] = {
         "name": name,
@@ -85,7 +85,7 @@ def stream_vector(
         "salt": salt.hex(),
         "nonce_prefix": prefix.hex(),
         "header": enc.header.hex(),
-        "subkey": hkdf(data_key, crypto.STREAM_INFO + b"\x00" + ad, salt).hex(),
+        "subkey": hkdf(data_key, envelope.STREAM_INFO + b"\x00" + ad, salt).hex(),
         "segments": segments,
         "plaintext_length": len(plaintext),
         "ciphertext_length": len(ciphertext),
@@ -101,7 +101,7 @@ def stream_vector(
 
 
 def stream_vectors() -> dict[str, Any]:
-    mib = crypto.SEGMENT_SIZE
+    mib = envelope.SEGMENT_SIZE
     dump = identity("dump", "shop", SNAPSHOT_ID)
     return {
         "description": "SRSTRM v1 streams: AES-256-GCM segments under an HKDF-SHA256 subkey; bytes in hex.",
@@ -153,9 +153,9 @@ def wrap_vector(name: str, key_id: str, ident: dict[str, str]) -> dict[str, Any]
     data_key = fixed(f"{name}/data key", 32)
     nonce = fixed(f"{name}/nonce", 12)
     context = ad_of(ident)
-    wrapped = crypto.wrap_key(kek, key_id, data_key, context, nonce=nonce)
-    assert crypto.unwrap_key(kek, key_id, wrapped, context) == data_key
-    aad = crypto.WRAP_INFO + b"\x00" + key_id.encode() + b"\x00" + context
+    wrapped = envelope.wrap_key(kek, key_id, data_key, context, nonce=nonce)
+    assert envelope.unwrap_key(kek, key_id, wrapped, context) == data_key
+    aad = envelope.WRAP_INFO + b"\x00" + key_id.encode() + b"\x00" + context
     return {
         "name": name,
         "kek": kek.hex(),
@@ -165,7 +165,7 @@ def wrap_vector(name: str, key_id: str, ident: dict[str, str]) -> dict[str, Any]
         "context": context.hex(),
         "data_key": data_key.hex(),
         "nonce": nonce.hex(),
-        "wrap_key": hkdf(kek, crypto.WRAP_INFO).hex(),
+        "wrap_key": hkdf(kek, envelope.WRAP_INFO).hex(),
         "aad": aad.hex(),
         "wrapped": wrapped,
     }
@@ -198,7 +198,7 @@ def manifest_mac_vector() -> dict[str, Any]:
     extra = keyring_extra("k20250601-0a0b0c", "k20261126-a1b2c3")
     keyring = Keyring.from_extra(extra)
     ident = identity("data-key", "shop", SNAPSHOT_ID)
-    wrapped = crypto.wrap_key(
+    wrapped = envelope.wrap_key(
         keyring.active_key,
         keyring.active_id,
         fixed("mac/data key", 32),
@@ -242,13 +242,13 @@ def manifest_mac_vector() -> dict[str, Any]:
     doc = json.loads(raw)
     mac = doc.pop("mac")
     payload = _canonical(doc)
-    assert crypto.verify_mac(keyring.active_key, payload, mac)
+    assert envelope.verify_mac(keyring.active_key, payload, mac)
     return {
         "description": "A manifest authenticated with HMAC-SHA256 under HKDF-SHA256(keyring key).",
         "spec": "docs/encryption-format.md",
         "keyring": extra,
         "mac_key_id": keyring.active_id,
-        "mac_key": hkdf(keyring.active_key, crypto.MAC_INFO).hex(),
+        "mac_key": hkdf(keyring.active_key, envelope.MAC_INFO).hex(),
         "manifest_json": raw.decode("ascii"),
         "canonical_payload": payload.decode("ascii"),
         "mac": mac,
@@ -271,8 +271,8 @@ def snapshot_vector() -> dict[str, Any]:
         ("globals", "globals.sql.zst.srenc", globals_plain),
     ):
         packed = zstandard.ZstdCompressor(level=3).compress(plain)
-        ad = crypto.object_identity(kind, database, SNAPSHOT_ID)
-        enc = crypto.StreamEncryptor(
+        ad = envelope.object_identity(kind, database, SNAPSHOT_ID)
+        enc = envelope.StreamEncryptor(
             data_key,
             ad,
             salt=fixed(f"snapshot/{kind}/salt", 32),
@@ -294,11 +294,11 @@ def snapshot_vector() -> dict[str, Any]:
         server_version="17.2",
         pg_dump_version="17.2",
         key_id=keyring.active_id,
-        wrapped_key=crypto.wrap_key(
+        wrapped_key=envelope.wrap_key(
             keyring.active_key,
             keyring.active_id,
             data_key,
-            crypto.object_identity("data-key", database, SNAPSHOT_ID),
+            envelope.object_identity("data-key", database, SNAPSHOT_ID),
             nonce=fixed("snapshot/wrap nonce", 12),
         ),
         dump=stored_objects["dump"],
