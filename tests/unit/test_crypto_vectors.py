@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom import envelope
+from strongroom import envelope, objects
 from strongroom.catalog import Manifest, _canonical
 from strongroom.keyring import Keyring
 
@@ -222,6 +222,37 @@ def ref_decrypt_snapshot(
     return out
 
 
+REF_OBJECT_MAGIC = bytes.fromhex("53524f424a00010a")  # "SROBJ" 0x00 0x01 "\n"
+
+
+def ref_content_id(kek: bytes, plain: bytes) -> str:
+    """Section 9.4: hex HMAC-SHA256 under HKDF(keyring key, no salt, "strongroom content-id v1")."""
+    return hmac.new(ref_hkdf(kek, b"strongroom content-id v1"), plain, hashlib.sha256).hexdigest()
+
+
+def ref_unseal_object(keys: Mapping[str, bytes], identity: bytes, blob: bytes) -> bytes:
+    """Section 9.3, "opening an object container": the plaintext."""
+    if len(blob) < 12 or blob[:8] != REF_OBJECT_MAGIC:
+        raise RefError("not an object container")
+    length = int.from_bytes(blob[8:12], "big")
+    if len(blob) < 12 + length:
+        raise RefError("truncated container header")
+    try:
+        header = json.loads(blob[12 : 12 + length].decode("utf-8"))
+        key_id, wrapped = header["key_id"], header["wrapped_key"]
+    except (ValueError, KeyError, TypeError):
+        raise RefError("malformed container header") from None
+    if not isinstance(key_id, str) or not isinstance(wrapped, str) or key_id not in keys:
+        raise RefError("malformed container header or unknown key id")
+    data_key = ref_unwrap(keys[key_id], key_id, wrapped, identity)  # the context is the object identity
+    packed = ref_decrypt_stream(data_key, identity, blob[12 + length :])
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    plain = decompressor.decompress(packed)
+    if not decompressor.eof or decompressor.unused_data:
+        raise RefError("not exactly one complete zstd frame")
+    return plain
+
+
 # --------------------------------------------------------------------------------------------------------
 # Vectors
 # --------------------------------------------------------------------------------------------------------
@@ -281,8 +312,17 @@ def ciphertext_of(name: str) -> bytes:
     return ciphertext
 
 
+def object_vectors() -> list[dict[str, Any]]:
+    return list(load("object.json")["vectors"])
+
+
 STREAM_NAMES = [v["name"] for v in stream_vectors()]
 WRAP_NAMES = [v["name"] for v in wrap_vectors()]
+OBJECT_NAMES = [v["name"] for v in object_vectors()]
+
+
+def object_vector(name: str) -> dict[str, Any]:
+    return next(v for v in object_vectors() if v["name"] == name)
 
 
 def stream_vector(name: str) -> dict[str, Any]:
@@ -392,6 +432,33 @@ def test_library_reads_snapshot_vector() -> None:
         assert enc.update(packed) + enc.finalize() == stored
 
 
+@pytest.mark.parametrize("name", OBJECT_NAMES)
+def test_library_reproduces_object_vector(name: str) -> None:
+    vector = object_vector(name)
+    keyring = Keyring.from_extra(load("object.json")["keyring"])
+    ident = vector["identity"]
+    identity = envelope.object_identity(ident["kind"], ident["source"], ident["name"])
+    assert identity.hex() == vector["associated_data"]
+    stored, plain = bytes.fromhex(vector["stored"]), bytes.fromhex(vector["plaintext"])
+    parts: list[bytes] = []
+    sealer = envelope.ObjectSealer(
+        keyring,
+        identity,
+        parts.append,
+        data_key=bytes.fromhex(vector["data_key"]),
+        wrap_nonce=base64.b64decode(vector["wrapped_key"])[:12],
+        salt=bytes.fromhex(vector["salt"]),
+        nonce_prefix=bytes.fromhex(vector["nonce_prefix"]),
+    )
+    sealer.write(plain)
+    sealer.close()
+    # "stored" embeds zstd output (zstandard as pinned in requirements.txt); see generate.py
+    assert b"".join(parts) == stored
+    assert envelope.unseal_object(stored, keyring, identity, name) == plain
+    if ident["kind"] == "content":
+        assert objects.content_id(objects.id_key(keyring)[1], plain) == ident["name"]
+
+
 # ---------- (b) the reference decoder, written from the spec, reads every vector ----------
 
 
@@ -489,6 +556,72 @@ def test_reference_refuses_damaged_vectors() -> None:
         ref_decrypt_snapshot(
             snapshot["keyring"], snapshot["manifest_json"], objects, "shop", "20261126T140000Z-ffffff"
         )
+
+
+def test_object_vector_set_covers_the_required_cases() -> None:
+    vectors = object_vectors()
+    assert {v["identity"]["kind"] for v in vectors} == {"content", "points"}
+    assert any(v["plaintext"] == "" for v in vectors)
+    assert any(len(v["plaintext"]) // 2 > len(v["compressed"]) // 2 for v in vectors)  # zstd did compress
+
+
+@pytest.mark.parametrize("name", OBJECT_NAMES)
+def test_reference_unseals_object_vector(name: str) -> None:
+    doc = load("object.json")
+    vector = object_vector(name)
+    keys = ref_keyring(doc["keyring"])
+    ident = vector["identity"]
+    identity = ref_identity(ident["kind"], ident["source"], ident["name"])
+    assert identity.hex() == vector["associated_data"]
+    stored = bytes.fromhex(vector["stored"])
+    assert stored[:8] == REF_OBJECT_MAGIC
+    length = int.from_bytes(stored[8:12], "big")
+    assert (length, stored[12 : 12 + length].decode("ascii")) == (vector["header_length"], vector["header_json"])
+    assert json.loads(vector["header_json"]) == {"key_id": vector["key_id"], "wrapped_key": vector["wrapped_key"]}
+    assert vector["key_id"] == doc["keyring"]["active"]
+    kek = keys[vector["key_id"]]
+    assert ref_unwrap(kek, vector["key_id"], vector["wrapped_key"], identity).hex() == vector["data_key"]
+    stream = stored[12 + length :]
+    _, segment_size, salt, prefix = ref_parse_header(stream)
+    assert (segment_size, salt.hex(), prefix.hex()) == (2**20, vector["salt"], vector["nonce_prefix"])
+    packed = ref_decrypt_stream(bytes.fromhex(vector["data_key"]), identity, stream)
+    assert packed.hex() == vector["compressed"]
+    plain = ref_unseal_object(keys, identity, stored)
+    assert plain.hex() == vector["plaintext"]
+    if ident["kind"] == "content":
+        assert ref_hkdf(kek, b"strongroom content-id v1").hex() == doc["content_id_key"]
+        assert ref_content_id(kek, plain) == ident["name"]
+
+
+def test_reference_refuses_damaged_object_containers() -> None:
+    doc = load("object.json")
+    keys = ref_keyring(doc["keyring"])
+    vector = object_vector("content")
+    ident = vector["identity"]
+    identity = ref_identity(ident["kind"], ident["source"], ident["name"])
+    stored = bytes.fromhex(vector["stored"])
+    length = vector["header_length"]
+    other_key = json.dumps({"key_id": "k20250601-0a0b0c", "wrapped_key": vector["wrapped_key"]}).encode()
+    flipped = bytearray(stored)
+    flipped[12 + length + 60] ^= 1
+    for damaged in (
+        b"X" + stored[1:],  # magic
+        stored[: 12 + length - 1],  # header cut short
+        stored[:8] + len(other_key).to_bytes(4, "big") + other_key + stored[12 + length :],  # another key id
+        bytes(flipped),  # a flipped bit in the stream
+        stored[:-1],  # truncated
+        stored + b"\x00",  # extended
+    ):
+        with pytest.raises(RefError):
+            ref_unseal_object(keys, identity, damaged)
+    with pytest.raises(RefError):  # moved to another name
+        ref_unseal_object(keys, ref_identity("content", ident["source"], "0" * 64), stored)
+    data_key = bytes.fromhex(vector["data_key"])
+    packed = bytes.fromhex(vector["compressed"])
+    header = stored[: 12 + length]
+    for frame in (packed[:-1], packed + b"\x00"):  # authentic stream, incomplete or extended zstd frame
+        with pytest.raises(RefError):
+            ref_unseal_object(keys, identity, header + envelope.encrypt_bytes(data_key, identity, frame))
 
 
 @pytest.mark.parametrize("segment_size", [1, 16, 64, 1000])

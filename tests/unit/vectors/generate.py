@@ -6,8 +6,9 @@ Run once, from the repository root, and commit the JSON files it writes next to 
 
 Everything is deterministic: keys, salts, nonce prefixes and wrap nonces are SHA-256 of fixed labels,
 timestamps are fixed, and plaintexts are literals or a formula. Re-running it must not change the stream,
-key-wrap or manifest-MAC files. ``snapshot.json`` embeds zstd output, which may differ between zstd
-versions; the vector stays valid either way because it stores the compressed bytes it encrypted.
+key-wrap or manifest-MAC files. ``snapshot.json`` and ``object.json`` embed zstd output, which may differ
+between zstd versions; the vectors stay valid either way because they store the compressed bytes they
+encrypted.
 
 The vectors pin the *format*, so regenerate only on a deliberate format change (and bump the version).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import sys
 from datetime import UTC, datetime
@@ -319,6 +321,77 @@ def snapshot_vector() -> dict[str, Any]:
     }
 
 
+OBJECT_SOURCE = "media-prod"
+CONTENT_ID_INFO = b"strongroom content-id v1"
+
+
+def object_vector(
+    name: str, comment: str, keyring: Keyring, kind: str, part: str | None, plain: bytes
+) -> dict[str, Any]:
+    """One object container, sealed by the library with fixed inputs. ``part`` None: a content, named by
+    its content id."""
+    id_key = hkdf(keyring.active_key, CONTENT_ID_INFO)
+    part = part if part is not None else hmac.new(id_key, plain, hashlib.sha256).hexdigest()
+    ad = envelope.object_identity(kind, OBJECT_SOURCE, part)
+    data_key = fixed(f"object/{name}/data key", 32)
+    parts: list[bytes] = []
+    sealer = envelope.ObjectSealer(
+        keyring,
+        ad,
+        parts.append,
+        data_key=data_key,
+        wrap_nonce=fixed(f"object/{name}/wrap nonce", 12),
+        salt=fixed(f"object/{name}/salt", envelope.SALT_SIZE),
+        nonce_prefix=fixed(f"object/{name}/nonce prefix", envelope.NONCE_PREFIX_SIZE),
+    )
+    sealer.write(plain)
+    sealer.close()
+    blob = b"".join(parts)
+    assert envelope.unseal_object(blob, keyring, ad, name) == plain
+    length = int.from_bytes(blob[8:12], "big")
+    header = blob[12 : 12 + length]
+    stream = blob[12 + length :]
+    return {
+        "name": name,
+        "comment": comment,
+        "identity": {"kind": kind, "source": OBJECT_SOURCE, "name": part},
+        "associated_data": ad.hex(),
+        "data_key": data_key.hex(),
+        "key_id": json.loads(header)["key_id"],
+        "wrapped_key": json.loads(header)["wrapped_key"],
+        "header_length": length,
+        "header_json": header.decode("ascii"),
+        "salt": stream[13:45].hex(),
+        "nonce_prefix": stream[45:52].hex(),
+        "plaintext": plain.hex(),
+        "compressed": envelope.decrypt_bytes(data_key, ad, stream).hex(),
+        "stored": blob.hex(),
+    }
+
+
+def object_vectors() -> dict[str, Any]:
+    extra = keyring_extra("k20250601-0a0b0c", "k20261126-a1b2c3")
+    keyring = Keyring.from_extra(extra)
+    content = b"Strongroom object container test vector: one content, stored once however many keys hold it.\n" * 3
+    index = (
+        b'{"format":"strongroom.points/1","source":"media-prod","taken_at":"2026-11-26T14:00:03+00:00",'
+        b'"id_key_id":"k20261126-a1b2c3","entries":{"reports/2026/q4.pdf":'
+        b'["2f43e224ff3965a7634d25387376947795fc7cf948fb29677b05799445b4a275","3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY",279]}}'
+    )
+    return {
+        "description": "Object-storage containers (SROBJ v1): a content and a point index, sealed; bytes in hex.",
+        "spec": "docs/encryption-format.md",
+        "keyring": extra,
+        "content_id_key": hkdf(keyring.active_key, CONTENT_ID_INFO).hex(),
+        "vectors": [
+            object_vector("content", "a content: its name is its content id", keyring, "content", None, content),
+            object_vector("empty-content", "an empty content: a zstd frame of no bytes", keyring, "content", None, b""),
+            object_vector("point-index", "a point index, named by its UTC second", keyring, "points",
+                          "20261126T140003Z", index),
+        ],
+    }
+
+
 def write(name: str, doc: dict[str, Any]) -> None:
     path = HERE / name
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -330,6 +403,7 @@ def main() -> int:
     write("key-wrap.json", wrap_vectors())
     write("manifest-mac.json", manifest_mac_vector())
     write("snapshot.json", snapshot_vector())
+    write("object.json", object_vectors())
     return 0
 
 
