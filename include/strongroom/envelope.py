@@ -450,11 +450,11 @@ def unseal_object_stream(
     chunks = iter(chunks)
     prefix = len(OBJECT_MAGIC) + _OBJECT_LENGTH.size
     buffer = b""
-    for chunk in chunks:  # read until the header is complete
+    for chunk in chunks:  # read until the header is complete, or is not a container's
         buffer += chunk
         if len(buffer) >= prefix:
             (length,) = _OBJECT_LENGTH.unpack_from(buffer, len(OBJECT_MAGIC))
-            if len(buffer) >= prefix + length:
+            if len(buffer) >= prefix + length or not buffer.startswith(OBJECT_MAGIC):
                 break
     if not buffer.startswith(OBJECT_MAGIC) or len(buffer) < prefix:
         raise IntegrityError(f"{where} is not a Strongroom sealed object")
