@@ -91,7 +91,7 @@ def null_sink_worker(dsn: str, count_rows: bool) -> int:
     """The product's snapshot pipeline (``strongroom.snapshot.stream_dump``) into a sink that discards the
     bytes; prints its stream statistics as JSON. Without ``count_rows`` the row counter that runs beside
     the dump does nothing (patched in this process only), so the pair shows what the counter costs."""
-    from strongroom import crypto, postgres, snapshot
+    from strongroom import envelope, postgres, snapshot
     from strongroom.config import load_config
 
     config = load_config(None)
@@ -104,7 +104,7 @@ def null_sink_worker(dsn: str, count_rows: bool) -> int:
     started = time.monotonic()
     with nullcontext() if count_rows else idle_counter, postgres.snapshot_session(settings) as session:
         stats, counter = snapshot.stream_dump(
-            config, session, settings, settings.dbname, "bench", crypto.new_data_key(), discard
+            config, session, settings, settings.dbname, "bench", envelope.new_data_key(), discard
         )
     result = asdict(stats) | {"seconds": round(time.monotonic() - started, 3), "tables_counted": len(counter.counts)}
     print(json.dumps(result))

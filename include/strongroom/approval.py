@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
-from strongroom import crypto
+from strongroom import envelope
 from strongroom.errors import KeyringError, RefusedError
 from strongroom.keyring import Keyring
 
@@ -35,7 +35,7 @@ class Run:
 
 def _mac(key: bytes, run: Run, approver: str, subject: str) -> str:
     payload = "\x00".join(("approval", run.dag_id, run.run_id, run.triggered_by or "", approver, subject))
-    return hmac.new(crypto.hkdf(key, _INFO), payload.encode("utf-8"), sha256).hexdigest()
+    return hmac.new(envelope.hkdf(key, _INFO), payload.encode("utf-8"), sha256).hexdigest()
 
 
 def grant(

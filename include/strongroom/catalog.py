@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom import crypto, layout
+from strongroom import envelope, layout
 from strongroom.config import require_offset
 from strongroom.errors import IntegrityError, KeyringError, NotFoundError
 from strongroom.keyring import Keyring
@@ -56,10 +56,16 @@ class Manifest:
     @property
     def identity(self) -> bytes:
         """Associated data binding the wrapped data key to this snapshot."""
-        return crypto.object_identity("data-key", self.database, self.snapshot_id)
+        return envelope.object_identity("data-key", self.database, self.snapshot_id)
 
     def object_identity(self, kind: str) -> bytes:
-        return crypto.object_identity(kind, self.database, self.snapshot_id)
+        return envelope.object_identity(kind, self.database, self.snapshot_id)
+
+    def data_key(self, keyring: Keyring) -> bytes:
+        """This snapshot's data key, unwrapped under ``keyring`` (the keyring of the region this manifest was
+        read from). Raises :class:`KeyringError` for an unknown key id, :class:`IntegrityError` when the
+        wrapped key does not open."""
+        return envelope.unwrap_key(keyring.key(self.key_id), self.key_id, self.wrapped_key, self.identity)
 
     def body(self) -> dict[str, Any]:
         body = asdict(self)
@@ -87,7 +93,7 @@ class Manifest:
         body = self.body()
         body["mac_key_id"] = keyring.active_id
         payload = _canonical(body)
-        signed = dict(body, mac=crypto.mac(keyring.active_key, payload))
+        signed = dict(body, mac=envelope.mac(keyring.active_key, payload))
         return json.dumps(signed, indent=2, sort_keys=True).encode("utf-8")
 
     @classmethod
@@ -105,7 +111,7 @@ class Manifest:
             key = keyring.key(mac_key_id)
         except KeyringError as exc:
             raise KeyringError(f"manifest {where}: {exc}") from None
-        if not isinstance(mac_value, str) or not crypto.verify_mac(key, _canonical(doc), mac_value):
+        if not isinstance(mac_value, str) or not envelope.verify_mac(key, _canonical(doc), mac_value):
             raise IntegrityError(f"manifest {where} failed authentication (tampered or foreign)")
         if doc.get("format") != MANIFEST_FORMAT:
             raise IntegrityError(f"manifest {where} has unsupported format {doc.get('format')!r}")

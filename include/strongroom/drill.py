@@ -26,7 +26,7 @@ from typing import Any
 
 from psycopg import sql
 
-from strongroom import catalog, crypto, inventory, layout, postgres, records, roles, sandbox, spool, validation
+from strongroom import catalog, inventory, layout, postgres, records, roles, sandbox, spool, validation
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
@@ -171,8 +171,7 @@ def check_snapshot(
         manifest = catalog.load_manifest(store, keyring, db.name, snapshot_id)
         result.snapshot_taken_at = manifest.taken_at.isoformat()
         result.snapshot_age_seconds = int((now - manifest.taken_at).total_seconds())
-        data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key,
-                                     manifest.identity)
+        data_key = manifest.data_key(keyring)
         started = time.monotonic()
         with _isolated(config, conns, manifest.server_version.split(".")[0], store, keyring, db.name) as admin:
             result.phases["provision"] = round(time.monotonic() - started, 3)

@@ -3,9 +3,9 @@
 A *pass* lists the source bucket's live object versions and stores each content it has not seen before in
 every region, then commits a *point index*: for every live key at that instant, which stored content it
 had. Content is stored once per distinct content: its id is an HMAC-SHA256 of the bytes under a key
-derived from the keyring, so the backup does not reveal whether a known file is stored. Contents and
-indexes are encrypted with the same envelope scheme as snapshots (a fresh data key each, wrapped by the
-region's keyring); file names appear only inside encrypted indexes.
+derived from the keyring, so the backup does not reveal whether a known file is stored. Contents, indexes
+and journals are sealed in the object container of :mod:`strongroom.envelope` (a fresh data key each,
+wrapped by the region's keyring; ``docs/encryption-format.md``); file names appear only inside sealed indexes.
 
 Each region's bucket holds, under ``objects/<source>/``, the contents, one point index per committed pass
 (the commit point) and the journal of an unfinished pass; :mod:`strongroom.layout` builds those keys.
@@ -16,22 +16,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import os
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import zstandard
-
-from strongroom import crypto, layout
+from strongroom import envelope, layout
 from strongroom.config import Config, RegionConfig, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, NotFoundError, RefusedError, ReplicationError, StrongroomError
@@ -41,93 +37,17 @@ from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"SROBJ\x00\x01\n"
 ID_INFO = b"strongroom content-id v1"
 LIST_INSTEAD_OF_HEAD = 500
 JOURNAL_EVERY = float(os.environ.get("STRONGROOM_JOURNAL_EVERY", "15"))  # seconds between progress journals
 
 
-# ---- sealing: the envelope for contents and indexes --------------------------------------------------------
-
-
-def seal(plain: bytes, keyring: Keyring, identity: bytes) -> bytes:
-    """MAGIC | u32 header length | header JSON {key_id, wrapped_key} | SRSTRM stream of zstd(plain)."""
-    parts: list[bytes] = []
-    writer = SealWriter(keyring, identity, parts.append)
-    writer.write(plain)
-    writer.close()
-    return b"".join(parts)
-
-
-class SealWriter:
-    """Seal a stream of any length in bounded memory (:func:`seal` is the one-shot form)."""
-
-    def __init__(self, keyring: Keyring, identity: bytes, sink: Callable[[bytes], None]) -> None:
-        data_key = crypto.new_data_key()
-        header = json.dumps({"key_id": keyring.active_id, "wrapped_key": crypto.wrap_key(
-            keyring.active_key, keyring.active_id, data_key, identity)}).encode()
-        self._sink = sink
-        self._encryptor = crypto.StreamEncryptor(data_key, identity)
-        self._compressor = zstandard.ZstdCompressor(level=3).compressobj()
-        sink(MAGIC + struct.pack(">I", len(header)) + header)
-
-    def write(self, data: bytes) -> None:
-        packed = self._compressor.compress(data)
-        if packed:
-            self._sink(self._encryptor.update(packed))
-
-    def close(self) -> None:
-        self._sink(self._encryptor.update(self._compressor.flush()))
-        self._sink(self._encryptor.finalize())
-
-
-def unseal_stream(
-    chunks: Iterator[bytes], keyring: Keyring, identity: bytes, where: str
-) -> Iterator[bytes]:
-    """Unseal a stream chunk by chunk. Each segment is authenticated before it is yielded and the end of
-    the stream last: a consumer that writes as it goes must discard its output on an exception."""
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= len(MAGIC) + 4:
-            (length,) = struct.unpack_from(">I", buffer, len(MAGIC))
-            if len(buffer) >= len(MAGIC) + 4 + length:
-                break
-    if not buffer.startswith(MAGIC) or len(buffer) < len(MAGIC) + 4:
-        raise IntegrityError(f"{where} is not a Strongroom sealed object")
-    (length,) = struct.unpack_from(">I", buffer, len(MAGIC))
-    start = len(MAGIC) + 4
-    try:
-        header = json.loads(buffer[start : start + length])
-        key_id, wrapped = str(header["key_id"]), str(header["wrapped_key"])
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{where}: malformed header") from None
-    decryptor = crypto.StreamDecryptor(crypto.unwrap_key(keyring.key(key_id), key_id, wrapped, identity), identity)
-    inflater = zstandard.ZstdDecompressor().decompressobj()
-
-    def inflate(packed: bytes) -> bytes:
-        try:
-            return bytes(inflater.decompress(packed)) if packed else b""
-        except zstandard.ZstdError as exc:
-            raise IntegrityError(f"{where}: {exc}") from None
-
-    rest = buffer[start + length :]
-    for piece in itertools.chain([rest], chunks):
-        for q in range(0, len(piece), crypto.SEGMENT_SIZE):
-            out = inflate(decryptor.update(piece[q : q + crypto.SEGMENT_SIZE]))
-            if out:
-                yield out
-    yield inflate(decryptor.finalize())
-
-
-def unseal(blob: bytes, keyring: Keyring, identity: bytes, where: str) -> bytes:
-    """The one-shot form of :func:`unseal_stream`."""
-    return b"".join(unseal_stream(iter([blob]), keyring, identity, where))
+# ---- content ids -----------------------------------------------------------------------------------------
 
 
 def id_key(keyring: Keyring, key_id: str | None = None) -> tuple[str, bytes]:
     kid = key_id or keyring.active_id
-    return kid, crypto.hkdf(keyring.key(kid), ID_INFO)
+    return kid, envelope.hkdf(keyring.key(kid), ID_INFO)
 
 
 def content_id(key: bytes, data: bytes) -> str:
@@ -168,7 +88,7 @@ class PointIndex:
 
 
 def _identity(kind: str, source: str, name: str) -> bytes:
-    return crypto.object_identity(kind, source, name)
+    return envelope.object_identity(kind, source, name)
 
 
 def point_times(store: ObjectStore, source: str) -> list[datetime]:
@@ -182,7 +102,7 @@ def point_times(store: ObjectStore, source: str) -> list[datetime]:
 
 def load_point(store: ObjectStore, keyring: Keyring, source: str, at: datetime) -> PointIndex:
     key = layout.point_key(source, at)
-    raw = unseal(store.get_bytes(key), keyring, _identity("points", source, layout.stamp(at)), key)
+    raw = envelope.unseal_object(store.get_bytes(key), keyring, _identity("points", source, layout.stamp(at)), key)
     index = PointIndex.from_bytes(raw, key)
     if index.source != source:
         raise IntegrityError(f"{key} belongs to another source")
@@ -194,8 +114,8 @@ def _load_journal(store: ObjectStore, keyring: Keyring, source: str) -> PointInd
     if store.head(key) is None:
         return None
     try:
-        return PointIndex.from_bytes(unseal(store.get_bytes(key), keyring, _identity("journal", source, "journal"),
-                                            key), key)
+        raw = envelope.unseal_object(store.get_bytes(key), keyring, _identity("journal", source, "journal"), key)
+        return PointIndex.from_bytes(raw, key)
     except StrongroomError as exc:
         log.warning("ignoring unreadable journal %s: %s", key, exc)
         return None
@@ -297,7 +217,8 @@ def backup_pass(
         index = PointIndex(source.bucket, now, id_key_id, entries)
         try:
             ident = _identity("points", source.bucket, layout.stamp(now))
-            region.store.put_bytes(layout.point_key(source.bucket, now), seal(index.to_bytes(), region.keyring, ident))
+            sealed = envelope.seal_object(index.to_bytes(), region.keyring, ident)
+            region.store.put_bytes(layout.point_key(source.bucket, now), sealed)
             region.store.delete(layout.journal_key(source.bucket))
             result.committed.append(region.config.name)
         except StrongroomError as exc:
@@ -339,7 +260,7 @@ def _store_one(
     for region in regions:
         if not _claim(region, source, version, cid):
             continue
-        sealed = seal(data, region.keyring, _identity("content", source, cid))
+        sealed = envelope.seal_object(data, region.keyring, _identity("content", source, cid))
         region.store.put_bytes(layout.content_key(source, cid), sealed)
         result.stored[region.config.name] = result.stored.get(region.config.name, 0) + 1
     return version, cid, len(data)
@@ -380,7 +301,8 @@ def _store_large(
             upload = stack.enter_context(region.store.multipart(
                 layout.content_key(source, cid), part_size=transfer.part_size, max_part_size=transfer.max_part_size,
                 concurrency=transfer.upload_concurrency, expected_size=size))
-            writers.append((upload, SealWriter(region.keyring, _identity("content", source, cid), upload.write)))
+            sealer = envelope.ObjectSealer(region.keyring, _identity("content", source, cid), upload.write)
+            writers.append((upload, sealer))
         again = hmac.new(key, digestmod=hashlib.sha256)
         for chunk in src.stream_version(version.key, version.version_id):
             again.update(chunk)
@@ -402,8 +324,8 @@ def _write_journals(regions: list[_Region], source: str, now: datetime, id_key_i
     raw = PointIndex(source, now, id_key_id, entries).to_bytes()
     for region in regions:
         try:
-            region.store.put_bytes(layout.journal_key(source), seal(raw, region.keyring, _identity("journal", source,
-                                                                                            "journal")))
+            sealed = envelope.seal_object(raw, region.keyring, _identity("journal", source, "journal"))
+            region.store.put_bytes(layout.journal_key(source), sealed)
         except StrongroomError as exc:
             log.warning("could not write the progress journal in %s: %s", region.config.name, exc)
 
@@ -447,7 +369,7 @@ def list_point(
 
 def fetch_content(store: ObjectStore, keyring: Keyring, source: str, entry: Entry, id_key_bytes: bytes) -> bytes:
     key = layout.content_key(source, entry.content_id)
-    data = unseal(store.get_bytes(key), keyring, _identity("content", source, entry.content_id), key)
+    data = envelope.unseal_object(store.get_bytes(key), keyring, _identity("content", source, entry.content_id), key)
     if content_id(id_key_bytes, data) != entry.content_id or len(data) != entry.size:
         raise IntegrityError(f"{store.where}: {key} does not match its content id")
     return data
@@ -469,7 +391,8 @@ def _restore_large(config: Config, store: ObjectStore, keyring: Keyring, source:
     upload = target.multipart(target_key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
                               concurrency=transfer.upload_concurrency, expected_size=entry.size)
     with upload:
-        for plain in unseal_stream(chunks, keyring, _identity("content", source, entry.content_id), ckey):
+        identity = _identity("content", source, entry.content_id)
+        for plain in envelope.unseal_object_stream(chunks, keyring, identity, ckey):
             mac.update(plain)
             size += len(plain)
             upload.write(plain)

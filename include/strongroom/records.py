@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import crypto
+from strongroom import envelope
 from strongroom.errors import IntegrityError, KeyringError
 from strongroom.keyring import Keyring
 from strongroom.storage import ObjectStore
@@ -29,7 +29,7 @@ _SEAL = "seal"
 
 
 def _record_key(kek: bytes) -> bytes:
-    return crypto.hkdf(kek, RECORD_INFO)
+    return envelope.hkdf(kek, RECORD_INFO)
 
 
 def _canonical(doc: Mapping[str, Any]) -> bytes:
@@ -42,7 +42,7 @@ def seal(body: Mapping[str, Any], keyring: Keyring, *, kind: str, key: str) -> b
         raise ValueError(f"a record body must not have a {_SEAL!r} field")
     doc = dict(body)
     doc[_SEAL] = {"kind": kind, "key": key, "mac_key_id": keyring.active_id}
-    tag = crypto.mac(_record_key(keyring.active_key), _canonical(doc))
+    tag = envelope.mac(_record_key(keyring.active_key), _canonical(doc))
     doc[_SEAL] = dict(doc[_SEAL], mac=tag)
     return json.dumps(doc, indent=2, sort_keys=True).encode("utf-8")
 
@@ -68,7 +68,7 @@ def unseal(
         kek = keyring.key(key_id)
     except KeyringError:
         raise IntegrityError(f"{where} is sealed with key id {key_id!r}, which the keyring lacks") from None
-    if not crypto.verify_mac(_record_key(kek), _canonical(dict(doc, **{_SEAL: seal_})), tag):
+    if not envelope.verify_mac(_record_key(kek), _canonical(dict(doc, **{_SEAL: seal_})), tag):
         raise IntegrityError(f"{where} failed authentication (forged or altered)")
     if seal_.get("kind") != kind or seal_.get("key") != key:
         raise IntegrityError(f"{where} was sealed as a {seal_.get('kind')} record for {seal_.get('key')}")

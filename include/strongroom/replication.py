@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import catalog, crypto, layout, records
+from strongroom import catalog, envelope, layout, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
@@ -383,13 +383,11 @@ def commit_region(
         if store.head(key) is None:
             manifest = source_manifest(config, conns, database, ref)
             _, _, source_keyring = _region(config, conns, ref.source_region)
-            data_key = crypto.unwrap_key(
-                source_keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity
-            )
+            data_key = manifest.data_key(source_keyring)
             own = replace(
                 manifest,
                 key_id=keyring.active_id,
-                wrapped_key=crypto.wrap_key(keyring.active_key, keyring.active_id, data_key, manifest.identity),
+                wrapped_key=envelope.wrap_key(keyring.active_key, keyring.active_id, data_key, manifest.identity),
             )
             erase_at = manifest.taken_at + config.retention  # a lock never outlives the erasure promise
             for obj in own.objects():

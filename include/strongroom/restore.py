@@ -12,14 +12,12 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import zstandard
-
-from strongroom import approval, catalog, crypto, dumpfile, layout, postgres, roles, sandbox, snapshot, spool
+from strongroom import approval, catalog, dumpfile, envelope, layout, postgres, roles, sandbox, snapshot, spool
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
 from strongroom.connections import Connections
@@ -72,46 +70,41 @@ def fetch_dump(
     and indexing them (``decrypt``); the first two overlap with the parallel range downloads.
     """
     obj = manifest.dump
+    where = f"s3://{store.bucket}/{obj.key}"
     info = store.head(obj.key)
     if info is None:
-        raise IntegrityError(f"s3://{store.bucket}/{obj.key} is missing although its manifest exists")
+        raise IntegrityError(f"{where} is missing although its manifest exists")
     if info.size != obj.stored_size:
-        raise IntegrityError(
-            f"s3://{store.bucket}/{obj.key} is {info.size} bytes, the manifest says {obj.stored_size}"
-        )
-    decryptor = crypto.StreamDecryptor(data_key, manifest.object_identity("dump"))
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+        raise IntegrityError(f"{where} is {info.size} bytes, the manifest says {obj.stored_size}")
     digest = hashlib.sha256()
-    written = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
+    progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", obj.stored_size)
+    waited = 0.0
+
+    def received() -> Iterator[bytes]:
+        """The object's bytes as they arrive, hashed; the time spent waiting for them counts as download."""
+        nonlocal waited
         chunks = store.iter_chunks(
             obj.key, obj.stored_size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
         )
-        waited = worked = 0.0
-        progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", obj.stored_size)
         mark = time.monotonic()
         for chunk in chunks:
-            got = time.monotonic()
-            waited += got - mark
+            waited += time.monotonic() - mark
             digest.update(chunk)
-            view = memoryview(chunk)
-            # one segment at a time: a whole range would inflate to ~10x its size in memory at once
-            for start in range(0, len(chunk), crypto.SEGMENT_SIZE):
-                piece = view[start : start + crypto.SEGMENT_SIZE]
-                written += out.write(_inflate(decompressor, decryptor.update(piece)))
-            view.release()
+            yield chunk
             progress.add(len(chunk))
             mark = time.monotonic()
-            worked += mark - got
-        written += out.write(_inflate(decompressor, decryptor.finalize()))
-        worked += time.monotonic() - mark
+
+    written = 0
+    started = time.monotonic()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for plain in envelope.unseal_stream(received(), data_key, manifest.object_identity("dump"), where):
+            written += out.write(plain)
+    worked = time.monotonic() - started - waited
     if digest.hexdigest() != obj.sha256:
-        raise IntegrityError(f"s3://{store.bucket}/{obj.key} does not match the SHA-256 in its manifest")
-    if not decompressor.eof or decompressor.unused_data:
-        raise IntegrityError(f"s3://{store.bucket}/{obj.key}: compressed stream is incomplete or has trailing data")
+        raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
     if written != obj.plain_size:
-        raise IntegrityError(f"s3://{store.bucket}/{obj.key}: {written} bytes restored, manifest says {obj.plain_size}")
+        raise IntegrityError(f"{where}: {written} bytes restored, manifest says {obj.plain_size}")
     mark = time.monotonic()
     try:
         dumpfile.index_data_blocks(path)
@@ -120,15 +113,6 @@ def fetch_dump(
                     manifest.snapshot_id, exc)
     worked += time.monotonic() - mark
     return {"download": round(waited, 3), "decrypt": round(worked, 3)}
-
-
-def _inflate(decompressor: Any, data: bytes) -> bytes:
-    if not data:
-        return b""
-    try:
-        return bytes(decompressor.decompress(data))
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"decompression failed: {exc}") from None
 
 
 def _fetch_from(
@@ -140,7 +124,7 @@ def _fetch_from(
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     manifest = catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at)
-    data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+    data_key = manifest.data_key(keyring)
     fetch_dump(store, manifest, data_key, path, config.transfer)
     return manifest, roles.fetch_globals(store, manifest, data_key) if with_globals else None
 
@@ -264,7 +248,7 @@ def restore_globals(
     where = config.region(found_in)
     store = conns.store(where, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(where))
-    data_key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+    data_key = manifest.data_key(keyring)
     specs = roles.fetch_globals(store, manifest, data_key)
     if specs is None:
         raise NotFoundError(f"snapshot {manifest.snapshot_id} of {db.name} holds no globals "

@@ -190,19 +190,17 @@ def fetch_globals(store: ObjectStore, manifest: Manifest, data_key: bytes) -> Gl
     """The snapshot's globals, verified and decrypted; None when the snapshot holds none."""
     import hashlib
 
-    import zstandard
-
-    from strongroom import crypto
+    from strongroom import envelope
     from strongroom.errors import IntegrityError
 
     obj = manifest.globals
     if obj is None:
         return None
+    where = f"s3://{store.bucket}/{obj.key}"
     sealed = store.get_bytes(obj.key)
     if hashlib.sha256(sealed).hexdigest() != obj.sha256:
-        raise IntegrityError(f"s3://{store.bucket}/{obj.key} does not match the SHA-256 in its manifest")
-    packed = crypto.decrypt_bytes(data_key, manifest.object_identity("globals"), sealed)
-    return parse_globals(zstandard.ZstdDecompressor().decompress(packed).decode("utf-8"))
+        raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
+    return parse_globals(envelope.unseal_blob(data_key, manifest.object_identity("globals"), sealed, where).decode())
 
 
 _ACL_ITEM = re.compile(r'(?:^|[{,])("(?:[^"]|"")*"|[^=,{}"]*)=[^/]*/("(?:[^"]|"")*"|[^,}"]*)')

@@ -5,6 +5,8 @@ One streaming pipeline, no plaintext at rest::
     pg_dump --format=custom --compress=0 --snapshot=S  ->  zstd (multithreaded)  ->  SRSTRM AES-256-GCM
         ->  S3 multipart upload (memory bounded by part size x concurrency)
 
+The middle two steps are :func:`strongroom.envelope.seal_stream`.
+
 ``take_snapshot`` writes the data objects and a *pending* manifest into the landing region (the primary,
 or the next reachable region); ``replication`` copies them to every other region, verifies each copy from
 its own bytes and commits it there by writing that region's manifest, the commit point. Until then the
@@ -14,7 +16,6 @@ snapshot does not exist in that region.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -23,71 +24,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
-import zstandard
-
-from strongroom import __version__, catalog, crypto, inventory, layout, postgres, replication
+from strongroom import __version__, catalog, envelope, inventory, layout, postgres, replication
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import ReplicationError, SourceError, StrongroomError
 from strongroom.keyring import Keyring
-from strongroom.progress import Progress
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 1 << 20
 DUMP_OBJECT = "dump.zst.srenc"
 GLOBALS_OBJECT = "globals.sql.zst.srenc"
-
-
-@dataclass(frozen=True)
-class StreamStats:
-    plain_size: int
-    compressed_size: int
-    stored_size: int
-    sha256: str
-
-
-def encode_stream(
-    source: IO[bytes],
-    sink: Callable[[bytes], None],
-    *,
-    data_key: bytes,
-    associated_data: bytes,
-    level: int = 3,
-    threads: int = 0,
-    label: str = "snapshot",
-    total: int | None = None,
-) -> StreamStats:
-    """Compress and encrypt ``source`` into ``sink``; returns sizes and the SHA-256 of what was stored.
-
-    Progress (bytes read of ``total``, an estimate of the plain size) is logged as it goes."""
-    compressor = zstandard.ZstdCompressor(level=level, threads=threads or -1).compressobj()
-    encryptor = crypto.StreamEncryptor(data_key, associated_data)
-    digest = hashlib.sha256()
-    plain = compressed = stored = 0
-    progress = Progress(label, total, estimated=True)
-
-    def emit(block: bytes) -> None:
-        nonlocal stored
-        if block:
-            digest.update(block)
-            sink(block)
-            stored += len(block)
-
-    while block := source.read(READ_SIZE):
-        plain += len(block)
-        packed = compressor.compress(block)
-        if packed:
-            compressed += len(packed)
-            emit(encryptor.update(packed))
-        progress.update(plain)
-    packed = compressor.flush()
-    compressed += len(packed)
-    emit(encryptor.update(packed))
-    emit(encryptor.finalize())
-    return StreamStats(plain, compressed, stored, digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -156,7 +104,7 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
     stale_before = datetime.now(UTC) - (timedelta(0) if retry else config.snapshot.run_timeout)
     store.abort_stale_uploads(layout.database_prefix(db.name), stale_before)
     dump_version = postgres.tool_version(postgres.tool("pg_dump", bin_dir))
-    data_key = crypto.new_data_key()
+    data_key = envelope.new_data_key()
 
     with postgres.snapshot_session(source) as session:
         if int(dump_version.split(".")[0]) < int(session.server_version.split(".")[0]):
@@ -179,11 +127,11 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
         server_version=session.server_version,
         pg_dump_version=dump_version,
         key_id=keyring.active_id,
-        wrapped_key=crypto.wrap_key(
+        wrapped_key=envelope.wrap_key(
             keyring.active_key,
             keyring.active_id,
             data_key,
-            crypto.object_identity("data-key", db.name, snapshot_id),
+            envelope.object_identity("data-key", db.name, snapshot_id),
         ),
         dump=dump,
         tables=counter.counts,
@@ -247,7 +195,7 @@ def stream_dump(
     data_key: bytes,
     sink: Callable[[bytes], None],
     estimate: int | None = None,
-) -> tuple[StreamStats, RowCounter]:
+) -> tuple[envelope.SealStats, RowCounter]:
     """The snapshot pipeline: pg_dump of the session's snapshot -> zstd -> AES-256-GCM -> ``sink``, while the
     row counter reads the schema inventory, row counts and small tables' checksums in the same snapshot.
 
@@ -262,11 +210,11 @@ def stream_dump(
                                lock_wait_timeout=config.snapshot.lock_wait_timeout)
     watchdog = _StallWatchdog(dump, config.snapshot.dump_stall_timeout.total_seconds())
     try:
-        stats = encode_stream(
+        stats = envelope.seal_stream(
             watchdog.reader(dump.stdout),
             sink,
             data_key=data_key,
-            associated_data=crypto.object_identity("dump", database, snapshot_id),
+            identity=envelope.object_identity("dump", database, snapshot_id),
             level=config.snapshot.zstd_level,
             threads=config.snapshot.zstd_threads,
             label=f"snapshot {database}",
@@ -334,11 +282,11 @@ def _store_globals(
                                             timeout=config.snapshot.dump_stall_timeout.total_seconds())
     if sql_bytes is None:
         return None, note
-    packed = zstandard.ZstdCompressor(level=config.snapshot.zstd_level).compress(sql_bytes)
-    sealed = crypto.encrypt_bytes(data_key, crypto.object_identity("globals", database, snapshot_id), packed)
+    identity = envelope.object_identity("globals", database, snapshot_id)
+    sealed, stats = envelope.seal_blob(data_key, identity, sql_bytes, level=config.snapshot.zstd_level)
     key = layout.data_key(database, snapshot_id, GLOBALS_OBJECT)
     store.put_bytes(key, sealed, retain_until=retain_until)
-    return StoredObject(key, len(sql_bytes), len(packed), len(sealed), hashlib.sha256(sealed).hexdigest()), note
+    return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), note
 
 
 def landing_region(config: Config, conns: Connections) -> tuple[RegionConfig, ObjectStore]:

@@ -262,9 +262,7 @@ def test_the_restore_test_runs_nothing_production_wrote_as_a_superuser(
     # first: the exploit works against a superuser pg_restore of the same dump
     store, keyring = conns.store(config.primary, config.transfer), conns.keyring(config.keyring_conn_id(config.primary))
     manifest = catalog.load_manifest(store, keyring, "exploit", taken["exploit"])
-    from strongroom import crypto
-
-    key = crypto.unwrap_key(keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity)
+    key = manifest.data_key(keyring)
     dump = tmp_path / "exploit.dump"
     restore.fetch_dump(store, manifest, key, str(dump), config.transfer)
     stack.pg.execute("CREATE DATABASE exploit_superuser")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from strongroom import catalog, crypto, layout
+from strongroom import catalog, envelope, layout
 from strongroom.errors import IntegrityError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
@@ -19,7 +19,7 @@ from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
 from tests.conftest import PRIMARY, Stack
 
-SEGMENT = crypto.SEGMENT_SIZE + crypto.TAG_SIZE
+SEGMENT = envelope.SEGMENT_SIZE + envelope.TAG_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def bulk(stack: Stack, config, conns) -> dict:
         conns.store(config.primary, config.transfer), conns.keyring(config.keyring_conn_id(config.primary)), "bulk",
         result["snapshot_id"],
     )
-    segments = (manifest.dump.stored_size - crypto.HEADER_SIZE + SEGMENT - 1) // SEGMENT
+    segments = (manifest.dump.stored_size - envelope.HEADER_SIZE + SEGMENT - 1) // SEGMENT
     assert segments >= 3, "the bulk fixture must span several encryption segments"
     return {"snapshot_id": result["snapshot_id"], "key": manifest.dump.key, "segments": segments,
             "manifest_key": layout.manifest_key("bulk", result["snapshot_id"])}
@@ -46,7 +46,7 @@ def precious(stack: Stack) -> Iterator[PgSettings]:
 
 
 def _segment_offset(index: int) -> int:
-    return crypto.HEADER_SIZE + index * SEGMENT
+    return envelope.HEADER_SIZE + index * SEGMENT
 
 
 def flip(offset_of: Callable[[dict], int]) -> Callable[[bytes, dict], bytes]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import catalog, crypto, layout, retention
+from strongroom import catalog, envelope, layout, retention
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, load_config
 from strongroom.errors import PruneError
@@ -193,7 +193,7 @@ def _fake_snapshot(region_store, keyring: Keyring, taken: datetime) -> None:
     body = b"ciphertext"
     manifest = Manifest(
         snapshot_id=snapshot_id, database="bulkdb", taken_at=taken, server_version="15", pg_dump_version="15",
-        key_id=keyring.active_id, wrapped_key=crypto.wrap_key(keyring.active_key, keyring.active_id, b"k" * 32, b"x"),
+        key_id=keyring.active_id, wrapped_key=envelope.wrap_key(keyring.active_key, keyring.active_id, b"k" * 32, b"x"),
         dump=StoredObject(key, 10, 10, len(body), "0" * 64), tables={"public.t": 1},
     )
     region_store.put_bytes(key, body)

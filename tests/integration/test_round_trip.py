@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from strongroom import catalog, crypto, layout
+from strongroom import catalog, envelope, layout
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
@@ -60,8 +60,8 @@ def test_no_stored_byte_reveals_the_data(stack: Stack, shop_snapshot) -> None:
         for secret in secrets:
             assert secret not in data, (key, secret)
         if key.endswith(".srenc"):
-            assert data.startswith(crypto.MAGIC)
-            assert b"PGDMP" not in data and b"\x28\xb5\x2f\xfd" not in data[: crypto.HEADER_SIZE + 64]
+            assert data.startswith(envelope.MAGIC)
+            assert b"PGDMP" not in data and b"\x28\xb5\x2f\xfd" not in data[: envelope.HEADER_SIZE + 64]
             assert b"CREATE ROLE" not in data
 
 

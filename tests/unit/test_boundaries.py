@@ -117,3 +117,39 @@ def test_only_layout_spells_keys() -> None:
                     or (isinstance(before, ast.FormattedValue) and text.startswith(FOLDERS_AFTER_A_NAME))):
                 offenders.append(f"{name}:{node.lineno} {text!r}")
     assert offenders == []
+
+
+# Only ``envelope`` builds a cipher or a zstd (de)compressor for stored bytes: every flow that seals or
+# unseals calls it. bench/ is held to the same rule: a benchmark measures the pipeline the product runs.
+ROOT = LIBRARY.parents[1]
+SEALING_DIRS = ("include/strongroom", "dags", "plugins", "bench")
+CIPHER_MODULES = ("cryptography.hazmat.primitives.ciphers", "zstandard")
+
+
+def _sources(*dirs: str) -> dict[str, ast.Module]:
+    """Every Python file under ``dirs`` (recursively), parsed, by its path from the repository root."""
+    return {str(path.relative_to(ROOT)): ast.parse(path.read_text(), str(path))
+            for folder in dirs for path in sorted((ROOT / folder).rglob("*.py"))}
+
+
+def _imported_names(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """Every dotted name an import statement brings in, at the top or inside a function: ``import a.b`` is
+    ``a.b``, ``from a import b`` is ``a`` and ``a.b`` (``b`` may be a module or a name)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.lineno, node.module
+            yield from ((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+
+
+def test_only_the_envelope_builds_ciphers_and_compressors() -> None:
+    """No module but ``envelope`` imports ``zstandard``, ``cryptography.hazmat.primitives.ciphers`` (AES-GCM
+    and the rest) or a name ``AESGCM``: sealing and unsealing stored bytes happens in one place."""
+    offenders = sorted({
+        f"{path}:{line} imports {name}"
+        for path, tree in _sources(*SEALING_DIRS).items() if path != "include/strongroom/envelope.py"
+        for line, name in _imported_names(tree)
+        if name.startswith(CIPHER_MODULES) or name.rsplit(".", 1)[-1] == "AESGCM"
+    })
+    assert offenders == []

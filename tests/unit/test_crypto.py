@@ -15,18 +15,18 @@ from typing import Any
 
 import pytest
 
-from strongroom import crypto
+from strongroom import envelope
 from strongroom.catalog import Manifest, StoredObject, _canonical
 from strongroom.errors import IntegrityError, KeyringError
 from strongroom.keyring import KEY_BYTES, Keyring, generate_entry
 
 SEG = 64  # small segments keep the multi-segment cases fast
-CT_SEG = SEG + crypto.TAG_SIZE
-H = crypto.HEADER_SIZE
+CT_SEG = SEG + envelope.TAG_SIZE
+H = envelope.HEADER_SIZE
 SNAP = "20261126T140000Z-1a2b3c"
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
-AD = crypto.object_identity("dump", "shop", SNAP)
+AD = envelope.object_identity("dump", "shop", SNAP)
 SALT = bytes(range(100, 132))
 PREFIX = b"\x01\x02\x03\x04\x05\x06\x07"
 
@@ -36,12 +36,12 @@ def data(n: int, seed: int = 0) -> bytes:
 
 
 def encrypt(plain: bytes, segment_size: int = SEG, key: bytes = KEY, ad: bytes = AD) -> bytes:
-    enc = crypto.StreamEncryptor(key, ad, segment_size, salt=SALT, nonce_prefix=PREFIX)
+    enc = envelope.StreamEncryptor(key, ad, segment_size, salt=SALT, nonce_prefix=PREFIX)
     return enc.update(plain) + enc.finalize()
 
 
 def decrypt(ciphertext: bytes, key: bytes = KEY, ad: bytes = AD) -> bytes:
-    return crypto.decrypt_bytes(key, ad, ciphertext)
+    return envelope.decrypt_bytes(key, ad, ciphertext)
 
 
 def segments_of(ciphertext: bytes) -> tuple[bytes, list[bytes]]:
@@ -57,23 +57,23 @@ def test_stream_round_trip_small_segments(size: int) -> None:
     plain = data(size, size)
     ciphertext = encrypt(plain)
     segments = max(1, -(-size // SEG))
-    assert len(ciphertext) == H + size + crypto.TAG_SIZE * segments
+    assert len(ciphertext) == H + size + envelope.TAG_SIZE * segments
     assert decrypt(ciphertext) == plain
 
 
 def test_stream_round_trip_3_mib_default_segments() -> None:
     plain = data(3 * 2**20 + 1000)
-    ciphertext = crypto.encrypt_bytes(KEY, AD, plain)
-    assert len(ciphertext) == H + len(plain) + 4 * crypto.TAG_SIZE
-    assert struct.unpack(">I", ciphertext[9:13])[0] == crypto.SEGMENT_SIZE == 2**20
-    assert crypto.decrypt_bytes(KEY, AD, ciphertext) == plain
+    ciphertext = envelope.encrypt_bytes(KEY, AD, plain)
+    assert len(ciphertext) == H + len(plain) + 4 * envelope.TAG_SIZE
+    assert struct.unpack(">I", ciphertext[9:13])[0] == envelope.SEGMENT_SIZE == 2**20
+    assert envelope.decrypt_bytes(KEY, AD, ciphertext) == plain
 
 
 def test_stream_header_layout() -> None:
     header = encrypt(b"x")[:H]
     assert H == 52
-    assert header[0:8] == crypto.MAGIC == b"SRSTRM\x00\x01"
-    assert header[8] == crypto.VERSION == 1
+    assert header[0:8] == envelope.MAGIC == b"SRSTRM\x00\x01"
+    assert header[8] == envelope.VERSION == 1
     assert header[9:13] == SEG.to_bytes(4, "big")
     assert header[13:45] == SALT
     assert header[45:52] == PREFIX
@@ -81,7 +81,7 @@ def test_stream_header_layout() -> None:
 
 def test_stream_is_randomised_per_encryption() -> None:
     plain = data(200)
-    first, second = crypto.encrypt_bytes(KEY, AD, plain), crypto.encrypt_bytes(KEY, AD, plain)
+    first, second = envelope.encrypt_bytes(KEY, AD, plain), envelope.encrypt_bytes(KEY, AD, plain)
     assert first != second
     assert first[13:45] != second[13:45] and first[45:52] != second[45:52]
     assert decrypt(first) == decrypt(second) == plain
@@ -89,15 +89,15 @@ def test_stream_is_randomised_per_encryption() -> None:
 
 def test_encryptor_rejects_a_short_data_key() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
-        crypto.StreamEncryptor(KEY[:16], AD)
+        envelope.StreamEncryptor(KEY[:16], AD)
 
 
 def test_finalize_twice_is_refused() -> None:
-    enc = crypto.StreamEncryptor(KEY, AD, SEG)
+    enc = envelope.StreamEncryptor(KEY, AD, SEG)
     enc.finalize()
     with pytest.raises(ValueError, match="already finalized"):
         enc.finalize()
-    dec = crypto.StreamDecryptor(KEY, AD)
+    dec = envelope.StreamDecryptor(KEY, AD)
     dec.update(encrypt(b""))
     dec.finalize()
     with pytest.raises(ValueError, match="already finalized"):
@@ -128,33 +128,33 @@ def sizes_for(seed: int | None, most: int) -> Callable[[], int]:
 
 @pytest.mark.parametrize(("seed", "most"), [(None, 1), (1, 10), (2, 3 * SEG), (3, SEG + 1)])
 def test_incremental_encryption_matches_one_call(seed: int | None, most: int) -> None:
-    enc = crypto.StreamEncryptor(KEY, AD, SEG, salt=SALT, nonce_prefix=PREFIX)
+    enc = envelope.StreamEncryptor(KEY, AD, SEG, salt=SALT, nonce_prefix=PREFIX)
     out = b"".join(enc.update(piece) for piece in pieces(PLAIN, sizes_for(seed, most))) + enc.finalize()
     assert out == encrypt(PLAIN)
 
 
 @pytest.mark.parametrize(("seed", "most"), [(None, 1), (4, 10), (5, 3 * CT_SEG), (6, H + 1)])
 def test_incremental_decryption_matches_one_call(seed: int | None, most: int) -> None:
-    dec = crypto.StreamDecryptor(KEY, AD)
+    dec = envelope.StreamDecryptor(KEY, AD)
     out = b"".join(dec.update(piece) for piece in pieces(encrypt(PLAIN), sizes_for(seed, most)))
     assert out + dec.finalize() == PLAIN
 
 
 def test_incremental_encryption_at_default_segment_size() -> None:
     plain = data(3 * 2**20 + 5, 7)
-    one = crypto.StreamEncryptor(KEY, AD, salt=SALT, nonce_prefix=PREFIX)
+    one = envelope.StreamEncryptor(KEY, AD, salt=SALT, nonce_prefix=PREFIX)
     expected = one.update(plain) + one.finalize()
-    enc = crypto.StreamEncryptor(KEY, AD, salt=SALT, nonce_prefix=PREFIX)
+    enc = envelope.StreamEncryptor(KEY, AD, salt=SALT, nonce_prefix=PREFIX)
     out = b"".join(enc.update(p) for p in pieces(plain, sizes_for(8, 300_000))) + enc.finalize()
     assert out == expected
 
 
 def test_update_emits_only_segments_known_not_to_be_last() -> None:
-    enc = crypto.StreamEncryptor(KEY, AD, SEG, salt=SALT, nonce_prefix=PREFIX)
+    enc = envelope.StreamEncryptor(KEY, AD, SEG, salt=SALT, nonce_prefix=PREFIX)
     assert enc.update(b"a" * SEG) == enc.header  # a full segment may still be the last one
     assert len(enc.update(b"b")) == CT_SEG  # now it is not
-    assert len(enc.finalize()) == 1 + crypto.TAG_SIZE
-    dec = crypto.StreamDecryptor(KEY, AD)
+    assert len(enc.finalize()) == 1 + envelope.TAG_SIZE
+    dec = envelope.StreamDecryptor(KEY, AD)
     ciphertext = encrypt(PLAIN)
     assert dec.update(ciphertext[: H + CT_SEG]) == b""
     assert dec.update(ciphertext[H + CT_SEG : H + CT_SEG + 1]) == PLAIN[:SEG]
@@ -194,7 +194,7 @@ def with_segment_size(size: int) -> bytes:
 
 def splice_from(salt: bytes) -> bytes:
     """CIPHERTEXT with segment 1 taken from another stream (same key, identity and prefix, given salt)."""
-    enc = crypto.StreamEncryptor(KEY, AD, SEG, salt=salt, nonce_prefix=PREFIX)
+    enc = envelope.StreamEncryptor(KEY, AD, SEG, salt=salt, nonce_prefix=PREFIX)
     other = enc.update(PLAIN[::-1]) + enc.finalize()
     return CIPHERTEXT[: H + CT_SEG] + segments_of(other)[1][1] + CIPHERTEXT[H + 2 * CT_SEG :]
 
@@ -252,7 +252,7 @@ def test_damaged_stream_raises_integrity_error(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(DAMAGED))
 def test_damaged_stream_raises_when_fed_byte_by_byte(name: str) -> None:
-    dec = crypto.StreamDecryptor(KEY, AD)
+    dec = envelope.StreamDecryptor(KEY, AD)
     with pytest.raises(IntegrityError):
         for i in range(len(DAMAGED[name])):
             dec.update(DAMAGED[name][i : i + 1])
@@ -279,7 +279,7 @@ def test_boundary_cases_detect_truncation_and_extension(size: int) -> None:
     ],
 )
 def test_bad_header_is_refused_before_any_segment_is_buffered(name: str, message: str) -> None:
-    dec = crypto.StreamDecryptor(KEY, AD)
+    dec = envelope.StreamDecryptor(KEY, AD)
     with pytest.raises(IntegrityError, match=message):
         dec.update(DAMAGED[name][:H])
 
@@ -292,10 +292,10 @@ def test_wrong_data_key_raises() -> None:
 @pytest.mark.parametrize(
     "ad",
     [
-        crypto.object_identity("dump", "other", SNAP),
-        crypto.object_identity("dump", "shop", "20261126T140000Z-1a2b3d"),
-        crypto.object_identity("globals", "shop", SNAP),
-        crypto.object_identity("data-key", "shop", SNAP),
+        envelope.object_identity("dump", "other", SNAP),
+        envelope.object_identity("dump", "shop", "20261126T140000Z-1a2b3d"),
+        envelope.object_identity("globals", "shop", SNAP),
+        envelope.object_identity("data-key", "shop", SNAP),
         b"",
     ],
     ids=["other database", "other snapshot", "other kind", "data-key kind", "empty"],
@@ -307,8 +307,8 @@ def test_wrong_associated_data_raises(ad: bytes) -> None:
 
 
 def test_object_identity_layout() -> None:
-    assert crypto.object_identity("dump", "shop", SNAP) == b"strongroom/v1\x00dump\x00shop\x00" + SNAP.encode()
-    assert crypto.object_identity("globals", "café", SNAP) == (
+    assert envelope.object_identity("dump", "shop", SNAP) == b"strongroom/v1\x00dump\x00shop\x00" + SNAP.encode()
+    assert envelope.object_identity("globals", "café", SNAP) == (
         b"strongroom/v1\x00globals\x00caf\xc3\xa9\x00" + SNAP.encode()
     )
 
@@ -316,17 +316,17 @@ def test_object_identity_layout() -> None:
 # ---------- key wrap ----------
 
 KEK = bytes(range(200, 232))
-CONTEXT = crypto.object_identity("data-key", "shop", SNAP)
-WRAPPED = crypto.wrap_key(KEK, "k1", KEY, CONTEXT, nonce=bytes(range(12)))
+CONTEXT = envelope.object_identity("data-key", "shop", SNAP)
+WRAPPED = envelope.wrap_key(KEK, "k1", KEY, CONTEXT, nonce=bytes(range(12)))
 
 
 def test_wrap_round_trip_and_format() -> None:
-    assert crypto.unwrap_key(KEK, "k1", WRAPPED, CONTEXT) == KEY
+    assert envelope.unwrap_key(KEK, "k1", WRAPPED, CONTEXT) == KEY
     raw = base64.b64decode(WRAPPED, validate=True)
-    assert len(WRAPPED) == 80 and len(raw) == 12 + crypto.DATA_KEY_SIZE + crypto.TAG_SIZE
-    first, second = crypto.wrap_key(KEK, "k1", KEY, CONTEXT), crypto.wrap_key(KEK, "k1", KEY, CONTEXT)
+    assert len(WRAPPED) == 80 and len(raw) == 12 + envelope.DATA_KEY_SIZE + envelope.TAG_SIZE
+    first, second = envelope.wrap_key(KEK, "k1", KEY, CONTEXT), envelope.wrap_key(KEK, "k1", KEY, CONTEXT)
     assert first != second  # a fresh random nonce each time
-    assert crypto.unwrap_key(KEK, "k1", first, CONTEXT) == crypto.unwrap_key(KEK, "k1", second, CONTEXT) == KEY
+    assert envelope.unwrap_key(KEK, "k1", first, CONTEXT) == envelope.unwrap_key(KEK, "k1", second, CONTEXT) == KEY
 
 
 def rewrap(transform: Callable[[bytes], bytes]) -> str:
@@ -338,9 +338,9 @@ def rewrap(transform: Callable[[bytes], bytes]) -> str:
     [
         (OTHER_KEY, "k1", WRAPPED, CONTEXT),
         (KEK, "k2", WRAPPED, CONTEXT),
-        (KEK, "k1", WRAPPED, crypto.object_identity("data-key", "other", SNAP)),
-        (KEK, "k1", WRAPPED, crypto.object_identity("data-key", "shop", "20261126T140000Z-000000")),
-        (KEK, "k1", WRAPPED, crypto.object_identity("dump", "shop", SNAP)),
+        (KEK, "k1", WRAPPED, envelope.object_identity("data-key", "other", SNAP)),
+        (KEK, "k1", WRAPPED, envelope.object_identity("data-key", "shop", "20261126T140000Z-000000")),
+        (KEK, "k1", WRAPPED, envelope.object_identity("dump", "shop", SNAP)),
         (KEK, "k1", rewrap(lambda r: flip(r, 0)), CONTEXT),
         (KEK, "k1", rewrap(lambda r: flip(r, 20)), CONTEXT),
         (KEK, "k1", rewrap(lambda r: flip(r, len(r) - 1)), CONTEXT),
@@ -351,7 +351,7 @@ def rewrap(transform: Callable[[bytes], bytes]) -> str:
         (KEK, "k1", WRAPPED[:-2], CONTEXT),
         (KEK, "k1", WRAPPED + "!", CONTEXT),
         (KEK, "k1", "not base64 at all", CONTEXT),
-        (KEK, "k1", crypto.wrap_key(KEK, "k1", KEY[:16], CONTEXT), CONTEXT),
+        (KEK, "k1", envelope.wrap_key(KEK, "k1", KEY[:16], CONTEXT), CONTEXT),
     ],
     ids=[
         "wrong kek",
@@ -374,25 +374,25 @@ def rewrap(transform: Callable[[bytes], bytes]) -> str:
 )
 def test_unwrap_failure_raises_integrity_error(kek: bytes, key_id: str, wrapped: str, context: bytes) -> None:
     with pytest.raises(IntegrityError):
-        crypto.unwrap_key(kek, key_id, wrapped, context)
+        envelope.unwrap_key(kek, key_id, wrapped, context)
 
 
 def test_unwrap_error_names_the_key_id_not_the_key() -> None:
     with pytest.raises(IntegrityError) as excinfo:
-        crypto.unwrap_key(OTHER_KEY, "k1", WRAPPED, CONTEXT)
+        envelope.unwrap_key(OTHER_KEY, "k1", WRAPPED, CONTEXT)
     assert "'k1'" in str(excinfo.value)
     assert base64.b64encode(OTHER_KEY).decode() not in str(excinfo.value)
 
 
 def test_mac_is_hmac_under_a_derived_key() -> None:
-    tag = crypto.mac(KEK, b"payload")
+    tag = envelope.mac(KEK, b"payload")
     assert re.fullmatch(r"[0-9a-f]{64}", tag)
-    assert crypto.verify_mac(KEK, b"payload", tag)
-    assert not crypto.verify_mac(KEK, b"payload!", tag)
-    assert not crypto.verify_mac(OTHER_KEY, b"payload", tag)
-    assert not crypto.verify_mac(KEK, b"payload", tag.upper())
-    assert not crypto.verify_mac(KEK, b"payload", "é" * 64)  # non-ASCII is a mismatch, not a TypeError
-    assert tag == hmac.new(crypto._hkdf(KEK, crypto.MAC_INFO), b"payload", hashlib.sha256).hexdigest()
+    assert envelope.verify_mac(KEK, b"payload", tag)
+    assert not envelope.verify_mac(KEK, b"payload!", tag)
+    assert not envelope.verify_mac(OTHER_KEY, b"payload", tag)
+    assert not envelope.verify_mac(KEK, b"payload", tag.upper())
+    assert not envelope.verify_mac(KEK, b"payload", "é" * 64)  # non-ASCII is a mismatch, not a TypeError
+    assert tag == hmac.new(envelope.hkdf(KEK, envelope.MAC_INFO), b"payload", hashlib.sha256).hexdigest()
     assert tag != hmac.new(KEK, b"payload", hashlib.sha256).hexdigest()  # the KEK is never used raw
 
 
@@ -412,7 +412,7 @@ def make_manifest(**changes: Any) -> Manifest:
         "server_version": "17.2",
         "pg_dump_version": "17.2",
         "key_id": K_NEW,
-        "wrapped_key": crypto.wrap_key(KEYRING.active_key, K_NEW, KEY, CONTEXT, nonce=bytes(12)),
+        "wrapped_key": envelope.wrap_key(KEYRING.active_key, K_NEW, KEY, CONTEXT, nonce=bytes(12)),
         "dump": StoredObject(f"databases/shop/data/{SNAP}/dump.zst.srenc", 1000, 400, 468, "ab" * 32),
         "tables": {"public.orders": 3, "public.customers": 2},
         "globals": StoredObject(f"databases/shop/data/{SNAP}/globals.sql.zst.srenc", 50, 40, 108, "cd" * 32),
@@ -435,7 +435,7 @@ def test_manifest_round_trip() -> None:
     doc = json.loads(RAW)
     assert doc["mac_key_id"] == K_NEW and doc["encryption"]["key_id"] == K_NEW
     body = {k: v for k, v in doc.items() if k != "mac"}
-    assert crypto.verify_mac(KEYRING.active_key, _canonical(body), doc["mac"])
+    assert envelope.verify_mac(KEYRING.active_key, _canonical(body), doc["mac"])
 
 
 def test_manifest_layout_does_not_matter_only_content() -> None:
@@ -471,7 +471,7 @@ TAMPERING: dict[str, Callable[[dict[str, Any]], None]] = {
     "database": edit(("database",), "shop2"),
     "snapshot_id": edit(("snapshot_id",), "20261126T140000Z-1a2b3d"),
     "wrapped_key": edit(
-        ("encryption", "wrapped_key"), crypto.wrap_key(KEYRING.active_key, K_NEW, KEY, CONTEXT, nonce=bytes([1]) * 12)
+        ("encryption", "wrapped_key"), envelope.wrap_key(KEYRING.active_key, K_NEW, KEY, CONTEXT, nonce=bytes([1]) * 12)
     ),
     "key_id": edit(("encryption", "key_id"), K_OLD),
     "dump sha256": edit(("dump", "sha256"), "cd" * 32),
@@ -505,7 +505,7 @@ def test_manifest_with_a_valid_mac_but_unknown_format_raises() -> None:
     doc = json.loads(RAW)
     doc.pop("mac")
     doc["format"] = "strongroom.snapshot/2"
-    doc["mac"] = crypto.mac(KEYRING.active_key, _canonical(doc))
+    doc["mac"] = envelope.mac(KEYRING.active_key, _canonical(doc))
     with pytest.raises(IntegrityError, match="unsupported format"):
         Manifest.from_json(json.dumps(doc).encode(), KEYRING, "where")
 

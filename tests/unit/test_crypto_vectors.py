@@ -5,7 +5,7 @@ Two independent checks of every vector in ``tests/unit/vectors/``:
 (a) the library reproduces it exactly (same ciphertext from the same salt, prefix and nonce; same manifest
     bytes and MAC), and decrypts it;
 (b) a reference decoder written here from ``docs/encryption-format.md`` alone (the ``ref_*`` functions), with
-    only AES-GCM, HKDF-SHA256 and HMAC-SHA256 from ``cryptography``/``hmac`` and never ``strongroom.crypto``,
+    only AES-GCM, HKDF-SHA256 and HMAC-SHA256 from ``cryptography``/``hmac`` and never ``strongroom.envelope``,
     decrypts and verifies it.
 
 If (a) fails the code changed the format; if (b) fails the code and the document disagree.
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom import crypto
+from strongroom import envelope, objects
 from strongroom.catalog import Manifest, _canonical
 from strongroom.keyring import Keyring
 
@@ -222,6 +222,37 @@ def ref_decrypt_snapshot(
     return out
 
 
+REF_OBJECT_MAGIC = bytes.fromhex("53524f424a00010a")  # "SROBJ" 0x00 0x01 "\n"
+
+
+def ref_content_id(kek: bytes, plain: bytes) -> str:
+    """Section 9.4: hex HMAC-SHA256 under HKDF(keyring key, no salt, "strongroom content-id v1")."""
+    return hmac.new(ref_hkdf(kek, b"strongroom content-id v1"), plain, hashlib.sha256).hexdigest()
+
+
+def ref_unseal_object(keys: Mapping[str, bytes], identity: bytes, blob: bytes) -> bytes:
+    """Section 9.3, "opening an object container": the plaintext."""
+    if len(blob) < 12 or blob[:8] != REF_OBJECT_MAGIC:
+        raise RefError("not an object container")
+    length = int.from_bytes(blob[8:12], "big")
+    if len(blob) < 12 + length:
+        raise RefError("truncated container header")
+    try:
+        header = json.loads(blob[12 : 12 + length].decode("utf-8"))
+        key_id, wrapped = header["key_id"], header["wrapped_key"]
+    except (ValueError, KeyError, TypeError):
+        raise RefError("malformed container header") from None
+    if not isinstance(key_id, str) or not isinstance(wrapped, str) or key_id not in keys:
+        raise RefError("malformed container header or unknown key id")
+    data_key = ref_unwrap(keys[key_id], key_id, wrapped, identity)  # the context is the object identity
+    packed = ref_decrypt_stream(data_key, identity, blob[12 + length :])
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    plain = decompressor.decompress(packed)
+    if not decompressor.eof or decompressor.unused_data:
+        raise RefError("not exactly one complete zstd frame")
+    return plain
+
+
 # --------------------------------------------------------------------------------------------------------
 # Vectors
 # --------------------------------------------------------------------------------------------------------
@@ -269,7 +300,7 @@ def ciphertext_of(name: str) -> bytes:
     vector = next(v for v in stream_vectors() if v["name"] == name)
     if "ciphertext" in vector:
         return bytes.fromhex(vector["ciphertext"])
-    enc = crypto.StreamEncryptor(
+    enc = envelope.StreamEncryptor(
         bytes.fromhex(vector["data_key"]),
         bytes.fromhex(vector["associated_data"]),
         vector["segment_size"],
@@ -281,8 +312,17 @@ def ciphertext_of(name: str) -> bytes:
     return ciphertext
 
 
+def object_vectors() -> list[dict[str, Any]]:
+    return list(load("object.json")["vectors"])
+
+
 STREAM_NAMES = [v["name"] for v in stream_vectors()]
 WRAP_NAMES = [v["name"] for v in wrap_vectors()]
+OBJECT_NAMES = [v["name"] for v in object_vectors()]
+
+
+def object_vector(name: str) -> dict[str, Any]:
+    return next(v for v in object_vectors() if v["name"] == name)
 
 
 def stream_vector(name: str) -> dict[str, Any]:
@@ -301,7 +341,7 @@ def test_vector_set_covers_the_required_cases() -> None:
     assert any(n == s for n, s in lengths)
     assert any(n > s and n % s for n, s in lengths)
     assert any(n > s and n % s == 0 for n, s in lengths)
-    assert any(s == crypto.SEGMENT_SIZE and n > 2 * s for n, s in lengths)
+    assert any(s == envelope.SEGMENT_SIZE and n > 2 * s for n, s in lengths)
     assert {v["identity"]["kind"] for v in vectors} == {"dump", "globals"}
     assert len(wrap_vectors()) >= 1
     for vector in vectors:
@@ -318,9 +358,9 @@ def test_library_reproduces_stream_vector(name: str) -> None:
     data_key = bytes.fromhex(vector["data_key"])
     ad = bytes.fromhex(vector["associated_data"])
     ident = vector["identity"]
-    assert crypto.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == ad
+    assert envelope.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == ad
     plain = plaintext_of(vector)
-    enc = crypto.StreamEncryptor(
+    enc = envelope.StreamEncryptor(
         data_key,
         ad,
         vector["segment_size"],
@@ -330,7 +370,7 @@ def test_library_reproduces_stream_vector(name: str) -> None:
     assert enc.header.hex() == vector["header"]
     ciphertext = enc.update(plain) + enc.finalize()
     check_ciphertext(vector, ciphertext)
-    assert crypto.decrypt_bytes(data_key, ad, ciphertext) == plain
+    assert envelope.decrypt_bytes(data_key, ad, ciphertext) == plain
 
 
 @pytest.mark.parametrize("name", WRAP_NAMES)
@@ -339,15 +379,15 @@ def test_library_reproduces_wrap_vector(name: str) -> None:
     kek = bytes.fromhex(vector["kek"])
     context = bytes.fromhex(vector["context"])
     ident = vector["identity"]
-    assert crypto.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == context
+    assert envelope.object_identity(ident["kind"], ident["database"], ident["snapshot_id"]) == context
     keyring = Keyring.from_extra(
         {"active": vector["key_id"], "keys": {vector["key_id"]: vector["kek_base64"]}}
     )
     assert keyring.active_key == kek
     data_key = bytes.fromhex(vector["data_key"])
     nonce = bytes.fromhex(vector["nonce"])
-    assert crypto.wrap_key(kek, vector["key_id"], data_key, context, nonce=nonce) == vector["wrapped"]
-    assert crypto.unwrap_key(kek, vector["key_id"], vector["wrapped"], context) == data_key
+    assert envelope.wrap_key(kek, vector["key_id"], data_key, context, nonce=nonce) == vector["wrapped"]
+    assert envelope.unwrap_key(kek, vector["key_id"], vector["wrapped"], context) == data_key
 
 
 def test_library_reproduces_manifest_mac_vector() -> None:
@@ -360,7 +400,7 @@ def test_library_reproduces_manifest_mac_vector() -> None:
     assert doc.pop("mac") == vector["mac"]
     assert doc["mac_key_id"] == vector["mac_key_id"] == keyring.active_id
     assert _canonical(doc).decode("ascii") == vector["canonical_payload"]
-    assert crypto.mac(keyring.key(vector["mac_key_id"]), _canonical(doc)) == vector["mac"]
+    assert envelope.mac(keyring.key(vector["mac_key_id"]), _canonical(doc)) == vector["mac"]
 
 
 def test_library_reads_snapshot_vector() -> None:
@@ -369,7 +409,7 @@ def test_library_reads_snapshot_vector() -> None:
     raw = vector["manifest_json"].encode("ascii")
     manifest = Manifest.from_json(raw, keyring, vector["manifest_key"])
     assert manifest.to_json(keyring) == raw
-    data_key = crypto.unwrap_key(
+    data_key = envelope.unwrap_key(
         keyring.key(manifest.key_id), manifest.key_id, manifest.wrapped_key, manifest.identity
     )
     assert data_key.hex() == vector["data_key"]
@@ -380,16 +420,43 @@ def test_library_reads_snapshot_vector() -> None:
         assert entry is not None and entry.key == key
         stored = bytes.fromhex(obj["stored"])
         assert (len(stored), hashlib.sha256(stored).hexdigest()) == (entry.stored_size, entry.sha256)
-        packed = crypto.decrypt_bytes(data_key, manifest.object_identity(obj["kind"]), stored)
+        packed = envelope.decrypt_bytes(data_key, manifest.object_identity(obj["kind"]), stored)
         assert packed.hex() == obj["compressed"] and len(packed) == entry.compressed_size
         plain = zstandard.ZstdDecompressor().decompressobj().decompress(packed)
         assert plain.hex() == obj["plaintext"] and len(plain) == entry.plain_size
         # same salt and prefix (read from the header) give the same bytes
         _, segment_size, salt, prefix = ref_parse_header(stored)
-        enc = crypto.StreamEncryptor(
+        enc = envelope.StreamEncryptor(
             data_key, manifest.object_identity(obj["kind"]), segment_size, salt=salt, nonce_prefix=prefix
         )
         assert enc.update(packed) + enc.finalize() == stored
+
+
+@pytest.mark.parametrize("name", OBJECT_NAMES)
+def test_library_reproduces_object_vector(name: str) -> None:
+    vector = object_vector(name)
+    keyring = Keyring.from_extra(load("object.json")["keyring"])
+    ident = vector["identity"]
+    identity = envelope.object_identity(ident["kind"], ident["source"], ident["name"])
+    assert identity.hex() == vector["associated_data"]
+    stored, plain = bytes.fromhex(vector["stored"]), bytes.fromhex(vector["plaintext"])
+    parts: list[bytes] = []
+    sealer = envelope.ObjectSealer(
+        keyring,
+        identity,
+        parts.append,
+        data_key=bytes.fromhex(vector["data_key"]),
+        wrap_nonce=base64.b64decode(vector["wrapped_key"])[:12],
+        salt=bytes.fromhex(vector["salt"]),
+        nonce_prefix=bytes.fromhex(vector["nonce_prefix"]),
+    )
+    sealer.write(plain)
+    sealer.close()
+    # "stored" embeds zstd output (zstandard as pinned in requirements.txt); see generate.py
+    assert b"".join(parts) == stored
+    assert envelope.unseal_object(stored, keyring, identity, name) == plain
+    if ident["kind"] == "content":
+        assert objects.content_id(objects.id_key(keyring)[1], plain) == ident["name"]
 
 
 # ---------- (b) the reference decoder, written from the spec, reads every vector ----------
@@ -491,6 +558,72 @@ def test_reference_refuses_damaged_vectors() -> None:
         )
 
 
+def test_object_vector_set_covers_the_required_cases() -> None:
+    vectors = object_vectors()
+    assert {v["identity"]["kind"] for v in vectors} == {"content", "points"}
+    assert any(v["plaintext"] == "" for v in vectors)
+    assert any(len(v["plaintext"]) // 2 > len(v["compressed"]) // 2 for v in vectors)  # zstd did compress
+
+
+@pytest.mark.parametrize("name", OBJECT_NAMES)
+def test_reference_unseals_object_vector(name: str) -> None:
+    doc = load("object.json")
+    vector = object_vector(name)
+    keys = ref_keyring(doc["keyring"])
+    ident = vector["identity"]
+    identity = ref_identity(ident["kind"], ident["source"], ident["name"])
+    assert identity.hex() == vector["associated_data"]
+    stored = bytes.fromhex(vector["stored"])
+    assert stored[:8] == REF_OBJECT_MAGIC
+    length = int.from_bytes(stored[8:12], "big")
+    assert (length, stored[12 : 12 + length].decode("ascii")) == (vector["header_length"], vector["header_json"])
+    assert json.loads(vector["header_json"]) == {"key_id": vector["key_id"], "wrapped_key": vector["wrapped_key"]}
+    assert vector["key_id"] == doc["keyring"]["active"]
+    kek = keys[vector["key_id"]]
+    assert ref_unwrap(kek, vector["key_id"], vector["wrapped_key"], identity).hex() == vector["data_key"]
+    stream = stored[12 + length :]
+    _, segment_size, salt, prefix = ref_parse_header(stream)
+    assert (segment_size, salt.hex(), prefix.hex()) == (2**20, vector["salt"], vector["nonce_prefix"])
+    packed = ref_decrypt_stream(bytes.fromhex(vector["data_key"]), identity, stream)
+    assert packed.hex() == vector["compressed"]
+    plain = ref_unseal_object(keys, identity, stored)
+    assert plain.hex() == vector["plaintext"]
+    if ident["kind"] == "content":
+        assert ref_hkdf(kek, b"strongroom content-id v1").hex() == doc["content_id_key"]
+        assert ref_content_id(kek, plain) == ident["name"]
+
+
+def test_reference_refuses_damaged_object_containers() -> None:
+    doc = load("object.json")
+    keys = ref_keyring(doc["keyring"])
+    vector = object_vector("content")
+    ident = vector["identity"]
+    identity = ref_identity(ident["kind"], ident["source"], ident["name"])
+    stored = bytes.fromhex(vector["stored"])
+    length = vector["header_length"]
+    other_key = json.dumps({"key_id": "k20250601-0a0b0c", "wrapped_key": vector["wrapped_key"]}).encode()
+    flipped = bytearray(stored)
+    flipped[12 + length + 60] ^= 1
+    for damaged in (
+        b"X" + stored[1:],  # magic
+        stored[: 12 + length - 1],  # header cut short
+        stored[:8] + len(other_key).to_bytes(4, "big") + other_key + stored[12 + length :],  # another key id
+        bytes(flipped),  # a flipped bit in the stream
+        stored[:-1],  # truncated
+        stored + b"\x00",  # extended
+    ):
+        with pytest.raises(RefError):
+            ref_unseal_object(keys, identity, damaged)
+    with pytest.raises(RefError):  # moved to another name
+        ref_unseal_object(keys, ref_identity("content", ident["source"], "0" * 64), stored)
+    data_key = bytes.fromhex(vector["data_key"])
+    packed = bytes.fromhex(vector["compressed"])
+    header = stored[: 12 + length]
+    for frame in (packed[:-1], packed + b"\x00"):  # authentic stream, incomplete or extended zstd frame
+        with pytest.raises(RefError):
+            ref_unseal_object(keys, identity, header + envelope.encrypt_bytes(data_key, identity, frame))
+
+
 @pytest.mark.parametrize("segment_size", [1, 16, 64, 1000])
 def test_reference_decrypts_library_output(segment_size: int) -> None:
     rng = random.Random(segment_size)
@@ -507,7 +640,7 @@ def test_reference_decrypts_library_output(segment_size: int) -> None:
         data_key = rng.randbytes(32)
         plain = rng.randbytes(length)
         assert (
-            ref_decrypt_stream(data_key, identity, crypto.encrypt_bytes(data_key, identity, plain)) == plain
+            ref_decrypt_stream(data_key, identity, envelope.encrypt_bytes(data_key, identity, plain)) == plain
         )
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from strongroom import crypto, records
+from strongroom import envelope, records
 from strongroom.errors import IntegrityError
 from strongroom.keyring import Keyring
 
@@ -48,6 +48,6 @@ def test_a_manifest_mac_is_not_a_record_mac() -> None:
     keyring = Keyring.from_extra({"active": "a", "keys": {"a": base64.b64encode(os.urandom(32)).decode()}})
     doc = {"seal": {"kind": "run", "key": "k", "mac_key_id": "a"}}
     payload = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    doc["seal"]["mac"] = crypto.mac(keyring.active_key, payload)
+    doc["seal"]["mac"] = envelope.mac(keyring.active_key, payload)
     with pytest.raises(IntegrityError, match="failed authentication"):
         records.unseal(json.dumps(doc).encode(), keyring, kind="run", key="k")

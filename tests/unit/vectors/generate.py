@@ -6,8 +6,9 @@ Run once, from the repository root, and commit the JSON files it writes next to 
 
 Everything is deterministic: keys, salts, nonce prefixes and wrap nonces are SHA-256 of fixed labels,
 timestamps are fixed, and plaintexts are literals or a formula. Re-running it must not change the stream,
-key-wrap or manifest-MAC files. ``snapshot.json`` embeds zstd output, which may differ between zstd
-versions; the vector stays valid either way because it stores the compressed bytes it encrypted.
+key-wrap or manifest-MAC files. ``snapshot.json`` and ``object.json`` embed zstd output, which may differ
+between zstd versions; the vectors stay valid either way because they store the compressed bytes they
+encrypted.
 
 The vectors pin the *format*, so regenerate only on a deliberate format change (and bump the version).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import sys
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ import zstandard
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom import crypto
+from strongroom import envelope
 from strongroom.catalog import Manifest, StoredObject, _canonical
 from strongroom.keyring import Keyring
 
@@ -55,7 +57,7 @@ def identity(kind: str, database: str, snapshot_id: str) -> dict[str, str]:
 
 
 def ad_of(ident: dict[str, str]) -> bytes:
-    return crypto.object_identity(ident["kind"], ident["database"], ident["snapshot_id"])
+    return envelope.object_identity(ident["kind"], ident["database"], ident["snapshot_id"])
 
 
 def stream_vector(
@@ -68,12 +70,12 @@ def stream_vector(
     formula: bool = False,
 ) -> dict[str, Any]:
     data_key = fixed(f"{name}/data key", 32)
-    salt = fixed(f"{name}/salt", crypto.SALT_SIZE)
-    prefix = fixed(f"{name}/nonce prefix", crypto.NONCE_PREFIX_SIZE)
+    salt = fixed(f"{name}/salt", envelope.SALT_SIZE)
+    prefix = fixed(f"{name}/nonce prefix", envelope.NONCE_PREFIX_SIZE)
     ad = ad_of(ident)
-    enc = crypto.StreamEncryptor(data_key, ad, segment_size, salt=salt, nonce_prefix=prefix)
+    enc = envelope.StreamEncryptor(data_key, ad, segment_size, salt=salt, nonce_prefix=prefix)
     ciphertext = enc.update(plaintext) + enc.finalize()
-    assert crypto.decrypt_bytes(data_key, ad, ciphertext) == plaintext
+    assert envelope.decrypt_bytes(data_key, ad, ciphertext) == plaintext
     segments = max(1, -(-len(plaintext) // segment_size))
     vector: dict[str, Any] = {
         "name": name,
@@ -85,7 +87,7 @@ def stream_vector(
         "salt": salt.hex(),
         "nonce_prefix": prefix.hex(),
         "header": enc.header.hex(),
-        "subkey": hkdf(data_key, crypto.STREAM_INFO + b"\x00" + ad, salt).hex(),
+        "subkey": hkdf(data_key, envelope.STREAM_INFO + b"\x00" + ad, salt).hex(),
         "segments": segments,
         "plaintext_length": len(plaintext),
         "ciphertext_length": len(ciphertext),
@@ -101,7 +103,7 @@ def stream_vector(
 
 
 def stream_vectors() -> dict[str, Any]:
-    mib = crypto.SEGMENT_SIZE
+    mib = envelope.SEGMENT_SIZE
     dump = identity("dump", "shop", SNAPSHOT_ID)
     return {
         "description": "SRSTRM v1 streams: AES-256-GCM segments under an HKDF-SHA256 subkey; bytes in hex.",
@@ -153,9 +155,9 @@ def wrap_vector(name: str, key_id: str, ident: dict[str, str]) -> dict[str, Any]
     data_key = fixed(f"{name}/data key", 32)
     nonce = fixed(f"{name}/nonce", 12)
     context = ad_of(ident)
-    wrapped = crypto.wrap_key(kek, key_id, data_key, context, nonce=nonce)
-    assert crypto.unwrap_key(kek, key_id, wrapped, context) == data_key
-    aad = crypto.WRAP_INFO + b"\x00" + key_id.encode() + b"\x00" + context
+    wrapped = envelope.wrap_key(kek, key_id, data_key, context, nonce=nonce)
+    assert envelope.unwrap_key(kek, key_id, wrapped, context) == data_key
+    aad = envelope.WRAP_INFO + b"\x00" + key_id.encode() + b"\x00" + context
     return {
         "name": name,
         "kek": kek.hex(),
@@ -165,7 +167,7 @@ def wrap_vector(name: str, key_id: str, ident: dict[str, str]) -> dict[str, Any]
         "context": context.hex(),
         "data_key": data_key.hex(),
         "nonce": nonce.hex(),
-        "wrap_key": hkdf(kek, crypto.WRAP_INFO).hex(),
+        "wrap_key": hkdf(kek, envelope.WRAP_INFO).hex(),
         "aad": aad.hex(),
         "wrapped": wrapped,
     }
@@ -198,7 +200,7 @@ def manifest_mac_vector() -> dict[str, Any]:
     extra = keyring_extra("k20250601-0a0b0c", "k20261126-a1b2c3")
     keyring = Keyring.from_extra(extra)
     ident = identity("data-key", "shop", SNAPSHOT_ID)
-    wrapped = crypto.wrap_key(
+    wrapped = envelope.wrap_key(
         keyring.active_key,
         keyring.active_id,
         fixed("mac/data key", 32),
@@ -242,13 +244,13 @@ def manifest_mac_vector() -> dict[str, Any]:
     doc = json.loads(raw)
     mac = doc.pop("mac")
     payload = _canonical(doc)
-    assert crypto.verify_mac(keyring.active_key, payload, mac)
+    assert envelope.verify_mac(keyring.active_key, payload, mac)
     return {
         "description": "A manifest authenticated with HMAC-SHA256 under HKDF-SHA256(keyring key).",
         "spec": "docs/encryption-format.md",
         "keyring": extra,
         "mac_key_id": keyring.active_id,
-        "mac_key": hkdf(keyring.active_key, crypto.MAC_INFO).hex(),
+        "mac_key": hkdf(keyring.active_key, envelope.MAC_INFO).hex(),
         "manifest_json": raw.decode("ascii"),
         "canonical_payload": payload.decode("ascii"),
         "mac": mac,
@@ -271,8 +273,8 @@ def snapshot_vector() -> dict[str, Any]:
         ("globals", "globals.sql.zst.srenc", globals_plain),
     ):
         packed = zstandard.ZstdCompressor(level=3).compress(plain)
-        ad = crypto.object_identity(kind, database, SNAPSHOT_ID)
-        enc = crypto.StreamEncryptor(
+        ad = envelope.object_identity(kind, database, SNAPSHOT_ID)
+        enc = envelope.StreamEncryptor(
             data_key,
             ad,
             salt=fixed(f"snapshot/{kind}/salt", 32),
@@ -294,11 +296,11 @@ def snapshot_vector() -> dict[str, Any]:
         server_version="17.2",
         pg_dump_version="17.2",
         key_id=keyring.active_id,
-        wrapped_key=crypto.wrap_key(
+        wrapped_key=envelope.wrap_key(
             keyring.active_key,
             keyring.active_id,
             data_key,
-            crypto.object_identity("data-key", database, SNAPSHOT_ID),
+            envelope.object_identity("data-key", database, SNAPSHOT_ID),
             nonce=fixed("snapshot/wrap nonce", 12),
         ),
         dump=stored_objects["dump"],
@@ -319,6 +321,77 @@ def snapshot_vector() -> dict[str, Any]:
     }
 
 
+OBJECT_SOURCE = "media-prod"
+CONTENT_ID_INFO = b"strongroom content-id v1"
+
+
+def object_vector(
+    name: str, comment: str, keyring: Keyring, kind: str, part: str | None, plain: bytes
+) -> dict[str, Any]:
+    """One object container, sealed by the library with fixed inputs. ``part`` None: a content, named by
+    its content id."""
+    id_key = hkdf(keyring.active_key, CONTENT_ID_INFO)
+    part = part if part is not None else hmac.new(id_key, plain, hashlib.sha256).hexdigest()
+    ad = envelope.object_identity(kind, OBJECT_SOURCE, part)
+    data_key = fixed(f"object/{name}/data key", 32)
+    parts: list[bytes] = []
+    sealer = envelope.ObjectSealer(
+        keyring,
+        ad,
+        parts.append,
+        data_key=data_key,
+        wrap_nonce=fixed(f"object/{name}/wrap nonce", 12),
+        salt=fixed(f"object/{name}/salt", envelope.SALT_SIZE),
+        nonce_prefix=fixed(f"object/{name}/nonce prefix", envelope.NONCE_PREFIX_SIZE),
+    )
+    sealer.write(plain)
+    sealer.close()
+    blob = b"".join(parts)
+    assert envelope.unseal_object(blob, keyring, ad, name) == plain
+    length = int.from_bytes(blob[8:12], "big")
+    header = blob[12 : 12 + length]
+    stream = blob[12 + length :]
+    return {
+        "name": name,
+        "comment": comment,
+        "identity": {"kind": kind, "source": OBJECT_SOURCE, "name": part},
+        "associated_data": ad.hex(),
+        "data_key": data_key.hex(),
+        "key_id": json.loads(header)["key_id"],
+        "wrapped_key": json.loads(header)["wrapped_key"],
+        "header_length": length,
+        "header_json": header.decode("ascii"),
+        "salt": stream[13:45].hex(),
+        "nonce_prefix": stream[45:52].hex(),
+        "plaintext": plain.hex(),
+        "compressed": envelope.decrypt_bytes(data_key, ad, stream).hex(),
+        "stored": blob.hex(),
+    }
+
+
+def object_vectors() -> dict[str, Any]:
+    extra = keyring_extra("k20250601-0a0b0c", "k20261126-a1b2c3")
+    keyring = Keyring.from_extra(extra)
+    content = b"Strongroom object container test vector: one content, stored once however many keys hold it.\n" * 3
+    index = (
+        b'{"format":"strongroom.points/1","source":"media-prod","taken_at":"2026-11-26T14:00:03+00:00",'
+        b'"id_key_id":"k20261126-a1b2c3","entries":{"reports/2026/q4.pdf":'
+        b'["2f43e224ff3965a7634d25387376947795fc7cf948fb29677b05799445b4a275","3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY",279]}}'
+    )
+    return {
+        "description": "Object-storage containers (SROBJ v1): a content and a point index, sealed; bytes in hex.",
+        "spec": "docs/encryption-format.md",
+        "keyring": extra,
+        "content_id_key": hkdf(keyring.active_key, CONTENT_ID_INFO).hex(),
+        "vectors": [
+            object_vector("content", "a content: its name is its content id", keyring, "content", None, content),
+            object_vector("empty-content", "an empty content: a zstd frame of no bytes", keyring, "content", None, b""),
+            object_vector("point-index", "a point index, named by its UTC second", keyring, "points",
+                          "20261126T140003Z", index),
+        ],
+    }
+
+
 def write(name: str, doc: dict[str, Any]) -> None:
     path = HERE / name
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -330,6 +403,7 @@ def main() -> int:
     write("key-wrap.json", wrap_vectors())
     write("manifest-mac.json", manifest_mac_vector())
     write("snapshot.json", snapshot_vector())
+    write("object.json", object_vectors())
     return 0
 
 
