@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError
+from strongroom.progress import duration_text
 
 if TYPE_CHECKING:
     from strongroom.config import Config
@@ -204,7 +205,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             taken = datetime.fromisoformat(r["taken_at"]).strftime("%Y-%m-%d %H:%M:%S")
             print(
-                f"{r['database']:<16} {r['snapshot_id']:<26} {taken:<20} {_age(r['age_seconds']):>8} "
+                f"{r['database']:<16} {r['snapshot_id']:<26} {taken:<20} {duration_text(r['age_seconds']):>8} "
                 f"{r['stored_bytes']:>12} {r['tables']:>6} {r['rows']:>12}"
             )
         if not rows:
@@ -222,14 +223,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _warn(text: str) -> None:
     red = sys.stderr.isatty()
     sys.stderr.write(("\033[31m" if red else "") + f"strongroom: warning: {text}" + ("\033[0m" if red else "") + "\n")
-
-
-def _age(seconds: int) -> str:
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -325,7 +318,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     failed = []
     for entry in [*board["databases"], *board["buckets"]]:
         for row in entry["regions"]:
-            age = _age(row["age_seconds"]) if row["age_seconds"] is not None else "-"
+            age = duration_text(row["age_seconds"]) if row["age_seconds"] is not None else "-"
             line = (f"{row['database']:<16} {row['region']:<14} {row['newest'] or '-':<26} {age:>8} "
                     f"{len(row['gaps']):>5}  {row['last_error'] or ''}")
             if (row["last_error"] or "").startswith("FAILED"):

@@ -36,6 +36,7 @@ from strongroom.errors import (
     StrongroomError,
 )
 from strongroom.keyring import Keyring
+from strongroom.progress import duration_text
 from strongroom.storage import ObjectStore, Upload, Version
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         ordered = _manifest_last(entry.versions)
         if entry.taken_at is not None:
             if entry.taken_at < cutoff:
-                reason = (f"taken {entry.taken_at.isoformat()}, older than the retention of {_human(retention)} "
+                reason = (f"taken {entry.taken_at.isoformat()}, older than the retention of {duration_text(retention)} "
                           f"(expired {(entry.taken_at + retention).isoformat()})")
                 deletions.append(Deletion(catalog_.region, "snapshot", database, snapshot_id, reason, ordered))
             else:
@@ -157,7 +158,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         elif entry.abandoned is not None and entry.problem is None:
             named = tuple(v for v in ordered if v[0] in entry.abandoned)
             reason = (f"abandoned: never committed here, its authenticated pending record was last written "
-                      f"{entry.newest_write.isoformat()}, more than the run timeout ({_human(grace)}) ago")
+                      f"{entry.newest_write.isoformat()}, more than the run timeout ({duration_text(grace)}) ago")
             deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, named))
             if len(named) < len(ordered):
                 held.append(f"{catalog_.region}: {database} {snapshot_id}: objects its pending record does not "
@@ -170,7 +171,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, ordered))
     for upload in catalog_.uploads:
         if upload.initiated < now - grace:
-            reason = f"unfinished upload begun {upload.initiated.isoformat()}, more than {_human(grace)} ago"
+            reason = f"unfinished upload begun {upload.initiated.isoformat()}, more than {duration_text(grace)} ago"
             deletions.append(Deletion(catalog_.region, "upload", "", "", reason, upload=(upload.key, upload.upload_id)))
     for key, versions in sorted(catalog_.records.items()):
         made = layout.record_time(key)
@@ -222,14 +223,6 @@ def _plan_sources(catalog_: RegionCatalog, cutoff: datetime, grace: timedelta, n
 def _manifest_last(versions: Iterable[Version]) -> tuple[tuple[str, str | None], ...]:
     ordered = sorted(versions, key=lambda v: (layout.is_manifest_key(v.key), v.key, v.last_modified))
     return tuple((v.key, v.version_id) for v in ordered)
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # ---- effects ------------------------------------------------------------------------------------------------
@@ -425,7 +418,7 @@ def _audit(config: Config, conns: Connections, results: list[RegionPrune], now: 
     if not deletions:
         return
     record = json.dumps({"pruned_at": datetime.now(UTC).isoformat(), "policy_now": now.isoformat(),
-                         "retention": _human(config.retention), "deletions": deletions,
+                         "retention": duration_text(config.retention), "deletions": deletions,
                          "regions": [{"region": r.region, "removed": r.removed, "error": r.error}
                                      for r in results]}, indent=2).encode()
     key = layout.audit_key(datetime.now(UTC))
