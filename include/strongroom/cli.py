@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError
+from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError, worded
 from strongroom.progress import duration_text
 
 if TYPE_CHECKING:
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_TERMINATED = 143
+# the settings the library's messages name (errors.worded), as this CLI's flags
+FLAGS = {
+    "clean": "--clean", "missing_roles=create": "--create-roles", "missing_roles=no_owner": "--no-owner",
+    "confirm_source": "--confirm-source", "target_dsn": "--target-dsn", "now": "--now", "dry_run": "--dry-run",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -493,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_on_sigterm():
             return _COMMANDS[args.command](args)
     except StrongroomError as exc:
-        sys.stderr.write(f"strongroom: error: {exc}\n")
+        sys.stderr.write(f"strongroom: error: {worded(str(exc), FLAGS)}\n")
         return EXIT_FAILURE
     except Terminated:
         sys.stderr.write("strongroom: error: stopped by SIGTERM; unfinished uploads were aborted\n")

@@ -379,7 +379,7 @@ def prune(
         now = real_now
     require_offset(now, "now")
     if now > real_now + timedelta(seconds=5) and not dry_run:
-        raise RefusedError(f"--now {now.isoformat()} is later than the real clock: only allowed with --dry-run")
+        raise RefusedError(f"`now` {now.isoformat()} is later than the real clock: only allowed with `dry_run`")
     chosen = [config.region(r) for r in regions] if regions else list(config.regions)
     results = []
     for region in chosen:
