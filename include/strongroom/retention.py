@@ -123,7 +123,10 @@ class Plan:
         return f"{self.region}: delete {parts}; keep {self.kept} snapshot(s){held}"
 
 
-def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedelta, now: datetime) -> Plan:
+def plan_retention(
+    catalog_: RegionCatalog, retention: timedelta, grace: timedelta, now: datetime, *,
+    source_grace: timedelta | None = None,
+) -> Plan:
     """Decide what to delete in one region. Pure: no I/O, no clock.
 
     * a committed snapshot whose ``taken_at`` is older than ``retention``: everything, manifest last;
@@ -133,9 +136,12 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
       than ``grace`` (the run timeout): the snapshot was abandoned. Anything else there (a delete marker on
       the manifest, a missing manifest, a manifest or pending record that does not authenticate) is
       never a reason to delete: it is *held*, and the prune reports and alerts it;
-    * unfinished multipart uploads begun more than ``grace`` ago;
-    * audit and restore-test records older than ``retention``.
+    * unfinished multipart uploads begun more than ``grace`` ago (``source_grace`` under ``objects/``);
+    * audit and restore-test records older than ``retention``;
+    * object-storage points older than ``retention``, and content no remaining point references once it is
+      older than ``source_grace`` (the object passes' run timeout; ``grace`` when not given).
     """
+    source_grace = grace if source_grace is None else source_grace
     cutoff = now - retention
     deletions: list[Deletion] = []
     held: list[str] = []
@@ -170,15 +176,17 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
             continue
         deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, ordered))
     for upload in catalog_.uploads:
-        if upload.initiated < now - grace:
-            reason = f"unfinished upload begun {upload.initiated.isoformat()}, more than {duration_text(grace)} ago"
+        upload_grace = source_grace if upload.key.startswith(layout.OBJECTS) else grace  # an object pass's
+        if upload.initiated < now - upload_grace:
+            began = upload.initiated.isoformat()
+            reason = f"unfinished upload begun {began}, more than {duration_text(upload_grace)} ago"
             deletions.append(Deletion(catalog_.region, "upload", "", "", reason, upload=(upload.key, upload.upload_id)))
     for key, versions in sorted(catalog_.records.items()):
         made = layout.record_time(key)
         if made is not None and made < cutoff:
             deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention",
                                       tuple((v.key, v.version_id) for v in versions)))
-    deletions += _plan_sources(catalog_, cutoff, grace, now)
+    deletions += _plan_sources(catalog_, cutoff, source_grace, now)
     return Plan(catalog_.region, now, tuple(deletions), kept, tuple(held))
 
 
@@ -358,7 +366,7 @@ def prune_region(
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     plan = plan_retention(read_catalog(store, keyring, region.name), config.retention,
-                          config.snapshot.run_timeout, now)
+                          config.snapshot.run_timeout, now, source_grace=config.object_backup.run_timeout)
     log.info("prune plan for %s: %s", region.name, plan.summary())
     if dry_run:
         return RegionPrune(region.name, plan)
