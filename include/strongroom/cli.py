@@ -260,7 +260,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         args.json,
         f"restored {result.database} snapshot {result.snapshot_id} (taken {result.taken_at}) from region "
         f"{result.region} into {result.target}: {result.tables} tables, {result.rows} rows verified "
-        f"(download+decrypt {result.download_seconds}s, pg_restore {result.restore_seconds}s)",
+        f"(download+decrypt {duration_text(result.download_seconds)}, "
+        f"pg_restore {duration_text(result.restore_seconds)})",
     )
     for skipped in result.unavailable:
         sys.stderr.write(f"strongroom: warning: region {skipped}\n")
@@ -334,7 +335,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for db in board["databases"]:
         test = db["restore_test"]
         line = test["headline"] if test else "no restore test on record"
-        when = f" at {test['tested_at']}, restore {test['restore_seconds']}s" if test else ""
+        when = f" at {test['tested_at']}, restore {duration_text(test['restore_seconds'])}" if test else ""
         print(f"{db['name']}: last restore test {line}{when}")
         for problem in test["unauthenticated"] if test else []:
             print(f"{db['name']}: UNAUTHENTICATED: {problem} (ignored)")
@@ -381,8 +382,8 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
     conns = airflow_adapter.connections()
     if args.all:
         report = drill.run_full_drill(config, conns, region=args.region)
-        lines = [f"full drill from {report['region']}: {report['total_seconds']}s for every database "
-                 f"(RTO {report['rto_seconds']:.0f}s: {'within' if report['within_rto'] else 'EXCEEDED'})"]
+        lines = [f"full drill from {report['region']}: {duration_text(report['total_seconds'])} for every database "
+                 f"(RTO {duration_text(report['rto_seconds'])}: {'within' if report['within_rto'] else 'EXCEEDED'})"]
         lines += [drill.DrillResult(**{k: v for k, v in r.items() if k != "restore_seconds"}).headline()
                   for r in report["results"]]
         _print(report, args.json, "\n".join(lines))
@@ -396,8 +397,8 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(r.headline())
-            phases = ", ".join(f"{k} {v}s" for k, v in r.phases.items())
-            print(f"  snapshot age {r.snapshot_age_seconds}s; phases: {phases}")
+            phases = ", ".join(f"{k} {duration_text(v)}" for k, v in r.phases.items())
+            print(f"  snapshot age {duration_text(r.snapshot_age_seconds)}; phases: {phases}")
             if r.result_key:
                 print(f"  result: {r.result_key}" + (f"; Data Docs: {r.docs_key}" if r.docs_key else ""))
     drill.require_success(results)
@@ -415,7 +416,7 @@ def _cmd_objects(args: argparse.Namespace) -> int:
         results = [objects.backup_pass(config, name, conns) for name in names]
         for r in results if not args.json else []:
             print(f"{r.source}: point {r.taken_at}: {r.objects} objects, {r.read_from_source} read from the source, "
-                  f"committed in {', '.join(r.committed) or 'no region'} ({r.seconds}s)")
+                  f"committed in {', '.join(r.committed) or 'no region'} ({duration_text(r.seconds)})")
         if args.json:
             _print([r.to_dict() for r in results], True, "")
         failed = [f"{r.source} in {region} ({why})" for r in results for region, why in r.failed.items()]
