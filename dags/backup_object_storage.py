@@ -27,15 +27,15 @@ SOURCES = [s.bucket for s in CONFIG.object_storage]
 
 @dag(
     dag_id="backup_object_storage",
-    schedule=CronTriggerTimetable(CONFIG.snapshot.schedule, timezone="UTC"),
+    schedule=CronTriggerTimetable(CONFIG.object_backup.schedule, timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=CONFIG.snapshot.run_timeout,
+    dagrun_timeout=CONFIG.object_backup.run_timeout,
     doc_md=__doc__,
     tags=["strongroom", "backup", "object-storage"],
-    default_args=task_defaults(retries=CONFIG.snapshot.retries, retry_delay=CONFIG.snapshot.retry_delay,
-                               backoff=True, execution_timeout=CONFIG.snapshot.run_timeout),
+    default_args=task_defaults(retries=CONFIG.object_backup.retries, retry_delay=CONFIG.object_backup.retry_delay,
+                               backoff=True, execution_timeout=CONFIG.object_backup.run_timeout),
 )
 def backup_object_storage() -> None:
     @task(map_index_template="{{ bucket }}", pool=OBJECT_POOL)  # `strongroom init-airflow` creates the pool
@@ -60,7 +60,7 @@ def backup_object_storage() -> None:
         return {"regions": [{"region": r["region"], "summary": r["summary"]} for r in results]}
 
     # independent leaves: a failed pass fails the run even though prune succeeds (content a running pass has
-    # stored but not yet indexed is protected by the run-timeout grace)
+    # stored but not yet indexed is protected by the object_backup.run_timeout grace)
     backup_pass.expand(bucket=SOURCES)
     prune()
 

@@ -30,6 +30,8 @@ DATABASES = [db.name for db in CONFIG.databases] or ["(none configured)"]
 REGIONS = ["automatic", *(r.name for r in CONFIG.regions)]
 TARGETS = ["sandbox", *CONFIG.restore.target_conn_ids]
 PLAN = "ti.xcom_pull(task_ids='plan')"
+# the settings the library's messages name (strongroom.errors.worded), as this form's fields
+FORM_WORDS = {"clean": "replace_contents", "missing_roles": "missing_roles"}
 # newest, a snapshot id, or a time with a UTC offset (the form checks the shape; plan checks the rest)
 SNAPSHOT_CHOICE = (r"^\s*(newest|latest|\d{8}T\d{6}Z-[0-9a-f]{6}|"
                    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}))\s*$")
@@ -86,7 +88,7 @@ def restore_database() -> None:
             tables=p["tables"] or (), clean=p["replace_contents"],
             confirm_production=(p["confirm_production"] or "").strip() or None,
             run_suffix=restore.run_suffix(ctx["dag_run"].run_id), approval_required=True,
-            missing_roles=p["missing_roles"],
+            missing_roles=p["missing_roles"], words=FORM_WORDS,
         )
         print(f"restore {made.database} snapshot {made.snapshot_id} (taken {made.taken_at}, found in "
               f"{made.found_in}) into {made.target}" + (" (PRODUCTION)" if made.production else ""))
@@ -144,7 +146,7 @@ def restore_database() -> None:
             ctx["ti"].xcom_pull(task_ids="safety_snapshot"),
         )
         result = airflow_adapter.run_task(
-            restore.execute_plan, config, conns, planned, restore.planned_target(conns, planned)
+            restore.execute_plan, config, conns, planned, restore.planned_target(conns, planned), words=FORM_WORDS
         )
         print(f"restored into {result.target}: {result.tables} tables, {result.rows} rows verified")
         return result.to_dict()

@@ -32,6 +32,8 @@ SOURCES = [s.bucket for s in CONFIG.object_storage] or ["(none configured)"]
 REGIONS = ["automatic", *(r.name for r in CONFIG.regions)]
 TARGETS = [*(t.name for t in CONFIG.object_restore_targets), "in_place"]
 PLAN = "ti.xcom_pull(task_ids='plan')"
+# the settings the library's messages name (strongroom.errors.worded), as this form's fields
+FORM_WORDS = {"confirm_source": "confirm_source"}
 
 
 @dag(
@@ -134,7 +136,7 @@ def restore_objects() -> None:
         done = airflow_adapter.run_task(
             objects.restore_point, config, conns, made["source"], datetime.fromisoformat(made["point"]), target,
             prefix_=made["prefix"], region=made["region"], allow_source=made["source"] if made["in_place"] else None,
-            review_suffix=None if made["in_place"] else made["suffix"],
+            review_suffix=None if made["in_place"] else made["suffix"], words=FORM_WORDS,
         )
         print(f"restored {done['objects']} objects ({done['bytes']} bytes) of {done['source']} at {done['point']} "
               f"into s3://{done['target']}/{done['prefix']}")

@@ -29,9 +29,9 @@ from airflow.sdk import (
 )
 
 from strongroom.airflow_adapter import database_servers
-from strongroom.alerts import duration_text
 from strongroom.config import load_config
 from strongroom.pools import PRUNE_POOL, dump_pool, slug
+from strongroom.progress import duration_text
 from strongroom.tasks import task_defaults
 
 CONFIG = load_config()  # a local file read at parse time: an invalid file shows as an import error

@@ -107,6 +107,7 @@ def write_config(path: Path, **overrides: object) -> Path:
         # no DeadlineAlert: Airflow 3.3.2's dag.test() fails a successful run of a DAG that has one
         # (tests/integration/test_deadline.py fires it under a real scheduler)
         "snapshot": {"run_timeout": "50m", "retries": 0, "retry_delay": "1s", "deadline": "off"},
+        "object_backup": {"run_timeout": "50m", "retries": 0, "retry_delay": "1s"},
     }
     config.update(overrides)
     path.write_text(json.dumps(config))  # JSON is YAML

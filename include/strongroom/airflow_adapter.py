@@ -10,14 +10,14 @@ import importlib
 import logging
 import urllib.parse
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 from strongroom import transport
 from strongroom.alerts import Alert, deadline_missed, first_line, task_failure
 from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
-from strongroom.errors import ConfigError, StrongroomError
+from strongroom.errors import ConfigError, StrongroomError, worded
 from strongroom.keyring import Keyring
 from strongroom.metrics import Metric
 from strongroom.pools import ApiSettings, PoolApi, PoolDrift, sync_pools
@@ -289,10 +289,14 @@ def fail_task(line: str, *, retry: bool = False) -> NoReturn:
     raise TaskFailed(line)
 
 
-def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def run_task(function: Callable[..., T], *args: Any, words: Mapping[str, str] | None = None, **kwargs: Any) -> T:
     """Call a library function from a task. A Strongroom error ends the task with its one line and no
     traceback: at once for errors a retry cannot fix (refusals, bad input, integrity), through Airflow's
-    retries for transient ones (``retryable``: network, throttling)."""
+    retries for transient ones (``retryable``: network, throttling).
+
+    :param words: a trigger form's names for the settings the library's messages name (see
+        :func:`strongroom.errors.worded`), so the line names the form's own fields.
+    """
     from strongroom.signals import terminate_on_sigterm
 
     quiet_third_party()
@@ -302,7 +306,7 @@ def run_task(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except StrongroomError as exc:
         if exc.retryable and _current_task() is None:
             raise  # outside a task, as before: the caller sees the error itself
-        fail_task(f"{type(exc).__name__}: {' '.join(str(exc).split())}", retry=exc.retryable)
+        fail_task(f"{type(exc).__name__}: {' '.join(worded(str(exc), words or {}).split())}", retry=exc.retryable)
 
 
 def log_task_summary(context: Any) -> None:

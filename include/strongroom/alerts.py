@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +95,6 @@ def task_failure(
     if try_number:
         facts.append(("attempts", str(try_number)))
     return Alert(subject=f"{SUBJECT_PREFIX} FAILED {dag_id}.{task_id}{where}: {line}", facts=facts, link=log_url)
-
-
-def duration_text(value: timedelta) -> str:
-    """A duration as ops write it: 45s, 40m, 1h30m."""
-    seconds = int(value.total_seconds())
-    if seconds < 60:
-        return f"{seconds}s"
-    hours, minutes = divmod(seconds // 60, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
 
 
 def deadline_missed(

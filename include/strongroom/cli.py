@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError
+from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError, worded
+from strongroom.progress import duration_text
 
 if TYPE_CHECKING:
     from strongroom.config import Config
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_TERMINATED = 143
+# the settings the library's messages name (errors.worded), as this CLI's flags
+FLAGS = {
+    "clean": "--clean", "missing_roles=create": "--create-roles", "missing_roles=no_owner": "--no-owner",
+    "confirm_source": "--confirm-source", "target_dsn": "--target-dsn", "now": "--now", "dry_run": "--dry-run",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -204,7 +210,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             taken = datetime.fromisoformat(r["taken_at"]).strftime("%Y-%m-%d %H:%M:%S")
             print(
-                f"{r['database']:<16} {r['snapshot_id']:<26} {taken:<20} {_age(r['age_seconds']):>8} "
+                f"{r['database']:<16} {r['snapshot_id']:<26} {taken:<20} {duration_text(r['age_seconds']):>8} "
                 f"{r['stored_bytes']:>12} {r['tables']:>6} {r['rows']:>12}"
             )
         if not rows:
@@ -222,14 +228,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _warn(text: str) -> None:
     red = sys.stderr.isatty()
     sys.stderr.write(("\033[31m" if red else "") + f"strongroom: warning: {text}" + ("\033[0m" if red else "") + "\n")
-
-
-def _age(seconds: int) -> str:
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -262,7 +260,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         args.json,
         f"restored {result.database} snapshot {result.snapshot_id} (taken {result.taken_at}) from region "
         f"{result.region} into {result.target}: {result.tables} tables, {result.rows} rows verified "
-        f"(download+decrypt {result.download_seconds}s, pg_restore {result.restore_seconds}s)",
+        f"(download+decrypt {duration_text(result.download_seconds)}, "
+        f"pg_restore {duration_text(result.restore_seconds)})",
     )
     for skipped in result.unavailable:
         sys.stderr.write(f"strongroom: warning: region {skipped}\n")
@@ -325,7 +324,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     failed = []
     for entry in [*board["databases"], *board["buckets"]]:
         for row in entry["regions"]:
-            age = _age(row["age_seconds"]) if row["age_seconds"] is not None else "-"
+            age = duration_text(row["age_seconds"]) if row["age_seconds"] is not None else "-"
             line = (f"{row['database']:<16} {row['region']:<14} {row['newest'] or '-':<26} {age:>8} "
                     f"{len(row['gaps']):>5}  {row['last_error'] or ''}")
             if (row["last_error"] or "").startswith("FAILED"):
@@ -336,7 +335,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for db in board["databases"]:
         test = db["restore_test"]
         line = test["headline"] if test else "no restore test on record"
-        when = f" at {test['tested_at']}, restore {test['restore_seconds']}s" if test else ""
+        when = f" at {test['tested_at']}, restore {duration_text(test['restore_seconds'])}" if test else ""
         print(f"{db['name']}: last restore test {line}{when}")
         for problem in test["unauthenticated"] if test else []:
             print(f"{db['name']}: UNAUTHENTICATED: {problem} (ignored)")
@@ -383,8 +382,8 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
     conns = airflow_adapter.connections()
     if args.all:
         report = drill.run_full_drill(config, conns, region=args.region)
-        lines = [f"full drill from {report['region']}: {report['total_seconds']}s for every database "
-                 f"(RTO {report['rto_seconds']:.0f}s: {'within' if report['within_rto'] else 'EXCEEDED'})"]
+        lines = [f"full drill from {report['region']}: {duration_text(report['total_seconds'])} for every database "
+                 f"(RTO {duration_text(report['rto_seconds'])}: {'within' if report['within_rto'] else 'EXCEEDED'})"]
         lines += [drill.DrillResult(**{k: v for k, v in r.items() if k != "restore_seconds"}).headline()
                   for r in report["results"]]
         _print(report, args.json, "\n".join(lines))
@@ -398,8 +397,8 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(r.headline())
-            phases = ", ".join(f"{k} {v}s" for k, v in r.phases.items())
-            print(f"  snapshot age {r.snapshot_age_seconds}s; phases: {phases}")
+            phases = ", ".join(f"{k} {duration_text(v)}" for k, v in r.phases.items())
+            print(f"  snapshot age {duration_text(r.snapshot_age_seconds)}; phases: {phases}")
             if r.result_key:
                 print(f"  result: {r.result_key}" + (f"; Data Docs: {r.docs_key}" if r.docs_key else ""))
     drill.require_success(results)
@@ -417,7 +416,7 @@ def _cmd_objects(args: argparse.Namespace) -> int:
         results = [objects.backup_pass(config, name, conns) for name in names]
         for r in results if not args.json else []:
             print(f"{r.source}: point {r.taken_at}: {r.objects} objects, {r.read_from_source} read from the source, "
-                  f"committed in {', '.join(r.committed) or 'no region'} ({r.seconds}s)")
+                  f"committed in {', '.join(r.committed) or 'no region'} ({duration_text(r.seconds)})")
         if args.json:
             _print([r.to_dict() for r in results], True, "")
         failed = [f"{r.source} in {region} ({why})" for r in results for region, why in r.failed.items()]
@@ -500,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_on_sigterm():
             return _COMMANDS[args.command](args)
     except StrongroomError as exc:
-        sys.stderr.write(f"strongroom: error: {exc}\n")
+        sys.stderr.write(f"strongroom: error: {worded(str(exc), FLAGS)}\n")
         return EXIT_FAILURE
     except Terminated:
         sys.stderr.write("strongroom: error: stopped by SIGTERM; unfinished uploads were aborted\n")

@@ -249,6 +249,17 @@ class ObjectSourceConfig(_Section):
     allow_insecure_transport: bool = False  # as for a region
 
 
+class ObjectBackupConfig(_Section):
+    """The backup_object_storage DAG: its own schedule and limits (the defaults are snapshot's)."""
+
+    schedule: str = "0 * * * *"
+    # the DAG's dagrun_timeout and every task's execution_timeout; also prune's grace for content and
+    # journals a pass has stored but not yet indexed
+    run_timeout: Duration = timedelta(minutes=50)
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_delay: Duration = timedelta(minutes=1)
+
+
 class ObjectRestoreTarget(_Section):
     """A bucket restore_objects may write into (for review). The first one listed is the form's default."""
 
@@ -286,6 +297,7 @@ class Config(_Section):
     restore: RestoreConfig = RestoreConfig()
     restore_test: RestoreTestConfig = RestoreTestConfig()
     object_storage: list[ObjectSourceConfig] = Field(default_factory=list)
+    object_backup: ObjectBackupConfig = ObjectBackupConfig()
     object_restore_targets: list[ObjectRestoreTarget] = Field(default_factory=list)
     alerts: AlertsConfig = AlertsConfig()
     pools: PoolsConfig = PoolsConfig()

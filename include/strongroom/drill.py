@@ -33,6 +33,7 @@ from strongroom.connections import Connections
 from strongroom.errors import RestoreTestError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
+from strongroom.progress import duration_text
 from strongroom.restore import fetch_dump
 from strongroom.storage import ObjectStore
 
@@ -70,7 +71,8 @@ class DrillResult:
     def headline(self) -> str:
         what = f"{self.database} snapshot {self.snapshot_id} from {self.region}"
         if self.success:
-            return f"restore test passed: {what} ({self.restore_seconds}s to restore, {len(self.expectations)} checks)"
+            took = duration_text(self.restore_seconds)
+            return f"restore test passed: {what} ({took} to restore, {len(self.expectations)} checks)"
         cause = self.error or "; ".join(self.failures[:5]) + (" ..." if len(self.failures) > 5 else "")
         return f"restore test FAILED: {what}: {cause}"
 

@@ -3,9 +3,38 @@
 Every failure Strongroom reports to a person is a :class:`StrongroomError`; its ``str()`` is the one line
 the CLI prints and the first line of an Airflow failure alert. ``retryable`` tells the DAG layer whether
 a retry can help (a network blip) or cannot (a tampered object, a bad config).
+
+A message that tells the person what to change names the setting as the library calls it, in backticks:
+`clean`, `missing_roles=no_owner`, `confirm_source=shop-files`; never a CLI flag or a form field, since the
+same error reaches the CLI, the trigger forms and the alerts. Each surface says its own words with
+:func:`worded`: the CLI its flags, a trigger form its fields.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+_SETTING = re.compile(r"`([a-z][a-z_]*)(?:=([^`\s]+))?`")
+
+
+def worded(text: str, words: Mapping[str, str]) -> str:
+    """``text`` with each setting it names (`name` or `name=value`) in a surface's own ``words``.
+
+    A ``"name=value"`` entry gives the whole word (``"missing_roles=no_owner": "--no-owner"``); a ``"name"``
+    entry gives the word the value follows (``"confirm_source": "--confirm-source"`` makes
+    ``--confirm-source shop-files``). A setting the surface does not offer is left as the library wrote it.
+    """
+
+    def one(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if value is not None and f"{name}={value}" in words:
+            return words[f"{name}={value}"]
+        if name in words:
+            return words[name] + (f" {value}" if value is not None else "")
+        return match.group(0)
+
+    return _SETTING.sub(one, text)
 
 
 class StrongroomError(Exception):

@@ -24,6 +24,7 @@ from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.keycheck import KeyReport, check_keys
 from strongroom.metrics import Metric, age_metrics
 from strongroom.pools import PoolDrift
+from strongroom.progress import duration_text
 from strongroom.status import RegionStatus, collect_status, size_trends
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,6 @@ def restore_overdue_after(config: Config) -> timedelta:
     return timedelta(days=1) + config.restore_test.rto + timedelta(hours=1)
 
 
-def _age(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
-
-
 def find_conditions(
     *, databases: Sequence[str], status: Sequence[RegionStatus], keys: KeyReport | str | None,
     restore_tests: Mapping[str, RestoreTestSummary], threshold: timedelta, restore_overdue: timedelta,
@@ -148,8 +144,8 @@ def find_conditions(
             why = f"; last error: {row.last_error}" if row.last_error else ""
             out.append(Condition(
                 f"stale:{row.database}:{row.region}", "stale",
-                f"{row.database} in {row.region}: newest snapshot {row.newest} is {_age(row.age_seconds)} old "
-                f"(threshold {_age(threshold.total_seconds())}){why}"))
+                f"{row.database} in {row.region}: newest snapshot {row.newest} is {duration_text(row.age_seconds)} old "
+                f"(threshold {duration_text(threshold)}){why}"))
     if isinstance(keys, str):
         out.append(Condition("keycheck", "keycheck", f"the key check could not run: {keys}"))
     elif keys is not None:
@@ -180,10 +176,10 @@ def find_conditions(
             out.append(Condition(f"restore_failed:{database}:{test.tested_at.isoformat()}", "restore_failed",
                                  f"the last restore test of {database} failed: {test.headline}"))
         if now - test.tested_at > restore_overdue:
-            ago = _age((now - test.tested_at).total_seconds())
+            ago = duration_text(now - test.tested_at)
             out.append(Condition(f"restore_overdue:{database}", "restore_overdue",
                                  f"the last restore test of {database} ran {ago} ago "
-                                 f"(due every {_age(restore_overdue.total_seconds())})"))
+                                 f"(due every {duration_text(restore_overdue)})"))
     if isinstance(pools, str):
         out.append(Condition("poolcheck", "pools", f"the pool check could not run: {pools}"))
     elif pools is not None:

@@ -424,8 +424,8 @@ def check_target_bucket(config: Config, bucket: str, source: str, allow_source: 
             raise RefusedError(f"target bucket {bucket} is the live source bucket {other.bucket} of other backups: "
                                "never a target of another source's restore")
     if bucket == source and allow_source != source:
-        raise RefusedError(f"the target is the live source bucket {source!r}: pass --confirm-source {source} "
-                           "to overwrite it deliberately")
+        raise RefusedError(f"the target is the live source bucket {source!r}: restore with "
+                           f"`confirm_source={source}` to overwrite it deliberately")
 
 
 def choose_target(config: Config, source: str, choice: str, confirm_source: str | None) -> RestoreTarget:

@@ -65,14 +65,14 @@ class PgSettings:
         try:
             parts = psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
-            raise ConfigError("--target-dsn is not a valid libpq connection string") from None
+            raise ConfigError("`target_dsn` is not a valid libpq connection string") from None
         if parts.get("password") or re.match(r"^postgres(ql)?://[^/@]*:[^/@]*@", dsn):
             raise ConfigError(
-                "--target-dsn must not contain a password: set PGPASSWORD or PGPASSFILE instead"
+                "`target_dsn` must not contain a password: set PGPASSWORD or PGPASSFILE instead"
             )
         dbname = parts.pop("dbname", None)
         if not dbname:
-            raise ConfigError("--target-dsn must name a database (dbname=... or a path in the URI)")
+            raise ConfigError("`target_dsn` must name a database (dbname=... or a path in the URI)")
         port = parts.pop("port", None)
         return cls(
             dbname=str(dbname),

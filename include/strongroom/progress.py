@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
+from itertools import pairwise
 
 log = logging.getLogger(__name__)
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 def size_text(n: float) -> str:
@@ -28,18 +31,23 @@ def size_text(n: float) -> str:
     return f"{int(value)} {_UNITS[unit]}" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
 
 
-def seconds_text(seconds: float) -> str:
-    """A duration: 0.4s, 42s, 3m05s, 1h02m."""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
+def duration_text(value: timedelta | float) -> str:
+    """A duration (a timedelta, or seconds), the one way Strongroom writes them: 0.4s, 42s, 3m05s, 40m,
+    1h02m, 2d03h, 30d. The two largest units, written as the config writes durations; a second unit that
+    is zero is left out, and below 10 s a tenth of a second is kept."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        return "-" + duration_text(-seconds)
+    tenths = round(seconds, 1)
+    if tenths < 10 and tenths != int(tenths):
+        return f"{tenths:.1f}s"
     whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    for (unit, size), (next_unit, next_size) in pairwise(_DURATION_UNITS):
+        if whole >= size:
+            count, rest = divmod(whole, size)
+            part = rest // next_size
+            return f"{count}{unit}" + (f"{part:02d}{next_unit}" if part else "")
+    return f"{whole}s"
 
 
 class Progress:
@@ -81,7 +89,7 @@ class Progress:
             return f"{head} (past the estimate), {rate_text}"
         percent = int(100 * done / self.total)
         left = (self.total - done) / rate if rate > 0 and done < self.total else None
-        left_text = f", about {seconds_text(left)} left" if left is not None else ""
+        left_text = f", about {duration_text(left)} left" if left is not None else ""
         return f"{head} ({percent}%), {rate_text}{left_text}"
 
     def update(self, done: int) -> None:

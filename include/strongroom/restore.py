@@ -42,8 +42,8 @@ class RestoreResult:
     rows: int
     download_seconds: float
     restore_seconds: float
-    no_owner: bool = False  # owners and privileges were NOT restored (--no-owner)
-    roles: dict[str, Any] | None = None  # what --create-roles did (roles.RoleReport)
+    no_owner: bool = False  # owners and privileges were NOT restored (missing_roles no_owner)
+    roles: dict[str, Any] | None = None  # what missing_roles create did (roles.RoleReport)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -51,7 +51,7 @@ class RestoreResult:
     def role_lines(self) -> list[str]:
         """What the report says about owners and roles, one line each."""
         if self.no_owner:
-            return ["owners and privileges were NOT restored (--no-owner): everything belongs to the restoring role"]
+            return ["owners and privileges were NOT restored, as asked: everything belongs to the restoring role"]
         return roles.RoleReport(**self.roles).lines() if self.roles else []
 
 
@@ -301,7 +301,7 @@ def _check_target(
     if state.exists and state.relations and not clean:
         raise RestoreError(
             f"target {target.describe()} is not empty ({state.relations} relations): "
-            "restore into a new database, or pass --clean to replace its contents"
+            "restore into a new database, or restore with `clean` to replace its contents"
         )
 
 

@@ -36,6 +36,7 @@ from strongroom.errors import (
     StrongroomError,
 )
 from strongroom.keyring import Keyring
+from strongroom.progress import duration_text
 from strongroom.storage import ObjectStore, Upload, Version
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,10 @@ class Plan:
         return f"{self.region}: delete {parts}; keep {self.kept} snapshot(s){held}"
 
 
-def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedelta, now: datetime) -> Plan:
+def plan_retention(
+    catalog_: RegionCatalog, retention: timedelta, grace: timedelta, now: datetime, *,
+    source_grace: timedelta | None = None,
+) -> Plan:
     """Decide what to delete in one region. Pure: no I/O, no clock.
 
     * a committed snapshot whose ``taken_at`` is older than ``retention``: everything, manifest last;
@@ -132,9 +136,12 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
       than ``grace`` (the run timeout): the snapshot was abandoned. Anything else there (a delete marker on
       the manifest, a missing manifest, a manifest or pending record that does not authenticate) is
       never a reason to delete: it is *held*, and the prune reports and alerts it;
-    * unfinished multipart uploads begun more than ``grace`` ago;
-    * audit and restore-test records older than ``retention``.
+    * unfinished multipart uploads begun more than ``grace`` ago (``source_grace`` under ``objects/``);
+    * audit and restore-test records older than ``retention``;
+    * object-storage points older than ``retention``, and content no remaining point references once it is
+      older than ``source_grace`` (the object passes' run timeout; ``grace`` when not given).
     """
+    source_grace = grace if source_grace is None else source_grace
     cutoff = now - retention
     deletions: list[Deletion] = []
     held: list[str] = []
@@ -143,7 +150,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         ordered = _manifest_last(entry.versions)
         if entry.taken_at is not None:
             if entry.taken_at < cutoff:
-                reason = (f"taken {entry.taken_at.isoformat()}, older than the retention of {_human(retention)} "
+                reason = (f"taken {entry.taken_at.isoformat()}, older than the retention of {duration_text(retention)} "
                           f"(expired {(entry.taken_at + retention).isoformat()})")
                 deletions.append(Deletion(catalog_.region, "snapshot", database, snapshot_id, reason, ordered))
             else:
@@ -157,7 +164,7 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
         elif entry.abandoned is not None and entry.problem is None:
             named = tuple(v for v in ordered if v[0] in entry.abandoned)
             reason = (f"abandoned: never committed here, its authenticated pending record was last written "
-                      f"{entry.newest_write.isoformat()}, more than the run timeout ({_human(grace)}) ago")
+                      f"{entry.newest_write.isoformat()}, more than the run timeout ({duration_text(grace)}) ago")
             deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, named))
             if len(named) < len(ordered):
                 held.append(f"{catalog_.region}: {database} {snapshot_id}: objects its pending record does not "
@@ -169,15 +176,17 @@ def plan_retention(catalog_: RegionCatalog, retention: timedelta, grace: timedel
             continue
         deletions.append(Deletion(catalog_.region, "uncommitted", database, snapshot_id, reason, ordered))
     for upload in catalog_.uploads:
-        if upload.initiated < now - grace:
-            reason = f"unfinished upload begun {upload.initiated.isoformat()}, more than {_human(grace)} ago"
+        upload_grace = source_grace if upload.key.startswith(layout.OBJECTS) else grace  # an object pass's
+        if upload.initiated < now - upload_grace:
+            began = upload.initiated.isoformat()
+            reason = f"unfinished upload begun {began}, more than {duration_text(upload_grace)} ago"
             deletions.append(Deletion(catalog_.region, "upload", "", "", reason, upload=(upload.key, upload.upload_id)))
     for key, versions in sorted(catalog_.records.items()):
         made = layout.record_time(key)
         if made is not None and made < cutoff:
             deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention",
                                       tuple((v.key, v.version_id) for v in versions)))
-    deletions += _plan_sources(catalog_, cutoff, grace, now)
+    deletions += _plan_sources(catalog_, cutoff, source_grace, now)
     return Plan(catalog_.region, now, tuple(deletions), kept, tuple(held))
 
 
@@ -222,14 +231,6 @@ def _plan_sources(catalog_: RegionCatalog, cutoff: datetime, grace: timedelta, n
 def _manifest_last(versions: Iterable[Version]) -> tuple[tuple[str, str | None], ...]:
     ordered = sorted(versions, key=lambda v: (layout.is_manifest_key(v.key), v.key, v.last_modified))
     return tuple((v.key, v.version_id) for v in ordered)
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # ---- effects ------------------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def prune_region(
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     plan = plan_retention(read_catalog(store, keyring, region.name), config.retention,
-                          config.snapshot.run_timeout, now)
+                          config.snapshot.run_timeout, now, source_grace=config.object_backup.run_timeout)
     log.info("prune plan for %s: %s", region.name, plan.summary())
     if dry_run:
         return RegionPrune(region.name, plan)
@@ -386,7 +387,7 @@ def prune(
         now = real_now
     require_offset(now, "now")
     if now > real_now + timedelta(seconds=5) and not dry_run:
-        raise RefusedError(f"--now {now.isoformat()} is later than the real clock: only allowed with --dry-run")
+        raise RefusedError(f"`now` {now.isoformat()} is later than the real clock: only allowed with `dry_run`")
     chosen = [config.region(r) for r in regions] if regions else list(config.regions)
     results = []
     for region in chosen:
@@ -425,7 +426,7 @@ def _audit(config: Config, conns: Connections, results: list[RegionPrune], now: 
     if not deletions:
         return
     record = json.dumps({"pruned_at": datetime.now(UTC).isoformat(), "policy_now": now.isoformat(),
-                         "retention": _human(config.retention), "deletions": deletions,
+                         "retention": duration_text(config.retention), "deletions": deletions,
                          "regions": [{"region": r.region, "removed": r.removed, "error": r.error}
                                      for r in results]}, indent=2).encode()
     key = layout.audit_key(datetime.now(UTC))

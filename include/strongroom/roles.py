@@ -91,6 +91,7 @@ class RoleReport:
     """What was done to the target's roles; said in the restore's report."""
 
     created: list[str] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)  # of those created, the ones given LOGIN and their password
     existing: list[str] = field(default_factory=list)
     stand_ins: list[str] = field(default_factory=list)  # superusers in production, ordinary roles here
     left_out: list[str] = field(default_factory=list)  # attributes and memberships not given, and why
@@ -101,8 +102,11 @@ class RoleReport:
 
     def lines(self) -> list[str]:
         out = []
-        if self.created:
-            out.append("roles created (NOLOGIN unless --with-passwords): " + ", ".join(self.created))
+        nologin = [name for name in self.created if name not in self.logins]
+        if nologin:
+            out.append("roles created (NOLOGIN, no passwords): " + ", ".join(nologin))
+        if self.logins:
+            out.append("roles created with LOGIN and their password from the snapshot: " + ", ".join(self.logins))
         if self.stand_ins:
             out.append("stand-in owners (superusers in production, ordinary roles here): " + ", ".join(self.stand_ins))
         out += [f"left out: {item}" for item in self.left_out]
@@ -125,9 +129,9 @@ def missing_roles(server: postgres.PgSettings, needed: Iterable[str]) -> list[st
 
 def refusal(target: str, missing: Sequence[str]) -> RestoreError:
     return RestoreError(
-        f"{target} lacks the role(s) the snapshot needs: {', '.join(missing)}; pass --create-roles to create "
-        "them from the snapshot's globals (NOLOGIN, no passwords), or --no-owner to restore without owners "
-        "and privileges"
+        f"{target} lacks the role(s) the snapshot needs: {', '.join(missing)}; restore with `missing_roles=create` "
+        "to create them from the snapshot's globals (NOLOGIN, no passwords), or with `missing_roles=no_owner` to "
+        "restore without owners and privileges"
     )
 
 
@@ -150,7 +154,7 @@ def create_roles(
     todo = [n for n in wanted if n not in have]
     if todo and specs is None:
         raise RestoreError(f"the snapshot holds no globals, so role(s) {', '.join(todo)} cannot be created: "
-                           "create them by hand, or restore with --no-owner")
+                           "create them by hand, or restore with `missing_roles=no_owner`")
     with postgres.connect(server.with_dbname("postgres"), autocommit=True) as conn:
         for name in todo:
             spec = specs.roles.get(name) if specs else None
@@ -163,13 +167,16 @@ def create_roles(
                 report.left_out.append(f"{name}: {' '.join(dropped)} (strongroom never grants it)")
             query = sql.SQL("CREATE ROLE {} WITH NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS ").format(
                 sql.Identifier(name))
-            if with_passwords and "LOGIN" in spec.attributes and spec.password is not None:
+            login = with_passwords and "LOGIN" in spec.attributes and spec.password is not None
+            if login:
                 query += sql.SQL("LOGIN PASSWORD {} ").format(sql.Literal(spec.password))
             else:
                 query += sql.SQL("NOLOGIN ")
             query += sql.SQL(" ".join(options))
             conn.execute(query)
             report.created.append(name)
+            if login:
+                report.logins.append(name)
         created = set(report.created)
         superusers = {n for n, s in existing_roles(server).items() if s}
         for name in report.created:

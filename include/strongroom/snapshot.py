@@ -30,6 +30,7 @@ from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import ReplicationError, SourceError, StrongroomError
 from strongroom.keyring import Keyring
+from strongroom.progress import duration_text
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,8 @@ def stream_dump(
         if dump.wait() != 0:
             if watchdog.fired:
                 raise SourceError(f"pg_dump of {database} stalled: no output for "
-                                  f"{watchdog.seconds:g}s (snapshot.dump_stall_timeout); the dump was stopped")
+                                  f"{duration_text(watchdog.seconds)} (snapshot.dump_stall_timeout); the dump was "
+                                  "stopped")
             counter.join(timeout=30)  # a failed count aborts the snapshot's transaction: it is the cause
             if counter.error is not None:
                 counter.result()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from strongroom.progress import duration_text
+
 log = logging.getLogger(__name__)
 
 LEASE_FILE = "lease.json"
@@ -77,7 +79,7 @@ def _expired(path: Path, now: datetime) -> str | None:
         expires = datetime.fromisoformat(lease["expires_at"])
     except (OSError, ValueError, KeyError, TypeError):
         age = now - datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        return f"no lease, {int(age.total_seconds())}s old" if age > DEFAULT_LEASE else None
+        return f"no lease, {duration_text(age)} old" if age > DEFAULT_LEASE else None
     if expires <= now:
         return f"lease expired at {lease['expires_at']}"
     if lease.get("host") == socket.gethostname():

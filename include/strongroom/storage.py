@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from strongroom.errors import IntegrityError, NotFoundError, StorageError
+from strongroom.progress import duration_text
 
 if TYPE_CHECKING:
     from strongroom.config import TransferConfig
@@ -244,8 +245,8 @@ class ObjectStore:
                 idle = progress.idle()
                 if idle >= self.retry.stall_seconds:
                     raise StorageError(
-                        f"{self.where} stalled: no progress for {idle:.0f}s "
-                        f"(stall_timeout {self.retry.stall_seconds:g}s) while {what} {key}: {_first_line(exc)}"
+                        f"{self.where} stalled: no progress for {duration_text(idle)} (stall_timeout "
+                        f"{duration_text(self.retry.stall_seconds)}) while {what} {key}: {_first_line(exc)}"
                     ) from None
                 if attempt >= self.retry.attempts:
                     raise StorageError(

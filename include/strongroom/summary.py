@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from strongroom.progress import seconds_text, size_text
+from strongroom.progress import duration_text, size_text
 
 MAX_CHARS = 400
 _SKIP = {"taken_at", "seconds"}  # repeated by the snapshot id; the head says how long
@@ -24,7 +24,7 @@ def _value(key: str, value: Any) -> str | None:
     if isinstance(value, int | float) and (key.endswith("bytes") or key == "bytes"):
         return size_text(value)
     if isinstance(value, int | float) and key.endswith("seconds"):
-        return seconds_text(float(value))
+        return duration_text(float(value))
     if isinstance(value, list | tuple):
         if not value:
             return "none"
@@ -45,7 +45,7 @@ def _value(key: str, value: Any) -> str | None:
 
 
 def summary_line(task: str, label: str | None, result: Any, seconds: float | None) -> str:
-    head = task + (f" [{label}]" if label else "") + " done" + (f" in {seconds_text(seconds)}" if seconds else "")
+    head = task + (f" [{label}]" if label else "") + " done" + (f" in {duration_text(seconds)}" if seconds else "")
     facts: list[str] = []
     if isinstance(result, Mapping):
         for key, value in result.items():

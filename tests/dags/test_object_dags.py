@@ -29,6 +29,23 @@ def test_backup_object_storage_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dag.get_task("prune").upstream_task_ids == set()  # both leaves: a failed pass fails the run
 
 
+def test_backup_object_storage_reads_its_own_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """object_backup, not snapshot: schedule, run timeout and retries of one DAG never move the other's."""
+    from datetime import timedelta
+
+    path = write_config(tmp_path / "own.yaml", object_backup={
+        "schedule": "30 */2 * * *", "run_timeout": "110m", "retries": 4, "retry_delay": "5m"})
+    dags = _dags(monkeypatch, path)
+    dag = dags["backup_object_storage"]
+    assert dag.timetable.expression == "30 */2 * * *"
+    assert dag.dagrun_timeout == timedelta(minutes=110)
+    task = dag.get_task("backup_pass")
+    assert (task.retries, task.retry_delay, task.execution_timeout) == (4, timedelta(minutes=5),
+                                                                        timedelta(minutes=110))
+    snapshots = dags["snapshot_databases"]
+    assert snapshots.timetable.expression == "0 * * * *" and snapshots.dagrun_timeout == timedelta(minutes=50)
+
+
 def test_restore_objects_trigger_form(monkeypatch: pytest.MonkeyPatch) -> None:
     dag = _dags(monkeypatch, EXAMPLE)["restore_objects"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # manual only

@@ -107,3 +107,30 @@ def test_bad_form_value_fails_in_plan_and_changes_nothing(
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["plan"] == "failed" and states["restore"] == "upstream_failed"
     assert fingerprints(stack.pg.connect_kwargs("ledger")) == before
+
+
+def test_a_refusal_names_the_forms_own_field(
+    stack: Stack, ledger: Path, airflow_db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The library names its setting (`clean`), the CLI its flag (--clean), this form its field."""
+    import logging
+    import re
+
+    from airflow.utils.state import DagRunState
+
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from strongroom.snapshot import snapshot_database
+
+    taken = snapshot_database(load_config(ledger), "ledger", connections())
+    dag = _dag(monkeypatch, ledger)
+    with caplog.at_level(logging.ERROR, logger="strongroom.airflow_adapter"):
+        run = dag.test(logical_date=None, run_conf={"database": "ledger", "snapshot": taken["snapshot_id"],
+                                                     "target": "pg_ledger_alias"})
+    assert run.state == DagRunState.FAILED
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["plan"] == "failed" and states["restore"] == "upstream_failed"
+    lines = [r.getMessage() for r in caplog.records if r.name == "strongroom.airflow_adapter"]
+    target = f"postgres@localhost:{stack.pg.port}/ledger"
+    assert re.fullmatch(rf"RestoreError: target {target} is not empty \(\d+ relations\): restore into a new "
+                        "database, or restore with replace_contents to replace its contents", lines[0]), lines

@@ -62,3 +62,17 @@ def test_optional_fields_are_nullable_and_targets_are_the_configured_ones(monkey
     approve = dags["restore_database"].get_task("approve_production_restore")
     assert approve.assigned_users == [{"id": "admin", "name": "admin"}]  # restore.approvers
     assert dags["restore_objects"].get_task("approve_in_place_restore").assigned_users == approve.assigned_users
+
+
+def test_the_words_a_form_uses_for_library_settings_are_its_own_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal names the form's field (FORM_WORDS, through strongroom.errors.worded), never a CLI flag."""
+    import sys
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("STRONGROOM_CONFIG", str(EXAMPLE))
+    dags = DagBag(dag_folder=str(ROOT / "dags")).dags
+    for dag_id in MANUAL:
+        module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == dags[dag_id].fileloc)
+        words = module.FORM_WORDS
+        assert words and set(words.values()) <= set(dags[dag_id].params.keys()), dag_id

@@ -129,7 +129,8 @@ def test_restore_bad_input_creates_nothing(case: str, stack: Stack, committed: d
 )
 def test_target_dsn_with_password_is_refused(stack: Stack, committed: dict, dsn: str) -> None:
     result = run_cli("restore", "--database", "shop", "--target-dsn", dsn.format(port=stack.pg.port))
-    assert_one_line_error(result, "must not contain a password")
+    assert_one_line_error(
+        result, "strongroom: error: --target-dsn must not contain a password: set PGPASSWORD or PGPASSFILE instead")
     assert "hunter22" not in result.stderr
     assert not stack.database_exists("t")
 
@@ -137,7 +138,9 @@ def test_target_dsn_with_password_is_refused(stack: Stack, committed: dict, dsn:
 def test_non_empty_target_needs_clean(stack: Stack, committed: dict) -> None:
     result = run_cli("restore", "--database", "shop", "--target-dsn", _dsn(stack, "shop"),
                      env={"PGPASSWORD": stack.pg.password})
-    assert_one_line_error(result, "is not empty")
+    assert_one_line_error(result, f"strongroom: error: target postgres@127.0.0.1:{stack.pg.port}/shop is not empty (")
+    assert result.error_lines[0].endswith(
+        " relations): restore into a new database, or restore with --clean to replace its contents"), result.stderr
 
 
 def test_errors_never_print_secrets(stack: Stack, committed: dict) -> None:

@@ -190,15 +190,17 @@ def test_missing_roles_are_refused_before_anything_then_created_nologin(
                       "--target-dsn", dsn(bare_server, "faithful"), env=env)
     assert refused.code == 1
     assert len(refused.error_lines) == 1, refused.stderr
-    line = refused.error_lines[0]
-    assert OWNER in line and READER in line and "--create-roles" in line and "--no-owner" in line
+    assert refused.error_lines[0] == (
+        f"strongroom: error: postgres@127.0.0.1:{bare_server.port}/faithful lacks the role(s) the snapshot needs: "
+        f"{OWNER}, {READER}; restore with --create-roles to create them from the snapshot's globals (NOLOGIN, no "
+        "passwords), or with --no-owner to restore without owners and privileges")
     assert query(bare_server.connect_kwargs(), "SELECT count(*) FROM pg_database WHERE datname = 'faithful'") == [(0,)]
     assert query(bare_server.connect_kwargs(), "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'faith%%'") == [(0,)]
 
     created = run_cli("--config", str(faithful), "restore", "--database", "faithful", "--create-roles",
                       "--target-dsn", dsn(bare_server, "faithful"), env=env)
     assert created.code == 0, created.stderr
-    assert f"roles created (NOLOGIN unless --with-passwords): {OWNER}, {READER}" in created.stderr
+    assert f"strongroom: warning: roles created (NOLOGIN, no passwords): {OWNER}, {READER}" in created.error_lines
     assert full_schema(bare_server.port, "faithful", bare_server.password) == \
         full_schema(stack.pg.port, "faithful", stack.pg.password)
     assert fingerprints(bare_server.connect_kwargs("faithful")) == fingerprints(stack.pg.connect_kwargs("faithful"))
@@ -227,6 +229,7 @@ def test_globals_only_creates_the_roles_and_never_alters_one(stack: Stack, faith
         pg.execute(f"DROP ROLE {OWNER}")
         again = run_cli(*args, "--with-passwords", env=env)
         assert again.code == 0, again.stderr
+        assert f"roles created with LOGIN and their password from the snapshot: {OWNER}" in again.stdout.splitlines()
         login = query(pg.connect_kwargs(), "SELECT rolcanlogin, rolsuper, rolpassword LIKE 'SCRAM-SHA-256$%%' "
                                            "FROM pg_authid WHERE rolname = %s", (OWNER,))
         assert login == [(True, False, True)]

@@ -148,11 +148,15 @@ def test_the_live_source_is_never_the_target_unless_confirmed(ostack: Stack, sou
     config = source_config(tmp_path)
     objects.backup_pass(config, SOURCE, conns)
     target = conns.source_store(config.source(SOURCE), config.transfer)
-    with pytest.raises(RefusedError, match="live source bucket"):
+    with pytest.raises(RefusedError) as refused:
         objects.restore_point(config, conns, SOURCE, datetime.now(UTC), target)
+    assert str(refused.value) == (f"the target is the live source bucket {SOURCE!r}: restore with "
+                                  f"`confirm_source={SOURCE}` to overwrite it deliberately")  # the library's words
     result = run_cli("--config", str(tmp_path / "objects.yaml"), "objects", "restore", "--bucket", SOURCE,
                      "--at", datetime.now(UTC).isoformat(), "--target-bucket", SOURCE)
-    assert result.code == 1 and "--confirm-source" in result.error_lines[0]
+    assert result.code == 1 and result.error_lines == [
+        f"strongroom: error: the target is the live source bucket {SOURCE!r}: restore with --confirm-source {SOURCE} "
+        "to overwrite it deliberately"]
 
 
 def test_a_killed_pass_resumes_and_completes(ostack: Stack, source, conns, tmp_path: Path,

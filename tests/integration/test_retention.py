@@ -142,7 +142,9 @@ def test_dry_run_changes_nothing_and_a_future_now_needs_it(ret: dict) -> None:
     future = (datetime.now(UTC) + timedelta(days=400)).isoformat()
     refused = run_cli("--config", str(ret["config_path"]), "prune", "--now", future)
     assert refused.code == 1 and len(refused.error_lines) == 1
-    assert "later than the real clock: only allowed with --dry-run" in refused.error_lines[0]
+    assert refused.error_lines[0] == (
+        f"strongroom: error: --now {datetime.fromisoformat(future).isoformat()} is later than the real clock: "
+        "only allowed with --dry-run")
     preview = run_cli("--config", str(ret["config_path"]), "prune", "--dry-run", "--now", future)
     assert preview.code == 0, preview.stderr
     assert "would delete snapshot shop/" in preview.stdout

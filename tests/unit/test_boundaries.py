@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,4 +153,25 @@ def test_only_the_envelope_builds_ciphers_and_compressors() -> None:
         for line, name in _imported_names(tree)
         if name.startswith(CIPHER_MODULES) or name.rsplit(".", 1)[-1] == "AESGCM"
     })
+    assert offenders == []
+
+
+def test_only_the_cli_speaks_of_its_flags() -> None:
+    """The library names settings (``clean``), in backticks so that each surface can say its own words
+    (``strongroom.errors.worded``): no message outside ``cli`` names a ``--flag``. Arguments of the
+    PostgreSQL tools (``--clean``, or ``pg_restore --list`` in a message) and CSS custom properties
+    (``--sr-fg:``) are not ours."""
+    tools = "(?<!pg_restore )(?<!pg_dump )(?<!pg_dumpall )(?<!psql )"
+    flag = re.compile(r"(?<![\w-])(?<!var\()" + tools + r"--[a-z][a-z-]*(?![a-z-]|:)")
+    offenders = []
+    for name, tree in _modules().items():
+        if name == "cli":
+            continue
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                    and " " in node.value and flag.search(node.value)):
+                offenders.append(f"{name}:{node.lineno} {flag.search(node.value).group(0)}")
     assert offenders == []

@@ -397,6 +397,27 @@ def test_snapshot_deadline(tmp_path: Path, snapshot: dict, expected: timedelta |
     assert config.snapshot.deadline_interval == expected
 
 
+def test_object_backup_has_its_own_settings_with_the_snapshot_defaults(tmp_path: Path) -> None:
+    """backup_object_storage reads object_backup, never snapshot: the defaults are snapshot's (nothing
+    changes unless set), and setting one section leaves the other as it was."""
+    defaults = load_config(write(tmp_path, MINIMAL))
+    o, s = defaults.object_backup, defaults.snapshot
+    assert (o.schedule, o.run_timeout, o.retries, o.retry_delay) == (
+        s.schedule, s.run_timeout, s.retries, s.retry_delay) == ("0 * * * *", timedelta(minutes=50), 2,
+                                                                  timedelta(minutes=1))
+    own = {"schedule": "30 */2 * * *", "run_timeout": "110m", "retries": 4, "retry_delay": "5m"}
+    config = load_config(write(tmp_path, {**MINIMAL, "object_backup": own}, "own.yaml"))
+    o = config.object_backup
+    assert (o.schedule, o.run_timeout, o.retries, o.retry_delay) == (
+        "30 */2 * * *", timedelta(minutes=110), 4, timedelta(minutes=5))
+    assert config.snapshot == defaults.snapshot
+    assert load_config(EXAMPLE).object_backup.schedule == "0 * * * *"
+    assert load_error(write(tmp_path, {**MINIMAL, "object_backup": {"retries": 11}}, "bad.yaml")).endswith(
+        "object_backup.retries: Input should be less than or equal to 10")
+    assert "object_backup.scheduel: unknown key" in load_error(
+        write(tmp_path, {**MINIMAL, "object_backup": {"scheduel": "@daily"}}, "typo.yaml"))
+
+
 # --- object restore targets and approvers ----------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@ each further tenth on small work; and the summary line a task ends with."""
 
 from __future__ import annotations
 
-from strongroom.progress import Progress, seconds_text, size_text
+from datetime import timedelta
+
+from strongroom.progress import Progress, duration_text, size_text
 
 MiB = 2**20
 
@@ -87,7 +89,9 @@ def test_counts_of_objects_and_an_unknown_total() -> None:
 def test_texts() -> None:
     assert [size_text(n) for n in (0, 1023, 1024, 5 * MiB // 2, 3 * 2**30)] == [
         "0 B", "1023 B", "1.0 KiB", "2.5 MiB", "3.0 GiB"]
-    assert [seconds_text(s) for s in (0.42, 42, 185, 3725)] == ["0.4s", "42s", "3m05s", "1h02m"]
+    assert [duration_text(s) for s in (0.42, 5, 42, 75, 185, 2400, 3725, 7200, 183600, 2592000, -30)] == [
+        "0.4s", "5s", "42s", "1m15s", "3m05s", "40m", "1h02m", "2h", "2d03h", "30d", "-30s"]
+    assert duration_text(timedelta(minutes=90)) == "1h30m"  # a timedelta reads the same as its seconds
 
 
 def test_summary_line_says_what_where_how_much_and_how_long() -> None:

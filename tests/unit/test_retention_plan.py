@@ -130,6 +130,25 @@ def test_stale_uploads_are_aborted_young_ones_kept() -> None:
     assert [d.upload for d in plan.deletions] == [("databases/shop/data/x/dump", "u-old")]
 
 
+def test_object_content_and_uploads_wait_out_the_object_passes_own_run_timeout() -> None:
+    """object_backup.run_timeout may be longer than snapshot.run_timeout: content a pass has stored but not
+    yet indexed, and its unfinished uploads, are kept that long; a snapshot's upload keeps its own grace."""
+    from strongroom.retention import SourceCatalog
+
+    written = NOW - timedelta(minutes=90)
+    key = "objects/uploads/content/" + "c" * 64
+    cat = catalog_of(uploads=(Upload("objects/uploads/content/x", "u-1", written),
+                              Upload("databases/shop/data/x/dump", "u-2", written)))
+    cat.sources = {"uploads": SourceCatalog(contents={"c" * 64: [Version(key, "v1", written, True, False)]})}
+    assert [d.kind for d in plan_retention(cat, RETENTION, GRACE, NOW).deletions] == ["upload", "upload", "content"]
+    longer = plan_retention(cat, RETENTION, GRACE, NOW, source_grace=timedelta(hours=2)).deletions
+    assert [d.upload for d in longer] == [("databases/shop/data/x/dump", "u-2")]
+    shorter = plan_retention(cat, RETENTION, GRACE, NOW, source_grace=timedelta(minutes=60)).deletions
+    assert [d.reason for d in shorter if d.kind == "upload"] == [
+        f"unfinished upload begun {written.isoformat()}, more than 1h ago",
+        f"unfinished upload begun {written.isoformat()}, more than 50m ago"]
+
+
 @pytest.mark.parametrize("prefix", ["audit/retention/", "restore-tests/shop/"])
 def test_old_records_are_pruned_by_the_same_window(prefix: str) -> None:
     old_key = prefix + sid(NOW - timedelta(days=31))[:16] + "-aaaaaa.json"
