@@ -119,6 +119,21 @@ class SharedRead:
             while True:
                 self.queues[name].get_nowait()
 
+    def feeds(self, name: str) -> bool:
+        """Whether ``name`` is one of the targets this read streams to."""
+        return name in self.queues
+
+    def reads(self, store: ObjectStore, objects: list[StoredObject]) -> bool:
+        """Whether this is a read of exactly ``objects`` as ``store`` holds them (its check is theirs)."""
+        same = (self.source.endpoint, self.source.bucket) == (store.endpoint, store.bucket)
+        return same and self.objects == objects
+
+    def wait_checked(self) -> None:
+        """Wait for the read to end; raises what stopped it (the source's copy is then not known whole)."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+
     def _offer(self, name: str, item: tuple[int, int, bytes | None]) -> None:
         if self.detached[name].is_set():
             return
@@ -337,36 +352,73 @@ def find_gaps(
 
 def replicate_region(
     config: Config, database: str, region_name: str, conns: Connections,
-    this_run: SnapshotRef | None, *, now: datetime | None = None,
+    this_run: SnapshotRef | None, *, now: datetime | None = None, feed: SharedRead | None = None,
+    transfer: TransferConfig | None = None, gaps: bool = True,
 ) -> list[SnapshotRef]:
-    """Copy this run's snapshot, and every gap, into ``region_name``. Returns what verify must check."""
+    """Copy this run's snapshot, and every gap, into ``region_name``. Returns what verify must check.
+
+    :param feed: the shared read of ``this_run``'s objects from its landing region (:func:`sync_regions`):
+        when it streams to this region, this run's objects are written from it instead of being read from
+        the source again. On any failure this region leaves the read, which then never waits for it.
+    :param transfer: the concurrency of this region's copies (default ``config.transfer``; a share of it
+        when several regions copy at once).
+    :param gaps: also copy every gap (:func:`find_gaps`); :func:`sync_regions` copies them on their own.
+    """
     started = datetime.now(UTC)
-    _, target, _ = _region(config, conns, region_name)
-    target.check_bucket()
-    refs = [this_run] if this_run else []
-    refs += [g for g in find_gaps(config, database, region_name, conns, now) if not this_run or g != this_run]
-    for ref in refs:
-        if ref.source_region == region_name:
-            continue
-        _, source, _ = _region(config, conns, ref.source_region)
-        manifest = source_manifest(config, conns, database, ref)
-        clear_unfinished(target, database, ref.snapshot_id, started)
-        for obj in manifest.objects():
-            how = copy_object(source, target, obj.key, obj.stored_size, config.transfer,
-                              retain_until=manifest.taken_at + config.retention)
-            log.info("%s: copied %s from %s to %s (%s)", database, obj.key, ref.source_region, region_name, how)
+    transfer = transfer or config.transfer
+    try:
+        _, target, _ = _region(config, conns, region_name)
+        target.check_bucket()
+        refs = [this_run] if this_run else []
+        if gaps:
+            refs += [g for g in find_gaps(config, database, region_name, conns, now) if not this_run or g != this_run]
+        for ref in refs:
+            if ref.source_region == region_name:
+                continue
+            copy_started = time.monotonic()
+            _, source, _ = _region(config, conns, ref.source_region)
+            manifest = source_manifest(config, conns, database, ref)
+            objects, retain_until = manifest.objects(), manifest.taken_at + config.retention
+            stream = feed if feed is not None and feed.feeds(region_name) and ref == this_run else None
+            if stream is not None and not stream.reads(source, objects):
+                raise ValueError(f"the shared read given is not of snapshot {ref.snapshot_id} in {ref.source_region}")
+            clear_unfinished(target, database, ref.snapshot_id, started)
+            for index, obj in enumerate(objects):
+                if stream is not None:
+                    stream_into(stream, region_name, target, index, retain_until, transfer.upload_concurrency)
+                    how = "streamed from the shared read"
+                else:
+                    how = copy_object(source, target, obj.key, obj.stored_size, transfer, retain_until=retain_until)
+                log.info("%s: copied %s from %s to %s (%s)", database, obj.key, ref.source_region, region_name, how)
+            log.info("%s: snapshot %s copied from %s to %s in %.1fs", database, ref.snapshot_id, ref.source_region,
+                     region_name, time.monotonic() - copy_started)
+    except BaseException:
+        if feed is not None and feed.feeds(region_name):
+            feed.drop(region_name)
+        raise
     return refs
 
 
 def verify_region(
-    config: Config, database: str, region_name: str, conns: Connections, refs: list[SnapshotRef]
+    config: Config, database: str, region_name: str, conns: Connections, refs: list[SnapshotRef],
+    *, transfer: TransferConfig | None = None, feed: SharedRead | None = None,
 ) -> list[SnapshotRef]:
-    """Check each copy in ``region_name`` against its manifest by reading the stored bytes back."""
+    """Check each copy in ``region_name`` against its manifest by reading the stored bytes back.
+
+    :param transfer: the concurrency of the read-back (default ``config.transfer``; a share of it when
+        several regions verify at once).
+    :param feed: the shared read of this run's snapshot: the landing region's copy, which that read has
+        read and checked, is not read a second time; its check is waited for instead.
+    """
+    transfer = transfer or config.transfer
     _, store, _ = _region(config, conns, region_name)
     for ref in refs:
-        manifest = source_manifest(config, conns, database, ref)
-        for obj in manifest.objects():
-            verify_object(store, obj, config.transfer)
+        objects = source_manifest(config, conns, database, ref).objects()
+        if feed is not None and feed.reads(store, objects):
+            feed.wait_checked()
+        else:
+            for obj in objects:
+                verify_object(store, obj, transfer)
         log.info("%s: snapshot %s verified in %s", database, ref.snapshot_id, region_name)
     return refs
 
@@ -411,8 +463,8 @@ def commit_region(
 def sync_region(
     config: Config, database: str, region_name: str, conns: Connections, this_run: SnapshotRef | None
 ) -> list[str]:
-    """Copy, verify and commit in one region on its own (the DAG runs these as three tasks; the CLI brings
-    a run's snapshot to every region at once with :func:`sync_regions`)."""
+    """Copy, verify and commit in one region on its own (the DAG runs these as three tasks; the CLI runs
+    them for every region at once, fed by one read of the landing region, with :func:`sync_regions`)."""
     refs = replicate_region(config, database, region_name, conns, this_run)
     verified = verify_region(config, database, region_name, conns, refs)
     return commit_region(config, database, region_name, conns, verified)
@@ -451,20 +503,26 @@ class CachedConnections:
 def sync_regions(
     config: Config, database: str, conns: Connections, this_run: SnapshotRef
 ) -> dict[str, str]:
-    """Bring this run's snapshot to every region at once, then repair gaps (the CLI path).
+    """Bring this run's snapshot to every region at once, then repair gaps (the CLI path): the DAG's
+    per-region steps, :func:`replicate_region`, :func:`verify_region` and :func:`commit_region`, on one
+    thread per region, fed by one read of the landing region.
 
-    The snapshot's objects are read once from the region they landed in and streamed to every other
-    region in parallel (:class:`SharedRead`; server-side where a target shares the source's endpoint);
-    that read verifies the landing region's copy. Each region runs on its own thread: it copies, reads
-    its copy back and checks it (:func:`verify_object`) and commits, at its own speed; a region that
-    falls behind reads the source itself, and a region that stalls (no byte moved for
-    ``transfer.stall_timeout``) is dropped from this run. Last, each committed region's gaps are copied,
-    verified and committed, one region after the other. Transfer concurrency is divided between the
-    parallel transfers so memory stays about that of one transfer.
+    The snapshot's objects are read once from the region they landed in (:class:`SharedRead`) and each
+    region's replicate step streams them from that read (server-side where a target shares the source's
+    endpoint). That read is the landing region's read-back: its verify step waits for it instead of reading
+    again, so the landing region commits only once the read found its copy whole. Each region copies, reads
+    its copy back and commits at its own speed; a region that falls behind reads the source itself, and one
+    that fails or stalls (no byte moved for ``transfer.stall_timeout``) leaves the shared read and is dropped
+    from this run. Transfer concurrency is divided between the parallel transfers so memory stays about that
+    of one transfer.
+
+    Last, each region that committed this run's snapshot runs the same three steps for its gaps, one region
+    after the other with the whole transfer concurrency: gaps are rare, memory stays that of one transfer,
+    no repair competes with the shared read for the source, and a gap that cannot be repaired never holds
+    back this run's commit.
     Returns each region's outcome: ``"committed"`` or the error that stopped it; never raises for a region.
     """
     conns = conns if isinstance(conns, CachedConnections) else CachedConnections(conns)
-    run_started = datetime.now(UTC)
     outcomes: dict[str, str] = {}
     stores: dict[str, ObjectStore] = {}
     for region in config.regions:
@@ -474,7 +532,6 @@ def sync_regions(
             stores[region.name] = store
         except StrongroomError as exc:
             outcomes[region.name] = str(exc)
-    started = time.monotonic()
     try:
         manifest = source_manifest(config, conns, database, this_run)
         _, source, _ = _region(config, conns, this_run.source_region)
@@ -482,56 +539,37 @@ def sync_regions(
         for name in stores:
             outcomes.setdefault(name, str(exc))
         return {region.name: outcomes[region.name] for region in config.regions}
-    objects = manifest.objects()
     targets = {name: store for name, store in stores.items() if name != this_run.source_region}
-    streamed = {n: t for n, t in targets.items() if t.endpoint != source.endpoint}
-    retain_until = manifest.taken_at + config.retention
+    streamed = [name for name, target in targets.items() if target.endpoint != source.endpoint]
     # about one transfer's memory for the whole fan-out: half the ranges in flight of a single download,
     # and half a single upload's parts divided between the targets (the parts are the chunks read, shared)
     fan_out = config.transfer.model_copy(
         update={"download_concurrency": max(1, config.transfer.download_concurrency // 2)}
     )
-    share = max(1, config.transfer.upload_concurrency // (2 * max(1, len(streamed))))
+    streaming = config.transfer.model_copy(
+        update={"upload_concurrency": max(1, config.transfer.upload_concurrency // (2 * max(1, len(streamed))))}
+    )
     reading = config.transfer.model_copy(
         update={"download_concurrency": max(1, config.transfer.download_concurrency // max(1, len(targets)))}
     )
-    read = SharedRead(source, objects, list(streamed), fan_out)
+    read = SharedRead(source, manifest.objects(), streamed, fan_out)
 
-    def finish(name: str) -> str:
+    def steps(name: str) -> str:
         try:
-            if name == this_run.source_region:
-                read.done.wait()
-                if read.error is not None:
-                    raise read.error
-            else:
-                target = stores[name]
-                clear_unfinished(target, database, this_run.snapshot_id, run_started)
-                for index, obj in enumerate(objects):
-                    if name in streamed:
-                        stream_into(read, name, target, index, retain_until, share)
-                    else:
-                        copy_object(source, target, obj.key, obj.stored_size, config.transfer,
-                                    retain_until=retain_until)
-                log.info("%s: snapshot %s copied from %s to %s in %.1fs", database, this_run.snapshot_id,
-                         this_run.source_region, name, time.monotonic() - started)
-                for obj in objects:
-                    verify_object(target, obj, reading)
-                log.info("%s: snapshot %s verified in %s", database, this_run.snapshot_id, name)
-            commit_region(config, database, name, conns, [this_run])
-            return COMMITTED
+            refs = replicate_region(config, database, name, conns, this_run, feed=read, gaps=False,
+                                    transfer=streaming if read.feeds(name) else config.transfer)
+            verified = verify_region(config, database, name, conns, refs, transfer=reading, feed=read)
+            commit_region(config, database, name, conns, verified)
         except StrongroomError as exc:
-            if name in streamed:
-                read.drop(name)
             return str(exc)
+        return COMMITTED
 
     names = list(stores)
     read.start()
     with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="region") as pool:
-        for name, outcome in zip(names, pool.map(finish, names), strict=True):
+        for name, outcome in zip(names, pool.map(steps, names), strict=True):
             outcomes[name] = outcome
     read.join()
-    # gaps (snapshots another region holds and this one missed) are rare: repaired one region after the
-    # other with the whole transfer concurrency, so memory stays that of one transfer
     for name in names:
         if outcomes[name] != COMMITTED:
             continue

@@ -14,7 +14,7 @@ from strongroom import layout, replication
 from strongroom.catalog import StoredObject
 from strongroom.errors import IntegrityError
 from strongroom.replication import SnapshotRef
-from strongroom.snapshot import take_snapshot
+from strongroom.snapshot import snapshot_database, take_snapshot
 from strongroom.storage import MultipartUpload, ObjectStore, PartSizer
 from tests.conftest import PRIMARY, REGIONS, Stack
 
@@ -120,3 +120,50 @@ def test_a_copy_stored_wrong_is_caught_by_reading_it_back_and_repaired_next_run(
     assert manifest in stack.list_keys(NORTH)
     key = layout.data_key("bulk", landed.snapshot_id, "dump.zst.srenc")
     assert stack.read(key, NORTH) == stack.read(key, PRIMARY)
+
+
+def test_the_cli_runs_the_dags_per_region_steps_in_every_region(
+    stack: Stack, config, conns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's snapshot is replicated by the DAG's own steps, not a second implementation: in every region
+    the real replicate, verify and commit run for this run's snapshot, in that order, each doing its part
+    (the copy is there once replicate returns, the manifest once commit does), with the shared read, which
+    is the landing region's read-back."""
+    calls: list[dict[str, Any]] = []
+
+    def counted(step: str) -> Any:
+        real = getattr(replication, step)
+
+        def call(config: Any, database: str, region: str, conns: Any, arg: Any, **kwargs: Any) -> Any:
+            result = real(config, database, region, conns, arg, **kwargs)
+            refs = [arg] if isinstance(arg, SnapshotRef) else arg or []
+            keys = stack.list_keys(region)
+            calls.append({"step": step, "region": region, "ids": [r.snapshot_id for r in refs],
+                          "fed": isinstance(kwargs.get("feed"), replication.SharedRead), "keys": keys})
+            return result
+
+        return call
+
+    for step in ("replicate_region", "verify_region", "commit_region"):
+        monkeypatch.setattr(replication, step, counted(step))
+    read_back: list[str] = []
+    verify_object = replication.verify_object
+
+    def counted_read_back(store: ObjectStore, obj: StoredObject, transfer: Any) -> None:
+        read_back.append(store.region)
+        verify_object(store, obj, transfer)
+
+    monkeypatch.setattr(replication, "verify_object", counted_read_back)
+    result = snapshot_database(config, "bulk", conns)
+    snapshot_id = result["snapshot_id"]
+    assert result["regions"] == dict.fromkeys(REGIONS, "committed")
+    data = layout.data_key("bulk", snapshot_id, "dump.zst.srenc")
+    manifest = layout.manifest_key("bulk", snapshot_id)
+    for region in REGIONS:
+        steps = [c for c in calls if c["region"] == region and c["ids"] == [snapshot_id]]
+        assert [c["step"] for c in steps] == ["replicate_region", "verify_region", "commit_region"], region
+        assert steps[0]["fed"] and steps[1]["fed"], region
+        assert data in steps[0]["keys"] and manifest not in steps[0]["keys"], region
+        assert manifest not in steps[1]["keys"] and manifest in steps[2]["keys"], region
+    # the landing region's copy was checked by the shared read, never read a second time
+    assert result["region"] == PRIMARY and PRIMARY not in read_back and {WEST, NORTH} <= set(read_back)
