@@ -79,6 +79,14 @@ def clear_unfinished(store: ObjectStore, database: str, snapshot_id: str, starte
         store.abort_stale_uploads(prefix, started_before)
 
 
+def clear_stale(store: ObjectStore, database: str, older_than: timedelta) -> None:
+    """Abort every unfinished upload of ``database`` in ``store`` begun more than ``older_than`` ago (the run
+    timeout): what a killed run left in a region that was not its landing region, for a snapshot that may
+    never be committed and so is never repaired. No run of this database is that old and still writing."""
+    with contextlib.suppress(StrongroomError):  # a region we cannot list fails on the copy itself
+        store.abort_stale_uploads(layout.database_prefix(database), datetime.now(UTC) - older_than)
+
+
 class SharedRead:
     """One read of the source's objects, fed to every target at once through a small queue per target.
 
@@ -369,6 +377,7 @@ def replicate_region(
     try:
         _, target, _ = _region(config, conns, region_name)
         target.check_bucket()
+        clear_stale(target, database, config.snapshot.run_timeout)
         refs = [this_run] if this_run else []
         if gaps:
             refs += [g for g in find_gaps(config, database, region_name, conns, now) if not this_run or g != this_run]
