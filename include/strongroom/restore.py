@@ -19,7 +19,7 @@ from typing import Any
 
 import zstandard
 
-from strongroom import approval, catalog, crypto, dumpfile, layout, postgres, roles, sandbox, snapshot, spool
+from strongroom import approval, catalog, crypto, dumpfile, layout, postgres, regions, roles, sandbox, snapshot, spool
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
 from strongroom.connections import Connections
@@ -145,6 +145,15 @@ def _fetch_from(
     return manifest, roles.fetch_globals(store, manifest, data_key) if with_globals else None
 
 
+def describe_choice(database: str, snapshot_id: str | None, at: datetime | None) -> str:
+    """The snapshot asked for, as a log line or an error names it."""
+    if snapshot_id:
+        return f"snapshot {snapshot_id} of {database}"
+    if at is not None:
+        return f"the newest snapshot of {database} taken at or before {at.isoformat()}"
+    return f"the newest snapshot of {database}"
+
+
 def restore_snapshot(
     config: Config,
     database: str,
@@ -172,7 +181,7 @@ def restore_snapshot(
     """
     db = config.database(database)
     _check_roles_choice(missing_roles)
-    candidates = [config.region(region)] if region else list(config.regions)
+    regions.candidates(config, region)  # an unknown region is refused before the target is looked at
     state = postgres.inspect_target(target)
     _check_target(target, state, clean, tables)
     sandbox.clean_leftovers(config.restore.spool_dir)
@@ -182,23 +191,18 @@ def restore_snapshot(
     try:
         path = os.path.join(spool_dir, "dump")
         started = time.monotonic()
-        failures: list[str] = []
-        for where in candidates:
+
+        def attempt(where: RegionConfig) -> tuple[Manifest, roles.Globals | None]:
             try:
-                manifest, found_globals = _fetch_from(config, conns, where, db.name, path, snapshot_id=snapshot_id,
-                                                      at=at, with_globals=missing_roles == ROLES_CREATE)
-                break
-            except StrongroomError as exc:
-                if os.path.exists(path):
+                return _fetch_from(config, conns, where, db.name, path, snapshot_id=snapshot_id, at=at,
+                                   with_globals=missing_roles == ROLES_CREATE)
+            except StrongroomError:
+                if os.path.exists(path):  # the next region starts from nothing
                     os.unlink(path)
-                if len(candidates) == 1:
-                    raise
-                log.warning("region %s cannot serve the restore: %s", where.name, exc)
-                failures.append(f"{where.name}: {exc}")
-        else:
-            raise RestoreError("no region could serve the restore: " + "; ".join(failures))
-        if failures:
-            log.warning("restoring from %s after: %s", where.name, "; ".join(failures))
+                raise
+
+        answer = regions.first_answer(config, describe_choice(db.name, snapshot_id, at), attempt, region=region)
+        (manifest, found_globals), where = answer.value, answer.region
         downloaded = time.monotonic()
         log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, where.name,
                  target.describe())
@@ -240,7 +244,7 @@ def restore_snapshot(
         snapshot_id=manifest.snapshot_id,
         taken_at=manifest.taken_at.isoformat(),
         region=where.name,
-        unavailable=tuple(failures),
+        unavailable=answer.unavailable,
         target=target.describe(),
         created_database=not state.exists,
         tables=len(recorded),
@@ -412,19 +416,16 @@ def locate_snapshot(
     config: Config, conns: Connections, database: str, *, snapshot_id: str | None, at: datetime | None,
     region: str | None,
 ) -> tuple[Manifest, str]:
-    """The snapshot a restore would use, and the region it was found in (the primary first)."""
-    candidates = [config.region(region)] if region else list(config.regions)
-    failures: list[str] = []
-    for where in candidates:
-        try:
-            store = conns.store(where, config.transfer)
-            keyring = conns.keyring(config.keyring_conn_id(where))
-            return catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at), where.name
-        except StrongroomError as exc:
-            if len(candidates) == 1:
-                raise
-            failures.append(f"{where.name}: {exc}")
-    raise NotFoundError("no region holds the snapshot: " + "; ".join(failures))
+    """The snapshot a restore would use, and the region it was found in: ``region`` only, else the primary
+    or the next region that holds it (:func:`strongroom.regions.first_answer`)."""
+
+    def select(where: RegionConfig) -> Manifest:
+        store = conns.store(where, config.transfer)
+        keyring = conns.keyring(config.keyring_conn_id(where))
+        return catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at)
+
+    answer = regions.first_answer(config, describe_choice(database, snapshot_id, at), select, region=region)
+    return answer.value, answer.region.name
 
 
 def production_source(config: Config, conns: Connections, target: postgres.PgSettings) -> str | None:
