@@ -20,7 +20,7 @@ from strongroom.errors import ConfigError, PruneError, ReplicationError, Restore
 from strongroom.progress import duration_text
 
 if TYPE_CHECKING:
-    from strongroom.config import Config
+    from strongroom.config import Config, RegionConfig
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -177,31 +177,27 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_SNAPSHOTS = "holds no snapshots"  # a region that answers but lists nothing: the next one is asked
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, catalog
+    from strongroom.regions import candidates, first_answer
     config = _config(args)
     names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
     conns = airflow_adapter.connections()
-    candidates = [config.region(args.region)] if args.region else list(config.regions)
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    passed: list[str] = []  # regions asked before the one that answered, and why they did not
-    region = candidates[0]
-    for region in candidates:
-        try:
-            store = conns.store(region, config.transfer)
-            keyring = conns.keyring(config.keyring_conn_id(region))
-            store.check_bucket()
-            rows = [dict(m.summary(), region=region.name, age_seconds=int((now - m.taken_at).total_seconds()))
-                    for name in names for m in catalog.list_manifests(store, keyring, name)]
-        except StrongroomError as exc:
-            if len(candidates) == 1:
-                raise
-            passed.append(f"{region.name} is unreachable ({exc})")
-            continue
-        if rows or len(candidates) == 1:
-            break
-        passed.append(f"{region.name} holds no snapshots")
+
+    def listing(region: RegionConfig) -> list[dict[str, Any]]:
+        store = conns.store(region, config.transfer)
+        keyring = conns.keyring(config.keyring_conn_id(region))
+        store.check_bucket()
+        return [dict(m.summary(), region=region.name, age_seconds=int((now - m.taken_at).total_seconds()))
+                for name in names for m in catalog.list_manifests(store, keyring, name)]
+
+    answer = first_answer(config, "the snapshot list", listing, region=args.region,
+                          empty=lambda rows: None if rows else NO_SNAPSHOTS)
+    rows, region = answer.value, answer.region
     if args.json:
         _print(rows, True, "")
     else:
@@ -214,14 +210,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 f"{r['stored_bytes']:>12} {r['tables']:>6} {r['rows']:>12}"
             )
         if not rows:
-            print(f"(no committed snapshots in {', '.join(c.name for c in candidates)})")
-        elif passed:
+            print(f"(no committed snapshots in {', '.join(c.name for c in candidates(config, args.region))})")
+        elif answer.skipped:
             print(f"(listed from region {region.name})")
-    if passed and rows:
-        _warn(f"listed from region {region.name}: {'; '.join(passed)}")
-        if any(p.endswith("holds no snapshots") for p in passed):
-            raise StrongroomError(f"the primary region {config.primary.name} holds no snapshots while "
-                                  f"{region.name} holds {len(rows)}: its bucket was emptied or replaced")
+    if rows and answer.skipped:  # the log's warning may not reach a terminal (Airflow configures logging)
+        _warn(f"listed from region {region.name} after passing over {'; '.join(answer.unavailable)}")
+    emptied = [s.region for s in answer.skipped if s.reason == NO_SNAPSHOTS]
+    if rows and emptied:
+        which = " and ".join(f"the primary region {n}" if n == config.primary.name else f"region {n}" for n in emptied)
+        one = len(emptied) == 1
+        raise StrongroomError(f"{which} {'holds' if one else 'hold'} no snapshots while {region.name} holds "
+                              f"{len(rows)}: {'its bucket was' if one else 'their buckets were'} emptied or replaced")
     return 0
 
 

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom import layout
-from strongroom.config import Config
+from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import StrongroomError
+from strongroom.regions import first_answer
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +45,22 @@ def updated(record: dict[str, Any], subject: str, channels: list[str], error: st
 
 def read_deliveries(config: Config, conns: Connections) -> dict[str, Any]:
     """The record, from the first region that answers; ``{}`` when none was written yet."""
-    for region in config.regions:
+
+    def record_in(region: RegionConfig) -> dict[str, Any]:
+        store = conns.store(region, config.transfer)
+        if store.head(layout.DELIVERY_KEY) is None:
+            return {}
         try:
-            store = conns.store(region, config.transfer)
-            if store.head(layout.DELIVERY_KEY) is None:
-                return {}
             doc = json.loads(store.get_bytes(layout.DELIVERY_KEY))
-            return doc if isinstance(doc, dict) else {}
-        except (StrongroomError, ValueError) as exc:
-            log.warning("alert delivery record unreadable in %s: %s", region.name, exc)
-    return {}
+        except ValueError as exc:
+            raise StrongroomError(f"alert delivery record {layout.DELIVERY_KEY} is malformed: {exc}") from None
+        return doc if isinstance(doc, dict) else {}
+
+    try:
+        return first_answer(config, "the alert delivery record", record_in).value
+    except StrongroomError as exc:
+        log.warning("alert delivery record unreadable: %s", exc)
+        return {}
 
 
 def record_delivery(config: Config, conns: Connections, subject: str, channels: list[str],
@@ -65,13 +72,12 @@ def record_delivery(config: Config, conns: Connections, subject: str, channels: 
     except Exception as exc:
         log.warning("alert delivery not recorded: %s", exc)
         return None
-    for region in config.regions:
-        try:
-            conns.store(region, config.transfer).put_bytes(layout.DELIVERY_KEY, body.encode())
-            return region.name
-        except StrongroomError as exc:
-            log.warning("alert delivery not recorded in %s: %s", region.name, exc)
-        except Exception as exc:  # e.g. a connection that is not defined where the callback runs
-            log.warning("alert delivery not recorded in %s: %s", region.name, exc)
-            return None
-    return None
+
+    def write(region: RegionConfig) -> None:
+        conns.store(region, config.transfer).put_bytes(layout.DELIVERY_KEY, body.encode())
+
+    try:
+        return first_answer(config, "the write of the alert delivery record", write).region.name
+    except Exception as exc:  # also e.g. a connection that is not defined where the callback runs
+        log.warning("alert delivery not recorded: %s", exc)
+        return None

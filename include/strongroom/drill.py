@@ -24,9 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
-from strongroom import catalog, inventory, layout, postgres, records, roles, sandbox, spool, validation
+from strongroom import catalog, inventory, layout, postgres, records, restore, roles, sandbox, validation
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
@@ -34,7 +32,6 @@ from strongroom.errors import RestoreTestError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.progress import duration_text
-from strongroom.restore import fetch_dump
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -111,32 +108,6 @@ def _isolated(
             yield server.with_dbname(name)
 
 
-def restore_unprivileged(
-    admin: PgSettings, path: str, manifest: Manifest, specs: roles.Globals | None, *, jobs: int,
-    bin_dir: str | None,
-) -> tuple[PgSettings, roles.RoleReport]:
-    """Restore the dump at ``path`` into the new database ``admin`` names, keeping production's owners, so
-    that nothing production wrote ever runs as a superuser.
-
-    The superuser only creates the roles (NOLOGIN, never superusers) and the database, and replays the
-    ``pre-data`` section: definitions, owners, comments and their privileges, in which no function body,
-    constraint or default is evaluated. Everything that can run production's code (the data load: CHECK
-    constraints, generated columns; then indexes, constraints, triggers, materialized views, default
-    privileges) runs as a new login role that is no superuser, only a member of production's roles.
-    Returns that role's settings and what was done to roles.
-    """
-    needed = roles.needed_roles(manifest.inventory, postgres.toc(path, bin_dir))
-    restorer, report = roles.prepare_restorer(admin, specs, needed)
-    with postgres.connect(admin.with_dbname("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(admin.dbname),
-                                                                   sql.Identifier(restorer.user or "")))
-    postgres.restore_dump(admin, path, jobs=1, single_transaction=True, clean=False, bin_dir=bin_dir,
-                          sections=("pre-data",))
-    postgres.restore_dump(restorer, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=bin_dir,
-                          sections=("data", "post-data"))
-    return restorer, report
-
-
 def check_sandbox_server(config: Config, conns: Connections, server: PgSettings) -> None:
     """Refuse a restore-test sandbox that is any configured source's cluster (by its system identifier,
     whatever host, address, port or user reaches it), before anything is created there."""
@@ -158,41 +129,46 @@ def check_snapshot(
     *, now: datetime | None = None, record: bool = True,
 ) -> DrillResult:
     """Restore one snapshot from ``region`` into an isolated server and validate it. Never raises for a
-    failed restore or check: the result says what failed (and is recorded); raises only for bad input."""
+    failed restore or check: the result says what failed (and is recorded); raises only for bad input.
+
+    The restore is :mod:`strongroom.restore`'s pipeline, from ``region`` only (a corrupt copy there fails
+    the test, on purpose) and as an unprivileged role (:func:`strongroom.restore.restore_file`), so that
+    nothing production wrote ever runs as a superuser; then the rows, the expectations and the schema
+    are checked as that role, and the database and the role are dropped."""
     now = now or datetime.now(UTC)
     db = config.database(database)
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     result = DrillResult(db.name, snapshot_id, region.name, now.isoformat())
     suites = validation.load_user_suites(Path(config.restore_test.expectations_dir), db.name)
-    sandbox.clean_leftovers(config.restore.spool_dir)
-    work = spool.Spool.create(config.restore.spool_dir, "strongroom-rt-", config.restore.lease)
+    work = restore.open_spool(config, "strongroom-rt-")
     report = None
     schema_docs: dict[str, bytes] = {}
     try:
-        manifest = catalog.load_manifest(store, keyring, db.name, snapshot_id)
+        manifest, _ = restore.locate_snapshot(config, conns, db.name, snapshot_id=snapshot_id, at=None,
+                                              region=region.name)
         result.snapshot_taken_at = manifest.taken_at.isoformat()
         result.snapshot_age_seconds = int((now - manifest.taken_at).total_seconds())
-        data_key = manifest.data_key(keyring)
         started = time.monotonic()
         with _isolated(config, conns, manifest.server_version.split(".")[0], store, keyring, db.name) as admin:
             result.phases["provision"] = round(time.monotonic() - started, 3)
             path = os.path.join(work.path, "dump")
-            result.phases.update(fetch_dump(store, manifest, data_key, path, config.transfer))
-            specs = roles.fetch_globals(store, manifest, data_key)
+            fetched = restore.fetch_snapshot(config, conns, db.name, path, snapshot_id=snapshot_id,
+                                             region=region.name, with_globals=True)
+            result.phases.update(fetched.phases)
             mark = time.monotonic()
             bin_dir = config.snapshot.pg_bin_dir
-            restorer, role_report = restore_unprivileged(
-                admin, path, manifest, specs, jobs=config.restore.jobs or (os.cpu_count() or 1), bin_dir=bin_dir)
+            needed = roles.needed_roles(manifest.inventory, postgres.toc(path, bin_dir))
+            restorer, role_report = roles.prepare_restorer(admin, fetched.globals, needed)
             result.roles = role_report.to_dict()
             try:
+                restore.restore_file(config, admin, path, postgres.inspect_target(admin), restorer=restorer)
                 dumped_sequences = inventory.dump_sequence_values(path, bin_dir)
                 os.unlink(path)
                 result.phases["restore"] = round(time.monotonic() - mark, 3)
                 mark = time.monotonic()
-                restored = postgres.count_rows(restorer)
-                result.tables = {t: {"expected": n, "restored": restored.get(t)}
-                                 for t, n in sorted(manifest.tables.items())}
+                result.tables = {t: {"expected": n, "restored": got}
+                                 for t, (n, got) in restore.compare_rows(restorer, manifest).items()}
                 report = validation.validate(
                     restorer, manifest, suites,
                     validation.parameters_for(manifest, config.restore_test.freshness_lag),

@@ -91,3 +91,12 @@ class PruneError(StrongroomError):
 
 class RestoreTestError(StrongroomError):
     """A restore test failed; the message names the database, snapshot, region and what broke."""
+
+
+class NoRegionError(StrongroomError):
+    """No region could serve a request (:func:`strongroom.regions.first_answer`); the message names every
+    region tried and its error. Retryable when any of those errors was: that region may answer again."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

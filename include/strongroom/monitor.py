@@ -17,7 +17,7 @@ from typing import Any
 
 from strongroom import layout, records
 from strongroom.alerts import SUBJECT_PREFIX, Alert
-from strongroom.config import Config
+from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.drill import RESULT_KIND
 from strongroom.errors import IntegrityError, StrongroomError
@@ -25,6 +25,7 @@ from strongroom.keycheck import KeyReport, check_keys
 from strongroom.metrics import Metric, age_metrics
 from strongroom.pools import PoolDrift
 from strongroom.progress import duration_text
+from strongroom.regions import first_answer
 from strongroom.status import RegionStatus, collect_status, size_trends
 
 log = logging.getLogger(__name__)
@@ -248,35 +249,38 @@ def latest_restore_tests(
     that answers. Newer results that do not authenticate are ignored and named in ``unauthenticated``
     (with no authenticated result at all, the summary is a failure dated :data:`NEVER`)."""
     now = now or datetime.now(UTC)
-    found: dict[str, RestoreTestSummary] = {}
-    for region in config.regions:
-        try:
-            store = conns.store(region, config.transfer)
-            keyring = conns.keyring(config.keyring_conn_id(region))
-            for db in config.databases:
-                listed = store.list_objects(layout.restore_tests_prefix(db.name))
-                keys = sorted(o.key for o in listed if layout.is_restore_test_result(o.key))
-                bad: list[str] = []
-                summary = None
-                for key in reversed(keys):  # run folders start with the UTC time: newest last
-                    try:
-                        doc = records.unseal(store.get_bytes(key), keyring, kind=RESULT_KIND, key=key,
-                                             times=["tested_at"], now=now)
-                    except IntegrityError as exc:
-                        log.warning("ignoring %s", exc)
-                        bad.append(str(exc))
-                        continue
-                    summary = _summary(db.name, key, doc)
-                    if summary is not None:
-                        break
-                if summary is None and bad:
-                    summary = RestoreTestSummary(db.name, NEVER, False, headline="no authenticated result")
+
+    def newest_in(region: RegionConfig) -> dict[str, RestoreTestSummary]:
+        store = conns.store(region, config.transfer)
+        keyring = conns.keyring(config.keyring_conn_id(region))
+        found: dict[str, RestoreTestSummary] = {}
+        for db in config.databases:
+            listed = store.list_objects(layout.restore_tests_prefix(db.name))
+            keys = sorted(o.key for o in listed if layout.is_restore_test_result(o.key))
+            bad: list[str] = []
+            summary = None
+            for key in reversed(keys):  # run folders start with the UTC time: newest last
+                try:
+                    doc = records.unseal(store.get_bytes(key), keyring, kind=RESULT_KIND, key=key,
+                                         times=["tested_at"], now=now)
+                except IntegrityError as exc:
+                    log.warning("ignoring %s", exc)
+                    bad.append(str(exc))
+                    continue
+                summary = _summary(db.name, key, doc)
                 if summary is not None:
-                    found[db.name] = replace(summary, unauthenticated=tuple(bad))
-            return found
-        except StrongroomError as exc:
-            log.warning("restore-test results unreadable in %s: %s", region.name, exc)
-    return found
+                    break
+            if summary is None and bad:
+                summary = RestoreTestSummary(db.name, NEVER, False, headline="no authenticated result")
+            if summary is not None:
+                found[db.name] = replace(summary, unauthenticated=tuple(bad))
+        return found
+
+    try:
+        return first_answer(config, "the restore-test results", newest_in).value
+    except StrongroomError as exc:
+        log.warning("restore-test results unreadable: %s", exc)
+        return {}
 
 
 def _summary(database: str, key: str, doc: Mapping[str, Any]) -> RestoreTestSummary | None:
@@ -304,12 +308,14 @@ def _read_state(
 ) -> tuple[dict[str, str], datetime | None, str | None]:
     """The last-alert times; since when the monitor watches (``now`` on its first run; None for a state
     written before that was recorded: watched long enough); and the problem when the stored state did not
-    authenticate (then it is empty)."""
-    for region in config.regions:
+    authenticate (then it is empty). Read from the primary region, else the next region that answers."""
+
+    def state_in(region: RegionConfig) -> tuple[dict[str, str], datetime | None, str | None]:
+        store = conns.store(region, config.transfer)
+        keyring = conns.keyring(config.keyring_conn_id(region))
         try:
-            store = conns.store(region, config.transfer)
-            keyring = conns.keyring(config.keyring_conn_id(region))
-            doc = records.read(store, keyring, layout.MONITOR_STATE_KEY, kind=STATE_KIND, times=["checked_at"], now=now)
+            doc = records.read(store, keyring, layout.MONITOR_STATE_KEY, kind=STATE_KIND, times=["checked_at"],
+                               now=now)
             if doc is None:
                 return {}, now, None
             since = _parse_time(str(doc["since"])) if doc.get("since") else None
@@ -317,25 +323,33 @@ def _read_state(
         except IntegrityError as exc:
             log.warning("ignoring %s", exc)
             return {}, None, str(exc)  # no grace for a forged state: it must not silence anything
-        except (StrongroomError, ValueError, AttributeError, TypeError) as exc:
-            log.warning("monitor state unreadable in %s: %s", region.name, exc)
-    return {}, None, None
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise StrongroomError(f"monitor state {layout.MONITOR_STATE_KEY} is malformed: {exc}") from None
+
+    try:
+        return first_answer(config, "the monitor state", state_in).value
+    except StrongroomError as exc:
+        log.warning("monitor state unreadable: %s", exc)
+        return {}, None, None
 
 
 def _write_state(
     config: Config, conns: Connections, plan: MonitorPlan, now: datetime, since: datetime | None = None
 ) -> str | None:
+    """Record the state in the primary region, else the next region that answers; returns where (or None)."""
     body: dict[str, Any] = {"checked_at": now.isoformat(), "alerted": plan.state}
     if since is not None:
         body["since"] = since.isoformat()
-    for region in config.regions:  # the primary, else the next region that answers
-        try:
-            records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
-                          layout.MONITOR_STATE_KEY, body, kind=STATE_KIND)
-            return region.name
-        except StrongroomError as exc:
-            log.warning("monitor state not written in %s: %s", region.name, exc)
-    return None
+
+    def write(region: RegionConfig) -> None:
+        records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
+                      layout.MONITOR_STATE_KEY, body, kind=STATE_KIND)
+
+    try:
+        return first_answer(config, "a write of the monitor state", write).region.name
+    except StrongroomError as exc:
+        log.warning("monitor state not written: %s", exc)
+        return None
 
 
 def run_monitor(

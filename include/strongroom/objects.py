@@ -33,6 +33,7 @@ from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, NotFoundError, RefusedError, ReplicationError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.progress import Progress
+from strongroom.regions import first_answer
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -335,27 +336,27 @@ def _write_journals(regions: list[_Region], source: str, now: datetime, id_key_i
 
 def point_at(config: Config, conns: Connections, source: str, at: datetime | None,
              region: str | None = None) -> tuple[RegionConfig, PointIndex]:
-    """The newest committed point at or before ``at`` (None: the newest): from ``region``, else the first
-    region that has one. When there is none, the error lists the points there are."""
+    """The newest committed point at or before ``at`` (None: the newest): from ``region``, else the primary
+    or the next region that has one (:func:`strongroom.regions.first_answer`). When there is none, the
+    error lists the points there are."""
     if at is None:
         at = datetime.now(UTC)
     require_offset(at, "at")
     config.source(source)
-    failures = []
-    for cfg in [config.region(region)] if region else config.regions:
-        try:
-            store, keyring = conns.store(cfg, config.transfer), conns.keyring(config.keyring_conn_id(cfg))
-            every = point_times(store, source)
-            times = [t for t in every if t <= at]
-            if not times:
-                newest = [t.isoformat() for t in reversed(every)][:10]
-                listed = ", ".join(newest) + (f" and {len(every) - 10} older" if len(every) > 10 else "")
-                raise NotFoundError(f"no point of {source} at or before {at.isoformat()} in {cfg.name} "
-                                    f"(choose from: {listed or 'none yet'})")
-            return cfg, load_point(store, keyring, source, times[-1])
-        except StrongroomError as exc:
-            failures.append(f"{cfg.name}: {exc}")
-    raise NotFoundError("no region can serve that point in time: " + "; ".join(failures))
+
+    def point_in(cfg: RegionConfig) -> PointIndex:
+        store, keyring = conns.store(cfg, config.transfer), conns.keyring(config.keyring_conn_id(cfg))
+        every = point_times(store, source)
+        times = [t for t in every if t <= at]
+        if not times:
+            newest = [t.isoformat() for t in reversed(every)][:10]
+            listed = ", ".join(newest) + (f" and {len(every) - 10} older" if len(every) > 10 else "")
+            raise NotFoundError(f"no point of {source} at or before {at.isoformat()} in {cfg.name} "
+                                f"(choose from: {listed or 'none yet'})")
+        return load_point(store, keyring, source, times[-1])
+
+    answer = first_answer(config, f"a point of {source} at or before {at.isoformat()}", point_in, region=region)
+    return answer.region, answer.value
 
 
 def list_point(

@@ -459,10 +459,13 @@ def _maintenance(target: PgSettings) -> psycopg.Connection[Any]:
     return connect(target.with_dbname("postgres"), autocommit=True)
 
 
-def create_database(target: PgSettings) -> None:
+def create_database(target: PgSettings, *, owner: str | None = None) -> None:
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname))
+    if owner:
+        query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
     with _maintenance(target) as conn:
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
+            conn.execute(query)
         except psycopg.Error as exc:
             raise SourceError(f"cannot create database {target.describe()}: {_first_line(exc)}") from None
 

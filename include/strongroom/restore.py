@@ -3,6 +3,12 @@
 The whole object is downloaded, checked against the manifest's size and SHA-256, decrypted (every
 segment authenticated) and decompressed into a private spool file *before* the target is touched, so a
 tampered or truncated snapshot leaves the target exactly as it was. The spool is removed afterwards.
+
+The pipeline, shared by :func:`restore_snapshot` and the restore test (:mod:`strongroom.drill`):
+:func:`locate_snapshot` (which snapshot, in which region), :func:`open_spool`, :func:`fetch_snapshot`
+(download, verify, decrypt; the primary, else the next region that can serve it), the roles
+(:mod:`strongroom.roles`), :func:`restore_file` (``pg_restore``; a new database is dropped again when it
+fails) and :func:`compare_rows`.
 """
 
 from __future__ import annotations
@@ -13,11 +19,11 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom import approval, catalog, dumpfile, envelope, layout, postgres, roles, sandbox, snapshot, spool
+from strongroom import approval, catalog, dumpfile, envelope, layout, postgres, regions, roles, sandbox, snapshot, spool
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
 from strongroom.connections import Connections
@@ -115,18 +121,75 @@ def fetch_dump(
     return {"download": round(waited, 3), "decrypt": round(worked, 3)}
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A snapshot selected, downloaded, verified and decrypted into a spool file, and where it came from."""
+
+    manifest: Manifest
+    region: str
+    globals: roles.Globals | None  # when asked for (None also when the snapshot holds none)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: download, decrypt (see fetch_dump)
+    unavailable: tuple[str, ...] = ()  # "<region>: <why>" for each region passed over
+
+
 def _fetch_from(
     config: Config, conns: Connections, region: RegionConfig, database: str, path: str,
     *, snapshot_id: str | None, at: datetime | None, with_globals: bool = False,
-) -> tuple[Manifest, roles.Globals | None]:
+) -> Fetched:
     """Select the snapshot in one region and fetch it, verified and decrypted, into ``path`` (and its
     globals, when asked)."""
     store = conns.store(region, config.transfer)
     keyring = conns.keyring(config.keyring_conn_id(region))
     manifest = catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at)
     data_key = manifest.data_key(keyring)
-    fetch_dump(store, manifest, data_key, path, config.transfer)
-    return manifest, roles.fetch_globals(store, manifest, data_key) if with_globals else None
+    phases = fetch_dump(store, manifest, data_key, path, config.transfer)
+    specs = roles.fetch_globals(store, manifest, data_key) if with_globals else None
+    return Fetched(manifest, region.name, specs, phases)
+
+
+def fetch_snapshot(
+    config: Config, conns: Connections, database: str, path: str, *, snapshot_id: str | None = None,
+    at: datetime | None = None, region: str | None = None, with_globals: bool = False,
+) -> Fetched:
+    """Select the snapshot and fetch it into ``path``: from ``region`` only, else from the primary or,
+    when a snapshot, object, key or integrity check fails there, the next region in configured order
+    (:func:`strongroom.regions.first_answer`)."""
+
+    def attempt(where: RegionConfig) -> Fetched:
+        try:
+            return _fetch_from(config, conns, where, database, path, snapshot_id=snapshot_id, at=at,
+                               with_globals=with_globals)
+        except StrongroomError:
+            if os.path.exists(path):  # the next region starts from nothing
+                os.unlink(path)
+            raise
+
+    answer = regions.first_answer(config, describe_choice(database, snapshot_id, at), attempt, region=region)
+    return replace(answer.value, unavailable=answer.unavailable)
+
+
+def describe_choice(database: str, snapshot_id: str | None, at: datetime | None) -> str:
+    """The snapshot asked for, as a log line or an error names it."""
+    if snapshot_id:
+        return f"snapshot {snapshot_id} of {database}"
+    if at is not None:
+        return f"the newest snapshot of {database} taken at or before {at.isoformat()}"
+    return f"the newest snapshot of {database}"
+
+
+def open_spool(config: Config, prefix: str) -> spool.Spool:
+    """A private directory for one restore's dump, after removing what dead restores left behind."""
+    sandbox.clean_leftovers(config.restore.spool_dir)
+    return spool.Spool.create(config.restore.spool_dir, prefix, config.restore.lease)
+
+
+def compare_rows(
+    settings: postgres.PgSettings, manifest: Manifest, tables: Sequence[str] = ()
+) -> dict[str, tuple[int, int | None]]:
+    """Each table the snapshot recorded (only ``tables``, when given): (rows recorded, rows restored;
+    None for a table that was not restored)."""
+    actual = postgres.count_rows(settings)
+    return {t: (n, actual.get(t)) for t, n in sorted(manifest.tables.items()) if not tables or t in tables}
 
 
 def restore_snapshot(
@@ -156,35 +219,20 @@ def restore_snapshot(
     """
     db = config.database(database)
     _check_roles_choice(missing_roles)
-    candidates = [config.region(region)] if region else list(config.regions)
+    regions.candidates(config, region)  # an unknown region is refused before the target is looked at
     state = postgres.inspect_target(target)
     _check_target(target, state, clean, tables)
-    sandbox.clean_leftovers(config.restore.spool_dir)
-    lease = spool.Spool.create(config.restore.spool_dir, "strongroom-restore-", config.restore.lease)
+    lease = open_spool(config, "strongroom-restore-")
     spool_dir = str(lease.path)
     role_report: roles.RoleReport | None = None
     try:
         path = os.path.join(spool_dir, "dump")
         started = time.monotonic()
-        failures: list[str] = []
-        for where in candidates:
-            try:
-                manifest, found_globals = _fetch_from(config, conns, where, db.name, path, snapshot_id=snapshot_id,
-                                                      at=at, with_globals=missing_roles == ROLES_CREATE)
-                break
-            except StrongroomError as exc:
-                if os.path.exists(path):
-                    os.unlink(path)
-                if len(candidates) == 1:
-                    raise
-                log.warning("region %s cannot serve the restore: %s", where.name, exc)
-                failures.append(f"{where.name}: {exc}")
-        else:
-            raise RestoreError("no region could serve the restore: " + "; ".join(failures))
-        if failures:
-            log.warning("restoring from %s after: %s", where.name, "; ".join(failures))
+        fetched = fetch_snapshot(config, conns, db.name, path, snapshot_id=snapshot_id, at=at, region=region,
+                                 with_globals=missing_roles == ROLES_CREATE)
+        manifest = fetched.manifest
         downloaded = time.monotonic()
-        log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, where.name,
+        log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, fetched.region,
                  target.describe())
         chosen = resolve_tables(manifest, tables)
         use_list = None
@@ -202,17 +250,17 @@ def restore_snapshot(
             if missing and missing_roles == ROLES_REFUSE:
                 raise roles.refusal(target.describe(), missing)
             if missing:
-                role_report = roles.create_roles(target, found_globals, missing, with_passwords=with_passwords)
+                role_report = roles.create_roles(target, fetched.globals, missing, with_passwords=with_passwords)
                 for line in role_report.lines():
                     log.warning("%s: %s", target.describe(), line)
-        _restore_file(config, target, path, state, clean, use_list, no_owner=missing_roles == ROLES_NO_OWNER)
+        restore_file(config, target, path, state, clean=clean, use_list=use_list,
+                     no_owner=missing_roles == ROLES_NO_OWNER)
         restored = time.monotonic()
     finally:
         lease.remove()
 
-    actual = postgres.count_rows(target)
-    recorded = {t: n for t, n in manifest.tables.items() if not chosen or t in chosen}
-    wrong = {t: (n, actual.get(t)) for t, n in recorded.items() if actual.get(t) != n}
+    counted = compare_rows(target, manifest, chosen)
+    wrong = {t: (n, got) for t, (n, got) in counted.items() if got != n}
     if wrong:
         table, (expected, got) = sorted(wrong.items())[0]
         raise IntegrityError(
@@ -223,12 +271,12 @@ def restore_snapshot(
         database=db.name,
         snapshot_id=manifest.snapshot_id,
         taken_at=manifest.taken_at.isoformat(),
-        region=where.name,
-        unavailable=tuple(failures),
+        region=fetched.region,
+        unavailable=fetched.unavailable,
         target=target.describe(),
         created_database=not state.exists,
-        tables=len(recorded),
-        rows=sum(recorded.values()),
+        tables=len(counted),
+        rows=sum(n for n, _ in counted.values()),
         download_seconds=round(downloaded - started, 3),
         restore_seconds=round(restored - downloaded, 3),
         no_owner=missing_roles == ROLES_NO_OWNER,
@@ -265,24 +313,41 @@ def _check_roles_choice(choice: str) -> None:
         raise ConfigError(f"missing roles {choice!r}: choose {', '.join(ROLE_CHOICES)}")
 
 
-def _restore_file(
-    config: Config, target: postgres.PgSettings, path: str, state: postgres.TargetState, clean: bool,
-    use_list: str | None, *, no_owner: bool,
+def restore_file(
+    config: Config, target: postgres.PgSettings, path: str, state: postgres.TargetState, *, clean: bool = False,
+    use_list: str | None = None, no_owner: bool = False, restorer: postgres.PgSettings | None = None,
 ) -> None:
+    """``pg_restore`` the fetched dump at ``path`` into ``target``: an existing database in one transaction
+    (it ends fully restored or as it was); a new one is created, restored with parallel jobs and dropped
+    again when that fails.
+
+    With ``restorer`` (the restore test; ``target`` is a superuser of an isolated server) nothing production
+    wrote ever runs as a superuser. The new database belongs to ``restorer``, a login role that is no
+    superuser, only a member of production's roles (:func:`strongroom.roles.prepare_restorer`), and
+    production's owners are kept. The superuser replays only the ``pre-data`` section (definitions, owners,
+    comments and their privileges, in which no function body, constraint or default is evaluated);
+    everything that can run production's code (the data load: CHECK constraints, generated columns; then
+    indexes, constraints, triggers, materialized views, default privileges) runs as ``restorer``.
+    """
     jobs = config.restore.jobs or (os.cpu_count() or 1)
+    bin_dir = config.snapshot.pg_bin_dir
     if state.exists:
+        if restorer is not None:
+            raise RestoreError(f"{target.describe()} exists: a restore as an unprivileged role needs a new database")
         # an existing database is restored in one transaction: it ends fully restored or as it was
-        postgres.restore_dump(
-            target, path, jobs=1, single_transaction=True, clean=clean, bin_dir=config.snapshot.pg_bin_dir,
-            no_owner=no_owner,
-        )
+        postgres.restore_dump(target, path, jobs=1, single_transaction=True, clean=clean, bin_dir=bin_dir,
+                              no_owner=no_owner)
         return
-    postgres.create_database(target)
+    postgres.create_database(target, owner=restorer.user if restorer else None)
     try:
-        postgres.restore_dump(
-            target, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=config.snapshot.pg_bin_dir,
-            use_list=use_list, no_owner=no_owner,
-        )
+        if restorer is None:
+            postgres.restore_dump(target, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=bin_dir,
+                                  use_list=use_list, no_owner=no_owner)
+        else:
+            postgres.restore_dump(target, path, jobs=1, single_transaction=True, clean=False, bin_dir=bin_dir,
+                                  use_list=use_list, sections=("pre-data",))
+            postgres.restore_dump(restorer, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=bin_dir,
+                                  use_list=use_list, sections=("data", "post-data"))
     except BaseException as exc:
         postgres.drop_database(target)  # we created it: leave nothing half-restored behind
         if isinstance(exc, StrongroomError):
@@ -396,19 +461,16 @@ def locate_snapshot(
     config: Config, conns: Connections, database: str, *, snapshot_id: str | None, at: datetime | None,
     region: str | None,
 ) -> tuple[Manifest, str]:
-    """The snapshot a restore would use, and the region it was found in (the primary first)."""
-    candidates = [config.region(region)] if region else list(config.regions)
-    failures: list[str] = []
-    for where in candidates:
-        try:
-            store = conns.store(where, config.transfer)
-            keyring = conns.keyring(config.keyring_conn_id(where))
-            return catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at), where.name
-        except StrongroomError as exc:
-            if len(candidates) == 1:
-                raise
-            failures.append(f"{where.name}: {exc}")
-    raise NotFoundError("no region holds the snapshot: " + "; ".join(failures))
+    """The snapshot a restore would use, and the region it was found in: ``region`` only, else the primary
+    or the next region that holds it (:func:`strongroom.regions.first_answer`)."""
+
+    def select(where: RegionConfig) -> Manifest:
+        store = conns.store(where, config.transfer)
+        keyring = conns.keyring(config.keyring_conn_id(where))
+        return catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at)
+
+    answer = regions.first_answer(config, describe_choice(database, snapshot_id, at), select, region=region)
+    return answer.value, answer.region.name
 
 
 def production_source(config: Config, conns: Connections, target: postgres.PgSettings) -> str | None:

@@ -37,6 +37,7 @@ from strongroom.errors import (
 )
 from strongroom.keyring import Keyring
 from strongroom.progress import duration_text
+from strongroom.regions import first_answer
 from strongroom.storage import ObjectStore, Upload, Version
 
 log = logging.getLogger(__name__)
@@ -430,10 +431,12 @@ def _audit(config: Config, conns: Connections, results: list[RegionPrune], now: 
                          "regions": [{"region": r.region, "removed": r.removed, "error": r.error}
                                      for r in results]}, indent=2).encode()
     key = layout.audit_key(datetime.now(UTC))
-    for region in config.regions:
-        try:
-            conns.store(region, config.transfer).put_bytes(key, record)
-            return
-        except StrongroomError as exc:
-            log.error("could not write the prune audit record to %s: %s", region.name, exc)
+
+    def write(region: RegionConfig) -> None:
+        conns.store(region, config.transfer).put_bytes(key, record)
+
+    try:
+        first_answer(config, "the write of the prune audit record", write)
+    except StrongroomError as exc:
+        log.error("could not write the prune audit record: %s", exc)
 

@@ -31,6 +31,7 @@ from strongroom.connections import Connections
 from strongroom.errors import ReplicationError, SourceError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.progress import duration_text
+from strongroom.regions import first_answer
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -293,19 +294,14 @@ def _store_globals(
 
 def landing_region(config: Config, conns: Connections) -> tuple[RegionConfig, ObjectStore]:
     """The first region, in configured order, whose bucket answers."""
-    failures: list[StrongroomError] = []
-    for region in config.regions:
+
+    def reachable(region: RegionConfig) -> ObjectStore:
         store = conns.store(region, config.transfer)
-        try:
-            store.check_bucket()
-        except StrongroomError as exc:
-            log.warning("region %s is not usable for this snapshot: %s", region.name, exc)
-            failures.append(exc)
-            continue
-        if failures:
-            log.warning("snapshot lands in %s instead of the primary", region.name)
-        return region, store
-    raise failures[0]
+        store.check_bucket()
+        return store
+
+    answer = first_answer(config, "the landing of a new snapshot", reachable)
+    return answer.region, answer.value
 
 
 def snapshot_database(config: Config, database: str, conns: Connections) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom import catalog, layout, objects, records
-from strongroom.config import Config
+from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, KeyringError, StrongroomError
 from strongroom.keyring import Keyring
+from strongroom.regions import first_answer
 from strongroom.replication import COMMITTED, RUN_RECORD_KIND
 from strongroom.storage import ObjectStore
 
@@ -144,25 +145,28 @@ def _authenticated_ids(
 def size_trends(config: Config, conns: Connections) -> dict[str, list[dict[str, Any]]]:
     """Per database, the stored size of every committed snapshot, oldest first, from one listing of its data.
 
-    Read from the primary region, else the next region that answers; the sizes are of the stored
-    (compressed, encrypted) objects, as the bill and the restore download see them.
+    Read from the primary region, else the next region that answers (none: empty); the sizes are of the
+    stored (compressed, encrypted) objects, as the bill and the restore download see them.
     """
-    for region in config.regions:
-        try:
-            store = conns.store(region, config.transfer)
-            trends: dict[str, list[dict[str, Any]]] = {}
-            for db in config.databases:
-                committed = set(catalog.snapshot_ids(store, db.name))
-                sizes: dict[str, int] = {}
-                for obj in store.list_objects(layout.data_prefix(db.name)):
-                    parsed = layout.parse_snapshot_key(obj.key)
-                    if parsed and parsed.snapshot_id in committed:
-                        sizes[parsed.snapshot_id] = sizes.get(parsed.snapshot_id, 0) + obj.size
-                trends[db.name] = [
-                    {"snapshot_id": i, "taken_at": layout.snapshot_id_time(i).isoformat(), "stored_bytes": n}
-                    for i, n in sorted(sizes.items())
-                ]
-            return trends
-        except StrongroomError:
-            continue
-    return {}
+
+    def trends_in(region: RegionConfig) -> dict[str, list[dict[str, Any]]]:
+        store = conns.store(region, config.transfer)
+        trends: dict[str, list[dict[str, Any]]] = {}
+        for db in config.databases:
+            committed = set(catalog.snapshot_ids(store, db.name))
+            sizes: dict[str, int] = {}
+            for obj in store.list_objects(layout.data_prefix(db.name)):
+                parsed = layout.parse_snapshot_key(obj.key)
+                if parsed and parsed.snapshot_id in committed:
+                    sizes[parsed.snapshot_id] = sizes.get(parsed.snapshot_id, 0) + obj.size
+            trends[db.name] = [
+                {"snapshot_id": i, "taken_at": layout.snapshot_id_time(i).isoformat(), "stored_bytes": n}
+                for i, n in sorted(sizes.items())
+            ]
+        return trends
+
+    try:
+        return first_answer(config, "the snapshot sizes", trends_in).value
+    except StrongroomError as exc:
+        log.warning("snapshot sizes unreadable: %s", exc)
+        return {}

@@ -175,3 +175,33 @@ def test_only_the_cli_speaks_of_its_flags() -> None:
                     and " " in node.value and flag.search(node.value)):
                 offenders.append(f"{name}:{node.lineno} {flag.search(node.value).group(0)}")
     assert offenders == []
+
+
+def _exits_loop(statements: list[ast.stmt]) -> bool:
+    """Whether these statements leave the loop around them (``return`` or ``break``), nested functions and
+    inner loops aside."""
+    todo: list[ast.AST] = list(statements)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Return | ast.Break):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.For | ast.While):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def test_only_regions_falls_back_from_one_region_to_the_next() -> None:
+    """"The primary, else the next region that answers" is :func:`strongroom.regions.first_answer`: no other
+    module loops over regions catching errors and leaving the loop once one region served. Loops that visit
+    every region (replication, prune, status) never leave early, so they pass."""
+    offenders = []
+    for name, tree in _modules().items():
+        if name == "regions":
+            continue
+        for loop in ast.walk(tree):
+            if not isinstance(loop, ast.For) or not any(w in ast.unparse(loop.iter) for w in ("region", "candidates")):
+                continue
+            catches = any(isinstance(node, ast.Try) and node.handlers for node in ast.walk(loop))
+            if catches and _exits_loop(loop.body):
+                offenders.append(f"{name}:{loop.lineno} for {ast.unparse(loop.target)} in {ast.unparse(loop.iter)}")
+    assert offenders == []
