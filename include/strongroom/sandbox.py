@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
@@ -183,14 +182,3 @@ def teardown_stale(store: ObjectStore, keyring: Keyring, now: datetime | None = 
         raise IntegrityError(f"{store.where}: nothing removed for {len(ignored)} lease(s) that do not "
                              f"authenticate: {'; '.join(ignored)}")
     return removed
-
-
-@contextmanager
-def sandbox_database(server: PgSettings, name_hint: str) -> Iterator[PgSettings]:
-    """A new, empty database on a configured sandbox server, dropped afterwards."""
-    target = server.with_dbname(f"strongroom_rt_{name_hint}_{secrets.token_hex(3)}")
-    postgres.create_database(target)
-    try:
-        yield target
-    finally:
-        postgres.drop_database(target)
