@@ -17,7 +17,7 @@ from strongroom import layout
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import StrongroomError
-from strongroom.regions import first_answer
+from strongroom.regions import first_answer, first_answer_or
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,7 @@ def read_deliveries(config: Config, conns: Connections) -> dict[str, Any]:
             raise StrongroomError(f"alert delivery record {layout.DELIVERY_KEY} is malformed: {exc}") from None
         return doc if isinstance(doc, dict) else {}
 
-    try:
-        return first_answer(config, "the alert delivery record", record_in).value
-    except StrongroomError as exc:
-        log.warning("alert delivery record unreadable: %s", exc)
-        return {}
+    return first_answer_or(config, "the alert delivery record", record_in, {})
 
 
 def record_delivery(config: Config, conns: Connections, subject: str, channels: list[str],

@@ -25,7 +25,7 @@ from strongroom.keycheck import KeyReport, check_keys
 from strongroom.metrics import Metric, age_metrics
 from strongroom.pools import PoolDrift
 from strongroom.progress import duration_text
-from strongroom.regions import first_answer
+from strongroom.regions import first_answer, first_answer_or
 from strongroom.status import RegionStatus, collect_status, size_trends
 
 log = logging.getLogger(__name__)
@@ -276,11 +276,7 @@ def latest_restore_tests(
                 found[db.name] = replace(summary, unauthenticated=tuple(bad))
         return found
 
-    try:
-        return first_answer(config, "the restore-test results", newest_in).value
-    except StrongroomError as exc:
-        log.warning("restore-test results unreadable: %s", exc)
-        return {}
+    return first_answer_or(config, "the restore-test results", newest_in, {})
 
 
 def _summary(database: str, key: str, doc: Mapping[str, Any]) -> RestoreTestSummary | None:
@@ -326,11 +322,8 @@ def _read_state(
         except (ValueError, AttributeError, TypeError) as exc:
             raise StrongroomError(f"monitor state {layout.MONITOR_STATE_KEY} is malformed: {exc}") from None
 
-    try:
-        return first_answer(config, "the monitor state", state_in).value
-    except StrongroomError as exc:
-        log.warning("monitor state unreadable: %s", exc)
-        return {}, None, None
+    unread: tuple[dict[str, str], datetime | None, str | None] = ({}, None, None)
+    return first_answer_or(config, "the monitor state", state_in, unread)
 
 
 def _write_state(

@@ -107,5 +107,15 @@ def first_answer(
                         retryable=any(s.retryable for s in skipped))
 
 
+def first_answer_or(config: Config, what: str, call: Callable[[RegionConfig], T], default: T) -> T:
+    """A best-effort read: :func:`first_answer`'s value, or ``default`` with one WARNING when no region
+    could serve it (a status record that cannot be read must not fail what reads it)."""
+    try:
+        return first_answer(config, what, call).value
+    except StrongroomError as exc:
+        log.warning("%s unreadable: %s", what.removeprefix("the "), exc)
+        return default
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())

@@ -16,7 +16,7 @@ from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, KeyringError, StrongroomError
 from strongroom.keyring import Keyring
-from strongroom.regions import first_answer
+from strongroom.regions import first_answer_or
 from strongroom.replication import COMMITTED, RUN_RECORD_KIND
 from strongroom.storage import ObjectStore
 
@@ -165,8 +165,4 @@ def size_trends(config: Config, conns: Connections) -> dict[str, list[dict[str, 
             ]
         return trends
 
-    try:
-        return first_answer(config, "the snapshot sizes", trends_in).value
-    except StrongroomError as exc:
-        log.warning("snapshot sizes unreadable: %s", exc)
-        return {}
+    return first_answer_or(config, "the snapshot sizes", trends_in, {})

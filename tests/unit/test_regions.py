@@ -9,7 +9,7 @@ import pytest
 
 from strongroom.config import RegionConfig, parse_config
 from strongroom.errors import ConfigError, IntegrityError, NoRegionError, NotFoundError, StorageError, StrongroomError
-from strongroom.regions import candidates, first_answer
+from strongroom.regions import candidates, first_answer, first_answer_or
 
 NAMES = ("eu-central-1", "eu-west-1", "eu-north-1")
 CONFIG = parse_config({
@@ -107,3 +107,17 @@ def test_an_empty_answer_is_passed_over_and_is_the_answer_when_no_region_holds_a
 
     call, _ = answering({"eu-central-1": [], "eu-west-1": ["w"], "eu-north-1": ["n"]})
     assert first_answer(CONFIG, "the list", call, empty=empty, region="eu-central-1").value == []
+
+
+def test_a_best_effort_read_gives_its_default_and_one_warning_when_no_region_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call, asked = answering({n: StorageError(f"{n} refused") for n in NAMES})
+    with caplog.at_level(logging.WARNING, logger="strongroom.regions"):
+        assert first_answer_or(CONFIG, "the monitor state", call, {"default": 1}) == {"default": 1}
+    assert asked == list(NAMES)
+    assert [r.getMessage() for r in caplog.records] == [
+        "monitor state unreadable: no region could serve the monitor state: eu-central-1: eu-central-1 refused; "
+        "eu-west-1: eu-west-1 refused; eu-north-1: eu-north-1 refused"]
+    call, _ = answering({"eu-central-1": StorageError("down"), "eu-west-1": "w", "eu-north-1": "n"})
+    assert first_answer_or(CONFIG, "the monitor state", call, "default") == "w"
