@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from demo import stack_env, start_stack, write_demo_config  # noqa: E402
-from devstack import SmtpSink, stop_group  # noqa: E402
+from devstack import SmtpSink, free_port, stop_group  # noqa: E402
 
 USER, PASSWORD = "admin", "admin"  # a local UI on loopback only
 # the start-up runs, stage by stage: restore tests need a snapshot and a point; the monitor reads them all
@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(args.port),
             "AIRFLOW__API__BASE_URL": base,
+            # the task log servers on free ports, not 8793/8794: another Airflow on this machine keeps its own
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
             "PGPASSWORD": pg.password,
             # Airflow's REST API for `strongroom init-airflow` and backup_monitor (pools.api_conn_id)

@@ -20,6 +20,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    # each pytest-xdist worker (and every process it starts) its own temporary directory: sandboxes, spools
+    # and their leftover checks are per session
+    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"strongroom-tests-{_worker}-")
+    tempfile.tempdir = None
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="strongroom-af-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")

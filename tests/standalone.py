@@ -141,6 +141,9 @@ def start(config: Path, home: Path, extra_env: dict[str, str] | None = None) -> 
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": base,
+        # not the fixed 8793/8794: another test session (or pytest-xdist worker) may run its own Airflow
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "STRONGROOM_CONFIG": str(config),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,7 +56,7 @@ class Manifest:
     @property
     def identity(self) -> bytes:
         """Associated data binding the wrapped data key to this snapshot."""
-        return envelope.object_identity("data-key", self.database, self.snapshot_id)
+        return envelope.object_identity("data-key", self.database, self.snapshot_id)  # as wrap_data_key binds it
 
     def object_identity(self, kind: str) -> bytes:
         return envelope.object_identity(kind, self.database, self.snapshot_id)
@@ -66,6 +66,12 @@ class Manifest:
         read from). Raises :class:`KeyringError` for an unknown key id, :class:`IntegrityError` when the
         wrapped key does not open."""
         return envelope.unwrap_key(keyring.key(self.key_id), self.key_id, self.wrapped_key, self.identity)
+
+    def rewrapped(self, data_key: bytes, keyring: Keyring) -> Manifest:
+        """This manifest with ``data_key`` wrapped under ``keyring``'s active key: how each region's copy
+        carries the key its own keyring opens (the inverse of :meth:`data_key`)."""
+        key_id, wrapped = wrap_data_key(data_key, keyring, self.database, self.snapshot_id)
+        return replace(self, key_id=key_id, wrapped_key=wrapped)
 
     def body(self) -> dict[str, Any]:
         body = asdict(self)
@@ -145,6 +151,13 @@ class Manifest:
             "rows": sum(self.tables.values()),
             "key_id": self.key_id,
         }
+
+
+def wrap_data_key(data_key: bytes, keyring: Keyring, database: str, snapshot_id: str) -> tuple[str, str]:
+    """(key id, wrapped key): a snapshot's ``data_key`` wrapped under ``keyring``'s active key and bound to the
+    snapshot, the one place a data key is wrapped (:meth:`Manifest.data_key` unwraps it)."""
+    identity = envelope.object_identity("data-key", database, snapshot_id)
+    return keyring.active_id, envelope.wrap_key(keyring.active_key, keyring.active_id, data_key, identity)
 
 
 def _canonical(doc: Mapping[str, Any]) -> bytes:

@@ -17,17 +17,17 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import catalog, envelope, layout, records
+from strongroom import catalog, layout, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, KeyringError, StorageError, StrongroomError
 from strongroom.keyring import Keyring
-from strongroom.storage import MultipartUpload, ObjectStore
+from strongroom.storage import MultipartUpload, ObjectStore, Upload
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,26 @@ def _stream_copy(
             raise IntegrityError(f"copy of {key} to {target.where} has the wrong length")
 
 
-def clear_unfinished(store: ObjectStore, database: str, snapshot_id: str, started_before: datetime) -> None:
-    """Abort the unfinished uploads an earlier, failed or killed copy of this snapshot left in ``store``.
+def clear_leftovers(
+    store: ObjectStore, database: str, snapshot_ids: list[str], run_started: datetime, older_than: timedelta
+) -> None:
+    """Abort, in one listing of ``database``'s unfinished uploads in ``store``, what earlier runs left there:
 
-    Only this snapshot's data objects, and only uploads begun before this run began: nothing else writes
-    them (a snapshot's keys are its own), so these are leftovers, never another run's work in progress.
+    - every upload of the snapshots this run copies (``snapshot_ids``) begun before this run began: nothing else
+      writes them (a snapshot's keys are its own), so these are a failed or killed copy's, never another run's
+      work in progress;
+    - every upload begun more than ``older_than`` ago (the run timeout): what a killed run left in a region
+      that was not its landing region, for a snapshot that may never be committed and so is never repaired.
+      No run of this database is that old and still writing.
     """
-    prefix = layout.data_prefix(database, snapshot_id)
-    with contextlib.suppress(StrongroomError):  # a region we cannot list fails on the copy itself
-        store.abort_stale_uploads(prefix, started_before)
+    stale_before = datetime.now(UTC) - older_than
+    copied = tuple(layout.data_prefix(database, snapshot_id) for snapshot_id in snapshot_ids)
 
+    def leftover(upload: Upload) -> bool:
+        return upload.initiated < stale_before or (upload.key.startswith(copied) and upload.initiated < run_started)
 
-def clear_stale(store: ObjectStore, database: str, older_than: timedelta) -> None:
-    """Abort every unfinished upload of ``database`` in ``store`` begun more than ``older_than`` ago (the run
-    timeout): what a killed run left in a region that was not its landing region, for a snapshot that may
-    never be committed and so is never repaired. No run of this database is that old and still writing."""
     with contextlib.suppress(StrongroomError):  # a region we cannot list fails on the copy itself
-        store.abort_stale_uploads(layout.database_prefix(database), datetime.now(UTC) - older_than)
+        store.abort_uploads(layout.database_prefix(database), leftover)
 
 
 class SharedRead:
@@ -377,10 +380,11 @@ def replicate_region(
     try:
         _, target, _ = _region(config, conns, region_name)
         target.check_bucket()
-        clear_stale(target, database, config.snapshot.run_timeout)
         refs = [this_run] if this_run else []
         if gaps:
             refs += [g for g in find_gaps(config, database, region_name, conns, now) if not this_run or g != this_run]
+        clear_leftovers(target, database, [ref.snapshot_id for ref in refs if ref.source_region != region_name],
+                        started, config.snapshot.run_timeout)
         for ref in refs:
             if ref.source_region == region_name:
                 continue
@@ -391,7 +395,6 @@ def replicate_region(
             stream = feed if feed is not None and feed.feeds(region_name) and ref == this_run else None
             if stream is not None and not stream.reads(source, objects):
                 raise ValueError(f"the shared read given is not of snapshot {ref.snapshot_id} in {ref.source_region}")
-            clear_unfinished(target, database, ref.snapshot_id, started)
             for index, obj in enumerate(objects):
                 if stream is not None:
                     stream_into(stream, region_name, target, index, retain_until, transfer.upload_concurrency)
@@ -445,11 +448,7 @@ def commit_region(
             manifest = source_manifest(config, conns, database, ref)
             _, _, source_keyring = _region(config, conns, ref.source_region)
             data_key = manifest.data_key(source_keyring)
-            own = replace(
-                manifest,
-                key_id=keyring.active_id,
-                wrapped_key=envelope.wrap_key(keyring.active_key, keyring.active_id, data_key, manifest.identity),
-            )
+            own = manifest.rewrapped(data_key, keyring)
             erase_at = manifest.taken_at + config.retention  # a lock never outlives the erasure promise
             for obj in own.objects():
                 info = store.head(obj.key)

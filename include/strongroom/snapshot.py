@@ -122,19 +122,15 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
             config, store, source, db.name, snapshot_id, data_key, session.taken_at + config.retention
         )
 
+    key_id, wrapped_key = catalog.wrap_data_key(data_key, keyring, db.name, snapshot_id)
     manifest = Manifest(
         snapshot_id=snapshot_id,
         database=db.name,
         taken_at=session.taken_at,
         server_version=session.server_version,
         pg_dump_version=dump_version,
-        key_id=keyring.active_id,
-        wrapped_key=envelope.wrap_key(
-            keyring.active_key,
-            keyring.active_id,
-            data_key,
-            envelope.object_identity("data-key", db.name, snapshot_id),
-        ),
+        key_id=key_id,
+        wrapped_key=wrapped_key,
         dump=dump,
         tables=counter.counts,
         checksums=counter.checksums,

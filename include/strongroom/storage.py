@@ -338,9 +338,13 @@ class ObjectStore:
 
     def abort_stale_uploads(self, prefix: str, started_before: datetime) -> int:
         """Abort unfinished multipart uploads under ``prefix`` begun before ``started_before``."""
+        return self.abort_uploads(prefix, lambda upload: upload.initiated < started_before)
+
+    def abort_uploads(self, prefix: str, leftover: Callable[[Upload], bool]) -> int:
+        """Abort the unfinished multipart uploads under ``prefix`` that ``leftover`` picks (one listing)."""
         aborted = 0
         for upload in list(self.uploads(prefix)):
-            if upload.initiated < started_before:
+            if leftover(upload):
                 self.abort_upload(upload.key, upload.upload_id)
                 log.warning("aborted unfinished upload of s3://%s/%s", self.bucket, upload.key)
                 aborted += 1

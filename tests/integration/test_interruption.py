@@ -27,12 +27,26 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
 
 
 def _cmdlines() -> list[bytes]:
+    """Every process's command line (what anyone on the machine can read)."""
     lines = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             with contextlib.suppress(OSError):
                 lines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
     return lines
+
+
+def _dumps_of(port: int) -> list[bytes]:
+    """The command lines of the snapshot's pg_dump processes against the server on ``port`` (the tool gets its
+    server from the environment): not another test session's dump."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"pg_dump" in cmdline and b"--snapshot=" in cmdline \
+                    and f"PGPORT={port}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(cmdline)
+    return found
 
 
 def test_sigterm_aborts_the_upload_and_commits_nothing(stack: Stack) -> None:
@@ -43,7 +57,7 @@ def test_sigterm_aborts_the_upload_and_commits_nothing(stack: Stack) -> None:
         proc = start_cli("snapshot", "--database", "bulk")
         try:
             _wait_for(lambda: stack.uploads() != [])
-            _wait_for(lambda: any(b"pg_dump" in c and b"--snapshot=" in c for c in _cmdlines()))
+            _wait_for(lambda: _dumps_of(stack.pg.port) != [])
             for cmdline in _cmdlines():  # no secret on any command line while the dump runs
                 assert stack.pg.password.encode() not in cmdline
                 for key in stack.all_keys_material:
@@ -60,7 +74,7 @@ def test_sigterm_aborts_the_upload_and_commits_nothing(stack: Stack) -> None:
     ]
     assert stack.uploads() == []
     assert stack.list_keys() == before
-    assert not any(b"--snapshot=" in c for c in _cmdlines()), "pg_dump was left running"
+    assert _dumps_of(stack.pg.port) == [], "pg_dump was left running"
 
 
 def test_failed_pg_dump_leaves_nothing(stack: Stack, config, conns, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,11 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def leftovers() -> tuple[list[str], list[str]]:
-    dirs = [p for p in os.listdir("/tmp") if p.startswith("strongroom-sandbox-")]
+    """Sandbox directories in this session's temporary directory, and processes running from one of them
+    (the session's own: another session's sandboxes live under its own temporary directory)."""
+    tmp = tempfile.gettempdir()
+    dirs = [p for p in os.listdir(tmp) if p.startswith("strongroom-sandbox-")]
     procs = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if b"strongroom-sandbox-" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if os.path.join(tmp, "strongroom-sandbox-").encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                 procs.append(pid)
         except OSError:
             pass
@@ -139,7 +142,7 @@ def test_a_corrupt_copy_fails_the_test_of_that_region_without_switching(stack: S
 def test_a_dead_workers_server_is_torn_down_by_its_lease(stack: Stack, conns, config) -> None:
     """A worker killed mid-test (SIGKILL: no finally runs) leaves a running server and its data directory."""
     store = conns.store(config.primary, config.transfer)
-    base = Path("/tmp/strongroom-sandbox-deadworker")
+    base = Path(tempfile.gettempdir()) / "strongroom-sandbox-deadworker"
     base.mkdir()
     sandbox._start(base, "15")
     lease = sandbox.Lease("dead-1", os.uname().nodename, str(base), datetime.now(UTC).isoformat(),

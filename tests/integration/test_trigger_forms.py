@@ -159,7 +159,7 @@ def test_an_invalid_entry_shows_its_message_in_the_form_and_creates_no_run(
         message = browser.wait_for(
             "document.querySelector('[data-testid=error-alert]')?.innerText")
     except TimeoutError:
-        Path("/tmp/i13a/invalid.html").write_text(browser.evaluate("document.body.outerHTML"))
+        (ARTIFACTS / "form-invalid-failure.html").write_text(browser.evaluate("document.body.outerHTML"))
         browser.screenshot(ARTIFACTS / "form-invalid-failure.png")
         raise
     browser.screenshot(ARTIFACTS / "form-invalid-entry.png")

@@ -205,3 +205,16 @@ def test_only_regions_falls_back_from_one_region_to_the_next() -> None:
             if catches and _exits_loop(loop.body):
                 offenders.append(f"{name}:{loop.lineno} for {ast.unparse(loop.target)} in {ast.unparse(loop.iter)}")
     assert offenders == []
+
+
+def test_a_data_key_is_wrapped_and_unwrapped_in_one_place() -> None:
+    """``envelope.wrap_key``/``unwrap_key`` on a snapshot's data key: only in ``catalog`` (the manifest wraps it for
+    each region and unwraps it; the object container, ``envelope`` itself, carries its own)."""
+    offenders = sorted(
+        f"{name}.py:{node.lineno} calls {node.func.attr}"
+        for name, tree in _modules().items() if name not in {"catalog", "envelope"}
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr in {"wrap_key", "unwrap_key"}
+    )
+    assert offenders == []

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from strongroom import envelope, records
-from strongroom.errors import IntegrityError
+from strongroom.catalog import Manifest, StoredObject, wrap_data_key
+from strongroom.errors import IntegrityError, KeyringError
 from strongroom.keyring import Keyring
 
 FUTURE = "2099-01-01T00:00:00+00:00"
@@ -51,3 +52,26 @@ def test_a_manifest_mac_is_not_a_record_mac() -> None:
     doc["seal"]["mac"] = envelope.mac(keyring.active_key, payload)
     with pytest.raises(IntegrityError, match="failed authentication"):
         records.unseal(json.dumps(doc).encode(), keyring, kind="run", key="k")
+
+
+def _keyring(key_id: str = "a") -> Keyring:
+    return Keyring.from_extra({"active": key_id, "keys": {key_id: base64.b64encode(os.urandom(32)).decode()}})
+
+
+def test_a_manifest_rewrapped_for_a_region_opens_with_that_regions_keyring_only() -> None:
+    """The data key travels between regions as ``Manifest.rewrapped``: the copy opens under the new region's
+    keyring and no longer under the first; a wrapped key moved to another snapshot does not open."""
+    first, second = _keyring("a"), _keyring("b")
+    data_key = envelope.new_data_key()
+    key_id, wrapped = wrap_data_key(data_key, first, "shop", "20261126T140003Z-abcdef")
+    manifest = Manifest(snapshot_id="20261126T140003Z-abcdef", database="shop", taken_at=datetime.now(UTC),
+                        server_version="15", pg_dump_version="15", key_id=key_id, wrapped_key=wrapped,
+                        dump=StoredObject("k", 1, 1, 1, "0" * 64), tables={})
+    assert manifest.data_key(first) == data_key
+    copy = manifest.rewrapped(data_key, second)
+    assert (copy.key_id, copy.data_key(second)) == ("b", data_key)
+    with pytest.raises(KeyringError):
+        copy.data_key(first)
+    moved = Manifest(**{**manifest.__dict__, "snapshot_id": "20261126T140003Z-fedcba"})
+    with pytest.raises(IntegrityError):
+        moved.data_key(first)
