@@ -390,27 +390,19 @@ def _choose_region(
     config: Config, what: str, lacking: Callable[[RegionConfig], tuple[list[Part], list[str]]],
     region: str | None,
 ) -> tuple[str, list[Part]]:
-    """The named region, else the first in configured order that answers and holds every part."""
-    reasons: list[str] = []
-    retryable = False
-    for where in regions.candidates(config, region):
-        try:
-            parts, missing = lacking(where)
-        except StrongroomError as exc:
-            if region:
-                raise
-            reasons.append(f"{where.name} does not answer ({_one_line(exc)})")
-            retryable = retryable or exc.retryable
-            continue
-        if not missing:
-            if reasons:
-                log.warning("%s: recovered from region %s; passed over %s", what, where.name, "; ".join(reasons))
-            return where.name, parts
-        if region:
-            raise NotFoundError(f"{what} cannot be recovered from region {where.name}: it lacks "
-                                + ", ".join(missing))
-        reasons.append(f"{where.name} lacks {', '.join(missing)}")
-    raise NoRegionError(f"no region holds every part of {what}: " + "; ".join(reasons), retryable=retryable)
+    """The named region, else the first in configured order that answers and holds every part
+    (:func:`strongroom.regions.first_answer`; a region lacking a part is passed over like an empty one)."""
+    answer = regions.first_answer(config, what, lacking, region=region,
+                                  empty=lambda found: f"lacks {', '.join(found[1])}" if found[1] else None)
+    parts, missing = answer.value
+    if not missing:
+        return answer.region.name, parts
+    if region:
+        raise NotFoundError(f"{what} cannot be recovered from region {answer.region.name}: it lacks "
+                            + ", ".join(missing))
+    reasons = [f"{answer.region.name}: lacks {', '.join(missing)}", *answer.unavailable]
+    raise NoRegionError(f"no region holds every part of {what}: " + "; ".join(reasons),
+                        retryable=any(s.retryable for s in answer.skipped))
 
 
 def _find_point(config: Config, conns: Connections, point_id: str, region: str | None) -> PlatformPoint:
