@@ -165,6 +165,8 @@ def platform(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 os.environ[name] = value
         servers[PRIMARY].stop()  # this module's own (the returned one, when the test got that far)
         second_pg.stop()
+        for dbname in (DATABASES["orders"], TARGETS["orders"]):  # the session's server: leave it as it was
+            stack.pg.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
 
 
 def operator_env(config_path: Path, conns: dict[str, str], airflow_home: Path, **variables: str) -> dict[str, str]:
