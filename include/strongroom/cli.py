@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from strongroom.errors import ConfigError, PruneError, ReplicationError, RestoreTestError, StrongroomError, worded
+from strongroom.errors import (
+    ConfigError,
+    PruneError,
+    ReplicationError,
+    RestoreTestError,
+    SourceError,
+    StrongroomError,
+    worded,
+)
 from strongroom.progress import duration_text
 
 if TYPE_CHECKING:
@@ -181,8 +189,15 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
         raise ConfigError("no databases are configured")
     conns = airflow_adapter.connections()
     results = []
+    failed: list[tuple[str, StrongroomError]] = []
     for name in names:
-        result = snapshot.snapshot_database(config, name, conns)
+        try:
+            result = snapshot.snapshot_database(config, name, conns)
+        except (ReplicationError, SourceError) as exc:
+            # one source that fails, or one region that is down, must not cost the other databases their
+            # snapshot (a region outage with Airflow gone: this command is the hourly run)
+            failed.append((name, exc))
+            continue
         results.append(result)
         if not args.json:
             regions = ", ".join(result["regions"])
@@ -192,6 +207,10 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
             )
     if args.json:
         _print(results, True, "")
+    if len(failed) > 1:
+        raise type(failed[0][1])("; ".join(str(e) if str(e).startswith(f"{n}: ") else f"{n}: {e}" for n, e in failed))
+    if failed:
+        raise failed[0][1]
     return 0
 
 
