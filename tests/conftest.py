@@ -24,7 +24,7 @@ if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
     # each pytest-xdist worker (and every process it starts) its own temporary directory: sandboxes, spools
     # and their leftover checks are per session
     os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"strongroom-tests-{_worker}-")
-    os.chmod(os.environ["TMPDIR"], 0o1777)  # as /tmp: PostgreSQL runs as the postgres user
+    os.chmod(os.environ["TMPDIR"], 0o1777)  # noqa: S103 - as /tmp itself: PostgreSQL runs as the postgres user
     tempfile.tempdir = None
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="strongroom-af-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
