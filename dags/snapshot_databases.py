@@ -4,6 +4,10 @@
 **What:** every hour, one consistent, encrypted snapshot of each configured database, copied to every
 region, verified there and committed region by region; then snapshots past the retention are deleted.
 
+**Platform point:** `record_platform_point` records in every region which snapshot of each database and
+which object point of each bucket belong to this hour (`strongroom points`; `strongroom recover` restores
+one), naming what a region lacks.
+
 **When it fails:** read `check_regions`' log: it names each missing database and region and why. The next
 run repairs gaps from a healthy region. Errors a retry cannot fix (configuration, key, integrity) fail at
 once. At 3 a.m.: `strongroom status`. A run still going after `snapshot.deadline` sends "DEADLINE MISSED".
@@ -160,13 +164,27 @@ def snapshot_databases() -> None:
         return {"regions": [{"region": r["region"], "summary": r["summary"], "removed": r["removed"]}
                             for r in results]}
 
+    @task(trigger_rule="all_done")
+    def record_platform_point() -> dict[str, Any]:
+        """Record in every region which snapshot of each database and which object point of each bucket belong
+        to this hour (a platform point), and what each region lacks; it records what IS there, whatever failed."""
+        from strongroom import airflow_adapter, recovery
+
+        result = airflow_adapter.run_task(recovery.record_point, load_config(), airflow_adapter.connections())
+        return {"point_id": result["point_id"], "spread_seconds": result["spread_seconds"],
+                "complete_in": [r for r, s in result["regions"].items() if s["complete"]],
+                "incomplete_in": [r for r, s in result["regions"].items() if not s["complete"]],
+                "unreachable": sorted(result["unreachable"])}
+
     with TaskGroup("snapshot_and_encrypt", tooltip="one dump task per source server, in its pool") as snapshots:
         for server, databases in SERVERS.items():
             snapshot_and_encrypt.override(task_id=slug(server), pool=dump_pool(server)).expand(database=databases)
     chains = region_chain.expand(target=TARGETS)
-    # two leaves: check_regions fails the run when a region missed it, even though prune (which runs whatever
-    # happened upstream: deletion never waits for an outage elsewhere) succeeds
-    snapshots >> chains >> [check_regions(), prune()]
+    # three leaves: check_regions fails the run when a region missed it, even though prune (which runs whatever
+    # happened upstream: deletion never waits for an outage elsewhere) and record_platform_point (which records
+    # what the commits left, whatever failed) succeed. The point does not wait for check_regions: a task
+    # downstream of it would be the leaf that decides the run's state, and would hide the missing region
+    snapshots >> chains >> [check_regions(), prune(), record_platform_point()]
 
 
 snapshot_databases()

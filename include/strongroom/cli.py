@@ -28,7 +28,8 @@ EXIT_TERMINATED = 143
 # the settings the library's messages name (errors.worded), as this CLI's flags
 FLAGS = {
     "clean": "--clean", "missing_roles=create": "--create-roles", "missing_roles=no_owner": "--no-owner",
-    "confirm_source": "--confirm-source", "target_dsn": "--target-dsn", "now": "--now", "dry_run": "--dry-run",
+    "confirm_source": "--confirm-source", "confirm_production": "--confirm-production", "target_dsn": "--target-dsn",
+    "now": "--now", "dry_run": "--dry-run", "point_id": "--point", "at": "--at",
 }
 
 
@@ -115,6 +116,23 @@ def _parser() -> argparse.ArgumentParser:
     orr.add_argument("--region", help="region to restore from (default: the primary, then the others)")
     orr.add_argument("--confirm-source", help="repeat the source bucket's name to overwrite the live source")
     orr.add_argument("--json", action="store_true")
+
+    rec = sub.add_parser("recover", help="platform recovery: every database and bucket back to one point, from one "
+                                         "region, into the recovery targets (exit 1 when a part fails)")
+    point = rec.add_mutually_exclusive_group()
+    point.add_argument("--at", help="from the catalogs: each database's newest snapshot and each bucket's point at "
+                                    "or before this time, e.g. 2026-11-26T14:00+00:00")
+    point.add_argument("--point", help="a recorded platform point id (default: the newest complete point)")
+    rec.add_argument("--region", help="region to recover from (default: the first that holds every part)")
+    rec.add_argument("--confirm-production", action="append", default=[], metavar="NAME",
+                     help="a production database or source bucket that is a target, by name (repeatable or "
+                          "comma-separated): restored over")
+    rec.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
+    rec.add_argument("--json", action="store_true")
+
+    pts = sub.add_parser("points", help="recorded platform points, newest first, complete or missing per region")
+    pts.add_argument("--region", help="one region (default: every region that answers)")
+    pts.add_argument("--json", action="store_true")
 
     sub.add_parser("init-buckets", help="create or check each region's bucket (versioning, lifecycle, ...)")
     ia = sub.add_parser("init-airflow", help="create or resize the Airflow pools the configuration needs "
@@ -453,6 +471,51 @@ def _cmd_objects(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, recovery
+
+    config = _config(args)
+    at = parse_at(args.at) if args.at else None
+    conns = airflow_adapter.connections()
+    plan = recovery.plan_recovery(config, conns, at=at, point_id=args.point, region=args.region)
+    if args.dry_run:
+        _print(plan.to_dict(), args.json, "\n".join(plan.lines()))
+        return 0
+    confirmed = [name.strip() for given in args.confirm_production for name in given.split(",") if name.strip()]
+    targets = recovery.targets_from_config(config, conns)
+    report = recovery.execute_recovery(config, conns, plan, targets, confirm_production=confirmed)
+    _print(report.to_dict(), args.json, "\n".join(report.lines()))
+    recovery.require_success(report)
+    return 0
+
+
+def _cmd_points(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, recovery
+
+    config = _config(args)
+    points = recovery.list_points(config, airflow_adapter.connections(), region=args.region)
+    grouped: dict[str, dict[str, Any]] = {}
+    for p in points:
+        entry = grouped.setdefault(p.point_id, {"point_id": p.point_id, "taken_at": p.taken_at.isoformat(),
+                                                "spread_seconds": p.spread_seconds,
+                                                "parts": [part.to_dict() for part in p.parts], "regions": {}})
+        entry["regions"][p.region] = {"complete": p.complete, "missing": list(p.missing)}
+    rows = list(grouped.values())
+    if args.json:
+        _print(rows, True, "")
+        return 0
+    print("{:<24} {:<20} {:>8} {:>5}  {}".format("POINT", "TAKEN AT (UTC)", "SPREAD", "PARTS", "REGIONS"))
+    for row in rows:
+        taken = datetime.fromisoformat(row["taken_at"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        states = "; ".join(f"{r}: complete" if s["complete"] else f"{r}: MISSING {', '.join(s['missing'])}"
+                           for r, s in row["regions"].items())
+        print(f"{row['point_id']:<24} {taken:<20} {duration_text(row['spread_seconds']):>8} "
+              f"{len(row['parts']):>5}  {states}")
+    if not rows:
+        print("(no platform point recorded)")
+    return 0
+
+
 def _cmd_init_buckets(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, buckets
     config = _config(args)
@@ -488,7 +551,7 @@ def _cmd_init_airflow(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
     "prune": _cmd_prune, "init-buckets": _cmd_init_buckets, "restore-test": _cmd_restore_test, "drill": _cmd_drill,
-    "objects": _cmd_objects, "init-airflow": _cmd_init_airflow,
+    "objects": _cmd_objects, "init-airflow": _cmd_init_airflow, "recover": _cmd_recover, "points": _cmd_points,
 }
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -268,6 +269,22 @@ class ObjectRestoreTarget(_Section):
     aws_conn_id: ConnId
 
 
+class RecoveryBucket(_Section):
+    """Where a source bucket's objects go in a platform recovery."""
+
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    aws_conn_id: ConnId
+
+
+class RecoveryConfig(_Section):
+    """``strongroom recover``: the targets a platform recovery restores every database and bucket into."""
+
+    databases: dict[str, ConnId] = Field(default_factory=dict)  # configured database -> target connection
+    buckets: dict[str, RecoveryBucket] = Field(default_factory=dict)  # configured source bucket -> target
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 2  # parts (databases, buckets) restored at once
+    rto: Duration = timedelta(hours=4)  # the recovery-time objective the report measures the total against
+
+
 class PoolsConfig(_Section):
     """Airflow pools around the work that loads a source (``strongroom init-airflow`` creates them)."""
 
@@ -299,6 +316,7 @@ class Config(_Section):
     object_storage: list[ObjectSourceConfig] = Field(default_factory=list)
     object_backup: ObjectBackupConfig = ObjectBackupConfig()
     object_restore_targets: list[ObjectRestoreTarget] = Field(default_factory=list)
+    recovery: RecoveryConfig = RecoveryConfig()
     alerts: AlertsConfig = AlertsConfig()
     pools: PoolsConfig = PoolsConfig()
 
@@ -313,6 +331,22 @@ class Config(_Section):
     def _unique_regions(cls, value: list[RegionConfig]) -> list[RegionConfig]:
         _require_unique([r.name for r in value], "region name")
         _require_unique([f"{r.aws_conn_id}/{r.bucket}" for r in value], "bucket location (connection/bucket)")
+        return value
+
+    @field_validator("recovery")
+    @classmethod
+    def _recovery_names(cls, value: RecoveryConfig, info: ValidationInfo) -> RecoveryConfig:
+        """Every name in the recovery map is a configured database or source bucket (a typo restores nothing)."""
+        databases = [d.name for d in info.data.get("databases", [])]
+        sources = [s.bucket for s in info.data.get("object_storage", [])]
+        for name in value.databases:
+            if name not in databases:
+                raise ValueError(f"databases names {name!r}, which is not a configured database "
+                                 f"(configured: {', '.join(databases) or 'none'})")
+        for name in value.buckets:
+            if name not in sources:
+                raise ValueError(f"buckets names {name!r}, which is not a configured object_storage source "
+                                 f"(configured: {', '.join(sources) or 'none'})")
         return value
 
     @model_validator(mode="after")

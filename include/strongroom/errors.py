@@ -93,6 +93,10 @@ class RestoreTestError(StrongroomError):
     """A restore test failed; the message names the database, snapshot, region and what broke."""
 
 
+class RecoveryError(StrongroomError):
+    """A platform recovery failed: the message names every part that failed (the others were restored)."""
+
+
 class NoRegionError(StrongroomError):
     """No region could serve a request (:func:`strongroom.regions.first_answer`); the message names every
     region tried and its error. Retryable when any of those errors was: that region may answer again."""

@@ -13,6 +13,8 @@ order, and when it is deleted)::
     audit/retention/<time>-<hex>.json               what a prune deleted, where and why
     status/last-run.json, monitor.json, alerts.json the newest run's outcome; the monitor's alert state
     leases/restore-tests/<time>-<hex>.json          a throwaway server a restore test is running
+    platform/points/<time>-<hex>.json               a platform point: the parts of one hour, every region
+    platform/recoveries/<time>-<hex>.json           a platform recovery's report
 
 Every time in a key name is a UTC second written one way, ``20261126T140003Z`` (:func:`stamp`,
 :func:`parse_stamp`), so keys sort by time as plain strings. The formats are on disk: existing snapshots
@@ -206,8 +208,11 @@ AUDIT_PREFIX = f"{AUDIT}retention/"
 RESTORE_TESTS = "restore-tests/"
 LEASES = "leases/"
 LEASE_PREFIX = f"{LEASES}{RESTORE_TESTS}"
+PLATFORM = "platform/"
+PLATFORM_POINTS = f"{PLATFORM}points/"
+PLATFORM_RECOVERIES = f"{PLATFORM}recoveries/"
 # Records named with the UTC second they were made, deleted by retention once older than the window.
-DATED_RECORD_PREFIXES = (AUDIT_PREFIX, RESTORE_TESTS)
+DATED_RECORD_PREFIXES = (AUDIT_PREFIX, RESTORE_TESTS, PLATFORM_POINTS, PLATFORM_RECOVERIES)
 _RECORD_TIME = re.compile(rf"/({_STAMP})-")
 _RESULT = "result.json"
 _DOCS = "docs"
@@ -259,6 +264,46 @@ def new_lease_id(at: datetime) -> str:
 
 def lease_key(lease_id: str) -> str:
     return f"{LEASE_PREFIX}{lease_id}.json"
+
+
+# ---- platform points and recoveries (strongroom.recovery) --------------------------------------------------
+
+_PLATFORM_ID = re.compile(rf"^({_STAMP})-[0-9a-f]{{6}}$")
+_PLATFORM_KEY = re.compile(rf"^{PLATFORM}(?:points|recoveries)/({_STAMP}-[0-9a-f]{{6}})\.json$")
+
+
+def new_platform_id(at: datetime) -> str:
+    """A platform point's or recovery's id: the UTC second it was made, then three random bytes in hex."""
+    return _stamped(at, 3)
+
+
+def platform_id_time(platform_id: str) -> datetime:
+    match = _PLATFORM_ID.match(platform_id)
+    if not match:
+        raise NotFoundError(f"{platform_id!r} is not a platform point id (expected e.g. 20261126T140000Z-1a2b3c)")
+    return parse_stamp(match.group(1))
+
+
+def platform_point_key(point_id: str) -> str:
+    platform_id_time(point_id)
+    return f"{PLATFORM_POINTS}{point_id}.json"
+
+
+def recovery_report_key(recovery_id: str) -> str:
+    platform_id_time(recovery_id)
+    return f"{PLATFORM_RECOVERIES}{recovery_id}.json"
+
+
+def parse_platform_point_key(key: str) -> str | None:
+    """The point id of a ``platform/points/<id>.json`` key; None for any other key."""
+    match = _PLATFORM_KEY.match(key)
+    return match.group(1) if match and key.startswith(PLATFORM_POINTS) else None
+
+
+def parse_recovery_report_key(key: str) -> str | None:
+    """The recovery id of a ``platform/recoveries/<id>.json`` key; None for any other key."""
+    match = _PLATFORM_KEY.match(key)
+    return match.group(1) if match and key.startswith(PLATFORM_RECOVERIES) else None
 
 
 # ---- review copies (in a review bucket, not a backup bucket) -----------------------------------------------

@@ -138,7 +138,8 @@ def plan_retention(
       the manifest, a missing manifest, a manifest or pending record that does not authenticate) is
       never a reason to delete: it is *held*, and the prune reports and alerts it;
     * unfinished multipart uploads begun more than ``grace`` ago (``source_grace`` under ``objects/``);
-    * audit and restore-test records older than ``retention``;
+    * audit and restore-test records, platform points and recovery reports older than ``retention`` (every
+      version, by the time in their key: a platform point's ``taken_at``);
     * object-storage points older than ``retention``, and content no remaining point references once it is
       older than ``source_grace`` (the object passes' run timeout; ``grace`` when not given).
     """
@@ -185,8 +186,14 @@ def plan_retention(
     for key, versions in sorted(catalog_.records.items()):
         made = layout.record_time(key)
         if made is not None and made < cutoff:
-            deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention",
-                                      tuple((v.key, v.version_id) for v in versions)))
+            doomed = tuple((v.key, v.version_id) for v in versions)
+            if layout.parse_platform_point_key(key) or layout.parse_recovery_report_key(key):
+                # a platform point goes like a manifest, every version, once its time is past the window
+                kind = "platform-point" if layout.parse_platform_point_key(key) else "recovery-report"
+                deletions.append(Deletion(catalog_.region, kind, "", key.rsplit("/", 1)[-1].removesuffix(".json"),
+                                          f"{kind} of {made.isoformat()} is older than the retention", doomed))
+                continue
+            deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention", doomed))
     deletions += _plan_sources(catalog_, cutoff, source_grace, now)
     return Plan(catalog_.region, now, tuple(deletions), kept, tuple(held))
 

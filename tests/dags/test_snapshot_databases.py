@@ -39,13 +39,17 @@ def test_snapshot_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     # one dump task per source server, in that server's pool (the example has one database: one server)
     [dump] = [t.task_id for t in dag.tasks if t.task_id.startswith("snapshot_and_encrypt.")]
     assert {t.task_id for t in dag.tasks} == {
-        dump, "region.replicate", "region.verify", "region.commit", "check_regions", "prune"
+        dump, "region.replicate", "region.verify", "region.commit", "check_regions", "prune", "record_platform_point"
     }
     assert dag.get_task(dump).pool.startswith("strongroom_dumps_")
     # prune runs whatever happened upstream: deletion never waits for an outage elsewhere to end
     assert dag.get_task("prune").trigger_rule == "all_done"
     assert dag.get_task("prune").upstream_task_ids == {"region.commit"}
     assert dag.get_task("check_regions").downstream_task_ids == set()  # a leaf: its failure fails the run
+    # the point is recorded after the commits, whatever failed: it records what IS there (a leaf too)
+    point = dag.get_task("record_platform_point")
+    assert point.trigger_rule == "all_done" and point.upstream_task_ids == {"region.commit"}
+    assert point.downstream_task_ids == set()
     snapshot = dag.get_task(dump)
     assert snapshot.retries >= 1 and snapshot.retry_exponential_backoff
     assert dag.get_task("region.replicate").upstream_task_ids == {dump}

@@ -79,7 +79,7 @@ def test_library_modules_import_each_other_without_a_loop() -> None:
 
 # Only ``layout`` names the bucket's top-level prefixes and the folders under a database or a source, and
 # writes the time in a key name.
-BUCKET_PREFIXES = ("databases/", "objects/", "status/", "audit/", "restore-tests/", "leases/")
+BUCKET_PREFIXES = ("databases/", "objects/", "status/", "audit/", "restore-tests/", "leases/", "platform/")
 INNER_FOLDERS = ("/manifests/", "/pending/")
 FOLDERS_AFTER_A_NAME = ("data/", "manifests/", "pending/", "content/", "points/", "partial/")  # f"{p}data/"
 KEY_TIME = ("%Y%m%dT%H%M%S", r"\d{8}T\d{6}Z")

@@ -90,7 +90,8 @@ def test_records() -> None:
     assert layout.RUN_RECORD_KEY == "status/last-run.json"
     assert layout.MONITOR_STATE_KEY == "status/monitor.json"
     assert layout.DELIVERY_KEY == "status/alerts.json"
-    assert layout.DATED_RECORD_PREFIXES == ("audit/retention/", "restore-tests/")
+    assert layout.DATED_RECORD_PREFIXES == ("audit/retention/", "restore-tests/", "platform/points/",
+                                            "platform/recoveries/")
     audit = layout.audit_key(AT)
     assert audit.startswith("audit/retention/20261126T140003Z-") and audit.endswith(".json")
     assert len(audit) == len("audit/retention/20261126T140003Z-abcdef.json")
@@ -119,3 +120,21 @@ def test_review_copies() -> None:
     assert layout.review_point("uploads/20261126T140003Z-3fa9c/a") is None
     assert layout.review_point("uploads/xxxxxxxxxxxxxxxx-3fa9c1/a") is None
     assert layout.review_point("uploads/a") is None
+
+
+def test_platform_points_and_recoveries() -> None:
+    point_id = layout.new_platform_id(AT)
+    assert point_id.startswith("20261126T140003Z-") and len(point_id) == len("20261126T140003Z-abcdef")
+    assert layout.platform_id_time(point_id) == AT.replace(microsecond=0)
+    key = layout.platform_point_key(point_id)
+    assert key == f"platform/points/{point_id}.json"
+    assert layout.parse_platform_point_key(key) == point_id and layout.parse_recovery_report_key(key) is None
+    report = layout.recovery_report_key(point_id)
+    assert report == f"platform/recoveries/{point_id}.json"
+    assert layout.parse_recovery_report_key(report) == point_id and layout.parse_platform_point_key(report) is None
+    assert layout.record_time(key) == layout.platform_id_time(point_id)  # pruned by its time, like the others
+    for bad in ("platform/points/x.json", f"platform/points/{point_id}.json.bak", f"platform/other/{point_id}.json",
+                f"platform/points/{point_id}/x.json"):
+        assert layout.parse_platform_point_key(bad) is None, bad
+    with pytest.raises(NotFoundError, match="is not a platform point id"):
+        layout.platform_point_key("../../databases/shop")

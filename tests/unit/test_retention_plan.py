@@ -160,6 +160,27 @@ def test_old_records_are_pruned_by_the_same_window(prefix: str) -> None:
     assert [d.versions for d in plan.deletions] == [((old_key, "v1"),)]
 
 
+def test_platform_points_and_recovery_reports_go_with_every_version_once_past_the_window() -> None:
+    from strongroom import layout
+
+    old_point = layout.platform_point_key(layout.new_platform_id(NOW - timedelta(days=30, seconds=1)))
+    young_point = layout.platform_point_key(layout.new_platform_id(NOW - timedelta(days=29)))
+    old_report = layout.recovery_report_key(layout.new_platform_id(NOW - timedelta(days=45)))
+    cat = catalog_of()
+    cat.records = {
+        old_point: [Version(old_point, "v2", NOW - timedelta(days=2), True, True),  # a delete marker
+                    Version(old_point, "v1", NOW - timedelta(days=30), False, False)],
+        young_point: [Version(young_point, "v1", NOW - timedelta(days=29), True, False)],
+        old_report: [Version(old_report, "v1", NOW - timedelta(days=45), True, False)],
+    }
+    plan = plan_retention(cat, RETENTION, GRACE, NOW)
+    assert sorted((d.kind, d.versions) for d in plan.deletions) == [
+        ("platform-point", ((old_point, "v2"), (old_point, "v1"))),
+        ("recovery-report", ((old_report, "v1"),)),
+    ]
+    assert all("older than the retention" in d.reason for d in plan.deletions)
+
+
 def test_plan_is_pure_and_mixed() -> None:
     cat = catalog_of(entry(NOW - timedelta(days=40)), entry(NOW - timedelta(days=2)),
                      entry(NOW - timedelta(days=31), db="erased-account"))
