@@ -2,9 +2,10 @@
 
 ``/strongroom/api/status`` returns what ``strongroom.monitor.dashboard`` reads from the buckets (the same
 catalog as ``strongroom status --json``, plus the newest restore test per database and the last platform
-drill): it never reads Airflow's database. ``/strongroom/api/files/restore-tests/<db>/<run>/docs/...`` serves a restore test's
-Data Docs from the primary bucket. Every data endpoint requires an authenticated Airflow user (the UI's
-``_token`` cookie or an ``Authorization: Bearer`` token); the JS bundle itself holds no data.
+drill): it never reads Airflow's database. ``/strongroom/api/files/restore-tests/<db>/<run>/docs/...``
+serves a restore test's Data Docs from the primary bucket. Every data endpoint requires an authenticated
+Airflow user (the UI's ``_token`` cookie or an ``Authorization: Bearer`` token); the JS bundle itself holds
+no data.
 """
 
 from __future__ import annotations
