@@ -53,7 +53,7 @@ def test_a_drill_over_its_rto_fails_naming_the_slowest_part() -> None:
     over = _evidence(total_seconds=2.5, rto_seconds=1.0, within_rto=False, success=False)
     assert "OVER the RTO of 1s" in over["headline"]
     assert over["headline"].endswith("slowest part: database shop snapshot 20261129T010000Z-d4e5f6 (1m 5s)")
-    with pytest.raises(RestoreTestError, match="OVER the RTO.*slowest part: database shop"):
+    with pytest.raises(RestoreTestError, match=r"OVER the RTO.*slowest part: database shop"):
         drill.require_drill_success(over)
 
 
