@@ -102,6 +102,19 @@ def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None,
         [(duration, kind)] = statsd.values(f"airflow.strongroom.snapshot.duration.{database}")
         assert kind == "ms" and 0 < duration < 600_000
 
+    # the run's platform point, in every region, names exactly the snapshots it committed
+    from strongroom import recovery
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+
+    [point_ti] = [ti for ti in run.get_task_instances() if ti.task_id == "record_platform_point"]
+    assert point_ti.state == "success"
+    listed = recovery.list_points(load_config(stack.config_path), connections())
+    points = [p for p in listed if p.point_id == listed[0].point_id]  # the newest: this run's
+    assert sorted(p.region for p in points) == sorted(REGIONS) and all(p.complete for p in points)
+    assert {part.ref for part in points[0].parts if part.kind == "database"} == {
+        key.rsplit("/", 1)[1].removesuffix(".json") for key in new}
+
     instances = [ti for ti in run.get_task_instances() if ti.task_id.startswith("snapshot_and_encrypt.")]
     assert len(instances) == 2
     from airflow.models.xcom import XComModel
