@@ -395,6 +395,12 @@ def run_platform_drill(
     try:
         plan = recovery.plan_recovery(config, conns, region=where.name)
         evidence.update(point_id=plan.point_id, point_time=plan.point_time)
+        covered = {(p.kind, p.name) for p in plan.parts}
+        uncovered = [f"database {d.name}" for d in config.databases if (recovery.DATABASE, d.name) not in covered]
+        uncovered += [f"bucket {s.bucket}" for s in config.object_storage if (recovery.BUCKET, s.bucket) not in covered]
+        if uncovered:  # the drill proves the whole platform recoverable, not the part a point happens to hold
+            raise RestoreTestError(f"platform point {plan.point_id} does not hold {', '.join(uncovered)} "
+                                   "(configured after it was recorded?)")
         store = conns.store(where, config.transfer)
         keyring = conns.keyring(config.keyring_conn_id(where))
         manifests = {p.name: catalog.load_manifest(store, keyring, p.name, p.ref)
