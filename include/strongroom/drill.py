@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom import catalog, inventory, layout, postgres, records, restore, roles, sandbox, validation
+from strongroom import catalog, inventory, layout, postgres, records, recovery, restore, roles, sandbox, validation
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
@@ -380,7 +380,7 @@ def run_platform_drill(
 
     Never raises for a failed drill (the result says what failed, and is recorded): see
     :func:`require_drill_success`."""
-    from strongroom import objects, recovery
+    from strongroom import objects
 
     now = now or datetime.now(UTC)
     started = time.monotonic()
@@ -413,7 +413,7 @@ def run_platform_drill(
                          for p in plan.parts if p.kind == recovery.BUCKET},
             )
             report = recovery.execute_recovery(config, conns, plan, targets, missing_roles=restore.ROLES_CREATE)
-            checks: dict[str, DrillResult] = {}
+            checks: dict[tuple[str, str], DrillResult] = {}
             for part in plan.parts:
                 restored = next(r for r in report.parts if r.kind == part.kind and r.name == part.name)
                 if restored.result != recovery.OK:
@@ -434,11 +434,11 @@ def run_platform_drill(
                         check.success = not check.failures
                 except StrongroomError as exc:
                     check.error = f"{type(exc).__name__}: {exc}"
-                checks[part.name] = check
+                checks[(part.kind, part.name)] = check
         evidence.update(
             recovery_id=report.recovery_id, total_seconds=report.total_seconds, within_rto=report.within_rto,
             slowest=report.slowest,
-            parts=[_drill_part(r, checks.get(r.name)) for r in report.parts],
+            parts=[_drill_part(r, checks.get((r.kind, r.name))) for r in report.parts],
         )
         evidence["success"] = report.within_rto and all(p["result"] == "passed" for p in evidence["parts"])
     except StrongroomError as exc:
@@ -450,11 +450,11 @@ def run_platform_drill(
     return evidence
 
 
-def _drill_part(restored: Any, check: DrillResult | None) -> dict[str, Any]:
+def _drill_part(restored: recovery.PartResult, check: DrillResult | None) -> dict[str, Any]:
     """One part of the drill's evidence: how its recovery went, then how its checks went (no row values)."""
     failures = ([restored.error] if restored.error else []) + (
         [check.error] if check and check.error else []) + (check.failures[:10] if check else [])
-    passed = restored.result == "ok" and check is not None and check.success and not check.error
+    passed = restored.result == recovery.OK and check is not None and check.success and not check.error
     return {"kind": restored.kind, "name": restored.name, "ref": restored.ref, "seconds": restored.seconds,
             "bytes": restored.bytes, "result": "passed" if passed else "FAILED",
             "checks": len(check.expectations) if check else 0, "failures": failures}
