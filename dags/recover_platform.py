@@ -12,7 +12,7 @@ that is a production source: type its name into *confirm production*; one of `re
 you) must approve under *Required actions*.
 
 Details (fields, production, the report): `docs/operations.md`, section "Recovering the platform".
-CLI (Airflow down): `strongroom recover`; runbook: `docs/runbook-region-failure.md`.
+CLI (Airflow down): `strongroom recover --dry-run`, then `strongroom recover`.
 """
 
 from __future__ import annotations
