@@ -75,9 +75,10 @@ def recover_platform() -> None:
             recovery.plan_recovery, config, conns, at=at, point_id=point_id,
             region=None if p["region"] == "automatic" else p["region"], words=FORM_WORDS,
         )
+        targets = airflow_adapter.run_task(recovery.targets_from_config, config, conns)
         production = airflow_adapter.run_task(
-            recovery.check_targets, config, conns, made, recovery.targets_from_config(config, conns),
-            recovery.confirmations(p["confirm_production"]), words=FORM_WORDS,
+            recovery.check_targets, config, conns, made, targets, recovery.confirmations(p["confirm_production"]),
+            words=FORM_WORDS,
         )
         if production and not config.restore.approvers:
             airflow_adapter.run_task(_refuse, f"targets of {', '.join(sorted(production))} are production, and no "
@@ -117,9 +118,10 @@ def recover_platform() -> None:
         config, conns = load_config(), airflow_adapter.connections()
         # never on the plan's XCom alone: production is decided again from the targets themselves, and an
         # approval is proven by its seal
+        targets = airflow_adapter.run_task(recovery.targets_from_config, config, conns)
         report = airflow_adapter.run_task(
             recovery.execute_approved, config, conns, recovery.RecoveryPlan.from_dict(made["plan"]),
-            recovery.targets_from_config(config, conns), recovery.confirmations(ctx["params"]["confirm_production"]),
+            targets, recovery.confirmations(ctx["params"]["confirm_production"]),
             clearance=ctx["ti"].xcom_pull(task_ids="approve_production_recovery"),
             run=airflow_adapter.clearance_run(ctx), keyring=conns.keyring(config.encryption.keyring_conn_id),
             words=FORM_WORDS,
