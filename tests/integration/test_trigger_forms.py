@@ -175,8 +175,9 @@ def test_recover_platform_form_checks_the_point_and_refuses_before_anything_is_t
     """The recovery's form: a point that is not a point id is refused in the form (no run); a well-formed
     point that was never recorded fails `plan` with one line, before any target is looked at."""
     open_form(browser, airflow_ui, "recover_platform")
-    for name in ("point", "at", "confirm_production"):
+    for name in ("point", "confirm_production"):
         assert browser.evaluate(f"!!document.querySelector('[name=element_{name}]')"), name
+    assert "Point in time" in browser.text()  # `at`: a date-time picker
     before = _runs(airflow_ui, "recover_platform")
     browser.type_into("#element_point", "newest")
     browser.evaluate("document.querySelector('[data-testid=trigger-dag-submit]').click()")
