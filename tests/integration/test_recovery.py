@@ -197,8 +197,8 @@ def test_at_recovers_from_the_catalogs_alone(world: World, rounds: list[Round], 
     for region in world.config.regions:  # no recorded point anywhere: snapshots taken by hand, say
         conns.store(region, world.config.transfer).erase_prefix(layout.PLATFORM_POINTS)
     assert recovery.list_points(world.config, conns) == []
-    newest = run_cli("--config", str(world.config_path), "recover", "--dry-run")
-    assert newest.code == 1 and "no complete platform point in any region" in newest.error_lines[0]
+    with pytest.raises(NotFoundError, match="no complete platform point in any region"):
+        recovery.plan_recovery(world.config, conns)
 
     path, env = targets_config(world, 3)
     result = run_cli("--config", str(path), "recover", "--at", rounds[1].at.isoformat(), "--json", env=env)
@@ -290,5 +290,3 @@ def test_a_forged_point_is_neither_listed_nor_used(
     assert any(f"platform point {moved_id} in {PRIMARY} skipped" in w for w in warned), warned
     with pytest.raises(NotFoundError, match=f"no authenticated platform point {forged_id} in region {PRIMARY}"):
         recovery.plan_recovery(config, conns, point_id=forged_id, region=PRIMARY)
-    cli = run_cli("--config", str(world.config_path), "points", "--json")
-    assert cli.code == 0 and forged_id not in cli.stdout and moved_id not in cli.stdout
