@@ -143,3 +143,24 @@ def test_a_drill_over_its_rto_fails_and_names_the_slowest_part(
     assert _buckets(stack) == buckets
     board = json.loads(run_cli("--config", str(tight), "status", "--json").stdout)
     assert board["platform_drill"]["success"] is False and board["platform_drill"]["region"] == "eu-north-1"
+
+
+def test_a_forged_drill_record_is_not_shown_as_passed(stack: Stack, point: tuple[Path, str]) -> None:
+    """Someone with write access to the primary bucket writes a newer 'passed' drill: status ignores it and
+    names it as unauthenticated (the Backups page reads the same data)."""
+    from datetime import UTC, datetime
+
+    from strongroom import layout
+
+    path, _ = point
+    key = layout.platform_drill_key(layout.new_platform_id(datetime.now(UTC)))
+    stack.write(key, json.dumps({"drilled_at": datetime.now(UTC).isoformat(), "region": "eu-west-1",
+                                 "success": True, "within_rto": True, "headline": "platform drill passed"}).encode())
+    try:
+        last = json.loads(run_cli("--config", str(path), "status", "--json").stdout)["platform_drill"]
+        assert last["key"] != key and last["unauthenticated"] == [
+            f"platform-drill record {key} is not authenticated (no valid seal)"]
+        text = run_cli("--config", str(path), "status").stdout
+        assert f"platform: UNAUTHENTICATED: platform-drill record {key} is not authenticated" in text, text
+    finally:
+        stack.client.delete_object(Bucket=f"sr-test-{PRIMARY}", Key=key)
