@@ -1,10 +1,11 @@
 """The "Backups" page in the Airflow UI: a FastAPI app behind Airflow's authentication plus a React view.
 
 ``/strongroom/api/status`` returns what ``strongroom.monitor.dashboard`` reads from the buckets (the same
-catalog as ``strongroom status --json``, plus the newest restore test per database): it never reads
-Airflow's database. ``/strongroom/api/files/restore-tests/<db>/<run>/docs/...`` serves a restore test's
-Data Docs from the primary bucket. Every data endpoint requires an authenticated Airflow user (the UI's
-``_token`` cookie or an ``Authorization: Bearer`` token); the JS bundle itself holds no data.
+catalog as ``strongroom status --json``, plus the newest restore test per database and the last platform
+drill): it never reads Airflow's database. ``/strongroom/api/files/restore-tests/<db>/<run>/docs/...``
+serves a restore test's Data Docs from the primary bucket. Every data endpoint requires an authenticated
+Airflow user (the UI's ``_token`` cookie or an ``Authorization: Bearer`` token); the JS bundle itself holds
+no data.
 """
 
 from __future__ import annotations
@@ -217,6 +218,33 @@ function Alerts(props) {
              : h("span", {style: {color: C.muted}}, "none")));
 }
 
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  if (seconds < 90) return Math.round(seconds) + "s";
+  const m = Math.round(seconds / 60);
+  return m < 120 ? m + "m" : Math.floor(m / 60) + "h" + String(m % 60).padStart(2, "0") + "m";
+}
+
+function PlatformDrill(props) {
+  const d = props.drill;
+  const body = !d || !d.drilled_at ? h("span", {style: {color: C.muted}}, "no platform drill on record yet") :
+    h("span", null,
+      h(Dot, {rag: d.success ? "green" : "red"}),
+      h("b", {"data-drill": d.success ? "passed" : "failed"}, d.success ? "passed" : "FAILED"),
+      " " + when(d.drilled_at) + " · from " + d.region + " · ",
+      h("span", {"data-drill-time": d.total_seconds,
+                 style: {color: d.within_rto === false ? C.red : C.fg}},
+        "recovered in " + duration(d.total_seconds) + " (RTO " + duration(d.rto_seconds) + ", " +
+        (d.within_rto ? "within" : "OVER") + ")"),
+      d.point_id ? " · point " + d.point_id : "",
+      d.success ? null : h("div", {style: {color: C.red}}, d.headline));
+  return h("section", {"data-panel": "platform-drill", style: card},
+    h("h3", {style: {fontSize: "1.15em", fontWeight: 600, margin: "0 0 0.5rem"}}, "Platform drill"),
+    h("p", {style: {margin: "0.25rem 0"}}, h("b", null, "Last drill: "), body),
+    ((d && d.unauthenticated) || []).map(u => h("div", {key: u, "data-unauthenticated": "platform-drill",
+                                                        style: {color: C.red}}, "UNAUTHENTICATED (ignored): " + u)));
+}
+
 function Backups() {
   const [data, setData] = React.useState(null);
   const [error, setError] = React.useState(null);
@@ -235,9 +263,11 @@ function Backups() {
       h(Dot, {rag: "red"}), "older: the backup monitor alerts. DAGs: ",
       h(Link, {href: "/dags/snapshot_databases", kind: "dag"}, "snapshots"), " · ",
       h(Link, {href: "/dags/restore_test", kind: "dag"}, "restore tests"), " · ",
+      h(Link, {href: "/dags/platform_drill", kind: "dag"}, "platform drill"), " · ",
       h(Link, {href: "/dags/backup_monitor", kind: "dag"}, "monitor")) : null,
     data ? h(Warnings, {data: data}) : null,
     data ? h(Alerts, {alerts: data.alerts}) : null,
+    data ? h(PlatformDrill, {drill: data.platform_drill}) : null,
     data ? data.databases.map(db => h(Database, {key: db.name, db: db})) : null,
     data ? (data.buckets || []).map(b => h(Database, {key: "bucket:" + b.name, db: b, kind: "bucket"})) : null);
 }

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORDS = {"ops": "ops-password-1", "alice": "alice-password-1", "bob": "bob-password-1",
              "carol": "carol-password-1"}
 ROLES = {"ops": "viewer", "alice": "op", "bob": "op", "carol": "op"}  # carol is not in restore.approvers
-DAGS = ("restore_database", "snapshot_databases", "restore_objects")
+DAGS = ("restore_database", "snapshot_databases", "restore_objects", "recover_platform")
 
 
 def request(

@@ -20,7 +20,6 @@ from strongroom.errors import (
     ConfigError,
     PruneError,
     ReplicationError,
-    RestoreTestError,
     SourceError,
     StrongroomError,
     worded,
@@ -98,9 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--database", help="one configured database (default: all)")
     rt.add_argument("--snapshot", help="snapshot id (default: the newest plus a random one)")
     rt.add_argument("--region", help="region to test (default: today's region in the rotation)")
-    rt.add_argument("--all", action="store_true",
-                    help="full-platform drill: every database's newest snapshot from one region, against the RTO")
     rt.add_argument("--json", action="store_true")
+
+    dr = sub.add_parser("drill", help="platform drill: recover the newest complete platform point into throwaway "
+                                      "targets, check every part, time it against recovery.rto (exit 1 on failure)")
+    dr.add_argument("--region", help="region to recover from (default: the one after the last drill's)")
+    dr.add_argument("--json", action="store_true")
 
     obj = sub.add_parser("objects", help="object-storage backups")
     obj_sub = obj.add_subparsers(dest="objects_command", required=True, parser_class=_Parser)
@@ -375,6 +377,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{db['name']}: last restore test {line}{when}")
         for problem in test["unauthenticated"] if test else []:
             print(f"{db['name']}: UNAUTHENTICATED: {problem} (ignored)")
+    last = board["platform_drill"]
+    print(f"platform: last drill {last['headline']} at {last['drilled_at']}" if last and last["drilled_at"]
+          else "platform: no platform drill on record")
+    for problem in (last or {}).get("unauthenticated", []):
+        print(f"platform: UNAUTHENTICATED: {problem} (ignored)")
     for problem in board["unauthenticated"]:
         print(f"UNAUTHENTICATED: {problem} (ignored)")
     for warning in board["warnings"]:
@@ -416,16 +423,6 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, drill
     config = _config(args)
     conns = airflow_adapter.connections()
-    if args.all:
-        report = drill.run_full_drill(config, conns, region=args.region)
-        lines = [f"full drill from {report['region']}: {duration_text(report['total_seconds'])} for every database "
-                 f"(RTO {duration_text(report['rto_seconds'])}: {'within' if report['within_rto'] else 'EXCEEDED'})"]
-        lines += [drill.DrillResult(**{k: v for k, v in r.items() if k != "restore_seconds"}).headline()
-                  for r in report["results"]]
-        _print(report, args.json, "\n".join(lines))
-        if not report["success"]:
-            raise RestoreTestError(lines[0] if not report["within_rto"] else "a restore in the drill failed")
-        return 0
     results = drill.run_restore_tests(config, conns, database=args.database, snapshot_id=args.snapshot,
                                       region=args.region)
     if args.json:
@@ -438,6 +435,21 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
             if r.result_key:
                 print(f"  result: {r.result_key}" + (f"; Data Docs: {r.docs_key}" if r.docs_key else ""))
     drill.require_success(results)
+    return 0
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, drill
+    config = _config(args)
+    evidence = drill.run_platform_drill(config, airflow_adapter.connections(), region=args.region)
+    lines = [evidence["headline"]]
+    for part in evidence["parts"]:
+        lines.append(f"  {part['kind']} {part['name']} ({part['ref']}): {part['result']} in "
+                     f"{duration_text(part['seconds'])}, {part['checks']} checks"
+                     + (f"; {'; '.join(part['failures'][:3])}" if part["failures"] else ""))
+    lines.append(f"  evidence stored in {', '.join(evidence['stored_in']) or 'no region'}")
+    _print(evidence, args.json, "\n".join(lines))
+    drill.require_drill_success(evidence)
     return 0
 
 
@@ -556,7 +568,7 @@ def _cmd_init_airflow(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
-    "prune": _cmd_prune, "init-buckets": _cmd_init_buckets, "restore-test": _cmd_restore_test,
+    "prune": _cmd_prune, "init-buckets": _cmd_init_buckets, "restore-test": _cmd_restore_test, "drill": _cmd_drill,
     "objects": _cmd_objects, "init-airflow": _cmd_init_airflow, "recover": _cmd_recover, "points": _cmd_points,
 }
 

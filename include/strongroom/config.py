@@ -283,6 +283,8 @@ class RecoveryConfig(_Section):
     buckets: dict[str, RecoveryBucket] = Field(default_factory=dict)  # configured source bucket -> target
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2  # parts (databases, buckets) restored at once
     rto: Duration = timedelta(hours=4)  # the recovery-time objective the report measures the total against
+    # the platform_drill DAG (weekly: Sundays 02:00 UTC, clear of the daily restore test at midnight)
+    drill_schedule: str = "0 2 * * 0"
 
 
 class PoolsConfig(_Section):

@@ -7,6 +7,11 @@ restore, validate (``strongroom.validation``), tear down in a ``finally``. Each 
 evidence) and the snapshot's age when tested is recorded (RPO evidence). A JSON result and the Data Docs
 are stored in every region under ``restore-tests/`` and pruned by the same retention window.
 A restore test never switches regions: it tests the region it chose.
+
+The **platform drill** (:func:`run_platform_drill`, weekly) is the same proof for the whole platform at
+once: the newest complete platform point recovered from one region (each in turn) by the recovery
+pipeline itself (:func:`strongroom.recovery.execute_recovery`) into throwaway targets, each database
+checked as above and each bucket by content, the total time measured against ``recovery.rto``.
 """
 
 from __future__ import annotations
@@ -18,20 +23,21 @@ import random
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from strongroom import catalog, inventory, layout, postgres, records, restore, roles, sandbox, validation
+from strongroom import catalog, inventory, layout, postgres, records, recovery, restore, roles, sandbox, validation
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
-from strongroom.errors import RestoreTestError, StrongroomError
+from strongroom.errors import IntegrityError, RestoreTestError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.progress import duration_text
+from strongroom.regions import first_answer_or
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -167,23 +173,12 @@ def check_snapshot(
                 os.unlink(path)
                 result.phases["restore"] = round(time.monotonic() - mark, 3)
                 mark = time.monotonic()
-                result.tables = {t: {"expected": n, "restored": got}
-                                 for t, (n, got) in restore.compare_rows(restorer, manifest).items()}
-                report = validation.validate(
-                    restorer, manifest, suites,
-                    validation.parameters_for(manifest, config.restore_test.freshness_lag),
-                    run_name=f"{db.name}-{snapshot_id}",
-                )
-                differences = _schema_check(admin, manifest, dumped_sequences)
+                report = validate_restored(config, result, manifest, suites, restorer, admin, dumped_sequences)
             finally:
                 postgres.drop_database(admin)
                 roles.drop_restorer(admin, restorer)
             result.phases["validate"] = round(time.monotonic() - mark, 3)
-            result.expectations = report.expectations + _schema_expectations(manifest, differences)
-            result.schema_differences = differences
-            result.failures = report.failures + [f"schema: {d}" for d in differences]
-            result.success = report.success and not differences
-            schema_docs = {"schema.html": _schema_page(result, manifest, differences)}
+            schema_docs = {"schema.html": _schema_page(result, manifest, result.schema_differences)}
             mark = time.monotonic()
         result.phases["teardown"] = round(time.monotonic() - mark, 3)
     except StrongroomError as exc:
@@ -195,6 +190,27 @@ def check_snapshot(
         _record(config, conns, result, {**(report.docs if report else {}), **schema_docs})
     log.info("%s", result.headline())
     return result
+
+
+def validate_restored(
+    config: Config, result: DrillResult, manifest: Manifest, suites: list[validation.UserSuite], reader: PgSettings,
+    admin: PgSettings, dumped_sequences: dict[str, int | None],
+) -> validation.ValidationReport:
+    """The restore test's checks of a restored database, into ``result``: the rows of every table, the
+    baseline suite (row counts, content checksums) and the user suites as ``reader``, and the schema
+    against the snapshot's inventory as ``admin``. Shared by the restore test and the platform drill."""
+    result.tables = {t: {"expected": n, "restored": got}
+                     for t, (n, got) in restore.compare_rows(reader, manifest).items()}
+    report = validation.validate(
+        reader, manifest, suites, validation.parameters_for(manifest, config.restore_test.freshness_lag),
+        run_name=f"{manifest.database}-{manifest.snapshot_id}",
+    )
+    differences = _schema_check(admin, manifest, dumped_sequences)
+    result.expectations = report.expectations + _schema_expectations(manifest, differences)
+    result.schema_differences = differences
+    result.failures = report.failures + [f"schema: {d}" for d in differences]
+    result.success = report.success and not differences
+    return report
 
 
 def _schema_check(admin: PgSettings, manifest: Manifest, dumped: dict[str, int | None]) -> list[str]:
@@ -313,28 +329,204 @@ def check_objects(
     return result
 
 
-def run_full_drill(config: Config, conns: Connections, region: str | None = None) -> dict[str, Any]:
-    """Restore every database's newest snapshot from one region, as after losing the others; compare the
-    total time with ``restore_test.rto``."""
-    where = config.region(region) if region else config.regions[1 if len(config.regions) > 1 else 0]
-    started = time.monotonic()
-    results = []
-    for db in config.databases:
-        ids = catalog.snapshot_ids(conns.store(where, config.transfer), db.name)
-        if not ids:
-            results.append(DrillResult(db.name, "-", where.name, datetime.now(UTC).isoformat(),
-                                       error=f"no committed snapshot of {db.name} in {where.name}"))
-            continue
-        results.append(check_snapshot(config, conns, db.name, ids[-1], where))
-    total = round(time.monotonic() - started, 3)
-    rto = config.restore_test.rto.total_seconds()
-    return {"region": where.name, "total_seconds": total, "rto_seconds": rto, "within_rto": total <= rto,
-            "success": all(r.success for r in results) and total <= rto,
-            "results": [r.to_dict() for r in results]}
-
-
 def require_success(results: list[DrillResult]) -> list[dict[str, Any]]:
     failed = [r for r in results if not r.success]
     if failed:
         raise RestoreTestError(" | ".join(r.headline() for r in failed))
     return [r.to_dict() for r in results]
+
+
+# ---- the platform drill -----------------------------------------------------------------------------------
+
+DRILL_KIND = "platform-drill"
+
+
+def drill_region(config: Config, last_region: str | None, now: datetime) -> RegionConfig:
+    """The region after the one the last platform drill recovered from, so every region is drilled in turn
+    whatever the schedule; without a (known) last drill, the day's :func:`rotation_region`."""
+    names = [r.name for r in config.regions]
+    if last_region in names:
+        return config.regions[(names.index(str(last_region)) + 1) % len(names)]
+    return rotation_region(config, now)
+
+
+@contextmanager
+def _throwaway_bucket(config: Config, conns: Connections, source: str) -> Iterator[ObjectStore]:
+    """A new, empty bucket next to ``source`` (its connection and region) that is emptied (every version)
+    and deleted afterwards: where the drill recovers that source's objects."""
+    src = config.source(source)
+    store = conns.bucket_store(src.aws_conn_id, f"strongroom-drill-{secrets.token_hex(6)}", src.region,
+                               config.transfer)
+    store.create_bucket()
+    try:
+        yield store
+    finally:
+        try:
+            store.delete_bucket()
+        except StrongroomError as exc:  # the result still counts; the bucket's name says what it was
+            log.error("could not remove the drill's throwaway bucket s3://%s: %s", store.bucket, exc)
+
+
+def run_platform_drill(
+    config: Config, conns: Connections, now: datetime | None = None, *, region: str | None = None,
+) -> dict[str, Any]:
+    """Recover the newest complete platform point from one region (the next in turn, or ``region``) into
+    throwaway targets with :func:`strongroom.recovery.execute_recovery`, as on the day a region is lost:
+    every database into an isolated server (:func:`_isolated`, as the restore test), every source bucket
+    into a new bucket removed afterwards. Each database is then checked as the restore test checks it
+    (:func:`validate_restored`: rows, content checksums, expectations, schema), each bucket by content
+    against the point index. The recovery's total time is compared with ``recovery.rto``; over it, the drill
+    fails and names the slowest part. The evidence is stored in every region (``platform/drills/``).
+
+    Never raises for a failed drill (the result says what failed, and is recorded): see
+    :func:`require_drill_success`."""
+    from strongroom import objects
+
+    now = now or datetime.now(UTC)
+    started = time.monotonic()
+    last = latest_platform_drill(config, conns, now)
+    where = config.region(region) if region else drill_region(config, last["region"] if last else None, now)
+    rto = config.recovery.rto.total_seconds()
+    evidence: dict[str, Any] = {
+        "drill_id": layout.new_platform_id(now), "drilled_at": now.isoformat(), "region": where.name,
+        "point_id": None, "point_time": None, "recovery_id": None, "total_seconds": None, "rto_seconds": rto,
+        "within_rto": False, "slowest": None, "success": False, "error": None, "parts": [],
+    }
+    try:
+        plan = recovery.plan_recovery(config, conns, region=where.name)
+        evidence.update(point_id=plan.point_id, point_time=plan.point_time)
+        covered = {(p.kind, p.name) for p in plan.parts}
+        uncovered = [f"database {d.name}" for d in config.databases if (recovery.DATABASE, d.name) not in covered]
+        uncovered += [f"bucket {s.bucket}" for s in config.object_storage if (recovery.BUCKET, s.bucket) not in covered]
+        if uncovered:  # the drill proves the whole platform recoverable, not the part a point happens to hold
+            raise RestoreTestError(f"platform point {plan.point_id} does not hold {', '.join(uncovered)} "
+                                   "(configured after it was recorded?)")
+        store = conns.store(where, config.transfer)
+        keyring = conns.keyring(config.keyring_conn_id(where))
+        manifests = {p.name: catalog.load_manifest(store, keyring, p.name, p.ref)
+                     for p in plan.parts if p.kind == recovery.DATABASE}
+        with ExitStack() as stack:
+            targets = recovery.RecoveryTargets(
+                databases={name: stack.enter_context(_isolated(config, conns, m.server_version.split(".")[0], store,
+                                                               keyring, name)) for name, m in manifests.items()},
+                buckets={p.name: stack.enter_context(_throwaway_bucket(config, conns, p.name))
+                         for p in plan.parts if p.kind == recovery.BUCKET},
+            )
+            report = recovery.execute_recovery(config, conns, plan, targets, missing_roles=restore.ROLES_CREATE)
+            checks: dict[tuple[str, str], DrillResult] = {}
+            for part in plan.parts:
+                restored = next(r for r in report.parts if r.kind == part.kind and r.name == part.name)
+                if restored.result != recovery.OK:
+                    continue
+                check = DrillResult(part.name, part.ref, where.name, now.isoformat())
+                try:
+                    if part.kind == recovery.DATABASE:
+                        suites = validation.load_user_suites(Path(config.restore_test.expectations_dir), part.name)
+                        settings = targets.databases[part.name]
+                        validate_restored(config, check, manifests[part.name], suites, settings, settings, {})
+                    else:
+                        index = objects.load_point(store, keyring, part.name, datetime.fromisoformat(part.ref))
+                        _, ikey = objects.id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
+                        check.failures = objects.compare_restored(targets.buckets[part.name], index, ikey)
+                        check.expectations = [{"suite": "objects", "table": part.name, "column": None,
+                                               "expectation": "every key, size and content matches the point",
+                                               "success": not check.failures, "error": None}]
+                        check.success = not check.failures
+                except StrongroomError as exc:
+                    check.error = f"{type(exc).__name__}: {exc}"
+                checks[(part.kind, part.name)] = check
+        evidence.update(
+            recovery_id=report.recovery_id, total_seconds=report.total_seconds, within_rto=report.within_rto,
+            slowest=report.slowest,
+            parts=[_drill_part(r, checks.get((r.kind, r.name))) for r in report.parts],
+        )
+        evidence["success"] = report.within_rto and all(p["result"] == "passed" for p in evidence["parts"])
+    except StrongroomError as exc:
+        evidence["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    evidence["drill_seconds"] = round(time.monotonic() - started, 3)
+    evidence["headline"] = drill_headline(evidence)
+    evidence["stored_in"] = _store_drill(config, conns, evidence)
+    log.info("%s", evidence["headline"])
+    return evidence
+
+
+def _drill_part(restored: recovery.PartResult, check: DrillResult | None) -> dict[str, Any]:
+    """One part of the drill's evidence: how its recovery went, then how its checks went (no row values)."""
+    failures = ([restored.error] if restored.error else []) + (
+        [check.error] if check and check.error else []) + (check.failures[:10] if check else [])
+    passed = restored.result == recovery.OK and check is not None and check.success and not check.error
+    return {"kind": restored.kind, "name": restored.name, "ref": restored.ref, "seconds": restored.seconds,
+            "bytes": restored.bytes, "result": "passed" if passed else "FAILED",
+            "checks": len(check.expectations) if check else 0, "failures": failures}
+
+
+def drill_headline(evidence: dict[str, Any]) -> str:
+    """One line: passed or FAILED, from where, how long against the RTO, and what failed or was slowest."""
+    what = f"platform drill from {evidence['region']}"
+    if evidence.get("error"):
+        return f"{what} FAILED: {evidence['error']}"
+    took = (f"recovered point {evidence['point_id'] or evidence['point_time']} in "
+            f"{duration_text(evidence['total_seconds'])} ({'within' if evidence['within_rto'] else 'OVER'} the RTO "
+            f"of {duration_text(evidence['rto_seconds'])})")
+    failed = [f"{p['kind']} {p['name']}: {'; '.join(p['failures'][:3]) or 'failed'}"
+              for p in evidence["parts"] if p["result"] != "passed"]
+    if evidence["success"]:
+        return f"{what} passed: {took}, {len(evidence['parts'])} part(s) checked"
+    over = "" if evidence["within_rto"] else f"; slowest part: {evidence['slowest']}"
+    return f"{what} FAILED: {took}{over}" + (f"; failed: {' | '.join(failed)}" if failed else "")
+
+
+def _store_drill(config: Config, conns: Connections, evidence: dict[str, Any]) -> list[str]:
+    """The evidence as an authenticated record in every region that answers (the others are logged)."""
+    key = layout.platform_drill_key(evidence["drill_id"])
+    stored = []
+    for region in config.regions:
+        try:
+            records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)), key,
+                          dict(evidence, stored_in=region.name), kind=DRILL_KIND)
+            stored.append(region.name)
+        except StrongroomError as exc:
+            log.error("could not store the platform drill's evidence in %s: %s", region.name, exc)
+    return stored
+
+
+def require_drill_success(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The drill's small summary (a task's XCom); :class:`RestoreTestError` with its headline when it failed."""
+    if not evidence["success"]:
+        raise RestoreTestError(evidence["headline"])
+    return drill_summary(evidence)
+
+
+def drill_summary(evidence: dict[str, Any]) -> dict[str, Any]:
+    return {k: evidence.get(k) for k in ("drill_id", "region", "point_id", "total_seconds", "rto_seconds",
+                                         "within_rto", "slowest", "success", "stored_in")}
+
+
+def latest_platform_drill(config: Config, conns: Connections, now: datetime | None = None) -> dict[str, Any] | None:
+    """The newest authenticated platform drill record (its summary and headline), from the primary region,
+    else the next region that answers; None when there is none. Newer records that do not authenticate are
+    skipped with a warning and named in ``unauthenticated``."""
+    now = now or datetime.now(UTC)
+
+    def newest_in(region: RegionConfig) -> dict[str, Any] | None:
+        store = conns.store(region, config.transfer)
+        keyring = conns.keyring(config.keyring_conn_id(region))
+        keys = sorted(o.key for o in store.list_objects(layout.PLATFORM_DRILLS)
+                      if layout.parse_platform_drill_key(o.key))
+        bad: list[str] = []
+        for key in reversed(keys):  # named after the UTC second it ran: newest last
+            try:
+                doc = records.unseal(store.get_bytes(key), keyring, kind=DRILL_KIND, key=key, times=["drilled_at"],
+                                     now=now)
+                return dict(drill_summary(doc), drilled_at=doc["drilled_at"], headline=str(doc["headline"]),
+                            error=doc.get("error"), key=key, unauthenticated=bad)
+            except IntegrityError as exc:
+                log.warning("ignoring %s", exc)
+                bad.append(str(exc))
+            except (KeyError, TypeError):
+                log.warning("ignoring malformed platform drill record %s", key)
+                bad.append(f"{DRILL_KIND} record {key} is malformed")
+        return {"drilled_at": None, "success": False, "headline": "no authenticated platform drill",
+                "region": None, "unauthenticated": bad} if bad else None
+
+    return first_answer_or(config, "the platform drill results", newest_in, None)

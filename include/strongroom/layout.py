@@ -15,6 +15,7 @@ order, and when it is deleted)::
     leases/restore-tests/<time>-<hex>.json          a throwaway server a restore test is running
     platform/points/<time>-<hex>.json               a platform point: the parts of one hour, every region
     platform/recoveries/<time>-<hex>.json           a platform recovery's report
+    platform/drills/<time>-<hex>.json               a platform drill's evidence
 
 Every time in a key name is a UTC second written one way, ``20261126T140003Z`` (:func:`stamp`,
 :func:`parse_stamp`), so keys sort by time as plain strings. The formats are on disk: existing snapshots
@@ -211,8 +212,9 @@ LEASE_PREFIX = f"{LEASES}{RESTORE_TESTS}"
 PLATFORM = "platform/"
 PLATFORM_POINTS = f"{PLATFORM}points/"
 PLATFORM_RECOVERIES = f"{PLATFORM}recoveries/"
+PLATFORM_DRILLS = f"{PLATFORM}drills/"
 # Records named with the UTC second they were made, deleted by retention once older than the window.
-DATED_RECORD_PREFIXES = (AUDIT_PREFIX, RESTORE_TESTS, PLATFORM_POINTS, PLATFORM_RECOVERIES)
+DATED_RECORD_PREFIXES = (AUDIT_PREFIX, RESTORE_TESTS, PLATFORM_POINTS, PLATFORM_RECOVERIES, PLATFORM_DRILLS)
 _RECORD_TIME = re.compile(rf"/({_STAMP})-")
 _RESULT = "result.json"
 _DOCS = "docs"
@@ -270,6 +272,7 @@ def lease_key(lease_id: str) -> str:
 
 _PLATFORM_ID = re.compile(rf"^({_STAMP})-[0-9a-f]{{6}}$")
 _PLATFORM_KEY = re.compile(rf"^{PLATFORM}(?:points|recoveries)/({_STAMP}-[0-9a-f]{{6}})\.json$")
+_PLATFORM_DRILL_KEY = re.compile(rf"^{PLATFORM_DRILLS}({_STAMP}-[0-9a-f]{{6}})\.json$")
 
 
 def new_platform_id(at: datetime) -> str:
@@ -292,6 +295,18 @@ def platform_point_key(point_id: str) -> str:
 def recovery_report_key(recovery_id: str) -> str:
     platform_id_time(recovery_id)
     return f"{PLATFORM_RECOVERIES}{recovery_id}.json"
+
+
+def platform_drill_key(drill_id: str) -> str:
+    """Where a platform drill's evidence is stored (:func:`strongroom.drill.run_platform_drill`)."""
+    platform_id_time(drill_id)
+    return f"{PLATFORM_DRILLS}{drill_id}.json"
+
+
+def parse_platform_drill_key(key: str) -> str | None:
+    """The drill id of a ``platform/drills/<id>.json`` key; None for any other key."""
+    match = _PLATFORM_DRILL_KEY.match(key)
+    return match.group(1) if match else None
 
 
 def parse_platform_point_key(key: str) -> str | None:

@@ -19,7 +19,7 @@ from strongroom import layout, records
 from strongroom.alerts import SUBJECT_PREFIX, Alert
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
-from strongroom.drill import RESULT_KIND
+from strongroom.drill import RESULT_KIND, latest_platform_drill
 from strongroom.errors import IntegrityError, StrongroomError
 from strongroom.keycheck import KeyReport, check_keys
 from strongroom.metrics import Metric, age_metrics
@@ -396,13 +396,14 @@ def run_monitor(
 def dashboard(config: Config, conns: Connections, now: datetime | None = None) -> dict[str, Any]:
     """What the Backups page and ``strongroom status --json`` show: per database and source bucket and per
     region the newest backup, its age and colour against the RPO and the alert threshold, the gaps, the
-    last error; per database the newest restore test and the trend of snapshot sizes; transport warnings
-    and the records that were ignored because they did not authenticate."""
+    last error; per database the newest restore test and the trend of snapshot sizes; the newest platform
+    drill; transport warnings and the records that were ignored because they did not authenticate."""
     now = now or datetime.now(UTC)
     threshold = config.alerts.staleness_threshold
     status = collect_status(config, conns, now)
     tests = latest_restore_tests(config, conns, now)
     trends = size_trends(config, conns)
+    drill = latest_platform_drill(config, conns, now)
 
     def regions(name: str, kind: str) -> list[dict[str, Any]]:
         rows = [row for row in status if row.database == name and row.kind == kind]
@@ -425,6 +426,8 @@ def dashboard(config: Config, conns: Connections, now: datetime | None = None) -
         "primary": config.primary.name,
         "databases": databases,
         "buckets": [{"name": s.bucket, "regions": regions(s.bucket, "bucket")} for s in config.object_storage],
+        # the newest platform drill: when, from which region, how long against recovery.rto, pass or fail
+        "platform_drill": drill,
         "size_jump_factor": config.alerts.size_jump_factor,
         "alerts": _deliveries(config, conns),
         # allowed but insecure transport (a lowered sslmode, plain HTTP or unverified TLS to S3)

@@ -376,6 +376,27 @@ def fetch_content(store: ObjectStore, keyring: Keyring, source: str, entry: Entr
     return data
 
 
+def compare_restored(target: ObjectStore, index: PointIndex, id_key_bytes: bytes, prefix: str = "") -> list[str]:
+    """Every difference between a bucket a point was restored into (under ``prefix``) and the point itself,
+    one line each: a key missing or not in the point, a size or a content (keyed hash) that differs.
+    Empty: the bucket holds exactly the point. Objects are streamed, never held whole."""
+    listed = {info.key.removeprefix(prefix): info.size for info in target.list_objects(prefix)}
+    out = [f"{key} is missing" for key in sorted(set(index.entries) - set(listed))]
+    out += [f"{key} is not in the point" for key in sorted(set(listed) - set(index.entries))]
+    for key, entry in sorted(index.entries.items()):
+        if key not in listed:
+            continue
+        if listed[key] != entry.size:
+            out.append(f"{key} is {listed[key]} bytes, the point says {entry.size}")
+            continue
+        mac = hmac.new(id_key_bytes, digestmod=hashlib.sha256)
+        for chunk in target.stream_version(prefix + key):
+            mac.update(chunk)
+        if mac.hexdigest() != entry.content_id:
+            out.append(f"{key}: its content differs from the point's")
+    return out
+
+
 VERIFY_FIRST_BUDGET = 256 * 2**20
 
 

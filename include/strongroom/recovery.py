@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from strongroom import catalog, layout, objects, postgres, records, regions, restore
+from strongroom import approval, catalog, layout, objects, postgres, records, regions, restore
 from strongroom.config import Config, RegionConfig, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import (
@@ -35,6 +35,7 @@ from strongroom.errors import (
     RefusedError,
     StrongroomError,
 )
+from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.progress import duration_text
 from strongroom.storage import ObjectStore
@@ -513,6 +514,12 @@ class RecoveryReport:
     def lines(self) -> list[str]:
         return [self.headline(), *(f"  {p.line()}" for p in self.parts)]
 
+    def summary(self) -> dict[str, Any]:
+        """Small enough for a task's XCom and its one summary line."""
+        return {"recovery_id": self.recovery_id, "region": self.region, "point_id": self.point_id,
+                "total_seconds": self.total_seconds, "rto_seconds": self.rto_seconds, "within_rto": self.within_rto,
+                "slowest": self.slowest, "failed": [p.label for p in self.failed], "report_key": self.report_key}
+
 
 def check_targets(
     config: Config, conns: Connections, plan: RecoveryPlan, targets: RecoveryTargets,
@@ -571,18 +578,21 @@ def check_targets(
 def execute_recovery(
     config: Config, conns: Connections, plan: RecoveryPlan, targets: RecoveryTargets, *,
     confirm_production: Iterable[str] | None = None, concurrency: int | None = None,
+    missing_roles: str = restore.ROLES_REFUSE,
 ) -> RecoveryReport:
     """Restore every part of ``plan`` into ``targets``, ``recovery.concurrency`` at a time, each through the
     single-restore pipeline and its checks. Nothing starts unless :func:`check_targets` passes. A failed
     part does not stop the others; the report names it (:func:`require_success` raises for it). The report
-    is stored in every region that answers."""
+    is stored in every region that answers. ``missing_roles`` is the single restore's (the platform drill
+    creates them on its throwaway servers)."""
     overwrite = check_targets(config, conns, plan, targets, confirm_production or ())
     started_at = datetime.now(UTC)
     started = time.monotonic()
     workers = concurrency or config.recovery.concurrency
     log.info("recovering %d part(s) from %s, %d at a time", len(plan.parts), plan.region, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recover") as pool:
-        results = list(pool.map(lambda p: _recover_part(config, conns, plan, p, targets, overwrite), plan.parts))
+        results = list(pool.map(lambda p: _recover_part(config, conns, plan, p, targets, overwrite, missing_roles),
+                                plan.parts))
     total = round(time.monotonic() - started, 3)
     slowest = max(results, key=lambda r: r.seconds, default=None)
     report = RecoveryReport(
@@ -599,7 +609,7 @@ def execute_recovery(
 
 def _recover_part(
     config: Config, conns: Connections, plan: RecoveryPlan, part: Part, targets: RecoveryTargets,
-    overwrite: set[str],
+    overwrite: set[str], missing_roles: str = restore.ROLES_REFUSE,
 ) -> PartResult:
     started = time.monotonic()
     size, detail, target = 0, "", ""
@@ -612,7 +622,8 @@ def _recover_part(
                                              conns.keyring(config.keyring_conn_id(where)), part.name, part.ref)
             size = int(manifest.summary()["stored_bytes"])
             done = restore.restore_snapshot(config, part.name, settings, conns, snapshot_id=part.ref,
-                                            region=plan.region, clean=part.name in overwrite)
+                                            region=plan.region, clean=part.name in overwrite,
+                                            missing_roles=missing_roles)
             detail = f"{done.tables} tables, {done.rows} rows verified"
         else:
             store = targets.buckets[part.name]
@@ -668,3 +679,47 @@ def read_report(config: Config, conns: Connections, recovery_id: str, region: st
         return body
 
     return regions.first_answer(config, f"recovery report {recovery_id}", read, region=region).value
+
+
+# ---- the recover_platform DAG ---------------------------------------------------------------------------
+
+
+def parse_form_choice(point: str | None, at: str | None) -> tuple[str | None, datetime | None]:
+    """The trigger form's ``point`` (empty: the newest complete point) and ``at`` (a time; one without an
+    offset is UTC, as the form's date-time picker gives it)."""
+    point_id = (point or "").strip() or None
+    if point_id:
+        layout.platform_id_time(point_id)
+    if not (at or "").strip():
+        return point_id, None
+    text = str(at).strip()
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise ConfigError(f"`at` {text!r} is not a time (e.g. 2026-11-26T14:00:00+00:00)") from None
+    return point_id, when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def confirmations(text: str | None) -> list[str]:
+    """The names typed to confirm production targets: comma (or space) separated."""
+    return [name for name in (text or "").replace(",", " ").split() if name]
+
+
+def approval_subject(production: Iterable[str]) -> str:
+    """What a second person approves: the recovery over exactly these production sources."""
+    return "platform recovery over production " + ", ".join(sorted(production))
+
+
+def execute_approved(
+    config: Config, conns: Connections, plan: RecoveryPlan, targets: RecoveryTargets, confirm_production: Iterable[str],
+    *, clearance: Any, run: approval.Run, keyring: Keyring,
+) -> RecoveryReport:
+    """:func:`execute_recovery` for the DAG: when any target is a production source (decided again here, from
+    the targets themselves, not from the plan), only with the sealed approval of a second person for exactly
+    those sources (:func:`strongroom.approval.verify`); refused before anything is touched otherwise."""
+    confirmed = list(confirm_production)
+    production = check_targets(config, conns, plan, targets, confirmed)
+    if production:
+        approver = approval.verify(clearance, run, keyring, approval_subject(production))
+        log.info("recovery over production %s approved by %s", ", ".join(sorted(production)), approver)
+    return execute_recovery(config, conns, plan, targets, confirm_production=confirmed)

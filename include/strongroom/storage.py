@@ -491,6 +491,20 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "creating bucket") from None
 
+    def delete_bucket(self) -> int:
+        """Erase every object version and delete marker, then the bucket itself (a throwaway bucket); the
+        number of versions deleted. A bucket that is gone already counts as deleted."""
+        if not self.bucket_exists():
+            return 0
+        for upload in list(self.uploads()):
+            self.abort_upload(upload.key, upload.upload_id)
+        erased = self.erase_prefix("")
+        try:
+            self.client.delete_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "deleting bucket") from None
+        return erased
+
     def bucket_setting(self, name: str) -> dict[str, Any] | None:
         """One of the bucket's settings as S3 returns it (``versioning``, ``public_access_block``,
         ``encryption``, ``lifecycle``, ``object_lock``, ``tagging``); None when it was never set."""

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
-MANUAL = ("restore_database", "restore_objects")
+MANUAL = ("restore_database", "restore_objects", "recover_platform")
 
 
 def _serialized(config: Path) -> dict[str, str]:
@@ -59,9 +59,15 @@ def test_optional_fields_are_nullable_and_targets_are_the_configured_ones(monkey
     assert objects.get_param("target").schema["enum"] == ["review", "in_place"]  # no free-text bucket
     assert objects.get_param("target").value == "review"
     assert not {"target_bucket", "target_conn_id"} & set(objects.keys())
+    recover = dags["recover_platform"].params
+    for name in ("point", "at", "confirm_production"):  # empty: the newest complete point, nothing confirmed
+        assert "null" in recover.get_param(name).schema["type"] and recover.get_param(name).value is None, name
+    assert recover.get_param("region").value == "automatic"
     approve = dags["restore_database"].get_task("approve_production_restore")
     assert approve.assigned_users == [{"id": "admin", "name": "admin"}]  # restore.approvers
     assert dags["restore_objects"].get_task("approve_in_place_restore").assigned_users == approve.assigned_users
+    # one approval mechanism, the same approvers
+    assert dags["recover_platform"].get_task("approve_production_recovery").assigned_users == approve.assigned_users
 
 
 def test_the_words_a_form_uses_for_library_settings_are_its_own_fields(monkeypatch: pytest.MonkeyPatch) -> None:

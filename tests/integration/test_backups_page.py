@@ -4,8 +4,9 @@ Chromium logs in, opens the page from the navigation route and sees every databa
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from tests.conftest import BUCKET, REGIONS, ROOT, Stack
+from tests.conftest import BUCKET, PRIMARY, REGIONS, ROOT, Stack
 from tests.standalone import PASSWORDS, Airflow, request
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -33,10 +34,32 @@ def test_plugin_api_refuses_requests_without_a_token(airflow_ui: Airflow, stack:
     assert plugin["react_apps"][0]["url_route"] == "backups"
 
 
-def test_backups_page_in_a_real_browser(airflow_ui: Airflow, stack: Stack) -> None:
+def _drill_record(ledger: Path) -> str:
+    """A platform drill's evidence, sealed as the drill seals it, in the primary (the page reads it first)."""
+    from datetime import UTC, datetime
+
+    from strongroom import drill, layout, records
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+
+    config, conns = load_config(ledger), connections()
+    now = datetime.now(UTC)
+    evidence = {"drill_id": layout.new_platform_id(now), "drilled_at": now.isoformat(), "region": "eu-north-1",
+                "point_id": "20261129T010000Z-a1b2c3", "total_seconds": 75.5, "rto_seconds": 14400.0,
+                "within_rto": True, "success": True, "slowest": "database shop snapshot x (1m02s)", "error": None,
+                "stored_in": [PRIMARY], "parts": []}
+    evidence["headline"] = drill.drill_headline(evidence)
+    key = layout.platform_drill_key(evidence["drill_id"])
+    records.write(conns.store(config.primary, config.transfer), conns.keyring(config.keyring_conn_id(config.primary)),
+                  key, evidence, kind=drill.DRILL_KIND)
+    return key
+
+
+def test_backups_page_in_a_real_browser(airflow_ui: Airflow, stack: Stack, ledger: Path) -> None:
     base = airflow_ui.base
     from tests.browser import Chromium
 
+    drill_key = _drill_record(ledger)
     browser = Chromium().start()
     try:
         browser.goto(f"{base}/auth/login?next=/plugin/backups")
@@ -64,11 +87,18 @@ def test_backups_page_in_a_real_browser(airflow_ui: Airflow, stack: Stack) -> No
         assert "Stored size per snapshot" in text and "newest" in text
         assert "Backups" in text.split()  # the navigation entry (the page title says "backups")
         assert shot.stat().st_size > 10_000
+        # the last platform drill: passed, when, from which region, how long against the RTO
+        drill = browser.evaluate("document.querySelector('[data-panel=platform-drill]').innerText")
+        assert "Platform drill" in drill and "passed" in drill and "from eu-north-1" in drill, drill
+        assert "recovered in 76s (RTO 4h00m, within)" in drill, drill
+        assert browser.evaluate("document.querySelector('[data-panel=platform-drill] [data-drill]').dataset.drill"
+                                ) == "passed"
     except Exception:
         browser.screenshot(ARTIFACTS / "backups-page-failure.png")
         raise
     finally:
         browser.stop()
+        stack.client.delete_object(Bucket=BUCKET, Key=drill_key)
 
 
 def test_a_forged_restore_test_result_is_flagged_not_shown_as_passed(airflow_ui: Airflow, stack: Stack) -> None:

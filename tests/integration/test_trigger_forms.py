@@ -169,6 +169,34 @@ def test_an_invalid_entry_shows_its_message_in_the_form_and_creates_no_run(
     assert _runs(airflow_ui, "restore_database") == before
 
 
+def test_recover_platform_form_checks_the_point_and_refuses_before_anything_is_touched(
+    airflow_ui: Airflow, browser: Chromium
+) -> None:
+    """The recovery's form: a point that is not a point id is refused in the form (no run); a well-formed
+    point that was never recorded fails `plan` with one line, before any target is looked at."""
+    open_form(browser, airflow_ui, "recover_platform")
+    for name in ("point", "confirm_production"):
+        assert browser.evaluate(f"!!document.querySelector('[name=element_{name}]')"), name
+    assert "Point in time" in browser.text()  # `at`: a date-time picker
+    before = _runs(airflow_ui, "recover_platform")
+    browser.type_into("#element_point", "newest")
+    browser.evaluate("document.querySelector('[data-testid=trigger-dag-submit]').click()")
+    message = browser.wait_for("document.querySelector('[data-testid=error-alert]')?.innerText")
+    browser.screenshot(ARTIFACTS / "form-recover-platform-invalid.png")
+    assert "Invalid input for param point: 'newest' does not match" in message, message
+    time.sleep(3)
+    assert _runs(airflow_ui, "recover_platform") == before
+
+    open_form(browser, airflow_ui, "recover_platform")
+    browser.type_into("#element_point", "20010101T000000Z-abcdef")
+    run_id = trigger(browser, airflow_ui, "recover_platform", "form-recover-platform-unknown-point")
+    assert finished(airflow_ui, "recover_platform", run_id) == "failed"
+    tasks = states(airflow_ui, "recover_platform", run_id)
+    assert tasks["plan"] == "failed" and tasks["recover"] in ("upstream_failed", "skipped", None), tasks
+    log = airflow_ui.task_log("recover_platform", run_id, "plan")
+    assert "platform point 20010101T000000Z-abcdef" in log, log[-2000:]
+
+
 def test_a_choice_that_does_not_exist_fails_the_first_task_listing_the_choices(
     airflow_ui: Airflow, browser: Chromium
 ) -> None:

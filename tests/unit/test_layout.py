@@ -91,7 +91,7 @@ def test_records() -> None:
     assert layout.MONITOR_STATE_KEY == "status/monitor.json"
     assert layout.DELIVERY_KEY == "status/alerts.json"
     assert layout.DATED_RECORD_PREFIXES == ("audit/retention/", "restore-tests/", "platform/points/",
-                                            "platform/recoveries/")
+                                            "platform/recoveries/", "platform/drills/")
     audit = layout.audit_key(AT)
     assert audit.startswith("audit/retention/20261126T140003Z-") and audit.endswith(".json")
     assert len(audit) == len("audit/retention/20261126T140003Z-abcdef.json")
@@ -138,3 +138,16 @@ def test_platform_points_and_recoveries() -> None:
         assert layout.parse_platform_point_key(bad) is None, bad
     with pytest.raises(NotFoundError, match="is not a platform point id"):
         layout.platform_point_key("../../databases/shop")
+
+
+def test_platform_drills() -> None:
+    drill_id = layout.new_platform_id(AT)
+    key = layout.platform_drill_key(drill_id)
+    assert key == f"platform/drills/{drill_id}.json"
+    assert layout.parse_platform_drill_key(key) == drill_id
+    assert layout.parse_platform_point_key(key) is None and layout.parse_recovery_report_key(key) is None
+    assert layout.record_time(key) == layout.platform_id_time(drill_id)  # pruned past the window
+    for bad in ("platform/drills/x.json", f"platform/points/{drill_id}.json", f"platform/drills/{drill_id}.json.bak"):
+        assert layout.parse_platform_drill_key(bad) is None, bad
+    with pytest.raises(NotFoundError, match="is not a platform point id"):
+        layout.platform_drill_key("../x")
