@@ -57,6 +57,10 @@ class DumpLayoutError(ValueError):
     """The file is not a dump whose data blocks can be located safely (the reason is the message)."""
 
 
+class TocIncomplete(DumpLayoutError):
+    """The file ends inside its header or table of contents: more of it has yet to be written."""
+
+
 @dataclass(frozen=True)
 class DataEntry:
     dump_id: int
@@ -83,7 +87,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         data = self.f.read(n) if 0 <= n <= self.size - self.pos else b""
         if len(data) != n:
-            raise DumpLayoutError("the file ends inside its table of contents")
+            raise TocIncomplete("the file ends inside its table of contents")
         self.pos += n
         return data
 
@@ -151,6 +155,17 @@ def read_toc(f: BufferedIOBase) -> Toc:
         if flag != OFFSET_NO_DATA:
             entries.append(DataEntry(dump_id, desc, flag, flag_at))
     return Toc(r.int_size, off_size, r.pos, tuple(entries))
+
+
+def toc_end(path: str) -> int | None:
+    """Where the table of contents of the dump being written at ``path`` ends (its data starts there), or
+    None while the file still ends inside it. Raises :class:`DumpLayoutError` for a dump this module cannot
+    read (see :func:`read_toc`)."""
+    with open(path, "rb") as f:
+        try:
+            return read_toc(f).end
+        except TocIncomplete:
+            return None
 
 
 def _block_header(toc: Toc, dump_id: int) -> bytes:
