@@ -367,6 +367,16 @@ def start_restore_stream(
     return ToolProcess(argv, target.env(), feed=True)
 
 
+def start_restore(
+    target: PgSettings, path: str, *, bin_dir: str | None, use_list: str | None, jobs: int, no_owner: bool = False,
+    sections: Sequence[str] = (),
+) -> ToolProcess:
+    """``pg_restore --jobs`` of a custom-format file into a new database, running (:meth:`ToolProcess.wait`
+    for its exit code, :meth:`ToolProcess.error_line` for its error)."""
+    argv = _restore_argv(target, bin_dir, use_list=use_list, no_owner=no_owner, sections=sections)
+    return ToolProcess([*argv, f"--jobs={max(1, jobs)}", path], target.env())
+
+
 def _restore_argv(
     target: PgSettings, bin_dir: str | None, *, use_list: str | None, no_owner: bool, sections: Sequence[str]
 ) -> list[str]:

@@ -319,7 +319,7 @@ def restore_snapshot(
                  target.describe())
         if load is not None and load.loading:
             chosen = resolve_tables(manifest, tables)
-            _finish_load(load, target, path, jobs=jobs, bin_dir=bin_dir, no_owner=missing_roles == ROLES_NO_OWNER)
+            _finish_load(load, path)
         else:
             if load is not None:  # the dump could not be read as it arrived: indexed and restored now
                 index_dump(path, manifest)
@@ -338,6 +338,7 @@ def restore_snapshot(
         lease.remove()
 
     counted = compare_rows(target, manifest, chosen, jobs=jobs)
+    log.info("%s: %d tables' rows counted in %.1fs", target.describe(), len(counted), time.monotonic() - restored)
     wrong = {t: (n, got) for t, (n, got) in counted.items() if got != n}
     if wrong:
         table, (expected, got) = sorted(wrong.items())[0]
@@ -391,16 +392,11 @@ def restore_jobs(config: Config) -> int:
     return config.restore.jobs or (os.cpu_count() or 1)
 
 
-def _finish_load(
-    load: streamload.StreamingLoad, target: postgres.PgSettings, path: str, *, jobs: int, bin_dir: str | None,
-    no_owner: bool,
-) -> None:
-    """The dump is verified: the data streams read to its end, then ``post-data`` is restored with ``jobs``.
-    Any failure drops the new database."""
+def _finish_load(load: streamload.StreamingLoad, path: str) -> None:
+    """The dump is verified: the data streams read to its end, and ``post-data`` is restored with ``jobs``
+    (:meth:`strongroom.streamload.StreamingLoad.finish`). Any failure drops the new database."""
     try:
-        load.finish()
-        postgres.restore_dump(target, path, jobs=jobs, single_transaction=False, clean=False, bin_dir=bin_dir,
-                              use_list=load.use_list, no_owner=no_owner, sections=("post-data",))
+        load.finish(path)
     except BaseException as exc:
         load.abandon()  # we created it: leave nothing half-restored behind
         if isinstance(exc, StrongroomError):

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,10 +75,52 @@ def split_data(lines: Sequence[str], weights: Mapping[str, int], streams: int) -
     return [entries for k, entries in enumerate(out) if k == 0 or entries]
 
 
+# post-data entries that may be built as soon as the tables they depend on are loaded (pg_restore --jobs
+# does the same); everything else (triggers, rules, materialized view refreshes, ...) waits for all data
+EARLY_KINDS = frozenset({"INDEX", "CONSTRAINT", "FK CONSTRAINT", "INDEX ATTACH"})
+
+
+def ready_after(items: Sequence[dumpfile.TocItem], loaded: set[int], allowed: set[int] | None = None) -> list[int]:
+    """The post-data entries of :data:`EARLY_KINDS` (among ``allowed``, when given) whose every dependency
+    is met once the TABLE DATA entries ``loaded`` are: a table whose data is not among them, a TABLE DATA
+    entry not among them, or a post-data entry not itself ready, holds an entry back. In TOC order."""
+    by_id = {item.dump_id: item for item in items}
+    data_of = {dep: item.dump_id for item in items if item.desc == "TABLE DATA" for dep in item.deps
+               if dep in by_id and by_id[dep].desc == "TABLE"}
+    ready: set[int] = set()
+
+    def met(dep: int) -> bool:
+        item = by_id.get(dep)
+        if item is None:
+            return True
+        if dep in data_of:
+            return data_of[dep] in loaded
+        if item.desc == "TABLE DATA":
+            return dep in loaded
+        return item.section != dumpfile.SECTION_POST_DATA or dep in ready
+
+    changed = True
+    while changed:
+        changed = False
+        for item in items:
+            if (item.section == dumpfile.SECTION_POST_DATA and item.desc in EARLY_KINDS
+                    and item.dump_id not in ready and (allowed is None or item.dump_id in allowed)
+                    and all(met(dep) for dep in item.deps)):
+                ready.add(item.dump_id)
+                changed = True
+    return [item.dump_id for item in items if item.dump_id in ready]
+
+
+def _dump_id(line: str) -> int | None:
+    head = line.split(";", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 @dataclass
 class _Stream:
     process: postgres.ToolProcess
     feeder: threading.Thread
+    loads: set[int]  # dump ids of its TABLE DATA entries
 
 
 class StreamingLoad:
@@ -100,6 +143,8 @@ class StreamingLoad:
         self.created = False
         self.passed = False  # the dump cannot be read while it arrives: restored after the download instead
         self._streams: list[_Stream] = []
+        self._toc = dumpfile.Toc(0, 0, 0, ())
+        self._lines: list[str] = []
         self._fd: int | None = None
         self._available = 0
         self._complete = False
@@ -125,26 +170,28 @@ class StreamingLoad:
         if self.passed or self.created or self.manifest is None:
             return
         try:
-            end = dumpfile.toc_end(path)
+            toc = dumpfile.partial_toc(path)
         except dumpfile.DumpLayoutError as exc:
             log.info("the dump is restored after its download: %s", exc)
             self.passed = True
             return
-        if end is not None:
+        if toc is not None:
             try:
-                self._start(path, end, size)
+                self._start(path, toc, size)
             except StrongroomError as exc:
                 raise Stopped(exc) from None
 
-    def _start(self, path: str, toc_end: int, size: int) -> None:
+    def _start(self, path: str, toc: dumpfile.Toc, size: int) -> None:
         assert self.manifest is not None
+        self._toc = toc
         head = os.path.join(self.spool_dir, "toc")
         with open(path, "rb") as src:
-            data = src.read(toc_end)
+            data = src.read(toc.end)
         fd = os.open(head, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         lines, self.use_list = self.prepare(self.manifest, head)
+        self._lines = lines
         postgres.create_database(self.target)
         self.created = True
         try:
@@ -163,7 +210,8 @@ class StreamingLoad:
             process = postgres.start_restore_stream(self.target, bin_dir=self.bin_dir, use_list=listing,
                                                     no_owner=self.no_owner)
             feeder = threading.Thread(target=self._feed, args=(process,), name=f"restore-stream-{k}", daemon=True)
-            self._streams.append(_Stream(process, feeder))
+            loads = {i for line in entries if " TABLE DATA " in line and (i := _dump_id(line)) is not None}
+            self._streams.append(_Stream(process, feeder, loads))
             feeder.start()
         log.info("loading %s while the dump arrives: definitions restored, %d data stream(s)",
                  self.target.describe(), len(self._streams))
@@ -192,20 +240,56 @@ class StreamingLoad:
             with contextlib.suppress(OSError):
                 process.stdin.close()
 
-    def finish(self) -> None:
-        """The whole dump is written and verified: let the streams read to its end and wait for them.
-        Raises :class:`SourceError` (the database left for the caller to drop) when one failed."""
+    def finish(self, path: str) -> None:
+        """The whole dump at ``path`` is written and verified: let the streams read to its end, then restore
+        ``post-data`` (indexes, constraints, triggers) with ``jobs``. When a stream is done while another
+        still loads, the indexes and constraints of the tables loaded so far are built meanwhile
+        (:func:`ready_after`), as ``pg_restore --jobs`` does. Raises :class:`SourceError` (the database left
+        for the caller to drop) when a step failed."""
         with self._cond:
             self._complete = True
             self._cond.notify_all()
-        failed = []
-        for stream in self._streams:
-            stream.feeder.join()
-            if stream.process.wait() != 0:
-                failed.append(stream.process)
+        pending, loaded = list(self._streams), set()
+        early: postgres.ToolProcess | None = None
+        early_ids: list[int] = []
+        allowed = None if self.use_list is None else {i for line in self._lines if (i := _dump_id(line))}
+        failed: list[postgres.ToolProcess] = []
+        while pending and not failed:
+            done = [s for s in pending if s.process.process.poll() is not None]
+            if not done:
+                time.sleep(0.05)
+                continue
+            for stream in done:
+                stream.feeder.join()
+                pending.remove(stream)
+                loaded |= stream.loads
+                if stream.process.wait() != 0:
+                    failed.append(stream.process)
+            if pending and early is None and not failed:
+                early_ids = ready_after(self._toc.items, loaded, allowed)
+                if early_ids:
+                    early = self._post_data(path, "post-early.list", early_ids, max(1, self.jobs - len(pending)))
         self._close()
+        if early is not None and early.wait() != 0:
+            failed.append(early)
         if failed:
+            for stream in self._streams:
+                stream.process.kill()
             raise SourceError(f"pg_restore into {self.target.describe()} failed: {failed[0].error_line()}")
+        rest = [item.dump_id for item in self._toc.items
+                if item.dump_id not in early_ids and (allowed is None or item.dump_id in allowed)]
+        last = self._post_data(path, "post.list", rest, self.jobs)
+        if last.wait() != 0:
+            raise SourceError(f"pg_restore into {self.target.describe()} failed: {last.error_line()}")
+
+    def _post_data(self, path: str, name: str, ids: Sequence[int], jobs: int) -> postgres.ToolProcess:
+        """Start ``pg_restore --section=post-data --jobs`` of the entries ``ids`` of the spooled dump."""
+        wanted = set(ids)
+        listing = os.path.join(self.spool_dir, name)
+        with open(listing, "w", encoding="utf-8") as out:
+            out.write("".join(f"{line}\n" for line in self._lines if _dump_id(line) in wanted))
+        return postgres.start_restore(self.target, path, bin_dir=self.bin_dir, use_list=listing, jobs=jobs,
+                                      no_owner=self.no_owner, sections=("post-data",))
 
     def abandon(self) -> None:
         """Stop the streams and drop the database if it was created; ready for another attempt."""

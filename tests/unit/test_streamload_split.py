@@ -1,8 +1,11 @@
-"""How a restore into a new database shares the tables' data between its streams (streamload.split_data)."""
+"""The pure decisions of a restore into a new database while its dump arrives: how the tables' data is shared
+between streams (streamload.split_data), which indexes and constraints may be built before all data is in
+(streamload.ready_after)."""
 
 from __future__ import annotations
 
-from strongroom.streamload import split_data
+from strongroom.dumpfile import SECTION_DATA, SECTION_POST_DATA, SECTION_PRE_DATA, TocItem
+from strongroom.streamload import ready_after, split_data
 
 TOC = [
     "200; 2615 2200 SCHEMA - public pg_database_owner",
@@ -48,3 +51,25 @@ def test_a_table_the_snapshot_did_not_count_still_gets_a_stream() -> None:
     lists = split_data(TOC, {}, 2)
     assert sorted(_tables(lists[0]) + _tables(lists[1])) == ["customers", "events", "order_items", "orders"]
     assert len(_tables(lists[0])) == len(_tables(lists[1])) == 2
+
+
+def _items() -> list[TocItem]:
+    pre, data, post = SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA
+    return [
+        TocItem(1, "TABLE", pre, ()), TocItem(2, "TABLE", pre, ()), TocItem(30, "MATERIALIZED VIEW", pre, (1,)),
+        TocItem(10, "TABLE DATA", data, (1,)), TocItem(11, "TABLE DATA", data, (2,)),
+        TocItem(20, "CONSTRAINT", post, (1,)), TocItem(21, "INDEX", post, (2,)),
+        TocItem(22, "FK CONSTRAINT", post, (2, 1, 20)), TocItem(23, "TRIGGER", post, (1,)),
+        TocItem(24, "MATERIALIZED VIEW DATA", post, (30,)),
+    ]
+
+
+def test_indexes_and_constraints_are_built_once_their_tables_are_loaded() -> None:
+    assert ready_after(_items(), set()) == []
+    assert ready_after(_items(), {10}) == [20]  # a's primary key; the foreign key also needs b
+    assert ready_after(_items(), {11}) == [21]
+    assert ready_after(_items(), {10, 11}) == [20, 21, 22]  # triggers and refreshes wait for all data
+
+
+def test_an_entry_not_restored_holds_back_what_depends_on_it() -> None:
+    assert ready_after(_items(), {10, 11}, allowed={21, 22}) == [21]
