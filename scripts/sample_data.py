@@ -142,7 +142,7 @@ CREATE TABLE audit_log (
     context text
 );
 """
-WIDE_ROWS = 1150  # rows per table per scale unit: ~3.6 MiB per unit, as the sample database
+WIDE_ROWS = 1250  # rows per table per scale unit: ~3.7 MiB per unit (scale 360: ~1.3 GB)
 
 
 def create_wide(conn_kwargs: dict[str, Any], scale: int = 1) -> None:

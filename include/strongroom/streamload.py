@@ -17,7 +17,9 @@ soon as the dump's header and table of contents are on disk:
    the bytes do not pass through Python), skipping the other streams' tables.
 
 After the download is verified, :meth:`StreamingLoad.finish` sends the streams the rest of the file and
-waits for them; the caller then restores ``post-data`` (indexes, constraints, triggers) with ``--jobs``.
+restores ``post-data`` (indexes, constraints, triggers) with ``--jobs``: the indexes and constraints of the
+tables loaded by a stream that is done already while another still loads (:func:`ready_after`), the rest
+once all data is in.
 :meth:`StreamingLoad.abandon` stops the streams and drops the database (a failed attempt in one region:
 the next region starts from nothing).
 """
@@ -143,6 +145,7 @@ class StreamingLoad:
         self.created = False
         self.passed = False  # the dump cannot be read while it arrives: restored after the download instead
         self._streams: list[_Stream] = []
+        self._post: list[postgres.ToolProcess] = []  # post-data restores started
         self._toc = dumpfile.Toc(0, 0, 0, ())
         self._lines: list[str] = []
         self._fd: int | None = None
@@ -269,12 +272,13 @@ class StreamingLoad:
                 early_ids = ready_after(self._toc.items, loaded, allowed)
                 if early_ids:
                     early = self._post_data(path, "post-early.list", early_ids, max(1, self.jobs - len(pending)))
+        for stream in pending:  # a stream failed: the others stop too
+            stream.process.kill()
+            stream.feeder.join(timeout=30)
         self._close()
         if early is not None and early.wait() != 0:
             failed.append(early)
         if failed:
-            for stream in self._streams:
-                stream.process.kill()
             raise SourceError(f"pg_restore into {self.target.describe()} failed: {failed[0].error_line()}")
         rest = [item.dump_id for item in self._toc.items
                 if item.dump_id not in early_ids and (allowed is None or item.dump_id in allowed)]
@@ -288,8 +292,10 @@ class StreamingLoad:
         listing = os.path.join(self.spool_dir, name)
         with open(listing, "w", encoding="utf-8") as out:
             out.write("".join(f"{line}\n" for line in self._lines if _dump_id(line) in wanted))
-        return postgres.start_restore(self.target, path, bin_dir=self.bin_dir, use_list=listing, jobs=jobs,
-                                      no_owner=self.no_owner, sections=("post-data",))
+        process = postgres.start_restore(self.target, path, bin_dir=self.bin_dir, use_list=listing, jobs=jobs,
+                                         no_owner=self.no_owner, sections=("post-data",))
+        self._post.append(process)
+        return process
 
     def abandon(self) -> None:
         """Stop the streams and drop the database if it was created; ready for another attempt."""
@@ -299,6 +305,8 @@ class StreamingLoad:
         for stream in self._streams:
             stream.process.kill()
             stream.feeder.join(timeout=30)
+        for process in self._post:
+            process.kill()
         self._close()
         if self.created:
             postgres.drop_database(self.target)
