@@ -2,7 +2,8 @@
 
 * the local services: throwaway PostgreSQL 15 clusters and moto S3 servers on loopback (:class:`Services`),
   the Airflow connections that point at them, a throwaway keyring;
-* the ``shop`` sample database at a given scale (``Bench.create_database``);
+* the ``shop`` sample database at a given scale (``Bench.create_database``), or in the ``wide`` shape: two
+  wide text/JSON tables of about the same size under the same name (``scripts/sample_data.create_wide``);
 * measuring a command as a fresh subprocess: wall time, CPU of its tree, peak RSS of each of its processes,
   the CPU the servers and everything else on the machine used meanwhile (:func:`measure`), after waiting for
   a quiet machine, with disturbed runs measured again (:class:`Bench`);
@@ -420,6 +421,7 @@ class Bench:
     quiet_timeout: float = 300.0
     retries: int = 3
     pg_bin: Path = Path("/usr/lib/postgresql/15/bin")
+    shape: str = "shop"  # the database measured: "shop" (the sample database) or "wide" (two text/JSON tables)
     _counter: int = 0
 
     @property
@@ -502,12 +504,12 @@ class Bench:
             return cur.fetchall() if cur.description else []
 
     def create_database(self) -> None:
-        from sample_data import create_sample
+        from sample_data import create_sample, create_wide
 
-        say(f"creating database {DATABASE} at scale {self.scale} (this takes a while)")
+        say(f"creating database {DATABASE} ({self.shape}) at scale {self.scale} (this takes a while)")
         started = time.monotonic()
         self.sql(f"CREATE DATABASE {DATABASE}")
-        create_sample(self.pg.connect_kwargs(DATABASE), self.scale)
+        (create_wide if self.shape == "wide" else create_sample)(self.pg.connect_kwargs(DATABASE), self.scale)
         self.sql("VACUUM", DATABASE)  # set hint bits now, so no measured run pays for them
         size = int(self.sql("SELECT pg_database_size(current_database())", DATABASE)[0][0])
         tables = self.sql(
@@ -517,6 +519,7 @@ class Bench:
         )
         self.info["database"] = {
             "name": DATABASE,
+            "shape": self.shape,
             "scale": self.scale,
             "size_bytes": size,
             "at_least_1_gib": size >= MIN_DB_SIZE,

@@ -2,14 +2,16 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/snapshot.py [--scale N] [--repeat N] [--out bench/results/snapshot.json] [--keep]
+    .venv/bin/python bench/snapshot.py [--scale N] [--shape shop|wide] [--repeat N] [--out bench/results/snapshot.json]
+        [--keep]
 
 (or ``python -m bench.snapshot``; a smoke run of a few MB: ``--scale 1 --repeat 1 --quiet-timeout 0
 --retries 0 --out /tmp/snapshot.json``). The set-up and the measuring are ``bench/harness.py``'s.
 
 One run starts a throwaway PostgreSQL 15 cluster and one moto S3 server per region on loopback (all stopped
 at the end, also on error; ``--s3-servers 1`` shares one server, which then copies server-side), creates the
-``shop`` sample database, then measures, each as a fresh subprocess:
+``shop`` sample database (with ``--shape wide``, two wide text/JSON tables of about the same size under the
+same name: ``scripts/sample_data.create_wide``), then measures, each as a fresh subprocess:
 
 * ``pg_dump_fc``        ``pg_dump -Fc`` (default compression) of shop to a local file: the snapshot baseline;
 * ``pg_dump_raw``       ``pg_dump -Fc --compress=0`` to /dev/null: what pg_dump alone costs (the floor);
@@ -334,7 +336,7 @@ def print_summary(report: dict[str, Any]) -> None:
     print()
     print(
         f"Strongroom snapshot benchmark  {report['date']}  nproc={report['machine']['nproc']}  "
-        f"scale={db['scale']}  database {db['size_bytes'] / harness.MiB:.0f} MiB"
+        f"shape={db.get('shape', 'shop')}  scale={db['scale']}  database {db['size_bytes'] / harness.MiB:.0f} MiB"
     )
     header = f"{'measurement':<19}{'wall s':>9}{'cpu s':>8}{'moto cpu':>10}{'pg cpu':>8}{'busy':>7}{'others':>8}"
     print(f"{header}  peak RSS (MiB)")
@@ -390,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     add = parser.add_argument
     add("--scale", type=int, default=harness.DEFAULT_SCALE,
         help="sample_data scale, ~3.4 MiB each (default: %(default)s; 1 for a smoke run)")
+    add("--shape", choices=("shop", "wide"), default="shop",
+        help="the database: the shop sample database, or two wide text/JSON tables of about the same size "
+        "(default: %(default)s)")
     add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
     add("--out", default="bench/results/snapshot.json", help="JSON results (default: %(default)s)")
     add("--keep", action="store_true", help="keep the work directory (dump file, per-run logs)")
@@ -429,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = SnapshotBench(
         scale=args.scale,
+        shape=args.shape,
         repeat=args.repeat,
         workdir=Path(tempfile.mkdtemp(prefix="strongroom-bench-")),
         quiet_timeout=args.quiet_timeout,

@@ -2,6 +2,9 @@
 
 Text, JSON, numerics, timestamps, a second schema, foreign keys, indexes, a view and a sequence.
 ``scale=1`` is about 2 MB; the benchmark uses ``scale`` ~ 600 for a database over 1 GB.
+
+:func:`create_wide` makes the other shape the restore benchmark measures: two wide tables of text and JSON
+(rows of ~1.5 KB, stored inline), about as large as the sample database at the same scale.
 """
 
 from __future__ import annotations
@@ -121,3 +124,53 @@ def create_sample(conn_kwargs: dict[str, Any], scale: int = 1) -> None:
         conn.execute(SCHEMA)
         for statement in _fill(scale):
             conn.execute(statement)
+
+
+WIDE_SCHEMA = """
+CREATE TABLE documents (
+    id bigint PRIMARY KEY,
+    title text NOT NULL,
+    body text NOT NULL,
+    meta jsonb NOT NULL,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE audit_log (
+    id bigint PRIMARY KEY,
+    actor text NOT NULL,
+    action text NOT NULL,
+    payload jsonb NOT NULL,
+    context text
+);
+"""
+WIDE_ROWS = 1250  # rows per table per scale unit: ~3.7 MiB per unit (scale 360: ~1.3 GB)
+
+
+def create_wide(conn_kwargs: dict[str, Any], scale: int = 1) -> None:
+    """Two wide text/JSON tables in an existing, empty database; each row's text is hex digests and words
+    (compressible about as much as real prose, not a repeated string), ~1.5 KB a row."""
+    rows = WIDE_ROWS * scale
+    with psycopg.connect(autocommit=True, **conn_kwargs) as conn:
+        conn.execute(WIDE_SCHEMA)
+        conn.execute(f"""INSERT INTO documents (id, title, body, meta, created_at)
+            SELECT g, initcap(({_WORDS})[1 + g % 20]) || ' report ' || g,
+                   (SELECT string_agg(md5(g::text || '.' || i) || ' ' || ({_WORDS})[1 + (g + i) % 20], ' ')
+                    FROM generate_series(1, 28) i),
+                   jsonb_build_object('author', ({_WORDS})[1 + g % 20], 'tags',
+                                      jsonb_build_array(({_WORDS})[1 + g % 7], ({_WORDS})[1 + g % 13]),
+                                      'checksum', md5(g::text), 'revision', g % 17,
+                                      'summary', md5('s' || g) || md5('t' || g) || md5('u' || g)),
+                   timestamptz '2024-01-01 00:00+00' + g * interval '1 minute'
+            FROM generate_series(1, {rows}) g""")
+        conn.execute(f"""INSERT INTO audit_log (id, actor, action, payload, context)
+            SELECT g, 'user' || (g % 5000) || '@example.com',
+                   (ARRAY['create','update','delete','share','export'])[1 + g % 5],
+                   jsonb_build_object('request', md5('r' || g), 'path', '/' || ({_WORDS})[1 + g % 20] || '/' || g,
+                                      'before', (SELECT jsonb_object_agg(({_WORDS})[1 + (g + i) % 20] || i,
+                                                                         md5(g::text || 'b' || i))
+                                                 FROM generate_series(1, 12) i),
+                                      'after', (SELECT jsonb_object_agg(({_WORDS})[1 + (g * i) % 20] || i,
+                                                                        md5(g::text || 'a' || i))
+                                                FROM generate_series(1, 8) i)),
+                   'session ' || md5('c' || g) || ' from ' || (g % 250) || '.' || (g % 199) || '.0.1'
+            FROM generate_series(1, {rows}) g""")
+        conn.execute("ANALYZE")

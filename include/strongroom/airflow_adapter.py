@@ -6,11 +6,16 @@ Connections come from wherever Airflow finds them: the metadata database, a secr
 
 from __future__ import annotations
 
+import configparser
 import importlib
+import json
 import logging
+import os
+import sys
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -30,6 +35,101 @@ T = TypeVar("T")
 _LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name")
 
 
+@dataclass(frozen=True)
+class EnvConnection:
+    """An Airflow connection read from its ``AIRFLOW_CONN_<ID>`` variable without importing Airflow (the
+    CLI's start-up), parsed as ``airflow.sdk.Connection.from_json``/``from_uri`` parse it."""
+
+    conn_type: str | None = None
+    host: str | None = None
+    schema: str | None = None
+    login: str | None = None
+    password: str | None = field(default=None, repr=False)
+    port: int | None = None
+    extra: str | None = field(default=None, repr=False)
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.extra) if self.extra else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    @classmethod
+    def parse(cls, value: str) -> EnvConnection:
+        """A connection's JSON (``{"conn_type": ...}``) or URI, as Airflow's environment backend reads it."""
+        if value.startswith("{"):
+            fields = json.loads(value)
+            extra = fields.pop("extra", None)
+            port = fields.pop("port", None)
+            conn_type = fields.pop("conn_type", None)
+            known = {k: fields.pop(k) for k in ("host", "schema", "login", "password") if k in fields}
+            fields.pop("description", None)
+            if fields:
+                raise ValueError(f"unexpected fields {sorted(fields)}")
+            return cls(conn_type=_conn_type(conn_type) if conn_type else None, port=int(port) if port else None,
+                       extra=(extra if isinstance(extra, str) else json.dumps(extra)) if extra else None, **known)
+        if value.count("://") != 1:  # a host with its own protocol: left to Airflow
+            raise ValueError("not a plain connection URI")
+        parts = urllib.parse.urlsplit(value)
+        hostname = urllib.parse.unquote(parts.hostname or "")
+        if "/" in hostname:
+            raise ValueError("host with a path")
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) if parts.query else None
+        extra = (query["__extra__"] if "__extra__" in query else json.dumps(query)) if query is not None else None
+        schema = parts.path[1:]
+        return cls(
+            conn_type=_conn_type(parts.scheme), host=hostname,
+            schema=urllib.parse.unquote(schema) if schema else schema,
+            login=urllib.parse.unquote(parts.username) if parts.username else parts.username,
+            password=urllib.parse.unquote(parts.password) if parts.password else parts.password,
+            port=parts.port, extra=extra,
+        )
+
+
+def _conn_type(conn_type: str) -> str:
+    return "postgres" if conn_type == "postgresql" else conn_type.replace("-", "_")
+
+
+def _secrets_backend_configured() -> bool:
+    """Is a secrets backend configured (``[secrets] backend``)? Airflow asks it before the environment."""
+    if os.environ.get("AIRFLOW__SECRETS__BACKEND") or os.environ.get("AIRFLOW__SECRETS__BACKEND_CMD"):
+        return True
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    path = os.environ.get("AIRFLOW_CONFIG") or os.path.join(home, "airflow.cfg")
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (OSError, configparser.Error):
+        return True  # unreadable: let Airflow decide
+    return bool(parser.get("secrets", "backend", fallback="").strip())
+
+
+def _from_environment(conn_id: str) -> EnvConnection | None:
+    """The connection from its environment variable, when Airflow would read it from there too (no secrets
+    backend ahead of it) and it parses; None: ask Airflow."""
+    value = os.environ.get("AIRFLOW_CONN_" + conn_id.upper())
+    if value is None or _secrets_backend_configured():
+        return None
+    try:
+        return EnvConnection.parse(value)
+    except (ValueError, TypeError):
+        return None  # Airflow reads it, and says what is wrong with it
+
+
+# the extras of an AWS connection that the environment path builds a client for; any other (a role to
+# assume, a profile, botocore settings, per-service settings) goes through the amazon provider's hook
+_PLAIN_AWS_EXTRAS = frozenset({"region_name", "endpoint_url", "verify"})
+
+
+def _plain_aws(conn: EnvConnection | None) -> EnvConnection | None:
+    """``conn`` when it is an AWS connection with keys and only :data:`_PLAIN_AWS_EXTRAS`."""
+    if conn is None or conn.conn_type != "aws" or not (conn.login and conn.password):
+        return None
+    return conn if set(conn.extra_dejson) <= _PLAIN_AWS_EXTRAS else None
+
+
 def _connection(conn_id: str) -> Any:
     from airflow.sdk import Connection
 
@@ -47,14 +147,30 @@ def _connection(conn_id: str) -> Any:
 
 
 class AirflowConnections:
-    """Implements :class:`strongroom.connections.Connections` from Airflow connections."""
+    """Implements :class:`strongroom.connections.Connections` from Airflow connections.
+
+    With ``environment_first`` (the CLI) a connection set as an ``AIRFLOW_CONN_*`` variable is read from
+    there without importing Airflow, when Airflow would read it from there too, and a plain AWS connection
+    (keys, region, endpoint, verify) gets its S3 client from boto3 directly: a restore then starts without
+    Airflow's import (seconds). Anything else goes through Airflow, as in a task.
+    """
+
+    def __init__(self, *, environment_first: bool = False) -> None:
+        self.environment_first = environment_first
+
+    def _get(self, conn_id: str) -> Any:
+        found = _from_environment(conn_id) if self.environment_first else None
+        return found if found is not None else _connection(conn_id)
+
+    def _env_aws(self, conn_id: str) -> EnvConnection | None:
+        return _plain_aws(_from_environment(conn_id)) if self.environment_first else None
 
     def postgres(self, conn_id: str) -> PgSettings:
         """The connection's settings; a remote host gets ``sslmode=verify-full`` unless the extra sets one."""
         return self._postgres(conn_id)[0]
 
     def _postgres(self, conn_id: str) -> tuple[PgSettings, str | None]:
-        conn = _connection(conn_id)
+        conn = self._get(conn_id)
         if conn.conn_type not in ("postgres", "postgresql"):
             raise ConfigError(f"connection {conn_id!r} is of type {conn.conn_type!r}, not postgres")
         if not conn.schema:
@@ -71,7 +187,7 @@ class AirflowConnections:
         return transport.secure_postgres(settings, f"connection {conn_id!r}")
 
     def keyring(self, conn_id: str) -> Keyring:
-        conn = _connection(conn_id)
+        conn = self._get(conn_id)
         return Keyring.from_extra(conn.extra_dejson, source=f"keyring connection {conn_id!r}")
 
     def store(self, region: RegionConfig, transfer: TransferConfig) -> ObjectStore:
@@ -133,7 +249,13 @@ class AirflowConnections:
     def _transport(
         self, aws_conn_id: str, region_name: str | None, allowed: bool, where: str
     ) -> tuple[Any, str | None]:
-        """The provider's hook for the connection, and its transport warning (or ConfigError)."""
+        """The provider's hook for the connection (None for a plain connection from the environment), and
+        its transport warning (or ConfigError)."""
+        plain = self._env_aws(aws_conn_id)
+        if plain is not None:
+            extra = plain.extra_dejson
+            return None, transport.check_s3(extra.get("endpoint_url"), extra.get("verify"), allow_insecure=allowed,
+                                            where=where)
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         _connection(aws_conn_id)  # a clear error for a missing connection
@@ -148,10 +270,9 @@ class AirflowConnections:
         """A control client (short timeout, botocore's retries) or a data client (the stall timeout, one
         attempt: :class:`strongroom.storage.RetryPolicy` retries each part or range itself); refused when its
         transport is insecure and not allowed."""
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from botocore.config import Config
 
-        plain, _ = self._transport(aws_conn_id, region_name, allow_insecure, where)
+        hook, _ = self._transport(aws_conn_id, region_name, allow_insecure, where)
         ours = Config(
             connect_timeout=transfer.connect_timeout.total_seconds(),
             read_timeout=(transfer.stall_timeout if data else transfer.control_timeout).total_seconds(),
@@ -161,15 +282,27 @@ class AirflowConnections:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        base = plain.config
+        plain = self._env_aws(aws_conn_id) if hook is None else None
+        if plain is not None:  # as the hook builds it: the hook's region first, then the extra's
+            import boto3
+
+            extra = plain.extra_dejson
+            session = boto3.session.Session(aws_access_key_id=plain.login, aws_secret_access_key=plain.password,
+                                            region_name=region_name or extra.get("region_name"))
+            return session.client("s3", endpoint_url=extra.get("endpoint_url"), config=ours,
+                                  verify=extra.get("verify"))
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        base = hook.config
         hook = S3Hook(aws_conn_id=aws_conn_id, region_name=region_name,
                       config=base.merge(ours) if base is not None else ours)
         return hook.get_conn()
 
 
-def connections() -> AirflowConnections:
-    quiet_third_party()
-    return AirflowConnections()
+def connections(*, environment_first: bool = False) -> AirflowConnections:
+    """The connections (see :class:`AirflowConnections` for ``environment_first``, the CLI's choice)."""
+    quiet_third_party(airflow=not environment_first)
+    return AirflowConnections(environment_first=environment_first)
 
 
 def database_servers(config: Config) -> dict[str, str]:
@@ -228,7 +361,7 @@ QUIET_LOGGERS = (
 )
 
 
-def quiet_third_party(level: int = logging.WARNING) -> None:
+def quiet_third_party(level: int = logging.WARNING, *, airflow: bool = True) -> None:
     """Raise the level of :data:`QUIET_LOGGERS`: their warnings and errors still show, their INFO does not.
 
     Libraries that log through the standard library (Great Expectations, boto) obey the logger level.
@@ -240,6 +373,8 @@ def quiet_third_party(level: int = logging.WARNING) -> None:
         logging.getLogger(name).setLevel(level)
     # GX's advice on every restore test (the generic SQL data source is chosen on purpose): not for ops
     warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
+    if not airflow and "airflow" not in sys.modules:  # nothing to set before Airflow is imported
+        return
     for module in ("airflow.sdk._shared.logging.structlog", "airflow._shared.logging.structlog"):
         try:
             levels = importlib.import_module(module).PER_LOGGER_LEVELS

@@ -57,6 +57,10 @@ class DumpLayoutError(ValueError):
     """The file is not a dump whose data blocks can be located safely (the reason is the message)."""
 
 
+class TocIncomplete(DumpLayoutError):
+    """The file ends inside its header or table of contents: more of it has yet to be written."""
+
+
 @dataclass(frozen=True)
 class DataEntry:
     dump_id: int
@@ -66,11 +70,25 @@ class DataEntry:
 
 
 @dataclass(frozen=True)
+class TocItem:
+    """Any TOC entry: what it is, its section and the entries it depends on (their dump ids)."""
+
+    dump_id: int
+    desc: str
+    section: int  # SECTION_NONE, SECTION_PRE_DATA, SECTION_DATA or SECTION_POST_DATA
+    deps: tuple[int, ...]
+
+
+SECTION_NONE, SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
 class Toc:
     int_size: int
     off_size: int
     end: int  # position just after the TOC: the first data block starts here
     entries: tuple[DataEntry, ...]  # entries that have or had data, in TOC order
+    items: tuple[TocItem, ...] = ()  # every entry, in TOC order
 
 
 class _Reader:
@@ -83,7 +101,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         data = self.f.read(n) if 0 <= n <= self.size - self.pos else b""
         if len(data) != n:
-            raise DumpLayoutError("the file ends inside its table of contents")
+            raise TocIncomplete("the file ends inside its table of contents")
         self.pos += n
         return data
 
@@ -129,20 +147,24 @@ def read_toc(f: BufferedIOBase) -> Toc:
     if count < 0:
         raise DumpLayoutError("negative TOC entry count")
     entries: list[DataEntry] = []
+    items: list[TocItem] = []
     for _ in range(count):
         dump_id = r.integer()
         r.integer()  # had dumper
         r.string(), r.string(), r.string()  # table oid, oid, tag
         desc = r.string() or ""
-        r.integer()  # section
+        section = r.integer()
         r.string(), r.string(), r.string(), r.string(), r.string()  # defn, drop, copy, namespace, tablespace
         if version >= (1, 14):
             r.string()  # table access method
         if version >= (1, 16):
             r.integer()  # relkind
         r.string(), r.string()  # owner, "with oids"
-        while r.string() is not None:  # dependencies
-            pass
+        deps: list[int] = []
+        while (dep := r.string()) is not None:  # dependencies: dump ids as text
+            if dep.isdigit():
+                deps.append(int(dep))
+        items.append(TocItem(dump_id, desc, section, tuple(deps)))
         flag_at = r.pos
         flag = r.byte()
         r.take(off_size)
@@ -150,7 +172,18 @@ def read_toc(f: BufferedIOBase) -> Toc:
             raise DumpLayoutError(f"TOC entry {dump_id} has an unknown offset flag {flag}")
         if flag != OFFSET_NO_DATA:
             entries.append(DataEntry(dump_id, desc, flag, flag_at))
-    return Toc(r.int_size, off_size, r.pos, tuple(entries))
+    return Toc(r.int_size, off_size, r.pos, tuple(entries), tuple(items))
+
+
+def partial_toc(path: str) -> Toc | None:
+    """The table of contents of the dump being written at ``path`` (its ``end``: where the data starts), or
+    None while the file still ends inside it. Raises :class:`DumpLayoutError` for a dump this module cannot
+    read (see :func:`read_toc`)."""
+    with open(path, "rb") as f:
+        try:
+            return read_toc(f)
+        except TocIncomplete:
+            return None
 
 
 def _block_header(toc: Toc, dump_id: int) -> bytes:

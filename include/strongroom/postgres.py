@@ -243,14 +243,16 @@ def snapshot_session(settings: PgSettings) -> Iterator[SnapshotSession]:
 
 
 class ToolProcess:
-    """A PostgreSQL tool running with its stdout piped to us; stderr is collected on a thread."""
+    """A PostgreSQL tool running with its stdout piped to us (or, with ``feed``, its stdin piped from us and
+    its stdout discarded); stderr is collected on a thread."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], *, feed: bool = False) -> None:
         self.argv0 = os.path.basename(argv[0])
         self.process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, bufsize=0
+            argv, stdout=subprocess.DEVNULL if feed else subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if feed else subprocess.DEVNULL, env=env, bufsize=0,
         )
-        _grow_pipe(self.process.stdout)
+        _grow_pipe(self.process.stdin if feed else self.process.stdout)
         self._stderr: list[str] = []
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -259,6 +261,11 @@ class ToolProcess:
     def stdout(self) -> IO[bytes]:
         assert self.process.stdout is not None
         return self.process.stdout
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.process.stdin is not None
+        return self.process.stdin
 
     def _drain(self) -> None:
         assert self.process.stderr is not None
@@ -341,16 +348,43 @@ def restore_dump(
     TOC list file (``pg_restore -L``): only its entries are restored; ``sections`` restricts to
     ``pre-data``, ``data`` and/or ``post-data``.
     """
+    argv = _restore_argv(target, bin_dir, use_list=use_list, no_owner=no_owner, sections=sections)
+    argv += ["--single-transaction"] if single_transaction else [f"--jobs={max(1, jobs)}"]
+    argv += ["--clean", "--if-exists"] if clean else []
+    result = subprocess.run([*argv, path], capture_output=True, env=target.env(), check=False)
+    if result.returncode != 0:
+        raise SourceError(f"pg_restore into {target.describe()} failed: {_first_line(result.stderr.decode())}")
+
+
+def start_restore_stream(
+    target: PgSettings, *, bin_dir: str | None, use_list: str, no_owner: bool = False,
+    sections: Sequence[str] = ("data",),
+) -> ToolProcess:
+    """A ``pg_restore`` of the entries in ``use_list`` that reads the custom-format dump from its stdin as
+    it is written (:class:`ToolProcess` with ``feed``). Reading a pipe, it restores the entries in file
+    order, one job; several such streams, each with its own tables, load in parallel."""
+    argv = _restore_argv(target, bin_dir, use_list=use_list, no_owner=no_owner, sections=sections)
+    return ToolProcess(argv, target.env(), feed=True)
+
+
+def start_restore(
+    target: PgSettings, path: str, *, bin_dir: str | None, use_list: str | None, jobs: int, no_owner: bool = False,
+    sections: Sequence[str] = (),
+) -> ToolProcess:
+    """``pg_restore --jobs`` of a custom-format file into a new database, running (:meth:`ToolProcess.wait`
+    for its exit code, :meth:`ToolProcess.error_line` for its error)."""
+    argv = _restore_argv(target, bin_dir, use_list=use_list, no_owner=no_owner, sections=sections)
+    return ToolProcess([*argv, f"--jobs={max(1, jobs)}", path], target.env())
+
+
+def _restore_argv(
+    target: PgSettings, bin_dir: str | None, *, use_list: str | None, no_owner: bool, sections: Sequence[str]
+) -> list[str]:
     argv = [tool("pg_restore", bin_dir), "--exit-on-error", "--no-password"]
     argv += ["--no-owner", "--no-privileges"] if no_owner else []
     argv += [f"--section={section}" for section in sections]
-    argv += ["--single-transaction"] if single_transaction else [f"--jobs={max(1, jobs)}"]
-    argv += ["--clean", "--if-exists"] if clean else []
     argv += [f"--use-list={use_list}"] if use_list else []
-    argv += [f"--dbname={_conninfo_dbname(target.dbname)}", path]
-    result = subprocess.run(argv, capture_output=True, env=target.env(), check=False)
-    if result.returncode != 0:
-        raise SourceError(f"pg_restore into {target.describe()} failed: {_first_line(result.stderr.decode())}")
+    return [*argv, f"--dbname={_conninfo_dbname(target.dbname)}"]
 
 
 # a TOC line of `pg_restore --list`: "<id>; <tableoid> <oid> <DESC> <schema> <name> <owner>"
@@ -485,12 +519,54 @@ def drop_database(target: PgSettings) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.dbname)))
 
 
-def count_rows(settings: PgSettings) -> dict[str, int]:
-    """Exact row counts of every user table (outside a snapshot: for checking a restored copy)."""
+def count_rows(settings: PgSettings, *, jobs: int = 1) -> dict[str, int]:
+    """Exact row counts of every user table (outside a snapshot: for checking a restored copy).
+
+    With ``jobs`` > 1 the tables are counted over that many connections at once, the largest first (a
+    restored copy that nothing else writes to: no shared snapshot is needed).
+    """
+    if jobs <= 1:
+        with connect(settings) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            session = SnapshotSession(conn, "", datetime.now(UTC), "", 0)
+            return session.count_rows()
     with connect(settings) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        session = SnapshotSession(conn, "", datetime.now(UTC), "", 0)
-        return session.count_rows()
+        rows = conn.execute(
+            """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'r' AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'
+               ORDER BY c.relpages DESC, 1, 2""",
+            (list(_SYSTEM_SCHEMAS),),
+        ).fetchall()
+    todo = [TableRef(schema, name) for schema, name in rows]
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with connect(settings, autocommit=True) as conn:
+                while True:
+                    with lock:
+                        if not todo or errors:
+                            return
+                        table = todo.pop(0)
+                    query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                        sql.Identifier(table.schema), sql.Identifier(table.name))
+                    row = conn.execute(query).fetchone()
+                    with lock:
+                        counts[table.qualified] = int(row[0]) if row else 0
+        except BaseException as exc:  # handed to the caller's thread below
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, name=f"count-rows-{i}") for i in range(min(jobs, len(todo)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return dict(sorted(counts.items()))
 
 
 def table_fingerprints(settings: PgSettings) -> dict[str, tuple[int, str]]:

@@ -1,8 +1,11 @@
 """Restore a snapshot into a target database, all or nothing.
 
 The whole object is downloaded, checked against the manifest's size and SHA-256, decrypted (every
-segment authenticated) and decompressed into a private spool file *before* the target is touched, so a
-tampered or truncated snapshot leaves the target exactly as it was. The spool is removed afterwards.
+segment authenticated) and decompressed into a private spool file *before* an existing target is touched,
+so a tampered or truncated snapshot leaves it exactly as it was. A database that does not exist yet is
+created and loaded while the dump arrives (:mod:`strongroom.streamload`: definitions first, then the
+tables' data in parallel streams), since any failure, up to the last check, drops it again. The spool is
+removed afterwards.
 
 The pipeline, shared by :func:`restore_snapshot` and the restore test (:mod:`strongroom.drill`):
 :func:`locate_snapshot` (which snapshot, in which region), :func:`open_spool`, :func:`fetch_snapshot`
@@ -21,9 +24,22 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from strongroom import approval, catalog, dumpfile, envelope, layout, postgres, regions, roles, sandbox, snapshot, spool
+from strongroom import (
+    approval,
+    catalog,
+    dumpfile,
+    envelope,
+    layout,
+    postgres,
+    regions,
+    roles,
+    sandbox,
+    snapshot,
+    spool,
+    streamload,
+)
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
 from strongroom.connections import Connections
@@ -66,11 +82,28 @@ ROLES_REFUSE, ROLES_CREATE, ROLES_NO_OWNER = "refuse", "create", "no_owner"
 ROLE_CHOICES = (ROLES_REFUSE, ROLES_CREATE, ROLES_NO_OWNER)
 
 
+class SpoolWatcher(Protocol):
+    """Told about the dump as it is spooled (:class:`strongroom.streamload.StreamingLoad`)."""
+
+    @property
+    def loading(self) -> bool: ...
+
+    def begin(self, manifest: Manifest) -> None: ...
+
+    def grew(self, path: str, size: int) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
 def fetch_dump(
-    store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, transfer: TransferConfig
+    store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, transfer: TransferConfig,
+    watcher: SpoolWatcher | None = None,
 ) -> dict[str, float]:
     """Download, verify, decrypt and decompress the dump into ``path`` (mode 0600), then write its data
     offsets (:mod:`strongroom.dumpfile`) so a parallel ``pg_restore`` seeks instead of scanning.
+
+    A ``watcher`` is told when the download starts and after each write (the bytes written so far are on
+    disk); when it is ``loading`` the data from the spool already, no offsets are written.
 
     Returns the seconds spent waiting for bytes (``download``) and decrypting, decompressing, writing
     and indexing them (``decrypt``); the first two overlap with the parallel range downloads.
@@ -102,23 +135,35 @@ def fetch_dump(
 
     written = 0
     started = time.monotonic()
+    if watcher is not None:
+        watcher.begin(manifest)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         for plain in envelope.unseal_stream(received(), data_key, manifest.object_identity("dump"), where):
             written += out.write(plain)
+            if watcher is not None:
+                out.flush()
+                watcher.grew(path, written)
     worked = time.monotonic() - started - waited
     if digest.hexdigest() != obj.sha256:
         raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
     if written != obj.plain_size:
         raise IntegrityError(f"{where}: {written} bytes restored, manifest says {obj.plain_size}")
     mark = time.monotonic()
+    if watcher is None or not watcher.loading:
+        index_dump(path, manifest)
+    worked += time.monotonic() - mark
+    return {"download": round(waited, 3), "decrypt": round(worked, 3)}
+
+
+def index_dump(path: str, manifest: Manifest) -> None:
+    """Write the data offsets of the spooled dump (:func:`strongroom.dumpfile.index_data_blocks`); a dump
+    that cannot be indexed still restores, more slowly (a warning)."""
     try:
         dumpfile.index_data_blocks(path)
     except dumpfile.DumpLayoutError as exc:
         log.warning("dump of snapshot %s keeps no data offsets (parallel restore is slower): %s",
                     manifest.snapshot_id, exc)
-    worked += time.monotonic() - mark
-    return {"download": round(waited, 3), "decrypt": round(worked, 3)}
 
 
 @dataclass(frozen=True)
@@ -135,6 +180,7 @@ class Fetched:
 def _fetch_from(
     config: Config, conns: Connections, region: RegionConfig, database: str, path: str,
     *, snapshot_id: str | None, at: datetime | None, with_globals: bool = False,
+    watcher: SpoolWatcher | None = None,
 ) -> Fetched:
     """Select the snapshot in one region and fetch it, verified and decrypted, into ``path`` (and its
     globals, when asked)."""
@@ -142,7 +188,7 @@ def _fetch_from(
     keyring = conns.keyring(config.keyring_conn_id(region))
     manifest = catalog.select_snapshot(store, keyring, database, snapshot_id=snapshot_id, at=at)
     data_key = manifest.data_key(keyring)
-    phases = fetch_dump(store, manifest, data_key, path, config.transfer)
+    phases = fetch_dump(store, manifest, data_key, path, config.transfer, watcher)
     specs = roles.fetch_globals(store, manifest, data_key) if with_globals else None
     return Fetched(manifest, region.name, specs, phases)
 
@@ -150,17 +196,20 @@ def _fetch_from(
 def fetch_snapshot(
     config: Config, conns: Connections, database: str, path: str, *, snapshot_id: str | None = None,
     at: datetime | None = None, region: str | None = None, with_globals: bool = False,
+    watcher: SpoolWatcher | None = None,
 ) -> Fetched:
     """Select the snapshot and fetch it into ``path``: from ``region`` only, else from the primary or,
     when a snapshot, object, key or integrity check fails there, the next region in configured order
-    (:func:`strongroom.regions.first_answer`)."""
+    (:func:`strongroom.regions.first_answer`). A failed attempt abandons what ``watcher`` did with it."""
 
     def attempt(where: RegionConfig) -> Fetched:
         try:
             return _fetch_from(config, conns, where, database, path, snapshot_id=snapshot_id, at=at,
-                               with_globals=with_globals)
-        except StrongroomError:
-            if os.path.exists(path):  # the next region starts from nothing
+                               with_globals=with_globals, watcher=watcher)
+        except BaseException as exc:
+            if watcher is not None:
+                watcher.abandon()
+            if isinstance(exc, StrongroomError) and os.path.exists(path):  # the next region starts from nothing
                 os.unlink(path)
             raise
 
@@ -184,11 +233,11 @@ def open_spool(config: Config, prefix: str) -> spool.Spool:
 
 
 def compare_rows(
-    settings: postgres.PgSettings, manifest: Manifest, tables: Sequence[str] = ()
+    settings: postgres.PgSettings, manifest: Manifest, tables: Sequence[str] = (), *, jobs: int = 1
 ) -> dict[str, tuple[int, int | None]]:
     """Each table the snapshot recorded (only ``tables``, when given): (rows recorded, rows restored;
-    None for a table that was not restored)."""
-    actual = postgres.count_rows(settings)
+    None for a table that was not restored), counted over ``jobs`` connections."""
+    actual = postgres.count_rows(settings, jobs=jobs)
     return {t: (n, actual.get(t)) for t, n in sorted(manifest.tables.items()) if not tables or t in tables}
 
 
@@ -222,44 +271,74 @@ def restore_snapshot(
     regions.candidates(config, region)  # an unknown region is refused before the target is looked at
     state = postgres.inspect_target(target)
     _check_target(target, state, clean, tables)
+    jobs = restore_jobs(config)
+    bin_dir = config.snapshot.pg_bin_dir
     lease = open_spool(config, "strongroom-restore-")
     spool_dir = str(lease.path)
     role_report: roles.RoleReport | None = None
+
+    def entries(manifest: Manifest, path: str) -> tuple[tuple[str, ...], list[str], str | None]:
+        """The tables asked for, the TOC lines to restore and the list file naming them (None: all)."""
+        chosen = resolve_tables(manifest, tables)
+        if not chosen:
+            return chosen, postgres.toc(path, bin_dir), None
+        use_list = os.path.join(spool_dir, "tables.list")
+        listed = postgres.table_list(path, chosen, bin_dir)
+        with open(use_list, "w", encoding="utf-8") as out:
+            out.write(listed)
+        return chosen, listed.splitlines(), use_list
+
+    def missing(manifest: Manifest, chosen: Sequence[str], toc_lines: Sequence[str]) -> list[str]:
+        if missing_roles == ROLES_NO_OWNER:
+            return []
+        return roles.missing_roles(target, roles.needed_roles(manifest.inventory, toc_lines, chosen))
+
+    def prepare(manifest: Manifest, path: str) -> tuple[list[str], str | None]:
+        chosen, toc_lines, use_list = entries(manifest, path)
+        if absent := missing(manifest, chosen, toc_lines):
+            raise roles.refusal(target.describe(), absent)
+        return toc_lines, use_list
+
+    # A new database is loaded while the dump arrives (strongroom.streamload); not when roles are to be
+    # created: that changes the server, which dropping the database would not undo.
+    load = None
+    if not state.exists and missing_roles != ROLES_CREATE:
+        load = streamload.StreamingLoad(target, spool_dir, prepare, jobs=jobs, bin_dir=bin_dir,
+                                        no_owner=missing_roles == ROLES_NO_OWNER)
     try:
         path = os.path.join(spool_dir, "dump")
         started = time.monotonic()
-        fetched = fetch_snapshot(config, conns, db.name, path, snapshot_id=snapshot_id, at=at, region=region,
-                                 with_globals=missing_roles == ROLES_CREATE)
+        try:
+            fetched = fetch_snapshot(config, conns, db.name, path, snapshot_id=snapshot_id, at=at, region=region,
+                                     with_globals=missing_roles == ROLES_CREATE, watcher=load)
+        except streamload.Stopped as stop:
+            raise stop.error from None
         manifest = fetched.manifest
         downloaded = time.monotonic()
         log.info("restoring %s snapshot %s from %s into %s", db.name, manifest.snapshot_id, fetched.region,
                  target.describe())
-        chosen = resolve_tables(manifest, tables)
-        use_list = None
-        if chosen:
-            use_list = os.path.join(spool_dir, "tables.list")
-            entries = postgres.table_list(path, chosen, config.snapshot.pg_bin_dir)
-            with open(use_list, "w", encoding="utf-8") as out:
-                out.write(entries)
-            toc_lines = entries.splitlines()
+        if load is not None and load.loading:
+            chosen = resolve_tables(manifest, tables)
+            _finish_load(load, path)
         else:
-            toc_lines = postgres.toc(path, config.snapshot.pg_bin_dir)
-        if missing_roles != ROLES_NO_OWNER:
-            needed = roles.needed_roles(manifest.inventory, toc_lines, chosen)
-            missing = roles.missing_roles(target, needed)
-            if missing and missing_roles == ROLES_REFUSE:
-                raise roles.refusal(target.describe(), missing)
-            if missing:
-                role_report = roles.create_roles(target, fetched.globals, missing, with_passwords=with_passwords)
+            if load is not None:  # the dump could not be read as it arrived: indexed and restored now
+                index_dump(path, manifest)
+            chosen, toc_lines, use_list = entries(manifest, path)
+            absent = missing(manifest, chosen, toc_lines)
+            if absent and missing_roles == ROLES_REFUSE:
+                raise roles.refusal(target.describe(), absent)
+            if absent:
+                role_report = roles.create_roles(target, fetched.globals, absent, with_passwords=with_passwords)
                 for line in role_report.lines():
                     log.warning("%s: %s", target.describe(), line)
-        restore_file(config, target, path, state, clean=clean, use_list=use_list,
-                     no_owner=missing_roles == ROLES_NO_OWNER)
+            restore_file(config, target, path, state, clean=clean, use_list=use_list,
+                         no_owner=missing_roles == ROLES_NO_OWNER)
         restored = time.monotonic()
     finally:
         lease.remove()
 
-    counted = compare_rows(target, manifest, chosen)
+    counted = compare_rows(target, manifest, chosen, jobs=jobs)
+    log.info("%s: %d tables' rows counted in %.1fs", target.describe(), len(counted), time.monotonic() - restored)
     wrong = {t: (n, got) for t, (n, got) in counted.items() if got != n}
     if wrong:
         table, (expected, got) = sorted(wrong.items())[0]
@@ -308,6 +387,23 @@ def restore_globals(
     return manifest.snapshot_id, report
 
 
+def restore_jobs(config: Config) -> int:
+    """How many ``pg_restore`` jobs (and row-counting connections) a restore uses."""
+    return config.restore.jobs or (os.cpu_count() or 1)
+
+
+def _finish_load(load: streamload.StreamingLoad, path: str) -> None:
+    """The dump is verified: the data streams read to its end, and ``post-data`` is restored with ``jobs``
+    (:meth:`strongroom.streamload.StreamingLoad.finish`). Any failure drops the new database."""
+    try:
+        load.finish(path)
+    except BaseException as exc:
+        load.abandon()  # we created it: leave nothing half-restored behind
+        if isinstance(exc, StrongroomError):
+            raise RestoreError(f"{exc}; the new database was dropped") from None
+        raise
+
+
 def _check_roles_choice(choice: str) -> None:
     if choice not in ROLE_CHOICES:
         raise ConfigError(f"missing roles {choice!r}: choose {', '.join(ROLE_CHOICES)}")
@@ -329,7 +425,7 @@ def restore_file(
     everything that can run production's code (the data load: CHECK constraints, generated columns; then
     indexes, constraints, triggers, materialized views, default privileges) runs as ``restorer``.
     """
-    jobs = config.restore.jobs or (os.cpu_count() or 1)
+    jobs = restore_jobs(config)
     bin_dir = config.snapshot.pg_bin_dir
     if state.exists:
         if restorer is not None:

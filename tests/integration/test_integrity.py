@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from strongroom import catalog, envelope, layout
+from strongroom.config import load_config
 from strongroom.errors import IntegrityError
 from strongroom.keyring import Keyring
 from strongroom.postgres import PgSettings
 from strongroom.restore import restore_snapshot
 from strongroom.snapshot import snapshot_database
-from tests.conftest import PRIMARY, Stack
+from tests.conftest import PRIMARY, Stack, write_config
+from tests.integration.helpers import run_cli
 
 SEGMENT = envelope.SEGMENT_SIZE + envelope.TAG_SIZE
 
@@ -165,3 +169,44 @@ def test_restore_falls_back_to_the_next_region_when_the_primary_copy_is_corrupt(
     assert result.region == "eu-west-1"
     assert len(result.unavailable) == 1 and result.unavailable[0].startswith("eu-central-1: ")
     assert result.rows == 3000
+
+
+def near_the_end(data: bytes, info: dict) -> bytes:
+    """A byte flipped in the last segment but one: long after the dump's table of contents, so a restore
+    into a new database is already loading it (strongroom.streamload) when the corruption arrives."""
+    return flip(lambda i: _segment_offset(i["segments"] - 2) + 11)(data, info)
+
+
+def test_corruption_near_the_end_drops_the_new_database_that_was_being_loaded(
+    tmp_path: Path, stack: Stack, bulk: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    config_path = write_config(tmp_path / "strongroom.yaml", restore={"spool_dir": str(spool)})
+    config = load_config(config_path)
+    from strongroom.airflow_adapter import connections
+
+    target = PgSettings(dbname="late_corruption", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                        password=stack.pg.password)
+    original = stack.read(bulk["key"])
+    stack.write(bulk["key"], near_the_end(original, bulk))
+    try:
+        with caplog.at_level(logging.INFO, logger="strongroom.streamload"), pytest.raises(IntegrityError):
+            restore_snapshot(config, "bulk", target, connections(), snapshot_id=bulk["snapshot_id"],
+                             region=PRIMARY)
+        # the database existed, with its definitions and data streams, before the corruption was found
+        assert any("while the dump arrives" in r.getMessage() for r in caplog.records), caplog.text
+        assert not stack.database_exists("late_corruption")
+        assert not list(spool.glob("strongroom-restore-*"))  # no plaintext left in the spool
+
+        result = run_cli("--config", str(config_path), "restore", "--database", "bulk", "--snapshot",
+                         bulk["snapshot_id"], "--region", PRIMARY, "--target-dsn",
+                         f"host=127.0.0.1 port={stack.pg.port} user=postgres dbname=late_corruption",
+                         env={"PGPASSWORD": stack.pg.password})
+    finally:
+        stack.write(bulk["key"], original)
+    assert result.code == 1, result.stderr
+    assert len(result.error_lines) == 1, result.stderr
+    assert result.error_lines[0].startswith("strongroom: error: "), result.stderr
+    assert "failed authentication" in result.error_lines[0] or "SHA-256" in result.error_lines[0], result.stderr
+    assert not stack.database_exists("late_corruption")
+    assert not list(spool.glob("strongroom-restore-*"))

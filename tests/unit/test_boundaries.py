@@ -42,7 +42,10 @@ def test_only_storage_talks_to_s3() -> None:
             if imported.split(".")[0] in ("boto3", "botocore") and name != "airflow_adapter":
                 offenders.append(f"{name} imports {imported}")
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in ("client", "data_client", "_fail"):
+            # the adapter builds a plain connection's client from a boto3 session (``session.client``)
+            builds = name == "airflow_adapter" and isinstance(node, ast.Attribute) and node.attr == "client" \
+                and isinstance(node.value, ast.Name) and node.value.id == "session"
+            if isinstance(node, ast.Attribute) and node.attr in ("client", "data_client", "_fail") and not builds:
                 offenders.append(f"{name}:{node.lineno} uses .{node.attr}")
     assert offenders == []
 
