@@ -193,11 +193,13 @@ class RecoveryBench(harness.Bench):
     def empty_bucket(self, bucket: str) -> None:
         """Remove every version of a target bucket, so the moto server does not grow run after run."""
         client = self.primary.client(REGIONS[0])
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        while True:  # first page again each time: paging on while deleting skips versions
+            page = client.list_object_versions(Bucket=bucket, MaxKeys=1000)
             doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
                       for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-            if doomed:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+            if not doomed:
+                break
+            client.delete_objects(Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
         client.delete_bucket(Bucket=bucket)
 
     def measurements(self) -> list[tuple[str, harness.Measurement]]:
