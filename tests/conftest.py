@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
     # each pytest-xdist worker (and every process it starts) its own temporary directory: sandboxes, spools
     # and their leftover checks are per session
-    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"strongroom-tests-{_worker}-")
+    # (a short name: a throwaway server's socket path below it must stay under the 107-byte limit)
+    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"sr-{_worker}-")
     os.chmod(os.environ["TMPDIR"], 0o1777)  # noqa: S103 - as /tmp itself: PostgreSQL runs as the postgres user
     tempfile.tempdir = None
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="strongroom-af-")
