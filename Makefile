@@ -50,7 +50,7 @@ unit: venv
 	$(VENV)/bin/pytest tests/unit -q
 
 test: venv system-deps lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: venv system-deps
 	$(PY) scripts/demo.py
