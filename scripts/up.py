@@ -33,7 +33,9 @@ from devstack import SmtpSink, free_port, stop_group  # noqa: E402
 
 USER, PASSWORD = "admin", "admin"  # a local UI on loopback only
 # the start-up runs, stage by stage: restore tests need a snapshot and a point; the monitor reads them all
-FIRST_RUNS = (("snapshot_databases", "backup_object_storage"), ("restore_test",), ("platform_drill",), ("backup_monitor",))
+FIRST_RUNS = (
+    ("snapshot_databases", "backup_object_storage"), ("restore_test",), ("platform_drill",), ("backup_monitor",)
+)
 RUN_DEADLINE = 1200.0  # seconds a start-up run may take on a busy laptop
 
 
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"up: strongroom init-airflow failed: {pools.stderr.strip()}")
         say(f"pools: {'; '.join(pools.stdout.strip().splitlines())}")
         if not args.no_first_runs:
-            say("start-up runs: one snapshot, one object pass, one restore test, one platform drill, then the monitor ...")
+            say("start-up runs: one snapshot, one object pass, one restore test, one platform drill, "
+                "then the monitor ...")
             results = dict(first_runs(api, proc))
             for dag in api.call("/dags?limit=100")["dags"]:
                 if dag["is_paused"]:  # the manual DAGs: unpaused, or a triggered run would wait forever

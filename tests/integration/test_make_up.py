@@ -97,7 +97,8 @@ def test_fresh_stack_is_green(up: Up) -> None:
     assert "up: ready: every DAG is green" in up.printed(), up.printed()[-3000:]
     dags = up.api("/dags?limit=100")["dags"]
     scheduled = sorted(d["dag_id"] for d in dags if d.get("timetable_summary") not in (None, "None"))
-    assert scheduled == ["backup_monitor", "backup_object_storage", "platform_drill", "restore_test", "snapshot_databases"]
+    assert scheduled == [
+        "backup_monitor", "backup_object_storage", "platform_drill", "restore_test", "snapshot_databases"]
     finished: dict[str, list[dict[str, Any]]] = {}
     for dag_id in scheduled:
         runs = up.api(f"/dags/{dag_id}/dagRuns?limit=50")["dag_runs"]
