@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PRIMARY, REGIONS, ROOT, Stack, conn_id, write_config
+from tests.dags import returned
 from tests.integration.helpers import run_cli
 
 SOURCE = "sr-drill-uploads"
@@ -37,20 +38,6 @@ def _drills(stack: Stack, region: str) -> list[str]:
     pages = stack.client_for(region).get_paginator("list_objects_v2").paginate(
         Bucket=f"sr-test-{region}", Prefix="platform/drills/")
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-def _xcom(run, task_id: str) -> dict:
-    """The return value a task of a ``dag.test`` run pushed."""
-    import json
-
-    from airflow.models.xcom import XComModel
-    from airflow.settings import Session
-
-    with Session() as session:
-        [row] = session.query(XComModel).filter(XComModel.run_id == run.run_id, XComModel.task_id == task_id,
-                                                XComModel.key == "return_value").all()
-        value = row.value
-    return json.loads(value) if isinstance(value, str) else value
-
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +81,7 @@ def test_the_drill_dag_recovers_the_newest_point_and_stores_the_evidence_everywh
 
     run = dag.test(logical_date=None)
     assert run.state == DagRunState.SUCCESS
-    summary = _xcom(run, "drill")
+    summary = returned(run, "drill")
     assert summary["success"] is True and summary["point_id"] == point_id and summary["within_rto"] is True
     assert summary["stored_in"] == REGIONS and 0 < summary["total_seconds"] < summary["rto_seconds"]
     config, conns = load_config(path), connections()

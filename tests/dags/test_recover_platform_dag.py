@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PRIMARY, ROOT, Stack, conn_id, write_config
+from tests.dags import returned
 from tests.integration.helpers import fingerprints
 
 DAGS = ROOT / "dags"
@@ -49,20 +50,6 @@ def _config(path: Path, databases: dict[str, str], bucket: str) -> Path:
         restore={"approvers": ["alice", "bob"], "approval_timeout": "10m"},
         recovery={"databases": databases, "buckets": {SOURCE: {"bucket": bucket, "aws_conn_id": conn_id(PRIMARY)}}},
     )
-
-def _xcom(run, task_id: str) -> dict:
-    """The return value a task of a ``dag.test`` run pushed."""
-    import json
-
-    from airflow.models.xcom import XComModel
-    from airflow.settings import Session
-
-    with Session() as session:
-        [row] = session.query(XComModel).filter(XComModel.run_id == run.run_id, XComModel.task_id == task_id,
-                                                XComModel.key == "return_value").all()
-        value = row.value
-    return json.loads(value) if isinstance(value, str) else value
-
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +128,7 @@ def test_a_recorded_point_is_recovered_into_new_targets_without_approval(
                       "approve_production_recovery": "skipped", "recover": "success"}
     assert fingerprints(stack.pg.connect_kwargs(RECOVERED_DB)) == recorded.ledger  # the point's rows, not 4343
     assert _bucket(stack, TARGET) == OBJECTS  # the point's objects, not the late one
-    summary = _xcom(run, "recover")
+    summary = returned(run, "recover")
     assert summary["point_id"] == recorded.point_id and summary["failed"] == [] and summary["within_rto"] is True
     assert summary["total_seconds"] > 0 and summary["report_key"].startswith("platform/recoveries/")
 
