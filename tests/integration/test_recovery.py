@@ -59,12 +59,11 @@ def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
 
     servers = {r: MotoServer().start() for r in REGIONS}
     beta_pg = LocalPostgres().start()
-    saved = {name: os.environ.get(name) for name in [*(env_name(conn_id(r)) for r in REGIONS), "AIRFLOW_CONN_PG_ALPHA",
-                                                     "AIRFLOW_CONN_PG_BETA"]}
+    environ = pytest.MonkeyPatch()  # the connections below, undone when the module ends
     try:
         for region, server in servers.items():
             server.create_bucket(BUCKETS[region], region)
-            os.environ[env_name(conn_id(region))] = server.airflow_conn(region)
+            environ.setenv(env_name(conn_id(region)), server.airflow_conn(region))
         servers[PRIMARY].create_bucket(SOURCE, PRIMARY)
         stack.pg.execute("CREATE DATABASE alpha")
         stack.pg.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, doc jsonb)", "alpha")
@@ -72,17 +71,13 @@ def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         beta_pg.execute("CREATE DATABASE beta")
         beta_pg.execute("CREATE TABLE events (id bigserial PRIMARY KEY, body text NOT NULL, "
                         "at timestamptz NOT NULL DEFAULT now())", "beta")
-        os.environ["AIRFLOW_CONN_PG_ALPHA"] = stack.pg.airflow_uri("alpha")
-        os.environ["AIRFLOW_CONN_PG_BETA"] = beta_pg.airflow_uri("beta")
+        environ.setenv("AIRFLOW_CONN_PG_ALPHA", stack.pg.airflow_uri("alpha"))
+        environ.setenv("AIRFLOW_CONN_PG_BETA", beta_pg.airflow_uri("beta"))
         tmp = tmp_path_factory.mktemp("recovery")
         path = write_config(tmp / "recovery.yaml", **BASE)
         yield World(dataclasses.replace(stack, servers=servers), beta_pg, load_config(path), path, tmp)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        environ.undo()
         for server in servers.values():
             server.stop()
         beta_pg.stop()

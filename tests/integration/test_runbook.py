@@ -138,8 +138,9 @@ def platform(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         **{env_name(f"rb_pg_{name}"): pg[name].airflow_uri(dbname) for name, dbname in DATABASES.items()},
         **{env_name(f"rb_pg_{name}_recovered"): pg[name].airflow_uri(TARGETS[name]) for name in DATABASES},
     }
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # the library calls below read the same connections
+    environ = pytest.MonkeyPatch()  # the library calls below read the same connections; undone at the end
+    for name, value in env.items():
+        environ.setenv(name, value)
     try:
         stack.pg.execute(f"CREATE DATABASE {DATABASES['orders']}")
         stack.pg.execute("CREATE TABLE orders (id int PRIMARY KEY, customer text NOT NULL, cents bigint NOT NULL)",
@@ -158,11 +159,7 @@ def platform(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         assert made.returncode == 0, made.stdout + made.stderr
         yield Platform(path, servers, pg, env)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        environ.undo()
         servers[PRIMARY].stop()  # this module's own (the returned one, when the test got that far)
         second_pg.stop()
         for dbname in (DATABASES["orders"], TARGETS["orders"]):  # the session's server: leave it as it was
