@@ -16,6 +16,7 @@ Nothing here asserts on time: a benchmark reports, docs/benchmarks.md judges.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -61,6 +62,21 @@ QUIET_BUSY = 0.15  # fraction of all cores others may keep busy while we wait to
 DISTURBED = 0.1  # a run during which others used more than this share of all cores (and 0.5 cpu-s) is flagged
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def add_measuring_options(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options every measured benchmark takes: rounds, where the JSON goes, and how long to wait for a
+    quiet machine and how often to measure a disturbed run again (:meth:`Bench.settle`)."""
+    add = parser.add_argument
+    add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
+    add("--out", default=out, help="JSON results (default: %(default)s)")
+    add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
+    add("--retries", type=int, default=3, help="times to measure a disturbed run again (default: 3)")
+
+
+def check_measuring_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
 
 def say(message: str) -> None:

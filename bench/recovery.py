@@ -290,18 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         help="sample_data scale, ~3.4 MiB each (default: %(default)s; 5 for a smoke run)")
     add("--objects", type=int, default=2000, help="objects in the source bucket (default: %(default)s)")
     add("--size", type=int, default=64 * 1024, help="bytes per object (default: %(default)s, as bench/objects.py)")
-    add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
-    add("--out", default="bench/results/recovery.json", help="JSON results (default: %(default)s)")
+    harness.add_measuring_options(parser, out="bench/results/recovery.json")
     add("--keep", action="store_true", help="keep the work directory (configurations, per-run logs)")
-    add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
-    add("--retries", type=int, default=3, help="times to measure a disturbed run again (default: 3)")
     add("--only", default="", help="comma-separated measurements to run (default: all)")
     add("--record-point-worker", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.record_point_worker:
         return record_point_worker(args.record_point_worker)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    harness.check_measuring_options(parser, args)
 
     bench = RecoveryBench(
         objects=args.objects,

@@ -256,13 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     add = parser.add_argument
     add("--scale", type=int, default=harness.DEFAULT_SCALE,
         help="sample_data scale, ~3.4 MiB each (default: %(default)s; 1 for a smoke run)")
-    add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
-    add("--out", default="bench/results/restore_test.json", help="JSON results (default: %(default)s)")
-    add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
-    add("--retries", type=int, default=3, help="times to measure a disturbed run again (default: 3)")
+    harness.add_measuring_options(parser, out="bench/results/restore_test.json")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    harness.check_measuring_options(parser, args)
     bench = RestoreTestBench(
         scale=args.scale,
         repeat=args.repeat,

@@ -395,11 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--shape", choices=("shop", "wide"), default="shop",
         help="the database: the shop sample database, or two wide text/JSON tables of about the same size "
         "(default: %(default)s)")
-    add("--repeat", type=int, default=2, help="measured rounds after the warm-up (default: %(default)s)")
-    add("--out", default="bench/results/snapshot.json", help="JSON results (default: %(default)s)")
+    harness.add_measuring_options(parser, out="bench/results/snapshot.json")
     add("--keep", action="store_true", help="keep the work directory (dump file, per-run logs)")
-    add("--quiet-timeout", type=float, default=300.0, help="max seconds to wait for a quiet machine per run")
-    add("--retries", type=int, default=3, help="times to measure a disturbed run again (default: 3)")
     add(
         "--s3-servers",
         type=int,
@@ -429,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             return cli.main(["snapshot", "--database", DATABASE, "--json"])
     if args.inventory_worker:
         return inventory_worker(args.inventory_worker)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    harness.check_measuring_options(parser, args)
 
     bench = SnapshotBench(
         scale=args.scale,
