@@ -4,8 +4,12 @@
 **What:** every hour, an incremental pass over each `object_storage` source bucket: new object versions
 are encrypted into every region and a point index is committed; points past the retention are pruned.
 
-**When it fails:** that bucket (or region) misses one point; the next pass resumes where it stopped.
-At 3 a.m.: `strongroom status`, `strongroom objects list --bucket NAME`.
+**After each pass:** every region that answers gets each point of the window that another region holds
+and it lacks (a pass it missed while down), with the contents that point references: the index last.
+
+**When it fails:** the error names each region whose point was not committed or whose repair stopped; the
+other regions committed. The next pass resumes where it stopped and copies the missed point into the
+region once it answers. At 3 a.m.: `strongroom status`, `strongroom objects list --bucket NAME`.
 
 Details (tasks, pruning): `docs/operations.md`, section "backup_object_storage".
 """
@@ -46,10 +50,11 @@ def backup_object_storage() -> None:
 
         get_current_context()["bucket"] = bucket  # type: ignore[typeddict-unknown-key]
         result = airflow_adapter.run_task(objects.backup_pass, load_config(), bucket, airflow_adapter.connections())
-        if result.failed:  # the other regions committed; a retry completes the missing one
-            failed = "; ".join(f"{region} ({why})" for region, why in result.failed.items())
-            raise ReplicationError(f"{bucket}: point not committed in {failed}")
-        return {k: v for k, v in result.to_dict().items() if k != "failed"}
+        if result.failed or result.repair_failed:  # the other regions committed (and were repaired)
+            raise ReplicationError(f"{bucket}: " + "; ".join(result.errors()))
+        out = {k: v for k, v in result.to_dict().items() if k not in ("failed", "repair_failed")}
+        out["repaired"] = {region: len(points) for region, points in result.repaired.items()}
+        return out
 
     @task(pool=PRUNE_POOL)  # one prune at a time, with snapshot_databases'
     def prune() -> dict[str, Any]:

@@ -468,13 +468,16 @@ def _cmd_objects(args: argparse.Namespace) -> int:
             raise ConfigError("no object_storage sources are configured")
         results = [objects.backup_pass(config, name, conns) for name in names]
         for r in results if not args.json else []:
+            repaired = "; ".join(f"{len(points)} missed point(s) copied to {region}"
+                                 for region, points in r.repaired.items())
             print(f"{r.source}: point {r.taken_at}: {r.objects} objects, {r.read_from_source} read from the source, "
-                  f"committed in {', '.join(r.committed) or 'no region'} ({duration_text(r.seconds)})")
+                  f"committed in {', '.join(r.committed) or 'no region'}{'; ' + repaired if repaired else ''} "
+                  f"({duration_text(r.seconds)})")
         if args.json:
             _print([r.to_dict() for r in results], True, "")
-        failed = [f"{r.source} in {region} ({why})" for r in results for region, why in r.failed.items()]
+        failed = [f"{r.source}: {error}" for r in results for error in r.errors()]
         if failed:
-            raise ReplicationError("point not committed: " + "; ".join(failed))
+            raise ReplicationError("; ".join(failed))
         return 0
     at = parse_at(args.at) if getattr(args, "at", None) else None
     if args.objects_command == "list":

@@ -442,6 +442,33 @@ def seal_object(plain: bytes, keyring: Keyring, identity: bytes) -> bytes:
     return b"".join(parts)
 
 
+def rewrap_object_head(
+    leading: bytes, source: Keyring, target: Keyring, identity: bytes, where: str
+) -> tuple[int, bytes]:
+    """A container's header with its data key unwrapped under ``source`` and wrapped again under ``target``'s
+    active key, for a copy between regions with different keyrings: the stream after it is copied as stored.
+
+    ``leading`` is the start of the stored object, at least its whole header. Returns how many of its bytes
+    the old header took and the new header to write in their place. The unwrap authenticates the key and
+    ``identity``: a container of another object, or a forged header, fails here (:class:`IntegrityError`,
+    or :class:`~strongroom.errors.KeyringError` for a key id ``source`` lacks)."""
+    prefix = len(OBJECT_MAGIC) + _OBJECT_LENGTH.size
+    if not leading.startswith(OBJECT_MAGIC) or len(leading) < prefix:
+        raise IntegrityError(f"{where} is not a Strongroom sealed object")
+    (length,) = _OBJECT_LENGTH.unpack_from(leading, len(OBJECT_MAGIC))
+    if len(leading) < prefix + length:
+        raise IntegrityError(f"{where}: header longer than the bytes given")
+    try:
+        header = json.loads(leading[prefix : prefix + length])
+        key_id, wrapped = str(header["key_id"]), str(header["wrapped_key"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"{where}: malformed header") from None
+    data_key = unwrap_key(source.key(key_id), key_id, wrapped, identity)
+    rewrapped = wrap_key(target.active_key, target.active_id, data_key, identity)
+    new = json.dumps({"key_id": target.active_id, "wrapped_key": rewrapped}).encode()
+    return prefix + length, OBJECT_MAGIC + _OBJECT_LENGTH.pack(len(new)) + new
+
+
 def unseal_object_stream(
     chunks: Iterable[bytes], keyring: Keyring, identity: bytes, where: str
 ) -> Iterator[bytes]:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom import envelope, layout
-from strongroom.config import Config, RegionConfig, require_offset
+from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import IntegrityError, NotFoundError, RefusedError, ReplicationError, StrongroomError
 from strongroom.keyring import Keyring
@@ -102,12 +102,18 @@ def point_times(store: ObjectStore, source: str) -> list[datetime]:
 
 
 def load_point(store: ObjectStore, keyring: Keyring, source: str, at: datetime) -> PointIndex:
+    return _read_point(store, keyring, source, at)[1]
+
+
+def _read_point(store: ObjectStore, keyring: Keyring, source: str, at: datetime) -> tuple[bytes, PointIndex]:
+    """A point index as stored and as authenticated and parsed (:class:`IntegrityError` when it is not one)."""
     key = layout.point_key(source, at)
-    raw = envelope.unseal_object(store.get_bytes(key), keyring, _identity("points", source, layout.stamp(at)), key)
+    sealed = store.get_bytes(key)
+    raw = envelope.unseal_object(sealed, keyring, _identity("points", source, layout.stamp(at)), key)
     index = PointIndex.from_bytes(raw, key)
-    if index.source != source:
-        raise IntegrityError(f"{key} belongs to another source")
-    return index
+    if index.source != source or index.taken_at != at:
+        raise IntegrityError(f"{key} belongs to another source or time")
+    return sealed, index
 
 
 def _load_journal(store: ObjectStore, keyring: Keyring, source: str) -> PointIndex | None:
@@ -161,7 +167,14 @@ class PassResult:
     stored: dict[str, int] = field(default_factory=dict)  # region -> contents uploaded
     committed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, list[str]] = field(default_factory=dict)  # region -> points copied into it (stamps)
+    repair_failed: dict[str, str] = field(default_factory=dict)  # region -> why its repair stopped
     seconds: float = 0.0
+
+    def errors(self) -> list[str]:
+        """One phrase per region this pass left behind: its point not committed, or its repair stopped."""
+        return ([f"point not committed in {region} ({why})" for region, why in self.failed.items()]
+                + [f"repair failed in {region} ({why})" for region, why in self.repair_failed.items()])
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -227,6 +240,9 @@ def backup_pass(
     for region in regions:
         if region.error:
             result.failed[region.config.name] = region.error
+    repair = repair_points(config, source.bucket, conns, now=now,
+                           skip={r.config.name for r in regions if r.error})
+    result.repaired, result.repair_failed = repair.repaired, repair.failed
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -329,6 +345,193 @@ def _write_journals(regions: list[_Region], source: str, now: datetime, id_key_i
             region.store.put_bytes(layout.journal_key(source), sealed)
         except StrongroomError as exc:
             log.warning("could not write the progress journal in %s: %s", region.config.name, exc)
+
+
+# ---- repair: every region converges to the same committed points -------------------------------------------
+
+
+@dataclass
+class Repair:
+    repaired: dict[str, list[str]] = field(default_factory=dict)  # region -> points copied into it (stamps)
+    failed: dict[str, str] = field(default_factory=dict)  # region -> the error that stopped its repair
+
+
+@dataclass(frozen=True)
+class _Side:
+    config: RegionConfig
+    store: ObjectStore
+    keyring: Keyring
+    keyring_conn_id: str
+
+
+def repair_points(
+    config: Config, source_name: str, conns: Connections, *, now: datetime | None = None,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> Repair:
+    """Copy into each region every point of ``source_name`` another region holds and it lacks (a pass it
+    missed while it was down), with the contents it references, so every region can restore every point
+    of the window on its own. Points that leave the window within :data:`replication.REPAIR_MARGIN` are
+    not copied.
+
+    Ciphertext is copied as stored (server-side where the endpoints allow), each object's header rewrapped
+    for the target's keyring when the regions' keyrings differ. Every content copied is read back from
+    the target and authenticated there (content id and size); the point index is written last, so a
+    repair stopped at any moment leaves contents no point references (the next repair uses them, prune
+    removes them otherwise), never an index without its contents. Copies are locked, in a locking
+    region, until the point's time plus the retention.
+
+    A point that does not authenticate where it is found (a junk object named like one) is skipped with a
+    warning and taken from the next region that holds it, if any. A region that fails its repair is named
+    in the result; the others go on. ``skip``: regions already known to be unreachable this run.
+    """
+    from strongroom.replication import REPAIR_MARGIN
+
+    now = now or datetime.now(UTC)
+    source = config.source(source_name).bucket
+    out = Repair()
+    sides: dict[str, _Side] = {}
+    held: dict[str, set[datetime]] = {}
+    for cfg in config.regions:
+        if cfg.name in skip:
+            continue
+        try:
+            conn_id = config.keyring_conn_id(cfg)
+            side = _Side(cfg, conns.store(cfg, config.transfer), conns.keyring(conn_id), conn_id)
+            held[cfg.name] = set(point_times(side.store, source))
+            sides[cfg.name] = side
+        except StrongroomError as exc:
+            out.failed[cfg.name] = f"points unreadable: {exc}"
+            log.error("%s: points of region %s unreadable, not repaired: %s", source, cfg.name, exc)
+    oldest = now - config.retention + REPAIR_MARGIN
+    for name, times in held.items():
+        lacking = sorted({t for other, ts in held.items() if other != name for t in ts if t > oldest} - times)
+        if not lacking:
+            continue
+        try:
+            done = _repair_region(config, conns, source, sides, held, sides[name], lacking)
+        except StrongroomError as exc:
+            out.failed[name] = str(exc)
+            log.error("%s: repair of region %s stopped: %s", source, name, exc)
+            continue
+        if done:
+            out.repaired[name] = done
+    return out
+
+
+def _repair_region(
+    config: Config, conns: Connections, source: str, sides: dict[str, _Side], held: dict[str, set[datetime]],
+    target: _Side, lacking: list[datetime],
+) -> list[str]:
+    present = {info.key.rsplit("/", 1)[1] for info in target.store.list_objects(layout.content_prefix(source))}
+    stored_sizes: dict[str, dict[str, int]] = {}  # origin region -> content id -> stored size
+    done = []
+    for at in lacking:
+        stamp = layout.stamp(at)
+        for origin in (sides[r.name] for r in config.regions if r.name in sides and at in held[r.name]):
+            if origin is target:
+                continue
+            try:
+                sealed, index = _read_point(origin.store, origin.keyring, source, at)
+            except StrongroomError as exc:  # junk named like a point, or a region that stopped answering
+                log.warning("%s: point %s in %s not copied to %s: %s", source, stamp, origin.config.name,
+                            target.config.name, exc)
+                continue
+            if origin.config.name not in stored_sizes:
+                stored_sizes[origin.config.name] = {
+                    info.key.rsplit("/", 1)[1]: info.size
+                    for info in origin.store.list_objects(layout.content_prefix(source))}
+            copied = _copy_point(config, conns, source, origin, target, sealed, index, present,
+                                 stored_sizes[origin.config.name])
+            log.info("%s: point %s copied from %s to %s (%d contents copied, %d already there)", source, stamp,
+                     origin.config.name, target.config.name, copied,
+                     len({e.content_id for e in index.entries.values()}) - copied)
+            done.append(stamp)
+            break
+        else:
+            log.warning("%s: point %s is held by no region where it authenticates: not copied to %s", source,
+                        stamp, target.config.name)
+    return done
+
+
+def _copy_point(
+    config: Config, conns: Connections, source: str, origin: _Side, target: _Side, sealed: bytes,
+    index: PointIndex, present: set[str], stored_sizes: dict[str, int],
+) -> int:
+    """Copy one point's missing contents, verify each in ``target``, then write its index. Returns how
+    many contents were copied."""
+    from strongroom.replication import copy_object
+
+    transfer, stamp = config.transfer, layout.stamp(index.taken_at)
+    retain_until = index.taken_at + config.retention
+    _, ikey = id_key(conns.keyring(config.encryption.keyring_conn_id), index.id_key_id)
+    sizes = {e.content_id: e.size for e in index.entries.values()}
+    missing = sorted(cid for cid in sizes if cid not in present)
+    for cid in missing:
+        if cid not in stored_sizes:
+            raise IntegrityError(f"{origin.store.where}: content {cid} of point {stamp} is missing; "
+                                 f"point not copied to {target.config.name}")
+    rewrap = origin.keyring_conn_id != target.keyring_conn_id
+
+    def head(identity: bytes, where: str) -> Callable[[bytes], tuple[int, bytes]] | None:
+        if not rewrap:
+            return None
+        return lambda leading: envelope.rewrap_object_head(leading, origin.keyring, target.keyring, identity, where)
+
+    def copy_one(cid: str) -> None:
+        key, identity = layout.content_key(source, cid), _identity("content", source, cid)
+        copy_object(origin.store, target.store, key, stored_sizes[cid], transfer, retain_until=retain_until,
+                    head=head(identity, f"{origin.store.where}: {key}"))
+        try:
+            target.store.apply_lock(key, retain_until)
+            target.store.confirm_lock(key, retain_until)
+            _check_content(target.store, target.keyring, source, cid, sizes[cid], ikey, transfer)
+        except IntegrityError:
+            with contextlib.suppress(StrongroomError):  # a bad copy must not pass for a stored content later
+                target.store.delete(key)
+            raise
+        progress.add(1)
+
+    progress = Progress(f"{source} point {stamp} into {target.config.name}", len(missing), unit="contents")
+    small = [cid for cid in missing if stored_sizes[cid] <= transfer.part_size]
+    with ThreadPoolExecutor(max_workers=config.source(source).concurrency, thread_name_prefix="repair") as pool:
+        list(pool.map(copy_one, small))
+    for cid in missing:  # larger contents stream one at a time: memory stays that of one transfer
+        if stored_sizes[cid] > transfer.part_size:
+            copy_one(cid)
+    present.update(missing)
+    key = layout.point_key(source, index.taken_at)
+    if rewrap:
+        dropped, replacement = envelope.rewrap_object_head(
+            sealed, origin.keyring, target.keyring, _identity("points", source, stamp), key)
+        sealed = replacement + sealed[dropped:]
+    target.store.put_bytes(key, sealed, retain_until=retain_until)  # the commit point: last
+    try:
+        target.store.confirm_lock(key, retain_until)
+        if load_point(target.store, target.keyring, source, index.taken_at).entries != index.entries:
+            raise IntegrityError(f"{target.store.where}: {key} reads back different from its origin's")
+    except StrongroomError:
+        with contextlib.suppress(StrongroomError):
+            target.store.delete(key)  # an unlocked or unreadable index is not a commit
+        raise
+    return len(missing)
+
+
+def _check_content(store: ObjectStore, keyring: Keyring, source: str, cid: str, size: int, ikey: bytes,
+                   transfer: TransferConfig) -> None:
+    """Read a content back from ``store`` and open it with that region's keyring: its keyed hash and size
+    must be the content id's and the point's (streamed, never held whole)."""
+    key = layout.content_key(source, cid)
+    info = store.head(key)
+    if info is None:
+        raise IntegrityError(f"{store.where}: {key} is missing after its copy")
+    chunks = store.iter_chunks(key, info.size, chunk_size=transfer.part_size,
+                               concurrency=transfer.download_concurrency)
+    mac, got = hmac.new(ikey, digestmod=hashlib.sha256), 0
+    for plain in envelope.unseal_object_stream(chunks, keyring, _identity("content", source, cid), key):
+        mac.update(plain)
+        got += len(plain)
+    if mac.hexdigest() != cid or got != size:
+        raise IntegrityError(f"{store.where}: {key} does not match its content id after its copy")
 
 
 # ---- listing and restoring a point in time ----------------------------------------------------------------

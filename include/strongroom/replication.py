@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,33 +38,44 @@ REPAIR_MARGIN = timedelta(hours=1)  # never re-copy a snapshot that expires with
 def copy_object(
     source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
     *, single_copy_limit: int = SINGLE_COPY_LIMIT, retain_until: datetime | None = None,
+    head: Callable[[bytes], tuple[int, bytes]] | None = None,
 ) -> str:
-    """Copy ``key`` from ``source`` to ``target``; returns how it was copied."""
-    if source.endpoint == target.endpoint:
+    """Copy ``key`` from ``source`` to ``target``; returns how it was copied.
+
+    :param head: rewrites the object's leading bytes (an object container's header rewrapped for the
+        target's keyring: :func:`strongroom.envelope.rewrap_object_head`): given the first chunk read, it
+        returns how many of its bytes to drop and what to write in their place; the rest is copied as
+        stored. Such a copy always streams (a server-side copy cannot change bytes)."""
+    if head is None and source.endpoint == target.endpoint:
         how = target.copy_within(source, key, size, part_size=transfer.part_size,
                                  max_part_size=transfer.max_part_size, single_copy_limit=single_copy_limit,
                                  retain_until=retain_until)
         if how:
             return how
-    _stream_copy(source, target, key, size, transfer, retain_until)
-    return "streamed copy"
+    _stream_copy(source, target, key, size, transfer, retain_until, head)
+    return "streamed copy" if head is None else "streamed copy, header rewrapped"
 
 
 def _stream_copy(
     source: ObjectStore, target: ObjectStore, key: str, size: int, transfer: TransferConfig,
-    retain_until: datetime | None,
+    retain_until: datetime | None, head: Callable[[bytes], tuple[int, bytes]] | None = None,
 ) -> None:
     upload = target.multipart(
         key, part_size=transfer.part_size, max_part_size=transfer.max_part_size,
         concurrency=transfer.upload_concurrency, expected_size=size, retain_until=retain_until,
     )
+    expected = size
     with upload:
         chunks = source.iter_chunks(
             key, size, chunk_size=transfer.part_size, concurrency=transfer.download_concurrency
         )
         for chunk in chunks:
+            if head is not None:  # the first chunk (a part, or the whole object) holds the header
+                dropped, replacement = head(chunk)
+                chunk, head = replacement + chunk[dropped:], None
+                expected += len(replacement) - dropped
             upload.write(chunk)
-        if upload.complete() != size:
+        if upload.complete() != expected:
             raise IntegrityError(f"copy of {key} to {target.where} has the wrong length")
 
 
