@@ -174,7 +174,9 @@ def snapshot_databases() -> None:
         return {"point_id": result["point_id"], "spread_seconds": result["spread_seconds"],
                 "complete_in": [r for r, s in result["regions"].items() if s["complete"]],
                 "incomplete_in": [r for r, s in result["regions"].items() if not s["complete"]],
-                "unreachable": sorted(result["unreachable"])}
+                "unreachable": sorted(result["unreachable"]),
+                "repaired": {region: len(ids) for region, ids in result["repaired"].items()},
+                "repair_failed": result["repair_failed"]}
 
     with TaskGroup("snapshot_and_encrypt", tooltip="one dump task per source server, in its pool") as snapshots:
         for server, databases in SERVERS.items():

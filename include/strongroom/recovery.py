@@ -242,6 +242,7 @@ def record_point(config: Config, conns: Connections, now: datetime | None = None
     if not written:
         raise NoRegionError(f"platform point {point_id} recorded in no region: "
                             + "; ".join(f"{r}: {why}" for r, why in unreachable.items()), retryable=True)
+    repaired, repair_failed = _repair_points(config, conns, held, list(written), now)
     complete = [r for r, w in written.items() if w["complete"]]
     incomplete = [f"{r} (missing {', '.join(w['missing'])})" for r, w in written.items() if not w["complete"]]
     log.info("platform point %s: %d part(s), spread %s; complete in %s%s%s", point_id, len(parts),
@@ -249,7 +250,67 @@ def record_point(config: Config, conns: Connections, now: datetime | None = None
              f"; incomplete in {'; '.join(incomplete)}" if incomplete else "",
              f"; unreachable: {', '.join(unreachable)}" if unreachable else "")
     return {"point_id": point_id, "taken_at": now.isoformat(), "parts": len(parts), "spread_seconds": spread,
-            "regions": written, "unreachable": unreachable}
+            "regions": written, "unreachable": unreachable, "repaired": repaired, "repair_failed": repair_failed}
+
+
+def _repair_points(
+    config: Config, conns: Connections, held: Mapping[str, _Holdings], targets: list[str], now: datetime
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Record in each of ``targets`` the platform points of the window other regions hold and it lacks
+    (recorded while it was down), so every region lists the same points. A point is re-recorded, not copied:
+    each region's record is sealed with its own keyring and says what *that* region holds, so its
+    ``complete``/``missing`` are worked out again from ``held`` (the region's catalog at this run) and the
+    record names the region it was taken from (``copied_from``). Only points that authenticate where they
+    are read are recorded; a junk one is skipped with a warning. Points that leave the window within
+    :data:`strongroom.replication.REPAIR_MARGIN` are not. A region whose repair fails is returned with its
+    error; the others go on."""
+    from strongroom.replication import REPAIR_MARGIN
+
+    oldest = now - config.retention + REPAIR_MARGIN
+    ids: dict[str, set[str]] = {}
+    for name in held:
+        try:
+            keys = conns.store(config.region(name), config.transfer).list_objects(layout.PLATFORM_POINTS)
+            ids[name] = {p for p in (layout.parse_platform_point_key(info.key) for info in keys) if p}
+        except StrongroomError as exc:
+            log.warning("platform points of %s unlisted, not repaired from or into it: %s", name, _one_line(exc))
+    repaired: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+    for name in (t for t in targets if t in ids):
+        lacking = sorted({p for other, ps in ids.items() if other != name for p in ps
+                          if layout.platform_id_time(p) > oldest} - ids[name])
+        region = config.region(name)
+        try:
+            store, keyring = conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region))
+            for point_id in lacking:
+                for origin in (r for r in config.regions if r.name in ids and point_id in ids[r.name]):
+                    if origin.name == name:
+                        continue
+                    try:
+                        point = _read_point(conns.store(origin, config.transfer),
+                                            conns.keyring(config.keyring_conn_id(origin)), origin, point_id)
+                    except StrongroomError as exc:  # the origin stopped answering: not this region's failure
+                        log.warning("platform point %s unreadable in %s: %s", point_id, origin.name, _one_line(exc))
+                        continue
+                    if point is None:  # junk there (warned): the next region that holds it
+                        continue
+                    labels = {p.label for p in point.parts}
+                    missing = [m for m in point.missing if m not in labels]  # parts no region had then
+                    missing += [p.label for p in point.parts if not held[name].holds(p)]
+                    body = {**point.to_dict(), "region": name, "complete": not missing, "missing": missing,
+                            "copied_from": origin.name, "copied_at": now.isoformat()}
+                    records.write(store, keyring, layout.platform_point_key(point_id), body, kind=POINT_KIND)
+                    repaired.setdefault(name, []).append(point_id)
+                    log.info("platform point %s recorded in %s from %s (%s)", point_id, name, origin.name,
+                             "complete" if not missing else f"missing {', '.join(missing)}")
+                    break
+                else:
+                    log.warning("platform point %s authenticates in no region that holds it: not recorded in %s",
+                                point_id, name)
+        except StrongroomError as exc:
+            failed[name] = _one_line(exc)
+            log.error("platform points not repaired in %s: %s", name, failed[name])
+    return repaired, failed
 
 
 def _taken_at(config: Config, conns: Connections, database: str, snapshot_id: str,

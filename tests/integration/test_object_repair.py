@@ -208,3 +208,35 @@ def test_a_killed_repair_leaves_no_index_without_its_contents_and_the_next_run_c
     entries = [objects.load_point(*region_side(config, conns, r), SOURCE, datetime.fromisoformat(missed.taken_at))
                .entries for r in REGIONS]
     assert entries[0] == entries[1] == entries[2] and len([k for k in entries[0] if k.startswith("burst/")]) == 400
+
+
+def test_a_platform_point_recorded_while_a_region_was_down_is_recorded_there_once_it_returns(
+    rstack: Stack, conns, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from strongroom import recovery
+
+    config = load_config(write_config(  # only the bucket: this module's regions hold no database snapshot
+        tmp_path / "platform.yaml", transfer=FAST, databases=[],
+        object_storage=[{"bucket": SOURCE, "aws_conn_id": conn_id(PRIMARY), "region": PRIMARY}]))
+    objects.backup_pass(config, SOURCE, conns)
+    with Outage(monkeypatch, NORTH):
+        missed = recovery.record_point(config, conns)
+    assert list(missed["unreachable"]) == [NORTH]
+    junk_id = layout.new_platform_id(datetime.now(UTC) - timedelta(hours=2))
+    junk_key = layout.platform_point_key(junk_id)
+    rstack.write(junk_key, b'{"point_id": "' + junk_id.encode() + b'", "complete": true}', WEST)
+    try:
+        back = recovery.record_point(config, conns)
+        assert back["unreachable"] == {} and back["repair_failed"] == {}
+        assert back["repaired"] == {NORTH: [missed["point_id"]]}
+        assert junk_key not in rstack.list_keys(NORTH) and junk_key not in rstack.list_keys(PRIMARY)
+    finally:
+        rstack.client_for(WEST).delete_object(Bucket=BUCKETS[WEST], Key=junk_key)
+    listed = {(p.point_id, p.region): p for p in recovery.list_points(config, conns)}
+    for region in REGIONS:  # every region lists both points, authenticated with its own keyring
+        assert (missed["point_id"], region) in listed and (back["point_id"], region) in listed, region
+    copied = listed[(missed["point_id"], NORTH)]
+    assert copied.complete and copied.parts == listed[(missed["point_id"], PRIMARY)].parts
+    plan = recovery.plan_recovery(config, conns, point_id=missed["point_id"], region=NORTH)
+    assert plan.region == NORTH and [p.name for p in plan.parts] == [SOURCE]
+    assert recovery.record_point(config, conns)["repaired"] == {}  # converged
