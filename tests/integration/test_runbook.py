@@ -313,4 +313,6 @@ def test_the_runbook_recovers_the_platform_without_the_primary_or_airflow_and_re
             assert row["snapshots"] == 5, row  # three rounds, the outage's, the runbook's
     for bucket in rows["buckets"]:
         assert len({row["newest"] for row in bucket["regions"]}) == 1, bucket
+        for row in bucket["regions"]:  # the points of the outage were copied back to the returned region
+            assert row["gaps"] == [] and row["last_error"] is None, row
     assert "unreachable" not in final and "FAILED" not in final, final
