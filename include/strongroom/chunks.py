@@ -45,7 +45,8 @@ from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-REUSE_MARGIN = timedelta(hours=1)  # besides the run timeout: clocks, and a prune's time between read and delete
+# besides the run timeout: clocks, and a prune's time between reading and deleting (a tenth of a shorter retention)
+REUSE_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def reusable(config: Config, manifest: Manifest, keyring: Keyring, now: datetime
     """Whether the chunks ``manifest`` names may be reused by a run starting ``now``: it is chunked, sealed
     under the keyring's active key, and lives past the run by :data:`REUSE_MARGIN`."""
     expires = manifest.taken_at + config.retention
+    margin = min(REUSE_MARGIN, config.retention / 10)
     return (manifest.chunked and manifest.key_id == keyring.active_id
-            and expires > now + config.snapshot.run_timeout + REUSE_MARGIN)
+            and expires > now + config.snapshot.run_timeout + margin)
 
 
 def newest_chunked(store: ObjectStore, keyring: Keyring, database: str) -> Manifest | None:
@@ -98,7 +100,14 @@ def base_for(config: Config, store: ObjectStore, keyring: Keyring, database: str
     if newest is None or not reusable(config, newest, keyring, now):
         return Base(ChunkKey.new())
     key = ChunkKey(newest.chunk_key_id, newest.data_key(keyring))
-    return Base(key, {c.name: c.stored for c in newest.chunks}, newest)
+    return Base(key, _still_there(store, newest), newest)
+
+
+def _still_there(store: ObjectStore, manifest: Manifest) -> dict[str, int]:
+    """The chunks ``manifest`` names that ``store`` holds with their recorded length: one that went missing
+    (deleted by hand, lost) is written again by the next snapshot or copy instead of being taken as there."""
+    present = stored_sizes(store, manifest.database, manifest.chunk_key_id)
+    return {c.name: c.stored for c in manifest.chunks if present.get(c.name) == c.stored}
 
 
 def known_in(config: Config, store: ObjectStore, keyring: Keyring, manifest: Manifest, now: datetime) -> dict[str, int]:
@@ -107,7 +116,7 @@ def known_in(config: Config, store: ObjectStore, keyring: Keyring, manifest: Man
     newest = newest_chunked(store, keyring, manifest.database)
     if newest is None or newest.chunk_key_id != manifest.chunk_key_id or not reusable(config, newest, keyring, now):
         return {}
-    return {c.name: c.stored for c in newest.chunks}
+    return _still_there(store, newest)
 
 
 # ---- writing ------------------------------------------------------------------------------------------------

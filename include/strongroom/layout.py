@@ -6,7 +6,7 @@ order, and when it is deleted)::
     databases/<db>/data/<snapshot id>/<object>      a snapshot's encrypted data objects
     databases/<db>/pending/<snapshot id>.json       the pre-commit manifest (landing region, until committed)
     databases/<db>/manifests/<snapshot id>.json     the commit point, one per region
-    databases/<db>/chunks/<chunk key id>/<name>     a chunk of chunked snapshots, shared by every one naming it
+    chunks/<db>/<chunk key id>/<name>               a chunk of chunked snapshots, shared by all that name it
     objects/<source>/content/<content id>           sealed content of an object-storage backup
     objects/<source>/points/<time>.idx              sealed point index (the commit point of a pass)
     objects/<source>/partial/journal.idx            sealed progress of an unfinished pass
@@ -117,10 +117,11 @@ def pending_key(database: str, snapshot_id: str) -> str:
     return f"{pending_prefix(database)}{snapshot_id}.json"
 
 
-CHUNKS = "chunks"
-_CHUNK_KEY = re.compile(
-    rf"^{DATABASES}(?P<database>[^/]+)/{CHUNKS}/(?P<key_id>[0-9a-f]{{16}})/(?P<name>[0-9a-f]{{64}})$"
-)
+# Chunks live outside databases/, whose lifecycle backstop expires objects by age: a chunk stays as long as
+# a snapshot inside the window names it, however old the chunk is (strongroom.buckets flags any rule that
+# would expire one).
+CHUNKS = "chunks/"
+_CHUNK_KEY = re.compile(rf"^{CHUNKS}(?P<database>[^/]+)/(?P<key_id>[0-9a-f]{{16}})/(?P<name>[0-9a-f]{{64}})$")
 
 
 class ChunkKey(NamedTuple):
@@ -139,7 +140,7 @@ def is_chunk_name(text: str) -> bool:
 
 def chunks_prefix(database: str, chunk_key_id: str | None = None) -> str:
     """Where the chunks of ``database``'s chunked snapshots are, or those sealed under one chunk key."""
-    return f"{database_prefix(database)}{CHUNKS}/" + (f"{chunk_key_id}/" if chunk_key_id else "")
+    return f"{CHUNKS}{database}/" + (f"{chunk_key_id}/" if chunk_key_id else "")
 
 
 def chunk_key(database: str, chunk_key_id: str, name: str) -> str:
