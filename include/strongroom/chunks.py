@@ -8,7 +8,7 @@ cut points depend on a secret) into chunks of about ``snapshot.chunk_size``. Eac
   a name tells nothing about the content to anyone without the key);
 * sealed as an SRSTRM stream of its zstd frame under the chunk key, bound to its database, chunk key id and
   name (``docs/encryption-format.md``);
-* stored at ``databases/<db>/chunks/<chunk key id>/<name>`` (:mod:`strongroom.layout`), once per region.
+* stored at ``chunks/<db>/<chunk key id>/<name>`` (:mod:`strongroom.layout`), once per region.
 
 The manifest lists the chunks in order and carries the chunk key wrapped under the region's keyring, as a
 whole snapshot's manifest carries its data key: any one region opens every snapshot it holds alone.

@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,81 +19,16 @@ import pytest
 from strongroom import catalog, chunks, envelope, layout
 from strongroom.config import load_config
 from tests.conftest import BUCKETS, PRIMARY, REGIONS, Stack, keyring_conn, write_config
-from tests.integration.helpers import CliResult, fingerprints, run_cli, schema_dump
+from tests.integration.helpers import Chunky, chunked_database, fingerprints, schema_dump
 
 DB = "chunky"
 WEST, NORTH = REGIONS[1], REGIONS[2]
 
 
-@dataclass
-class Chunky:
-    stack: Stack
-    config: Path
-    env: dict[str, str]
-
-    def cli(self, *args: str, config: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
-        return run_cli("--config", str(config or self.config), *args, env={**self.env, **(env or {})}, timeout=400)
-
-    def snapshot(self, **kwargs: object) -> str:
-        result = self.cli("snapshot", "--database", DB, **kwargs)  # type: ignore[arg-type]
-        assert result.code == 0, result.stderr
-        match = re.search(r"snapshot (\d{8}T\d{6}Z-[0-9a-f]{6})", result.stderr + result.stdout)
-        assert match, result.stderr
-        return match.group(1)
-
-    def chunk_versions(self, region: str) -> list[tuple[str, str]]:
-        """Every version of every chunk of the database in ``region``, read from the S3 server."""
-        client = self.stack.client_for(region)
-        found = []
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKETS[region],
-                                                                          Prefix=layout.chunks_prefix(DB)):
-            found += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
-        return found
-
-    def manifest(self, snapshot_id: str, region: str = PRIMARY) -> catalog.Manifest:
-        config = load_config(self.config)
-        from strongroom.airflow_adapter import connections
-
-        conns = connections()
-        where = config.region(region)
-        return catalog.load_manifest(conns.store(where, config.transfer),
-                                     conns.keyring(config.keyring_conn_id(where)), DB, snapshot_id)
-
-    def dsn(self, dbname: str) -> str:
-        return f"host=127.0.0.1 port={self.stack.pg.port} user=postgres dbname={dbname}"
-
-    def restore(self, snapshot_id: str, target: str, region: str) -> CliResult:
-        self.stack.pg.execute(f"DROP DATABASE IF EXISTS {target}")
-        return self.cli("restore", "--database", DB, "--snapshot", snapshot_id, "--region", region,
-                        "--target-dsn", self.dsn(target),
-                        env={"PGPASSWORD": self.stack.pg.password})
-
-
 @pytest.fixture(scope="module")
 def chunky(stack: Stack, tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
            ) -> Iterator[Chunky]:
-    stack.pg.execute(f"DROP DATABASE IF EXISTS {DB}")
-    stack.pg.execute(f"CREATE DATABASE {DB}")
-    # ~8 MB of rows zstd cannot shrink much, in insertion order: changes to the newest rows stay local
-    stack.pg.execute("CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL)", DB)
-    stack.pg.execute("INSERT INTO items SELECT g, string_agg(md5(random()::text || g || i), '') "
-                     "FROM generate_series(1, 4000) g, generate_series(1, 60) i GROUP BY g", DB)
-    stack.pg.execute("CREATE TABLE notes (id serial PRIMARY KEY, note text)", DB)
-    stack.pg.execute("INSERT INTO notes (note) VALUES ('first')", DB)
-    base = tmp_path_factory.mktemp("chunked")
-    spool = base / "spool"
-    spool.mkdir()
-    config = write_config(
-        base / "chunked.yaml",
-        databases=[{"name": DB, "postgres_conn_id": "pg_chunky"}],
-        snapshot={"run_timeout": "50m", "retries": 0, "retry_delay": "1s", "deadline": "off",
-                  "format": "chunked", "chunk_size": "256KiB"},
-        restore={"spool_dir": str(spool)},
-    )
-    env = {"AIRFLOW_CONN_PG_CHUNKY": stack.pg.airflow_uri(DB)}
-    for name, value in env.items():
-        monkeypatch_module.setenv(name, value)
-    yield Chunky(stack, config, env)
+    yield chunked_database(stack, tmp_path_factory.mktemp("chunked"), DB, monkeypatch_module)
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +130,8 @@ def erase(chunky: Chunky, tmp_path_factory: pytest.TempPathFactory, monkeypatch_
         # prune racing a snapshot there aborts them as stale (S3 gives the real time); chunks are single PUTs
         "snapshot": {**doc["snapshot"], "run_timeout": "40s", "capture_globals": False}})
     monkeypatch_module.setenv("AIRFLOW_CONN_PG_CHUNKY_ERASE", pg.airflow_uri(ERASED))
-    return Chunky(chunky.stack, config, {**chunky.env, "AIRFLOW_CONN_PG_CHUNKY_ERASE": pg.airflow_uri(ERASED)})
+    return Chunky(chunky.stack, config, {**chunky.env, "AIRFLOW_CONN_PG_CHUNKY_ERASE": pg.airflow_uri(ERASED)},
+                  ERASED)
 
 
 def _snapshot_of(c: Chunky, database: str) -> str:

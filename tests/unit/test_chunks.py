@@ -46,7 +46,7 @@ def _manifest(**overrides: object) -> Manifest:
     fields: dict[str, object] = dict(
         snapshot_id="20261126T140000Z-1a2b3c", database="shop", taken_at=datetime(2026, 11, 26, 14, tzinfo=UTC),
         server_version="15.8", pg_dump_version="15.8", key_id="k1", wrapped_key="x",
-        dump=StoredObject("databases/shop/chunks/0123456789abcdef/", 10, 8, 8, ""), tables={"public.t": 1},
+        dump=StoredObject("chunks/shop/0123456789abcdef/", 10, 8, 8, ""), tables={"public.t": 1},
         chunk_key_id="0123456789abcdef", chunks=(ChunkRef("a" * 64, 6, 5), ChunkRef("b" * 64, 4, 3)),
     )
     fields.update(overrides)
@@ -69,3 +69,15 @@ def test_a_chunk_name_strongroom_does_not_write_is_refused() -> None:
     raw = _manifest(chunks=(ChunkRef("../../manifests/x", 1, 1),)).to_json(keyring)
     with pytest.raises(IntegrityError, match="names a chunk"):
         Manifest.from_json(raw, keyring, "test")
+
+
+@pytest.mark.parametrize(("rule", "flagged"), [
+    ({"Filter": {"Prefix": ""}, "Expiration": {"Days": 31}}, True),
+    ({"Filter": {"Prefix": "chunks/shop/"}, "Expiration": {"Days": 31}}, True),
+    ({"Filter": {"Prefix": "databases/"}, "Expiration": {"Days": 31}}, False),
+    ({"Filter": {"Prefix": ""}, "Expiration": {"ExpiredObjectDeleteMarker": True}}, False),
+])
+def test_init_buckets_flags_a_lifecycle_rule_that_expires_chunks(rule: dict[str, object], flagged: bool) -> None:
+    from strongroom.buckets import _expires_chunks
+
+    assert _expires_chunks(rule) is flagged
