@@ -43,6 +43,16 @@ def lifecycle_rules(retention: timedelta) -> list[dict[str, Any]]:
     ]
 
 
+def _expires_chunks(rule: dict[str, Any]) -> bool:
+    """Whether a lifecycle rule expires current objects under ``chunks/`` by age or date."""
+    expiration = rule.get("Expiration", {})
+    if not ("Days" in expiration or "Date" in expiration):
+        return False
+    where = rule.get("Filter", {})
+    prefix = where.get("Prefix", where.get("And", {}).get("Prefix", rule.get("Prefix", "")))
+    return layout.CHUNKS.startswith(prefix) or prefix.startswith(layout.CHUNKS)
+
+
 @dataclass
 class BucketReport:
     region: str
@@ -80,6 +90,9 @@ def observe(store: ObjectStore, region: RegionConfig, retention: timedelta) -> l
     for rule_id, rule in have.items():
         if rule.get("Status") == "Enabled" and ("Expiration" in rule or "NoncurrentVersionExpiration" in rule):
             drift.append(f"lifecycle rule {rule_id} is not Strongroom's and may delete backups early")
+        if rule.get("Status") == "Enabled" and _expires_chunks(rule):
+            drift.append(f"lifecycle rule {rule_id} expires chunks by age: a chunk an old snapshot wrote is still "
+                         f"needed by every newer one naming it (remove the rule; prune deletes chunks)")
     if region.object_lock != "off":
         lock = store.bucket_setting("object_lock")
         if not lock or lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":

@@ -18,7 +18,8 @@ from strongroom.errors import IntegrityError, KeyringError, NotFoundError
 from strongroom.keyring import Keyring
 from strongroom.storage import ObjectStore
 
-MANIFEST_FORMAT = "strongroom.snapshot/1"
+MANIFEST_FORMAT = "strongroom.snapshot/1"  # the dump as one sealed object
+CHUNKED_FORMAT = "strongroom.snapshot/2"  # the dump as content-defined chunks (strongroom.chunks)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,15 @@ class StoredObject:
     compressed_size: int
     stored_size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """One chunk of a chunked dump, in order: its name (the MAC of its plaintext), plaintext and stored size."""
+
+    name: str
+    size: int
+    stored: int
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,31 @@ class Manifest:
     strongroom_version: str = ""
     # the schema inventory (strongroom.inventory), read in the same transaction as the row counts
     inventory: Mapping[str, Any] = field(default_factory=dict)
+    # a chunked snapshot: the chunk key's id (the wrapped key above is the chunk key) and the dump's chunks
+    chunk_key_id: str = ""
+    chunks: tuple[ChunkRef, ...] = ()
+    # a chunked snapshot in a region that locks: every chunk it names is locked at least until then there
+    chunks_locked_until: datetime | None = None
+
+    @property
+    def chunked(self) -> bool:
+        return bool(self.chunk_key_id)
 
     def objects(self) -> list[StoredObject]:
-        """The data objects this snapshot consists of."""
-        return [self.dump, *([self.globals] if self.globals else [])]
+        """The data objects this snapshot alone consists of (a chunked snapshot's chunks are shared: they are
+        in :attr:`chunks`, and ``dump`` only sums them up)."""
+        own = [] if self.chunked else [self.dump]
+        return [*own, *([self.globals] if self.globals else [])]
+
+    def chunk_keys(self) -> list[str]:
+        """The keys of the chunks this snapshot names, in order (repeats kept)."""
+        return [layout.chunk_key(self.database, self.chunk_key_id, c.name) for c in self.chunks]
 
     @property
     def identity(self) -> bytes:
-        """Associated data binding the wrapped data key to this snapshot."""
+        """Associated data binding the wrapped key to this snapshot (or, chunked, to its chunk key)."""
+        if self.chunked:
+            return chunk_key_identity(self.database, self.chunk_key_id)
         return envelope.object_identity("data-key", self.database, self.snapshot_id)  # as wrap_data_key binds it
 
     def object_identity(self, kind: str) -> bytes:
@@ -70,12 +97,18 @@ class Manifest:
     def rewrapped(self, data_key: bytes, keyring: Keyring) -> Manifest:
         """This manifest with ``data_key`` wrapped under ``keyring``'s active key: how each region's copy
         carries the key its own keyring opens (the inverse of :meth:`data_key`)."""
-        key_id, wrapped = wrap_data_key(data_key, keyring, self.database, self.snapshot_id)
-        return replace(self, key_id=key_id, wrapped_key=wrapped)
+        wrapped = envelope.wrap_key(keyring.active_key, keyring.active_id, data_key, self.identity)
+        return replace(self, key_id=keyring.active_id, wrapped_key=wrapped)
 
     def body(self) -> dict[str, Any]:
         body = asdict(self)
-        body["format"] = MANIFEST_FORMAT
+        body["format"] = CHUNKED_FORMAT if self.chunked else MANIFEST_FORMAT
+        if self.chunked:  # compact: [name, plain size, stored size] per chunk, in order
+            body["chunks"] = [[c.name, c.size, c.stored] for c in self.chunks]
+            body["chunks_locked_until"] = self.chunks_locked_until.isoformat() if self.chunks_locked_until else None
+        else:  # whole snapshots keep their original shape
+            for name in ("chunk_key_id", "chunks", "chunks_locked_until"):
+                del body[name]
         body["taken_at"] = self.taken_at.isoformat()
         body["created_at"] = self.created_at.isoformat()
         body["tables"] = dict(sorted(self.tables.items()))
@@ -90,6 +123,9 @@ class Manifest:
             "key_id": body.pop("key_id"),
             "wrapped_key": body.pop("wrapped_key"),
         }
+        if self.chunked:
+            body["encryption"]["stream"] = "SRSTRM/1 AES-256-GCM-HKDF-SHA256 per chunk, names HMAC-SHA256"
+            body["encryption"]["key_wrap"] = "chunk key: AES-256-GCM under HKDF(keyring key)"
         body["compression"] = "zstd"
         body["dump_format"] = "pg_dump custom, uncompressed"
         return body
@@ -119,9 +155,19 @@ class Manifest:
             raise KeyringError(f"manifest {where}: {exc}") from None
         if not isinstance(mac_value, str) or not envelope.verify_mac(key, _canonical(doc), mac_value):
             raise IntegrityError(f"manifest {where} failed authentication (tampered or foreign)")
-        if doc.get("format") != MANIFEST_FORMAT:
+        if doc.get("format") not in (MANIFEST_FORMAT, CHUNKED_FORMAT):
             raise IntegrityError(f"manifest {where} has unsupported format {doc.get('format')!r}")
         enc = doc["encryption"]
+        chunked = doc["format"] == CHUNKED_FORMAT
+        try:
+            listed = doc["chunks"] if chunked else []
+            chunks = tuple(ChunkRef(str(n), int(size), int(stored)) for n, size, stored in listed)
+            locked = doc.get("chunks_locked_until") if chunked else None
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError(f"manifest {where} has a malformed chunk list") from None
+        if chunked and not (layout.is_chunk_key_id(str(doc.get("chunk_key_id", "")))
+                            and all(layout.is_chunk_name(c.name) for c in chunks)):
+            raise IntegrityError(f"manifest {where} names a chunk key or chunk Strongroom does not write")
         return cls(
             snapshot_id=doc["snapshot_id"],
             database=doc["database"],
@@ -138,6 +184,9 @@ class Manifest:
             created_at=datetime.fromisoformat(doc["created_at"]),
             strongroom_version=doc.get("strongroom_version", ""),
             inventory=doc.get("inventory", {}),
+            chunk_key_id=str(doc["chunk_key_id"]) if chunked else "",
+            chunks=chunks,
+            chunks_locked_until=datetime.fromisoformat(locked) if locked else None,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -151,6 +200,18 @@ class Manifest:
             "rows": sum(self.tables.values()),
             "key_id": self.key_id,
         }
+
+
+def chunk_key_identity(database: str, chunk_key_id: str) -> bytes:
+    """Associated data binding a wrapped chunk key to its database and id (every manifest that uses it)."""
+    return envelope.object_identity("chunk-key", database, chunk_key_id)
+
+
+def wrap_chunk_key(chunk_key: bytes, keyring: Keyring, database: str, chunk_key_id: str) -> tuple[str, str]:
+    """(key id, wrapped key): a chunk key wrapped under ``keyring``'s active key for a chunked manifest
+    (:meth:`Manifest.data_key` unwraps it)."""
+    identity = chunk_key_identity(database, chunk_key_id)
+    return keyring.active_id, envelope.wrap_key(keyring.active_key, keyring.active_id, chunk_key, identity)
 
 
 def wrap_data_key(data_key: bytes, keyring: Keyring, database: str, snapshot_id: str) -> tuple[str, str]:

@@ -144,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
     pts.add_argument("--region", help="one region (default: every region that answers)")
     pts.add_argument("--json", action="store_true")
 
+    ver = sub.add_parser("verify", help="check every committed snapshot in each region: manifests authenticate, "
+                                        "objects and chunks present with their length; --deep reads and "
+                                        "authenticates every object and chunk (exit 1 naming each problem)")
+    ver.add_argument("--region", help="one region (default: every region)")
+    ver.add_argument("--database", help="one configured database (default: all)")
+    ver.add_argument("--deep", action="store_true", help="read and authenticate every object and every chunk")
+    ver.add_argument("--json", action="store_true")
+
     sub.add_parser("init-buckets", help="create or check each region's bucket (versioning, lifecycle, ...)")
     ia = sub.add_parser("init-airflow", help="create or resize the Airflow pools the configuration needs "
                                              "(through Airflow's REST API, the pools.api_conn_id connection)")
@@ -424,6 +432,19 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from strongroom import airflow_adapter, verification
+    config = _config(args)
+    report = verification.verify(config, airflow_adapter.connections(environment_first=True),
+                                 region=args.region, database=args.database, deep=args.deep)
+    _print(report.to_dict(), args.json, "\n".join(report.lines()))
+    if not report.ok:
+        raise StrongroomError(report.summary())
+    if not args.json:
+        print(report.summary())
+    return 0
+
+
 def _cmd_restore_test(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, drill
     config = _config(args)
@@ -578,6 +599,7 @@ _COMMANDS = {
     "snapshot": _cmd_snapshot, "list": _cmd_list, "restore": _cmd_restore, "status": _cmd_status, "keys": _cmd_keys,
     "prune": _cmd_prune, "init-buckets": _cmd_init_buckets, "restore-test": _cmd_restore_test, "drill": _cmd_drill,
     "objects": _cmd_objects, "init-airflow": _cmd_init_airflow, "recover": _cmd_recover, "points": _cmd_points,
+    "verify": _cmd_verify,
 }
 
 

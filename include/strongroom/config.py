@@ -194,6 +194,18 @@ class SnapshotConfig(_Section):
     retry_delay: Duration = timedelta(minutes=1)
     # a run unfinished this long after it was queued alerts; unset: 80% of run_timeout; "off": no alert
     deadline: timedelta | Literal["off"] | None = None
+    # "whole": the dump as one sealed object per snapshot; "chunked": content-defined chunks, each stored
+    # once per region and shared by every snapshot that holds it (docs/encryption-format.md, docs/retention.md)
+    format: Literal["whole", "chunked"] = "whole"
+    # the chunker's target average (FastCDC: chunks fall between a quarter of it and four times it)
+    chunk_size: Size = 2 * 2**20
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _chunk_bounds(cls, value: int) -> int:
+        if not 256 * 2**10 <= value <= 4 * 2**20:
+            raise ValueError("must be between 256KiB and 4MiB")
+        return value
 
     @field_validator("deadline", mode="before")
     @classmethod

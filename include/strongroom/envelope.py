@@ -67,6 +67,8 @@ MAX_SEGMENTS = 2**32
 STREAM_INFO = b"strongroom stream v1"
 WRAP_INFO = b"strongroom key-wrap v1"
 MAC_INFO = b"strongroom manifest-mac v1"
+CHUNK_NAME_INFO = b"strongroom chunk-name v1"
+CHUNK_SEED_INFO = b"strongroom chunker-seed v1"
 DATA_KEY_SIZE = 32
 WRAP_NONCE_SIZE = 12
 _HEADER = struct.Struct(f">8sBI{SALT_SIZE}s{NONCE_PREFIX_SIZE}s")
@@ -283,6 +285,36 @@ def mac(kek: bytes, payload: bytes) -> str:
 def verify_mac(kek: bytes, payload: bytes, expected: str) -> bool:
     # compare_digest raises TypeError on non-ASCII str; a MAC is lowercase hex, so anything else is a mismatch
     return expected.isascii() and hmac.compare_digest(mac(kek, payload), expected)
+
+
+# ---- chunks of a deduplicated snapshot: names and the chunker's seed -------------------------------------
+
+
+def chunk_name(chunk_key: bytes, plain: bytes | memoryview) -> str:
+    """A chunk's name: HMAC-SHA256 of its plaintext under a key derived from the chunk key, lowercase hex.
+    Only a holder of the chunk key can compute or confirm it, so stored names reveal nothing of the content."""
+    return hmac.new(hkdf(chunk_key, CHUNK_NAME_INFO), plain, hashlib.sha256).hexdigest()
+
+
+class ChunkNamer:
+    """:func:`chunk_name` with the derived key computed once (a snapshot names thousands of chunks)."""
+
+    def __init__(self, chunk_key: bytes) -> None:
+        self._key = hkdf(chunk_key, CHUNK_NAME_INFO)
+
+    def name(self, plain: bytes | memoryview) -> str:
+        return hmac.new(self._key, plain, hashlib.sha256).hexdigest()
+
+    def matches(self, plain: bytes | memoryview, name: str) -> bool:
+        return name.isascii() and hmac.compare_digest(self.name(plain), name)
+
+
+def chunker_seed(chunk_key: bytes) -> int:
+    """The content-defined chunker's seed (FastCDC's gear table is XORed with it), derived from the chunk
+    key so that chunk boundaries, and so chunk sizes, depend on a secret: the first 8 bytes of
+    HKDF(chunk key, CHUNK_SEED_INFO) as a big-endian integer, shifted right by one bit (the chunker takes
+    63 bits) and with its lowest bit set (never 0, which would mean the public table)."""
+    return (int.from_bytes(hkdf(chunk_key, CHUNK_SEED_INFO)[:8], "big") >> 1) | 1
 
 
 # ---- sealing: zstd inside the stream ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ order, and when it is deleted)::
     databases/<db>/data/<snapshot id>/<object>      a snapshot's encrypted data objects
     databases/<db>/pending/<snapshot id>.json       the pre-commit manifest (landing region, until committed)
     databases/<db>/manifests/<snapshot id>.json     the commit point, one per region
+    chunks/<db>/<chunk key id>/<name>               a chunk of chunked snapshots, shared by all that name it
     objects/<source>/content/<content id>           sealed content of an object-storage backup
     objects/<source>/points/<time>.idx              sealed point index (the commit point of a pass)
     objects/<source>/partial/journal.idx            sealed progress of an unfinished pass
@@ -114,6 +115,42 @@ def pending_prefix(database: str) -> str:
 
 def pending_key(database: str, snapshot_id: str) -> str:
     return f"{pending_prefix(database)}{snapshot_id}.json"
+
+
+# Chunks live outside databases/, whose lifecycle backstop expires objects by age: a chunk stays as long as
+# a snapshot inside the window names it, however old the chunk is (strongroom.buckets flags any rule that
+# would expire one).
+CHUNKS = "chunks/"
+_CHUNK_KEY = re.compile(rf"^{CHUNKS}(?P<database>[^/]+)/(?P<key_id>[0-9a-f]{{16}})/(?P<name>[0-9a-f]{{64}})$")
+
+
+class ChunkKey(NamedTuple):
+    database: str
+    chunk_key_id: str
+    name: str
+
+
+def is_chunk_key_id(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{16}", text) is not None
+
+
+def is_chunk_name(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{64}", text) is not None
+
+
+def chunks_prefix(database: str, chunk_key_id: str | None = None) -> str:
+    """Where the chunks of ``database``'s chunked snapshots are, or those sealed under one chunk key."""
+    return f"{CHUNKS}{database}/" + (f"{chunk_key_id}/" if chunk_key_id else "")
+
+
+def chunk_key(database: str, chunk_key_id: str, name: str) -> str:
+    return f"{chunks_prefix(database, chunk_key_id)}{name}"
+
+
+def parse_chunk_key(key: str) -> ChunkKey | None:
+    """Database, chunk key id and name of a chunk's key; None for any other key."""
+    match = _CHUNK_KEY.match(key)
+    return ChunkKey(match.group("database"), match.group("key_id"), match.group("name")) if match else None
 
 
 def parse_snapshot_key(key: str) -> SnapshotKey | None:

@@ -17,11 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from strongroom import catalog, layout, records
+from strongroom import catalog, chunks, layout, records
 from strongroom.catalog import Manifest, StoredObject
 from strongroom.config import Config, RegionConfig, TransferConfig
 from strongroom.connections import Connections
@@ -413,6 +413,12 @@ def replicate_region(
                 else:
                     how = copy_object(source, target, obj.key, obj.stored_size, transfer, retain_until=retain_until)
                 log.info("%s: copied %s from %s to %s (%s)", database, obj.key, ref.source_region, region_name, how)
+            if manifest.chunked:
+                _, _, keyring = _region(config, conns, region_name)
+                known = chunks.known_in(config, target, keyring, manifest, datetime.now(UTC))
+                copied = chunks.copy_chunks(source, target, manifest, known, transfer, retain_until=retain_until)
+                log.info("%s: copied %d of %d chunks of %s from %s to %s (the others are there)", database, copied,
+                         len({c.name for c in manifest.chunks}), ref.snapshot_id, ref.source_region, region_name)
             log.info("%s: snapshot %s copied from %s to %s in %.1fs", database, ref.snapshot_id, ref.source_region,
                      region_name, time.monotonic() - copy_started)
     except BaseException:
@@ -434,14 +440,21 @@ def verify_region(
         read and checked, is not read a second time; its check is waited for instead.
     """
     transfer = transfer or config.transfer
-    _, store, _ = _region(config, conns, region_name)
+    _, store, keyring = _region(config, conns, region_name)
     for ref in refs:
-        objects = source_manifest(config, conns, database, ref).objects()
+        manifest = source_manifest(config, conns, database, ref)
+        objects = manifest.objects()
         if feed is not None and feed.reads(store, objects):
             feed.wait_checked()
         else:
             for obj in objects:
                 verify_object(store, obj, transfer)
+        if manifest.chunked:
+            _, _, source_keyring = _region(config, conns, ref.source_region)
+            known = chunks.known_in(config, store, keyring, manifest, datetime.now(UTC))
+            read_back = chunks.verify_new(store, manifest, manifest.data_key(source_keyring), known, transfer)
+            log.info("%s: %d chunks of %s present in %s, %d read back", database, len(manifest.chunks),
+                     ref.snapshot_id, region_name, read_back)
         log.info("%s: snapshot %s verified in %s", database, ref.snapshot_id, region_name)
     return refs
 
@@ -461,6 +474,12 @@ def commit_region(
             data_key = manifest.data_key(source_keyring)
             own = manifest.rewrapped(data_key, keyring)
             erase_at = manifest.taken_at + config.retention  # a lock never outlives the erasure promise
+            if own.chunked:
+                chunks.check_present(store, own)
+                base = chunks.newest_chunked(store, keyring, database)
+                base = base if base is not None and base.chunk_key_id == own.chunk_key_id else None
+                locked = chunks.lock_chunks(store, own, base, erase_at, chunks.lock_slack(config), config.transfer)
+                own = replace(own, chunks_locked_until=locked)
             for obj in own.objects():
                 info = store.head(obj.key)
                 if info is None or info.size != obj.stored_size:

@@ -56,6 +56,10 @@ class SnapshotEntry:
     # uncommitted snapshot was abandoned; None: no such record
     abandoned: frozenset[str] | None = None
     problem: str | None = None  # a live manifest or pending record that did not authenticate
+    # the keys of the chunks its manifest and pending versions name (every version, behind a delete marker
+    # too); chunk_unsure: one of them could not be read or authenticated, so what it names is unknown
+    chunk_refs: set[str] = field(default_factory=set)
+    chunk_unsure: bool = False
 
     @property
     def newest_write(self) -> datetime:
@@ -71,6 +75,10 @@ class RegionCatalog:
     uploads: list[Upload] = field(default_factory=list)
     records: dict[str, list[Version]] = field(default_factory=dict)  # audit/restore-test key -> versions
     sources: dict[str, SourceCatalog] = field(default_factory=dict)  # object-storage backups per source
+    chunks: dict[str, list[Version]] = field(default_factory=dict)  # chunk key -> versions
+    # databases whose chunk references are not all known (a manifest vanished while being read): none of
+    # their chunks is deleted this time
+    chunks_unsure: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -195,7 +203,42 @@ def plan_retention(
                 continue
             deletions.append(Deletion(catalog_.region, "record", "", "", "record past the retention", doomed))
     deletions += _plan_sources(catalog_, cutoff, source_grace, now)
+    deletions += _plan_chunks(catalog_, deletions, grace, now)  # last: after what named them
     return Plan(catalog_.region, now, tuple(deletions), kept, tuple(held))
+
+
+def _plan_chunks(catalog_: RegionCatalog, deletions: list[Deletion], grace: timedelta, now: datetime
+                 ) -> list[Deletion]:
+    """Every version of each chunk that no snapshot staying in this region names, once its newest version
+    is older than ``grace`` (a snapshot in progress has not named its new chunks yet).
+
+    A snapshot stays unless this plan deletes it, and it names every chunk any version of its manifest or
+    pending record names (behind a delete marker too). A database with a snapshot whose versions could
+    not all be read loses no chunk: nothing is deleted on a guess."""
+    going = {(d.database, d.snapshot_id) for d in deletions if d.kind in ("snapshot", "uncommitted")}
+    named: dict[str, set[str]] = defaultdict(set)
+    unsure = set(catalog_.chunks_unsure)
+    for (database, snapshot_id), entry in catalog_.snapshots.items():
+        if (database, snapshot_id) in going:
+            continue
+        named[database] |= entry.chunk_refs
+        if entry.chunk_unsure:
+            unsure.add(database)
+    doomed: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for key, versions in sorted(catalog_.chunks.items()):
+        parsed = layout.parse_chunk_key(key)
+        assert parsed is not None
+        if parsed.database in unsure or key in named[parsed.database]:
+            continue
+        if max(v.last_modified for v in versions) >= now - grace:
+            continue
+        doomed[parsed.database] += [(v.key, v.version_id) for v in versions]
+    for database in sorted(unsure):
+        log.info("%s: no chunk of %s deleted this time: a snapshot's manifest could not be read completely, so "
+                 "what it names is unknown", catalog_.region, database)
+    return [Deletion(catalog_.region, "chunks", database, "",
+                     f"{len({k for k, _ in versions})} chunk(s) no remaining snapshot names", tuple(versions))
+            for database, versions in sorted(doomed.items())]
 
 
 def _why_held(entry: SnapshotEntry) -> str:
@@ -249,6 +292,9 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
     every unfinished upload. Any failure raises: a region is never pruned from a partial catalog."""
     result = RegionCatalog(region)
     live: list[tuple[str, str, str]] = []
+    for version in store.versions(layout.CHUNKS):
+        if layout.parse_chunk_key(version.key) is not None:  # anything else there is not Strongroom's: left
+            result.chunks.setdefault(version.key, []).append(version)
     for version in store.versions(layout.DATABASES):
         parsed = layout.parse_snapshot_key(version.key)
         if parsed is None:
@@ -283,20 +329,57 @@ def read_catalog(store: ObjectStore, keyring: Keyring, region: str) -> RegionCat
         if outcome is None:
             log.info("%s: %s %s was deleted while this prune read it; left alone", region, database, snapshot_id)
             del result.snapshots[(database, snapshot_id)]
+            result.chunks_unsure.add(database)
         elif isinstance(outcome, str):
             log.warning("%s: %s", region, outcome)
             entry.problem = entry.problem or outcome
+            entry.chunk_unsure = True
         elif kind == layout.MANIFESTS:
             entry.taken_at = outcome.taken_at
+            entry.chunk_refs.update(outcome.chunk_keys())
         else:
+            entry.chunk_refs.update(outcome.chunk_keys())
             entry.abandoned = frozenset([layout.pending_key(database, snapshot_id),
                                          *(o.key for o in outcome.objects())])
+    _read_older_versions(store, keyring, result)
     for prefix in layout.DATED_RECORD_PREFIXES:
         for version in store.versions(prefix):
             result.records.setdefault(version.key, []).append(version)
     _read_sources(store, keyring, result)
     result.uploads.extend(store.uploads())
     return result
+
+
+def _is_record(key: str) -> bool:
+    """A manifest's or pending record's key."""
+    parsed = layout.parse_snapshot_key(key)
+    return parsed is not None and parsed.kind in (layout.MANIFESTS, layout.PENDING)
+
+
+def _read_older_versions(store: ObjectStore, keyring: Keyring, result: RegionCatalog) -> None:
+    """The chunks named by manifest and pending versions that are not the live one (behind a delete marker,
+    or overwritten), in databases that have chunks: such a version may be restored, so what it names stays."""
+    chunked = {parsed.database for parsed in map(layout.parse_chunk_key, result.chunks) if parsed}
+    todo = [(entry, v) for (database, _), entry in result.snapshots.items() if database in chunked
+            for v in entry.versions if not v.delete_marker and not v.is_latest and _is_record(v.key)]
+
+    def read(item: tuple[SnapshotEntry, Version]) -> None:
+        entry, version = item
+        where = f"s3://{store.bucket}/{version.key}?versionId={version.version_id}"
+        try:
+            manifest = Manifest.from_json(store.read_version(version.key, version.version_id), keyring, where)
+        except StrongroomError as exc:
+            log.warning("%s: %s: %s", result.region, where, exc)
+            entry.chunk_unsure = True
+            return
+        if (manifest.database, manifest.snapshot_id) != (entry.database, entry.snapshot_id):
+            log.warning("%s: %s describes another snapshot", result.region, where)
+            entry.chunk_unsure = True
+            return
+        entry.chunk_refs.update(manifest.chunk_keys())
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="manifest-version") as pool:
+        list(pool.map(read, todo))
 
 
 def _read_sources(store: ObjectStore, keyring: Keyring, result: RegionCatalog) -> None:

@@ -22,19 +22,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-from strongroom import __version__, catalog, envelope, inventory, layout, postgres, replication
-from strongroom.catalog import Manifest, StoredObject
+from strongroom import __version__, catalog, chunks, envelope, inventory, layout, postgres, replication
+from strongroom.catalog import ChunkRef, Manifest, StoredObject
 from strongroom.config import Config, RegionConfig
 from strongroom.connections import Connections
 from strongroom.errors import ReplicationError, SourceError, StrongroomError
 from strongroom.keyring import Keyring
-from strongroom.progress import duration_text
+from strongroom.progress import duration_text, size_text
 from strongroom.regions import first_answer
 from strongroom.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DUMP_OBJECT = "dump.zst.srenc"
 GLOBALS_OBJECT = "globals.sql.zst.srenc"
@@ -106,7 +108,9 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
     stale_before = datetime.now(UTC) - (timedelta(0) if retry else config.snapshot.run_timeout)
     store.abort_stale_uploads(layout.database_prefix(db.name), stale_before)
     dump_version = postgres.tool_version(postgres.tool("pg_dump", bin_dir))
-    data_key = envelope.new_data_key()
+    chunked = config.snapshot.format == "chunked"
+    base = chunks.base_for(config, store, keyring, db.name, datetime.now(UTC)) if chunked else None
+    data_key = base.key.key if base is not None else envelope.new_data_key()
 
     with postgres.snapshot_session(source) as session:
         if int(dump_version.split(".")[0]) < int(session.server_version.split(".")[0]):
@@ -114,7 +118,10 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
         snapshot_id = layout.new_snapshot_id(session.taken_at)
         log.info("snapshot %s of %s at %s (server clock)", snapshot_id, db.name, session.taken_at.isoformat())
         estimate = _expected_size(store, keyring, db.name, session.database_size)
-        dump, counter = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key, estimate)
+        if base is not None:
+            dump, counter, refs = _stream_chunks(config, store, session, source, db.name, base, estimate)
+        else:
+            dump, counter = _stream_dump(config, store, session, source, db.name, snapshot_id, data_key, estimate)
 
     globals_obj, globals_note = None, "disabled in config"
     if config.snapshot.capture_globals:
@@ -122,7 +129,10 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
             config, store, source, db.name, snapshot_id, data_key, session.taken_at + config.retention
         )
 
-    key_id, wrapped_key = catalog.wrap_data_key(data_key, keyring, db.name, snapshot_id)
+    if base is not None:
+        key_id, wrapped_key = catalog.wrap_chunk_key(data_key, keyring, db.name, base.key.key_id)
+    else:
+        key_id, wrapped_key = catalog.wrap_data_key(data_key, keyring, db.name, snapshot_id)
     manifest = Manifest(
         snapshot_id=snapshot_id,
         database=db.name,
@@ -138,6 +148,8 @@ def take_snapshot(config: Config, database: str, conns: Connections, *, retry: b
         globals=globals_obj,
         globals_note=globals_note,
         strongroom_version=__version__,
+        chunk_key_id=base.key.key_id if base is not None else "",
+        chunks=tuple(refs) if base is not None else (),
     )
     store.put_bytes(layout.pending_key(db.name, snapshot_id), manifest.to_json(keyring))
     seconds = round(time.monotonic() - started, 3)
@@ -184,6 +196,31 @@ def _stream_dump(
     return StoredObject(key, stats.plain_size, stats.compressed_size, stats.stored_size, stats.sha256), counter
 
 
+def _stream_chunks(
+    config: Config, store: ObjectStore, session: postgres.SnapshotSession, source: postgres.PgSettings,
+    database: str, base: chunks.Base, estimate: int | None,
+) -> tuple[StoredObject, RowCounter, list[ChunkRef]]:
+    """Stream the dump into the store as chunks (:mod:`strongroom.chunks`), uploading only those the
+    region's newest committed manifest does not name. Nothing names the chunks until the pending manifest
+    is written: a failure leaves only unnamed chunks, which a prune removes."""
+    writer = chunks.ChunkWriter(
+        store, database, base.key, known=base.known, retain_until=session.taken_at + config.retention,
+        level=config.snapshot.zstd_level, concurrency=config.transfer.upload_concurrency,
+    )
+
+    def write(reader: IO[bytes]) -> list[ChunkRef]:
+        return chunks.write_stream(reader, writer, config.snapshot.chunk_size, label=f"snapshot {database}",
+                                   total=estimate)
+
+    refs, counter = run_dump(config, session, source, database, write)
+    stats = writer.stats
+    log.info("%s: %d chunks, %d new (%s of %s), %s uploaded", database, stats.chunks, stats.new_chunks,
+             size_text(stats.new_plain), size_text(stats.plain), size_text(stats.uploaded))
+    stored = sum(r.stored for r in refs)
+    summary = StoredObject(layout.chunks_prefix(database, base.key.key_id), stats.plain, stored, stored, "")
+    return summary, counter, refs
+
+
 def stream_dump(
     config: Config,
     session: postgres.SnapshotSession,
@@ -199,17 +236,12 @@ def stream_dump(
 
     ``sink`` receives the sealed bytes in order: the landing region's multipart upload for a snapshot, a
     file or nothing for the benchmark (bench/snapshot.py), which so measures the code the product runs.
-    Returns only when pg_dump and the row counter both succeeded; on any failure pg_dump is killed and the
-    session's queries cancelled before the error propagates.
+    Returns only when pg_dump and the row counter both succeeded (:func:`run_dump`).
     """
-    counter = RowCounter(session, config.restore_test.checksum_max_rows)
-    counter.start()
-    dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir,
-                               lock_wait_timeout=config.snapshot.lock_wait_timeout)
-    watchdog = _StallWatchdog(dump, config.snapshot.dump_stall_timeout.total_seconds())
-    try:
-        stats = envelope.seal_stream(
-            watchdog.reader(dump.stdout),
+
+    def seal(reader: IO[bytes]) -> envelope.SealStats:
+        return envelope.seal_stream(
+            reader,
             sink,
             data_key=data_key,
             identity=envelope.object_identity("dump", database, snapshot_id),
@@ -218,6 +250,26 @@ def stream_dump(
             label=f"snapshot {database}",
             total=estimate,
         )
+
+    return run_dump(config, session, source, database, seal)
+
+
+def run_dump(
+    config: Config, session: postgres.SnapshotSession, source: postgres.PgSettings, database: str,
+    consume: Callable[[IO[bytes]], T],
+) -> tuple[T, RowCounter]:
+    """pg_dump of the session's snapshot into ``consume`` (which reads the dump to its end), while the row
+    counter reads the schema inventory, row counts and small tables' checksums in the same snapshot.
+
+    Returns what ``consume`` returned only when pg_dump and the row counter both succeeded; on any failure
+    pg_dump is killed and the session's queries cancelled before the error propagates."""
+    counter = RowCounter(session, config.restore_test.checksum_max_rows)
+    counter.start()
+    dump = postgres.start_dump(source, session.snapshot_name, config.snapshot.pg_bin_dir,
+                               lock_wait_timeout=config.snapshot.lock_wait_timeout)
+    watchdog = _StallWatchdog(dump, config.snapshot.dump_stall_timeout.total_seconds())
+    try:
+        stats = consume(watchdog.reader(dump.stdout))
         if dump.wait() != 0:
             if watchdog.fired:
                 raise SourceError(f"pg_dump of {database} stalled: no output for "

@@ -295,6 +295,22 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, "writing", key) from None
 
+    def put_data(self, key: str, data: bytes, *, retain_until: datetime | None = None,
+                 progress: Progress | None = None) -> None:
+        """Write a data object in one request (a chunk: megabytes, not gigabytes) on the data path: the
+        stall deadline and per-request retries of a part (:meth:`transfer`), not the control timeout."""
+        extra = self.lock_args(retain_until)
+        if extra:
+            extra["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324
+        progress = progress or Progress()
+        furthest = [0]
+
+        def put() -> Any:
+            return self.data_client.put_object(Bucket=self.bucket, Key=key,
+                                               Body=_ProgressBody(data, progress, furthest), **extra)
+
+        self.transfer(put, progress, "writing", key)
+
     def get_bytes(self, key: str) -> bytes:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from strongroom.postgres import PgSettings, table_fingerprints
+
+if TYPE_CHECKING:
+    from strongroom import catalog
+    from tests.conftest import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +70,87 @@ def run_cli(
         capture_output=True, text=True, timeout=timeout, env=cli_env(env, unset), cwd=ROOT,
     )
     return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+@dataclass
+class Chunky:
+    """A database of its own snapshotted as chunked snapshots (snapshot.format: chunked, 256 KiB chunks) to
+    the test stack's regions, driven through the CLI (:func:`chunked_database` sets it up)."""
+
+    stack: Stack
+    config: Path
+    env: dict[str, str]
+    database: str
+
+    def cli(self, *args: str, config: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
+        return run_cli("--config", str(config or self.config), *args, env={**self.env, **(env or {})}, timeout=400)
+
+    def snapshot(self) -> str:
+        result = self.cli("snapshot", "--database", self.database)
+        assert result.code == 0, result.stderr
+        match = re.search(r"snapshot (\d{8}T\d{6}Z-[0-9a-f]{6})", result.stderr + result.stdout)
+        assert match, result.stderr
+        return match.group(1)
+
+    def chunk_versions(self, region: str) -> list[tuple[str, str]]:
+        """Every version of every chunk of the database in ``region``, read from the S3 server."""
+        from strongroom import layout
+        from tests.conftest import BUCKETS
+
+        client = self.stack.client_for(region)
+        found = []
+        for page in client.get_paginator("list_object_versions").paginate(
+                Bucket=BUCKETS[region], Prefix=layout.chunks_prefix(self.database)):
+            found += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        return found
+
+    def manifest(self, snapshot_id: str, region: str | None = None) -> catalog.Manifest:
+        from strongroom import catalog
+        from strongroom.airflow_adapter import connections
+        from strongroom.config import load_config
+        from tests.conftest import PRIMARY
+
+        config = load_config(self.config)
+        conns = connections()
+        where = config.region(region or PRIMARY)
+        return catalog.load_manifest(conns.store(where, config.transfer),
+                                     conns.keyring(config.keyring_conn_id(where)), self.database, snapshot_id)
+
+    def dsn(self, dbname: str) -> str:
+        return f"host=127.0.0.1 port={self.stack.pg.port} user=postgres dbname={dbname}"
+
+    def restore(self, snapshot_id: str, target: str, region: str | None) -> CliResult:
+        """Restore into a new ``target`` from ``region`` (None: the primary, falling back to the others)."""
+        self.stack.pg.execute(f"DROP DATABASE IF EXISTS {target}")
+        where = ("--region", region) if region else ()
+        return self.cli("restore", "--database", self.database, "--snapshot", snapshot_id, *where,
+                        "--target-dsn", self.dsn(target), env={"PGPASSWORD": self.stack.pg.password})
+
+
+def chunked_database(stack: Stack, base: Path, database: str, patch: pytest.MonkeyPatch) -> Chunky:
+    """Create ``database`` (~8 MB of rows zstd cannot shrink much, in insertion order, so changes to the
+    newest rows stay local, and a small ``notes`` table) and a chunked configuration for it in ``base``;
+    its connection is set in the environment through ``patch``."""
+    from tests.conftest import write_config
+
+    stack.pg.execute(f"DROP DATABASE IF EXISTS {database}")
+    stack.pg.execute(f"CREATE DATABASE {database}")
+    stack.pg.execute("CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL)", database)
+    stack.pg.execute("INSERT INTO items SELECT g, string_agg(md5(random()::text || g || i), '') "
+                     "FROM generate_series(1, 4000) g, generate_series(1, 60) i GROUP BY g", database)
+    stack.pg.execute("CREATE TABLE notes (id serial PRIMARY KEY, note text)", database)
+    stack.pg.execute("INSERT INTO notes (note) VALUES ('first')", database)
+    spool = base / "spool"
+    spool.mkdir()
+    conn_id = f"pg_{database}"
+    config = write_config(
+        base / "chunked.yaml",
+        databases=[{"name": database, "postgres_conn_id": conn_id}],
+        snapshot={"run_timeout": "50m", "retries": 0, "retry_delay": "1s", "deadline": "off",
+                  "format": "chunked", "chunk_size": "256KiB"},
+        restore={"spool_dir": str(spool)},
+    )
+    env = {f"AIRFLOW_CONN_{conn_id.upper()}": stack.pg.airflow_uri(database)}
+    for name, value in env.items():
+        patch.setenv(name, value)
+    return Chunky(stack, config, env, database)

@@ -479,7 +479,7 @@ TAMPERING: dict[str, Callable[[dict[str, Any]], None]] = {
     "dump key": edit(("dump", "key"), "databases/shop/data/other/dump.zst.srenc"),
     "globals removed": edit(("globals",), None),
     "globals_note": edit(("globals_note",), ""),
-    "format": edit(("format",), "strongroom.snapshot/2"),
+    "format": edit(("format",), "strongroom.snapshot/9"),
     "mac_key_id to another known key": edit(("mac_key_id",), K_OLD),
     "field added": edit(("extra",), True),
     "field removed": remove("strongroom_version"),
@@ -504,7 +504,7 @@ def test_tampered_manifest_raises_integrity_error(name: str) -> None:
 def test_manifest_with_a_valid_mac_but_unknown_format_raises() -> None:
     doc = json.loads(RAW)
     doc.pop("mac")
-    doc["format"] = "strongroom.snapshot/2"
+    doc["format"] = "strongroom.snapshot/9"
     doc["mac"] = envelope.mac(KEYRING.active_key, _canonical(doc))
     with pytest.raises(IntegrityError, match="unsupported format"):
         Manifest.from_json(json.dumps(doc).encode(), KEYRING, "where")

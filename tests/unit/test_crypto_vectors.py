@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import random
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom import envelope, objects
+from strongroom import chunks, envelope, layout, objects
 from strongroom.catalog import Manifest, _canonical
 from strongroom.keyring import Keyring
 
@@ -170,7 +171,7 @@ def ref_keyring(extra: Mapping[str, Any]) -> dict[str, bytes]:
 
 
 def ref_verify_manifest(
-    raw: str, keys: Mapping[str, bytes], database: str, snapshot_id: str
+    raw: str, keys: Mapping[str, bytes], database: str, snapshot_id: str, expected: str = "strongroom.snapshot/1"
 ) -> dict[str, Any]:
     """Section 7.2 steps 1-5."""
     doc = json.loads(raw)
@@ -179,7 +180,7 @@ def ref_verify_manifest(
     kek = keys[doc["mac_key_id"]]
     if not hmac.compare_digest(ref_manifest_mac(kek, doc).encode(), doc["mac"].encode()):
         raise RefError("manifest MAC mismatch")
-    if doc["format"] != "strongroom.snapshot/1":
+    if doc["format"] != expected:
         raise RefError("unknown manifest format")
     if doc["snapshot_id"] != snapshot_id or doc["database"] != database:
         raise RefError("manifest describes another snapshot")
@@ -251,6 +252,72 @@ def ref_unseal_object(keys: Mapping[str, bytes], identity: bytes, blob: bytes) -
     if not decompressor.eof or decompressor.unused_data:
         raise RefError("not exactly one complete zstd frame")
     return plain
+
+
+def ref_inflate(packed: bytes) -> bytes:
+    """Section 4: exactly one complete zstd frame, nothing after it."""
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    plain = decompressor.decompress(packed)
+    if not decompressor.eof or decompressor.unused_data:
+        raise RefError("not exactly one complete zstd frame")
+    return plain
+
+
+def ref_chunk_name(chunk_key: bytes, plain: bytes) -> str:
+    """Section 12.3: hex HMAC-SHA256 under HKDF(chunk key, no salt, "strongroom chunk-name v1")."""
+    return hmac.new(ref_hkdf(chunk_key, b"strongroom chunk-name v1"), plain, hashlib.sha256).hexdigest()
+
+
+def ref_chunker_seed(chunk_key: bytes) -> int:
+    """Section 12.4: the first 8 bytes of HKDF(chunk key, no salt, "strongroom chunker-seed v1"), big-endian,
+    shifted right by one bit, lowest bit set."""
+    return (int.from_bytes(ref_hkdf(chunk_key, b"strongroom chunker-seed v1")[:8], "big") >> 1) | 1
+
+
+def ref_open_chunk(chunk_key: bytes, database: str, chunk_key_id: str, name: str, size: int, stored_size: int,
+                   blob: bytes) -> bytes:
+    """Section 12.5: a chunk's plaintext, checked for its stored length, its AEAD, its frame, its size and
+    its name."""
+    if len(blob) != stored_size:
+        raise RefError(f"chunk {name} has the wrong stored length")
+    identity = "\x00".join(("strongroom/v1", "chunk", database, chunk_key_id, name)).encode()
+    plain = ref_inflate(ref_decrypt_stream(chunk_key, identity, blob))
+    if len(plain) != size:
+        raise RefError(f"chunk {name} has the wrong plain size")
+    if not hmac.compare_digest(ref_chunk_name(chunk_key, plain).encode(), name.encode()):
+        raise RefError(f"chunk {name} does not hold what its name says")
+    return plain
+
+
+def ref_decrypt_chunked_snapshot(
+    extra: Mapping[str, Any], manifest_json: str, objects: Mapping[str, bytes], database: str, snapshot_id: str
+) -> dict[str, bytes]:
+    """Section 12.6, "decrypting a chunked snapshot by hand": kind -> plaintext."""
+    keys = ref_keyring(extra)
+    doc = ref_verify_manifest(manifest_json, keys, database, snapshot_id, "strongroom.snapshot/2")
+    key_id = doc["chunk_key_id"]
+    if not (len(key_id) == 16 and all(c in "0123456789abcdef" for c in key_id)):
+        raise RefError("malformed chunk key id")
+    enc = doc["encryption"]
+    context = "\x00".join(("strongroom/v1", "chunk-key", database, key_id)).encode()
+    chunk_key = ref_unwrap(keys[enc["key_id"]], enc["key_id"], enc["wrapped_key"], context)
+    dump: list[bytes] = []
+    for name, size, stored_size in doc["chunks"]:
+        blob = objects[f"chunks/{database}/{key_id}/{name}"]
+        dump.append(ref_open_chunk(chunk_key, database, key_id, name, size, stored_size, blob))
+    out = {"dump": b"".join(dump)}
+    if len(out["dump"]) != doc["dump"]["plain_size"]:
+        raise RefError("the chunks do not add up to the dump's size")
+    entry = doc["globals"]
+    if entry is not None:
+        stored = objects[entry["key"]]
+        if len(stored) != entry["stored_size"] or hashlib.sha256(stored).hexdigest() != entry["sha256"]:
+            raise RefError("globals object does not match its manifest entry")
+        out["globals"] = ref_inflate(ref_decrypt_stream(chunk_key, ref_identity("globals", database, snapshot_id),
+                                                        stored))
+        if len(out["globals"]) != entry["plain_size"]:
+            raise RefError("globals: wrong size")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -656,3 +723,108 @@ def test_reference_decrypts_library_output(segment_size: int) -> None:
 )
 def test_reference_canonical_json_matches_library(value: dict[str, Any]) -> None:
     assert ref_canonical(value).encode("ascii") == _canonical(value)
+
+
+# ---------- chunked snapshots (section 12) ----------
+
+
+def chunked_objects(vector: Mapping[str, Any]) -> dict[str, bytes]:
+    """The vector's stored objects by key: its chunks and its globals."""
+    found = {chunk["key"]: bytes.fromhex(chunk["stored"]) for chunk in vector["chunks"].values()}
+    return {**found, vector["globals"]["key"]: bytes.fromhex(vector["globals"]["stored"])}
+
+
+def test_library_reproduces_chunked_vector() -> None:
+    vector = load("chunked.json")
+    keyring = Keyring.from_extra(vector["keyring"])
+    key = chunks.ChunkKey(vector["chunk_key_id"], bytes.fromhex(vector["chunk_key"]))
+    database = vector["database"]
+    assert envelope.chunker_seed(key.key) == vector["seed"] == int(vector["seed_hex"], 16)
+    manifest = Manifest.from_json(vector["manifest_json"].encode(), keyring, "vector")
+    assert manifest.chunked and manifest.data_key(keyring) == key.key
+    assert manifest.to_json(keyring).decode() == vector["manifest_json"]
+    namer = envelope.ChunkNamer(key.key)
+    for name, chunk in vector["chunks"].items():
+        plain, stored = bytes.fromhex(chunk["plaintext"]), bytes.fromhex(chunk["stored"])
+        assert envelope.chunk_name(key.key, plain) == name and namer.matches(plain, name)
+        assert key.identity(database, name).hex() == chunk["associated_data"]
+        assert chunk["key"] == layout.chunk_key(database, key.key_id, name)
+        # seal_blob: one zstd frame compressed in one shot (zstandard as pinned), under fresh salt and prefix
+        sealed, stats = envelope.seal_blob(key.key, key.identity(database, name), plain)
+        assert (stats.compressed_size, len(sealed)) == (len(chunk["compressed"]) // 2, len(stored))
+        assert envelope.unseal_blob(key.key, key.identity(database, name), sealed, name) == plain
+        enc = envelope.StreamEncryptor(key.key, key.identity(database, name), salt=bytes.fromhex(chunk["salt"]),
+                                       nonce_prefix=bytes.fromhex(chunk["nonce_prefix"]))
+        assert enc.update(bytes.fromhex(chunk["compressed"])) + enc.finalize() == stored
+        assert envelope.unseal_blob(key.key, key.identity(database, name), stored, name) == plain
+    dump = b"".join(bytes.fromhex(vector["chunks"][ref.name]["plaintext"]) for ref in manifest.chunks)
+    assert dump.hex() == vector["dump_plaintext"] and len(dump) == manifest.dump.plain_size
+
+
+def test_library_cuts_the_chunker_vector_as_pinned() -> None:
+    """The cut points: not needed to read a snapshot, but a chunker that cuts elsewhere for the same key
+    stores every chunk again (section 12.4)."""
+    cuts = load("chunked.json")["cuts"]
+    length = cuts["input_length"]
+    data = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(-(-length // 32)))[:length]
+    assert hashlib.sha256(data).hexdigest() == cuts["input_sha256"]
+    key = chunks.ChunkKey("0" * 16, bytes.fromhex(cuts["chunk_key"]))
+    assert envelope.chunker_seed(key.key) == cuts["seed"] == ref_chunker_seed(key.key)
+    assert [len(c) for c in chunks.cut(io.BytesIO(data), key, cuts["chunk_size"])] == cuts["lengths"]
+    assert all(cuts["min_size"] <= n <= cuts["max_size"] for n in cuts["lengths"][:-1])
+
+
+def test_reference_decrypts_chunked_vector() -> None:
+    vector = load("chunked.json")
+    chunk_key = bytes.fromhex(vector["chunk_key"])
+    database, key_id = vector["database"], vector["chunk_key_id"]
+    assert ref_hkdf(chunk_key, b"strongroom chunk-name v1").hex() == vector["name_key"]
+    assert ref_hkdf(chunk_key, b"strongroom chunker-seed v1").hex() == vector["seed_okm"]
+    assert ref_chunker_seed(chunk_key) == vector["seed"]
+    assert vector["chunk_key_wrap_context"] == f"strongroom/v1\x00chunk-key\x00{database}\x00{key_id}"
+    for name, chunk in vector["chunks"].items():
+        assert chunk["identity"] == f"strongroom/v1\x00chunk\x00{database}\x00{key_id}\x00{name}"
+        assert ref_chunk_name(chunk_key, bytes.fromhex(chunk["plaintext"])) == name
+        assert ref_inflate(bytes.fromhex(chunk["compressed"])).hex() == chunk["plaintext"]
+    plain = ref_decrypt_chunked_snapshot(vector["keyring"], vector["manifest_json"], chunked_objects(vector),
+                                         database, vector["snapshot_id"])
+    assert plain["dump"].hex() == vector["dump_plaintext"] and plain["dump"].startswith(b"PGDMP")
+    assert plain["globals"].hex() == vector["globals"]["plaintext"]
+    listed = json.loads(vector["manifest_json"])["chunks"]
+    assert len(listed) > len(vector["chunks"])  # a chunk named twice is stored once
+
+
+def test_reference_refuses_damaged_chunked_snapshots() -> None:
+    vector = load("chunked.json")
+    database, sid, key_id = vector["database"], vector["snapshot_id"], vector["chunk_key_id"]
+    chunk_key = bytes.fromhex(vector["chunk_key"])
+    objects = chunked_objects(vector)
+    first, second = list(vector["chunks"])[:2]
+    key_of = {name: chunk["key"] for name, chunk in vector["chunks"].items()}
+    blob = objects[key_of[first]]
+    flipped = blob[:-1] + bytes([blob[-1] ^ 1])
+    # another chunk's plaintext, sealed correctly under this chunk's identity: authentic, but not its name's
+    other = bytes.fromhex(vector["chunks"][second]["plaintext"])
+    identity = "\x00".join(("strongroom/v1", "chunk", database, key_id, first)).encode()
+    impostor = envelope.encrypt_bytes(chunk_key, identity, zstandard.ZstdCompressor().compress(other))
+    with pytest.raises(RefError, match="does not hold what its name says"):
+        ref_open_chunk(chunk_key, database, key_id, first, len(other), len(impostor), impostor)
+    for damaged in (flipped, blob[:-1], objects[key_of[second]], impostor):
+        with pytest.raises(RefError):
+            ref_decrypt_chunked_snapshot(vector["keyring"], vector["manifest_json"],
+                                         {**objects, key_of[first]: damaged}, database, sid)
+    with pytest.raises(RefError):  # the chunk list reordered: the MAC
+        doc = json.loads(vector["manifest_json"])
+        doc["chunks"] = list(reversed(doc["chunks"]))
+        ref_decrypt_chunked_snapshot(vector["keyring"], json.dumps(doc), objects, database, sid)
+    with pytest.raises(RefError):  # a chunked manifest read as a whole one
+        ref_verify_manifest(vector["manifest_json"], ref_keyring(vector["keyring"]), database, sid)
+
+
+def test_reference_opens_chunks_the_library_seals() -> None:
+    rng = random.Random(20)
+    key = chunks.ChunkKey("0123456789abcdef", rng.randbytes(32))
+    for plain in (b"", b"x", rng.randbytes(3000), rng.randbytes(2**20 + 5)):  # the last: two segments
+        name = envelope.chunk_name(key.key, plain)
+        sealed, _ = envelope.seal_blob(key.key, key.identity("db", name), plain)
+        assert ref_open_chunk(key.key, "db", key.key_id, name, len(plain), len(sealed), sealed) == plain

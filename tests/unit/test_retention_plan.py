@@ -189,3 +189,54 @@ def test_plan_is_pure_and_mixed() -> None:
     assert sorted(d.database for d in first.deletions) == ["erased-account", "shop"]
     assert first.kept == 1
     assert first.summary() == "eu-west-1: delete 2 snapshot; keep 1 snapshot(s)"
+
+
+# ---- chunks of chunked snapshots ------------------------------------------------------------------------
+
+
+def chunk(name: str, written: datetime, versions: int = 1) -> tuple[str, list[Version]]:
+    key = f"chunks/shop/0123456789abcdef/{name * 64}"
+    return key, [Version(key, f"v{i}", written - timedelta(hours=i), i == 0, False) for i in range(versions)]
+
+
+def chunked_catalog(*entries: tuple[SnapshotEntry, set[str]], chunks: dict[str, list[Version]]) -> RegionCatalog:
+    cat = catalog_of(*(e for e, _ in entries))
+    for e, names in entries:
+        e.chunk_refs = {f"chunks/shop/0123456789abcdef/{n * 64}" for n in names}
+    cat.chunks = chunks
+    return cat
+
+
+def test_a_chunk_goes_in_every_version_once_no_staying_snapshot_names_it_after_the_snapshots() -> None:
+    old, new = entry(NOW - timedelta(days=31)), entry(NOW - timedelta(days=1))
+    long_ago = NOW - timedelta(days=40)
+    cat = chunked_catalog((old, {"a", "b"}), (new, {"b", "c"}),
+                          chunks=dict([chunk("a", long_ago, versions=2), chunk("b", long_ago), chunk("c", NOW)]))
+    plan = plan_retention(cat, RETENTION, GRACE, NOW)
+    assert [d.kind for d in plan.deletions] == ["snapshot", "chunks"]  # the chunks after what named them
+    assert {v for _, v in plan.deletions[-1].versions} == {"v0", "v1"}
+    assert {k for k, _ in plan.deletions[-1].versions} == {"chunks/shop/0123456789abcdef/" + "a" * 64}
+
+
+def test_a_chunk_named_by_a_held_snapshot_stays() -> None:
+    held = entry(NOW - timedelta(days=2), committed=False, written=NOW - timedelta(days=2))  # held: no manifest
+    cat = chunked_catalog((held, {"a"}), chunks=dict([chunk("a", NOW - timedelta(days=3))]))
+    plan = plan_retention(cat, RETENTION, GRACE, NOW)
+    assert "chunks" not in [d.kind for d in plan.deletions] and plan.held
+
+
+def test_a_young_unnamed_chunk_stays_for_the_run_that_is_writing_it() -> None:
+    cat = chunked_catalog(chunks=dict([chunk("a", NOW - GRACE + timedelta(seconds=5))]))
+    assert plan_retention(cat, RETENTION, GRACE, NOW).deletions == ()
+    cat = chunked_catalog(chunks=dict([chunk("a", NOW - GRACE - timedelta(seconds=5))]))
+    assert [d.kind for d in plan_retention(cat, RETENTION, GRACE, NOW).deletions] == ["chunks"]
+
+
+def test_no_chunk_goes_while_what_a_snapshot_names_is_unknown() -> None:
+    unreadable = entry(NOW - timedelta(days=1))
+    unreadable.chunk_unsure = True
+    cat = chunked_catalog((unreadable, set()), chunks=dict([chunk("a", NOW - timedelta(days=40))]))
+    assert plan_retention(cat, RETENTION, GRACE, NOW).deletions == ()
+    cat = chunked_catalog(chunks=dict([chunk("a", NOW - timedelta(days=40))]))
+    cat.chunks_unsure = {"shop"}  # a manifest vanished while the prune read it
+    assert plan_retention(cat, RETENTION, GRACE, NOW).deletions == ()

@@ -6,9 +6,9 @@ Run once, from the repository root, and commit the JSON files it writes next to 
 
 Everything is deterministic: keys, salts, nonce prefixes and wrap nonces are SHA-256 of fixed labels,
 timestamps are fixed, and plaintexts are literals or a formula. Re-running it must not change the stream,
-key-wrap or manifest-MAC files. ``snapshot.json`` and ``object.json`` embed zstd output, which may differ
-between zstd versions; the vectors stay valid either way because they store the compressed bytes they
-encrypted.
+key-wrap or manifest-MAC files. ``snapshot.json``, ``object.json`` and ``chunked.json`` embed zstd output,
+which may differ between zstd versions; the vectors stay valid either way because they store the
+compressed bytes they encrypted.
 
 The vectors pin the *format*, so regenerate only on a deliberate format change (and bump the version).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import sys
 from datetime import UTC, datetime
@@ -28,8 +29,8 @@ import zstandard
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from strongroom import envelope
-from strongroom.catalog import Manifest, StoredObject, _canonical
+from strongroom import chunks, envelope, layout
+from strongroom.catalog import ChunkRef, Manifest, StoredObject, _canonical, chunk_key_identity
 from strongroom.keyring import Keyring
 
 HERE = Path(__file__).resolve().parent
@@ -392,6 +393,125 @@ def object_vectors() -> dict[str, Any]:
     }
 
 
+CUT_FORMULA = "input = SHA-256(u32be(0)) | SHA-256(u32be(1)) | ..., cut to input_length bytes"
+
+
+def cut_input(length: int) -> bytes:
+    """Incompressible, reproducible bytes for the chunker vector: SHA-256 of a big-endian counter."""
+    return b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(-(-length // 32)))[:length]
+
+
+def chunked_vector() -> dict[str, Any]:
+    """A chunked snapshot (format strongroom.snapshot/2): its chunk key, wrapped in the manifest; three
+    distinct chunks, one named twice, each sealed under fixed salts and nonce prefixes; the globals sealed
+    under the chunk key; and the chunker's cut lengths of a fixed input at the smallest configurable size."""
+    extra = keyring_extra("k20250601-0a0b0c", "k20261126-a1b2c3")
+    keyring = Keyring.from_extra(extra)
+    database = "shop"
+    key = chunks.ChunkKey(fixed("chunked/chunk key id", 8).hex(), fixed("chunked/chunk key", 32))
+    pieces = [
+        b"PGDMP\x01\x10\x00\x04\x08\x01\x01\x01" + b"(stand-in for the archive header and table of contents) " * 3,
+        b"COPY public.orders (id, total) FROM stdin;\n" + b"".join(b"%d\t%d.00\n" % (i, i * 7) for i in range(40)),
+        b"\\.\n" * 2,
+    ]
+    order = [0, 1, 2, 1]  # the dump is pieces 0, 1, 2 and 1 again: a repeated chunk is stored once
+    namer = envelope.ChunkNamer(key.key)
+    sealed: dict[str, dict[str, Any]] = {}
+    for index, plain in enumerate(pieces):
+        name = namer.name(plain)
+        assert name == envelope.chunk_name(key.key, plain)
+        identity = key.identity(database, name)
+        packed = zstandard.ZstdCompressor(level=3).compress(plain)  # as seal_blob: one frame, content size
+        salt, prefix = fixed(f"chunked/{index}/salt", 32), fixed(f"chunked/{index}/nonce prefix", 7)
+        enc = envelope.StreamEncryptor(key.key, identity, salt=salt, nonce_prefix=prefix)
+        blob = enc.update(packed) + enc.finalize()
+        assert envelope.unseal_blob(key.key, identity, blob, name) == plain
+        assert len(envelope.seal_blob(key.key, identity, plain)[0]) == len(blob)
+        sealed[name] = {
+            "key": layout.chunk_key(database, key.key_id, name),
+            "identity": identity.decode("ascii"),
+            "associated_data": identity.hex(),
+            "salt": salt.hex(),
+            "nonce_prefix": prefix.hex(),
+            "plaintext": plain.hex(),
+            "compressed": packed.hex(),
+            "stored": blob.hex(),
+        }
+    names = list(sealed)
+    refs = tuple(ChunkRef(names[i], len(pieces[i]), len(bytes.fromhex(sealed[names[i]]["stored"]))) for i in order)
+    dump_plain = b"".join(pieces[i] for i in order)
+    stored_total = sum(r.stored for r in refs)
+
+    globals_plain = b"--\n-- PostgreSQL database cluster dump\n--\n\nCREATE ROLE app;\n"
+    globals_packed = zstandard.ZstdCompressor(level=3).compress(globals_plain)
+    globals_identity = envelope.object_identity("globals", database, SNAPSHOT_ID)
+    enc = envelope.StreamEncryptor(key.key, globals_identity, salt=fixed("chunked/globals/salt", 32),
+                                   nonce_prefix=fixed("chunked/globals/nonce prefix", 7))
+    globals_blob = enc.update(globals_packed) + enc.finalize()
+    globals_obj = stored(database, "globals.sql.zst.srenc", globals_blob, len(globals_plain), len(globals_packed))
+
+    wrap_context = chunk_key_identity(database, key.key_id)
+    manifest = Manifest(
+        snapshot_id=SNAPSHOT_ID,
+        database=database,
+        taken_at=datetime(2026, 11, 26, 14, 0, 0, tzinfo=UTC),
+        server_version="17.2",
+        pg_dump_version="17.2",
+        key_id=keyring.active_id,
+        wrapped_key=envelope.wrap_key(keyring.active_key, keyring.active_id, key.key, wrap_context,
+                                      nonce=fixed("chunked/wrap nonce", 12)),
+        dump=StoredObject(layout.chunks_prefix(database, key.key_id), len(dump_plain), stored_total, stored_total, ""),
+        tables={"public.orders": 40},
+        globals=globals_obj,
+        globals_note="roles without passwords",
+        created_at=datetime(2026, 11, 26, 14, 0, 9, tzinfo=UTC),
+        strongroom_version="0.1.0",
+        chunk_key_id=key.key_id,
+        chunks=refs,
+    )
+    raw = manifest.to_json(keyring)
+    assert Manifest.from_json(raw, keyring, "vector").data_key(keyring) == key.key
+
+    cut_key = chunks.ChunkKey(fixed("chunked/cut key id", 8).hex(), fixed("chunked/cut key", 32))
+    chunk_size = 256 * 2**10
+    data = cut_input(3 * 2**20)
+    lengths = [len(piece) for piece in chunks.cut(io.BytesIO(data), cut_key, chunk_size)]
+    assert sum(lengths) == len(data)
+    seed = envelope.chunker_seed(key.key)
+    return {
+        "description": "A chunked snapshot (strongroom.snapshot/2) and the chunker's cuts; bytes in hex.",
+        "spec": "docs/encryption-format.md",
+        "keyring": extra,
+        "database": database,
+        "snapshot_id": SNAPSHOT_ID,
+        "chunk_key_id": key.key_id,
+        "chunk_key": key.key.hex(),
+        "chunk_key_wrap_context": wrap_context.decode("ascii"),
+        "name_key": hkdf(key.key, envelope.CHUNK_NAME_INFO).hex(),
+        "seed_okm": hkdf(key.key, envelope.CHUNK_SEED_INFO).hex(),
+        "seed": seed,
+        "seed_hex": f"{seed:016x}",
+        "manifest_key": layout.manifest_key(database, SNAPSHOT_ID),
+        "manifest_json": raw.decode("ascii"),
+        "chunks": sealed,
+        "dump_plaintext": dump_plain.hex(),
+        "globals": {"key": globals_obj.key, "plaintext": globals_plain.hex(), "compressed": globals_packed.hex(),
+                    "stored": globals_blob.hex()},
+        "cuts": {
+            "chunk_key": cut_key.key.hex(),
+            "seed": envelope.chunker_seed(cut_key.key),
+            "chunk_size": chunk_size,
+            "min_size": chunk_size // 4,
+            "max_size": min(chunk_size * 4, 16 * 2**20),
+            "normalized_chunking": 1,
+            "input_formula": CUT_FORMULA,
+            "input_length": len(data),
+            "input_sha256": hashlib.sha256(data).hexdigest(),
+            "lengths": lengths,
+        },
+    }
+
+
 def write(name: str, doc: dict[str, Any]) -> None:
     path = HERE / name
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -404,6 +524,7 @@ def main() -> int:
     write("manifest-mac.json", manifest_mac_vector())
     write("snapshot.json", snapshot_vector())
     write("object.json", object_vectors())
+    write("chunked.json", chunked_vector())
     return 0
 
 
