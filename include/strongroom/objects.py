@@ -427,29 +427,30 @@ def _repair_region(
     done = []
     for at in lacking:
         stamp = layout.stamp(at)
-        for origin in (sides[r.name] for r in config.regions if r.name in sides and at in held[r.name]):
-            if origin is target:
-                continue
-            try:
-                sealed, index = _read_point(origin.store, origin.keyring, source, at)
-            except StrongroomError as exc:  # junk named like a point, or a region that stopped answering
-                log.warning("%s: point %s in %s not copied to %s: %s", source, stamp, origin.config.name,
-                            target.config.name, exc)
-                continue
-            if origin.config.name not in stored_sizes:
-                stored_sizes[origin.config.name] = {
-                    info.key.rsplit("/", 1)[1]: info.size
-                    for info in origin.store.list_objects(layout.content_prefix(source))}
-            copied = _copy_point(config, conns, source, origin, target, sealed, index, present,
-                                 stored_sizes[origin.config.name])
-            log.info("%s: point %s copied from %s to %s (%d contents copied, %d already there)", source, stamp,
-                     origin.config.name, target.config.name, copied,
-                     len({e.content_id for e in index.entries.values()}) - copied)
-            done.append(stamp)
-            break
-        else:
-            log.warning("%s: point %s is held by no region where it authenticates: not copied to %s", source,
-                        stamp, target.config.name)
+
+        def read_from(where: RegionConfig, at: datetime = at) -> tuple[_Side, bytes, PointIndex]:
+            origin = sides.get(where.name)
+            if origin is None or origin is target or at not in held[where.name]:
+                raise NotFoundError(f"{where.name} does not hold the point")
+            return origin, *_read_point(origin.store, origin.keyring, source, at)  # junk: the next region
+
+        try:
+            origin, sealed, index = first_answer(config, f"point {stamp} of {source} for {target.config.name}",
+                                                 read_from).value
+        except StrongroomError as exc:
+            log.warning("%s: point %s authenticates in no region that holds it: not copied to %s (%s)", source,
+                        stamp, target.config.name, exc)
+            continue
+        if origin.config.name not in stored_sizes:
+            stored_sizes[origin.config.name] = {
+                info.key.rsplit("/", 1)[1]: info.size
+                for info in origin.store.list_objects(layout.content_prefix(source))}
+        copied = _copy_point(config, conns, source, origin, target, sealed, index, present,
+                             stored_sizes[origin.config.name])
+        log.info("%s: point %s copied from %s to %s (%d contents copied, %d already there)", source, stamp,
+                 origin.config.name, target.config.name, copied,
+                 len({e.content_id for e in index.entries.values()}) - copied)
+        done.append(stamp)
     return done
 
 

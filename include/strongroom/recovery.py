@@ -283,30 +283,32 @@ def _repair_points(
         try:
             store, keyring = conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region))
             for point_id in lacking:
-                for origin in (r for r in config.regions if r.name in ids and point_id in ids[r.name]):
-                    if origin.name == name:
-                        continue
-                    try:
-                        point = _read_point(conns.store(origin, config.transfer),
-                                            conns.keyring(config.keyring_conn_id(origin)), origin, point_id)
-                    except StrongroomError as exc:  # the origin stopped answering: not this region's failure
-                        log.warning("platform point %s unreadable in %s: %s", point_id, origin.name, _one_line(exc))
-                        continue
+
+                def read_from(where: RegionConfig, point_id: str = point_id, name: str = name) -> PlatformPoint:
+                    if where.name == name or point_id not in ids.get(where.name, set()):
+                        raise NotFoundError(f"{where.name} does not hold it")
+                    point = _read_point(conns.store(where, config.transfer),
+                                        conns.keyring(config.keyring_conn_id(where)), where, point_id)
                     if point is None:  # junk there (warned): the next region that holds it
-                        continue
-                    labels = {p.label for p in point.parts}
-                    missing = [m for m in point.missing if m not in labels]  # parts no region had then
-                    missing += [p.label for p in point.parts if not held[name].holds(p)]
-                    body = {**point.to_dict(), "region": name, "complete": not missing, "missing": missing,
-                            "copied_from": origin.name, "copied_at": now.isoformat()}
-                    records.write(store, keyring, layout.platform_point_key(point_id), body, kind=POINT_KIND)
-                    repaired.setdefault(name, []).append(point_id)
-                    log.info("platform point %s recorded in %s from %s (%s)", point_id, name, origin.name,
-                             "complete" if not missing else f"missing {', '.join(missing)}")
-                    break
-                else:
-                    log.warning("platform point %s authenticates in no region that holds it: not recorded in %s",
-                                point_id, name)
+                        raise IntegrityError(f"not authentic in {where.name}")
+                    return point
+
+                try:
+                    answer = regions.first_answer(config, f"platform point {point_id} for {name}", read_from)
+                except StrongroomError as exc:  # an origin that stopped answering is not this region's failure
+                    log.warning("platform point %s authenticates in no region that holds it: not recorded in "
+                                "%s (%s)", point_id, name, _one_line(exc))
+                    continue
+                point, origin = answer.value, answer.region
+                labels = {p.label for p in point.parts}
+                missing = [m for m in point.missing if m not in labels]  # parts no region had then
+                missing += [p.label for p in point.parts if not held[name].holds(p)]
+                body = {**point.to_dict(), "region": name, "complete": not missing, "missing": missing,
+                        "copied_from": origin.name, "copied_at": now.isoformat()}
+                records.write(store, keyring, layout.platform_point_key(point_id), body, kind=POINT_KIND)
+                repaired.setdefault(name, []).append(point_id)
+                log.info("platform point %s recorded in %s from %s (%s)", point_id, name, origin.name,
+                         "complete" if not missing else f"missing {', '.join(missing)}")
         except StrongroomError as exc:
             failed[name] = _one_line(exc)
             log.error("platform points not repaired in %s: %s", name, failed[name])
