@@ -162,13 +162,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_at(text: str, option: str = "--at") -> datetime:
-    from strongroom.config import require_offset
+    from strongroom.config import parse_time
 
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{option} {text!r} is not an ISO 8601 time") from None
-    return require_offset(value, option)
+    return parse_time(text, option)
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom import approval, catalog, layout, objects, postgres, records, regions, restore
-from strongroom.config import Config, RegionConfig, require_offset
+from strongroom.config import Config, RegionConfig, parse_time, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import (
     ConfigError,
@@ -685,19 +685,14 @@ def read_report(config: Config, conns: Connections, recovery_id: str, region: st
 
 
 def parse_form_choice(point: str | None, at: str | None) -> tuple[str | None, datetime | None]:
-    """The trigger form's ``point`` (empty: the newest complete point) and ``at`` (a time; one without an
-    offset is UTC, as the form's date-time picker gives it)."""
+    """The trigger form's ``point`` (empty: the newest complete point) and ``at`` (empty, or a time with a
+    UTC offset, as the form's date-time picker sends it; one without is refused, :func:`config.parse_time`)."""
     point_id = (point or "").strip() or None
     if point_id:
         layout.platform_id_time(point_id)
     if not (at or "").strip():
         return point_id, None
-    text = str(at).strip()
-    try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise ConfigError(f"`at` {text!r} is not a time (e.g. 2026-11-26T14:00:00+00:00)") from None
-    return point_id, when if when.tzinfo else when.replace(tzinfo=UTC)
+    return point_id, parse_time(str(at), "at")
 
 
 def confirmations(text: str | None) -> list[str]:

@@ -41,7 +41,7 @@ from strongroom import (
     streamload,
 )
 from strongroom.catalog import Manifest
-from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
+from strongroom.config import Config, RegionConfig, TransferConfig, parse_time
 from strongroom.connections import Connections
 from strongroom.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, RestoreError, StrongroomError
 from strongroom.keyring import Keyring
@@ -518,13 +518,13 @@ def parse_snapshot_choice(text: str) -> tuple[str | None, datetime | None]:
     if layout.is_snapshot_id(text):
         return text, None
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(
             f"snapshot {text!r} is neither 'newest', a snapshot id (e.g. 20261126T140000Z-a1b2c3) "
             "nor a time (e.g. 2026-11-26T14:00:00+00:00)"
         ) from None
-    return None, require_offset(at, "snapshot time")
+    return None, parse_time(text, "snapshot time")
 
 
 SANDBOX_NAME = re.compile(r"^(?P<database>.+)_(?P<taken>\d{8}_\d{6})(?:_(?P<suffix>[0-9a-f]{6}))?$")

@@ -72,8 +72,12 @@ def test_the_recover_form_fields() -> None:
     assert recovery.parse_form_choice(" 20261129T010000Z-a1b2c3 ", None) == ("20261129T010000Z-a1b2c3", None)
     assert recovery.parse_form_choice(None, "2026-11-29T01:30:00Z") == (None, datetime(2026, 11, 29, 1, 30,
                                                                                          tzinfo=UTC))
-    assert recovery.parse_form_choice(None, "2026-11-29T01:30:00")[1].tzinfo is UTC  # the picker's naive time
-    with pytest.raises(ConfigError, match="`at` 'yesterday' is not a time"):
+    # what Airflow 3.3's date-time picker sends: the picked time as UTC, with a Z
+    assert recovery.parse_form_choice(None, "2026-11-29T01:30:00.000Z") == (None, datetime(2026, 11, 29, 1, 30,
+                                                                                             tzinfo=UTC))
+    with pytest.raises(ConfigError, match=r"^at 2026-11-29T01:30:00 needs an explicit UTC offset"):
+        recovery.parse_form_choice(None, "2026-11-29T01:30:00")  # as everywhere else: never guessed as UTC
+    with pytest.raises(ConfigError, match=r"^at 'yesterday' is not an ISO 8601 time"):
         recovery.parse_form_choice(None, "yesterday")
     with pytest.raises(NotFoundError, match="is not a platform point id"):
         recovery.parse_form_choice("newest", None)
