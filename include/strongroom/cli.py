@@ -512,9 +512,11 @@ def _cmd_points(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, recovery
 
     config = _config(args)
-    points = recovery.list_points(config, airflow_adapter.connections(), region=args.region)
+    listing = recovery.read_points(config, airflow_adapter.connections(), region=args.region)
+    for where, why in listing.unreadable.items():  # the log's warning may not reach a terminal
+        _warn(f"region {where} could not be read, its points are not listed: {why}")
     grouped: dict[str, dict[str, Any]] = {}
-    for p in points:
+    for p in listing.points:
         entry = grouped.setdefault(p.point_id, {"point_id": p.point_id, "taken_at": p.taken_at.isoformat(),
                                                 "spread_seconds": p.spread_seconds,
                                                 "parts": [part.to_dict() for part in p.parts], "regions": {}})

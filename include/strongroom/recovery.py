@@ -301,24 +301,42 @@ def _read_point(store: ObjectStore, keyring: Any, region: RegionConfig, point_id
     return None
 
 
-def list_points(config: Config, conns: Connections, region: str | None = None) -> list[PlatformPoint]:
-    """Every authenticated platform point in ``region`` (else in every region that answers), newest first,
-    one entry per point and region. A forged or unreadable record is skipped with one warning; a region
-    that does not answer is skipped with one warning (the named region's error is raised)."""
+@dataclass(frozen=True)
+class PointListing:
+    """The points the regions that could be read hold, and why each other region could not be read."""
+
+    points: list[PlatformPoint]
+    unreadable: dict[str, str]  # region -> the reason, one line
+
+
+def read_points(config: Config, conns: Connections, region: str | None = None) -> PointListing:
+    """Every authenticated platform point in ``region`` (else in every region that can be read), newest
+    first, one entry per point and region. A forged or unreadable record is skipped with one warning; a
+    region that cannot be read is named in ``unreadable`` with its reason (the named region's error is
+    raised). Raises :class:`NoRegionError` naming every region and why when none can be read."""
     found: list[PlatformPoint] = []
-    answered = []
+    unreadable: dict[str, str] = {}
+    read = 0
     for where in regions.candidates(config, region):
         try:
             found += _points_in(config, conns, where)
-            answered.append(where.name)
+            read += 1
         except StrongroomError as exc:
             if region:
                 raise
-            log.warning("platform points of region %s unreadable: %s", where.name, _one_line(exc))
-    if not answered:
-        raise NoRegionError("no region answered for the platform points", retryable=True)
+            unreadable[where.name] = _one_line(exc)
+            log.warning("platform points of region %s unreadable: %s", where.name, unreadable[where.name])
+    if not read:
+        raise NoRegionError("no region could be read for the platform points: "
+                            + "; ".join(f"{r}: {why}" for r, why in unreadable.items()), retryable=True)
     order = {r.name: i for i, r in enumerate(config.regions)}
-    return sorted(found, key=lambda p: (-p.taken_at.timestamp(), p.point_id, order[p.region]))
+    return PointListing(sorted(found, key=lambda p: (-p.taken_at.timestamp(), p.point_id, order[p.region])),
+                        unreadable)
+
+
+def list_points(config: Config, conns: Connections, region: str | None = None) -> list[PlatformPoint]:
+    """The points of :func:`read_points` (a region that cannot be read is logged and passed over)."""
+    return read_points(config, conns, region).points
 
 
 # ---- planning -------------------------------------------------------------------------------------------

@@ -285,3 +285,35 @@ def test_a_forged_point_is_neither_listed_nor_used(
     assert any(f"platform point {moved_id} in {PRIMARY} skipped" in w for w in warned), warned
     with pytest.raises(NotFoundError, match=f"no authenticated platform point {forged_id} in region {PRIMARY}"):
         recovery.plan_recovery(config, conns, point_id=forged_id, region=PRIMARY)
+
+
+def test_points_names_an_unreadable_region_and_lists_what_the_others_hold(world: World, rounds: list[Round]) -> None:
+    """A region whose endpoint refuses connections (a closed port): `points` still lists what the other regions
+    hold, and says on stderr, in one line naming it and why, that it could not read that region. Only when
+    no region can be read does it fail."""
+    from devstack import free_port
+
+    closed = json.dumps({"conn_type": "aws", "login": "testing", "password": "testing-secret",
+                         "extra": {"region_name": REGIONS[1], "endpoint_url": f"http://127.0.0.1:{free_port()}"}})
+    result = run_cli("--config", str(world.config_path), "points", "--json",
+                     env={env_name(conn_id(REGIONS[1])): closed})
+    assert result.code == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert rounds[0].point_id in {p["point_id"] for p in listed}
+    assert all(REGIONS[1] not in p["regions"] and PRIMARY in p["regions"] for p in listed), listed
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("strongroom: warning: ")]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith(f"strongroom: warning: region {REGIONS[1]} could not be read, its points are "
+                                  "not listed: "), warnings
+    assert "127.0.0.1" in warnings[0] or "connect" in warnings[0].lower(), warnings  # the reason
+
+    text = run_cli("--config", str(world.config_path), "points", env={env_name(conn_id(REGIONS[1])): closed})
+    assert text.code == 0 and rounds[0].point_id in text.stdout, text.stderr
+    assert f"region {REGIONS[1]} could not be read" in text.stderr
+
+    every = {env_name(conn_id(r)): closed.replace(REGIONS[1], r) for r in REGIONS}
+    none = run_cli("--config", str(world.config_path), "points", env=every)
+    assert none.code == 1 and none.stdout == "", none.stdout
+    assert len(none.error_lines) == 1, none.stderr
+    assert none.error_lines[0].startswith("strongroom: error: no region could be read for the platform points: ")
+    assert all(f"{r}: " in none.error_lines[0] for r in REGIONS), none.error_lines
