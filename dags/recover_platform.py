@@ -104,7 +104,8 @@ def recover_platform() -> None:
             f"source(s) **{{{{ {PLAN}['production'] | join(', ') }}}}**: point "
             f"`{{{{ {PLAN}['plan']['point_id'] or 'from the catalogs' }}}}` from region "
             f"`{{{{ {PLAN}['plan']['region'] }}}}` (back to {{{{ {PLAN}['plan']['point_time'] }}}}).\n\n"
-            "Approve only if you are not the person who triggered the run. Their contents are replaced."
+            "Approve only if you are not the person who triggered the run. Their contents are replaced, "
+            "after a safety snapshot of each (none taken: nothing is replaced)."
         ),
         response_timeout=CONFIG.restore.approval_timeout,
     )

@@ -505,6 +505,8 @@ class RecoveryReport:
     parts: tuple[PartResult, ...]
     stored_in: tuple[str, ...] = ()
     report_key: str | None = None
+    # production database -> the safety snapshot taken of it before it was overwritten
+    safety_snapshots: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -520,7 +522,8 @@ class RecoveryReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "parts": [dict(p.__dict__) for p in self.parts], "stored_in": list(self.stored_in),
-                "success": self.success, "within_rto": self.within_rto}
+                "safety_snapshots": dict(self.safety_snapshots), "success": self.success,
+                "within_rto": self.within_rto}
 
     def headline(self) -> str:
         ok = len(self.parts) - len(self.failed)
@@ -530,13 +533,16 @@ class RecoveryReport:
                 f"{self.slowest or '-'}); data-loss window {duration_text(self.data_loss_seconds)}")
 
     def lines(self) -> list[str]:
-        return [self.headline(), *(f"  {p.line()}" for p in self.parts)]
+        safety = [f"  safety snapshot of production database {name} before it was overwritten: {sid}"
+                  for name, sid in sorted(self.safety_snapshots.items())]
+        return [self.headline(), *safety, *(f"  {p.line()}" for p in self.parts)]
 
     def summary(self) -> dict[str, Any]:
         """Small enough for a task's XCom and its one summary line."""
         return {"recovery_id": self.recovery_id, "region": self.region, "point_id": self.point_id,
                 "total_seconds": self.total_seconds, "rto_seconds": self.rto_seconds, "within_rto": self.within_rto,
-                "slowest": self.slowest, "failed": [p.label for p in self.failed], "report_key": self.report_key}
+                "slowest": self.slowest, "failed": [p.label for p in self.failed], "report_key": self.report_key,
+                "safety_snapshots": dict(self.safety_snapshots)}
 
 
 def check_targets(
@@ -606,6 +612,7 @@ def execute_recovery(
     overwrite = check_targets(config, conns, plan, targets, confirm_production or ())
     started_at = datetime.now(UTC)
     started = time.monotonic()
+    safety = take_safety_snapshots(config, conns, plan, targets, overwrite)
     workers = concurrency or config.recovery.concurrency
     log.info("recovering %d part(s) from %s, %d at a time", len(plan.parts), plan.region, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recover") as pool:
@@ -619,10 +626,37 @@ def execute_recovery(
         spread_seconds=plan.spread_seconds, started_at=started_at.isoformat(), total_seconds=total,
         rto_seconds=config.recovery.rto.total_seconds(),
         slowest=f"{slowest.label} ({duration_text(slowest.seconds)})" if slowest else None, parts=tuple(results),
+        safety_snapshots=safety,
     )
     report = _store_report(config, conns, report)
     log.info("%s", report.headline())
     return report
+
+
+def take_safety_snapshots(
+    config: Config, conns: Connections, plan: RecoveryPlan, targets: RecoveryTargets, production: set[str],
+) -> dict[str, str]:
+    """Before anything is overwritten: for every database target that is a confirmed production database
+    and exists, its safety snapshot (:func:`strongroom.restore.safety_snapshot`, as a single restore over
+    production takes it: committed in every region). One that cannot be taken refuses the recovery with
+    :class:`RefusedError`, and no part is restored. Returns production database -> safety snapshot id."""
+    taken: dict[str, str] = {}
+    for part in plan.parts:
+        target = targets.databases.get(part.name) if part.kind == DATABASE else None
+        if target is None:
+            continue
+        source = restore.production_source(config, conns, target)
+        if source is None or source not in production or source in taken:
+            continue
+        if not postgres.inspect_target(target).exists:  # nothing there to lose
+            continue
+        try:
+            taken[source] = restore.safety_snapshot(config, conns, source, "the platform recovery")
+        except StrongroomError as exc:
+            earlier = f" (safety snapshots taken: {', '.join(f'{n} {i}' for n, i in taken.items())})" if taken else ""
+            raise RefusedError(f"recovery refused, nothing was restored: the safety snapshot of the production "
+                               f"database {source} could not be taken: {_one_line(exc)}{earlier}") from None
+    return taken
 
 
 def _recover_part(

@@ -699,8 +699,15 @@ def take_safety_snapshot(config: Config, conns: Connections, plan: RestorePlan) 
     """A fresh snapshot of the production database about to be overwritten, committed in every region."""
     if not plan.production or plan.new_database:
         return None
-    result = snapshot.snapshot_database(config, plan.production, conns)
-    log.info("safety snapshot of %s before the restore: %s", plan.production, result["snapshot_id"])
+    return safety_snapshot(config, conns, plan.production, "the restore")
+
+
+def safety_snapshot(config: Config, conns: Connections, production: str, before: str) -> str:
+    """The safety snapshot of the production database ``production`` before ``before`` overwrites it (a
+    single restore, a platform recovery): a snapshot committed in every region, or the error that says why
+    not. There is no way to skip it: the caller refuses to overwrite without it."""
+    result = snapshot.snapshot_database(config, production, conns)
+    log.info("safety snapshot of %s before %s: %s", production, before, result["snapshot_id"])
     return str(result["snapshot_id"])
 
 

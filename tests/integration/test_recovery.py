@@ -317,3 +317,59 @@ def test_points_names_an_unreadable_region_and_lists_what_the_others_hold(world:
     assert len(none.error_lines) == 1, none.stderr
     assert none.error_lines[0].startswith("strongroom: error: no region could be read for the platform points: ")
     assert all(f"{r}: " in none.error_lines[0] for r in REGIONS), none.error_lines
+
+
+def test_a_confirmed_production_recovery_takes_a_safety_snapshot_first_or_changes_nothing(
+    world: World, rounds: list[Round], conns
+) -> None:
+    """alpha's recovery target is production alpha itself, confirmed. Before anything is restored, alpha
+    gets a safety snapshot committed in every region (as a single restore over production takes one); its
+    id is in the report. When it cannot be taken (a region refuses connections), the recovery is refused
+    in one line and no target is touched."""
+    from devstack import free_port
+    from strongroom import catalog
+
+    path, env = targets_config(world, 6, alpha_conn="pg_alpha")
+    world.stack.pg.execute("INSERT INTO items VALUES (900001, 'written after the last point', NULL)", "alpha")
+    now = fingerprints(world.stack.pg.connect_kwargs("alpha"))
+    args = ("--config", str(path), "recover", "--point", rounds[0].point_id, "--region", PRIMARY,
+            "--confirm-production", "alpha", "--json")
+
+    def ids() -> dict[str, list[str]]:
+        return {r.name: catalog.snapshot_ids(conns.store(r, world.config.transfer), "alpha")
+                for r in world.config.regions}
+
+    def reports() -> list[str]:
+        return [k for k in world.stack.list_keys(PRIMARY) if k.startswith(layout.PLATFORM_RECOVERIES)]
+
+    before, stored = ids(), reports()
+    closed = json.dumps({"conn_type": "aws", "login": "testing", "password": "testing-secret",
+                         "extra": {"region_name": REGIONS[2], "endpoint_url": f"http://127.0.0.1:{free_port()}"}})
+    refused = run_cli(*args, env={**env, env_name(conn_id(REGIONS[2])): closed})
+    assert refused.code == 1 and refused.stdout == "", refused.stdout
+    assert len(refused.error_lines) == 1, refused.stderr
+    assert refused.error_lines[0].startswith("strongroom: error: recovery refused, nothing was restored: the safety "
+                                             "snapshot of the production database alpha could not be taken: ")
+    assert REGIONS[2] in refused.error_lines[0]
+    assert fingerprints(world.stack.pg.connect_kwargs("alpha")) == now
+    untouched(world, 6)
+    assert reports() == stored
+
+    done = run_cli(*args, env=env)
+    assert done.code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["success"] and set(report["safety_snapshots"]) == {"alpha"}
+    safety = report["safety_snapshots"]["alpha"]
+    after = ids()
+    for region in REGIONS:  # committed in every region
+        assert safety in after[region] and safety not in before[region], region
+    manifest = catalog.load_manifest(conns.store(world.config.primary, world.config.transfer),
+                                     conns.keyring(world.config.keyring_conn_id(world.config.primary)), "alpha", safety)
+    assert manifest.summary()["rows"] == sum(n for n, _ in now.values())  # the row written after the point, kept
+    assert fingerprints(world.stack.pg.connect_kwargs("alpha")) == rounds[0].alpha  # then overwritten
+    stored_report = recovery.read_report(world.config, conns, report["recovery_id"], region=REGIONS[1])
+    assert stored_report["safety_snapshots"] == {"alpha": safety}
+    text = run_cli("--config", str(path), "recover", "--point", rounds[0].point_id, "--region", PRIMARY,
+                   "--dry-run")
+    assert text.code == 0  # a dry run takes no safety snapshot
+    assert ids() == after
