@@ -444,6 +444,8 @@ def _cmd_drill(args: argparse.Namespace) -> int:
     config = _config(args)
     evidence = drill.run_platform_drill(config, airflow_adapter.connections(), region=args.region)
     lines = [evidence["headline"]]
+    lines += [f"  removed s3://{name}, left by a platform drill that did not finish"
+              for name in evidence["leftovers_removed"]]
     for part in evidence["parts"]:
         lines.append(f"  {part['kind']} {part['name']} ({part['ref']}): {part['result']} in "
                      f"{duration_text(part['seconds'])}, {part['checks']} checks"

@@ -297,6 +297,13 @@ class RecoveryConfig(_Section):
     rto: Duration = timedelta(hours=4)  # the recovery-time objective the report measures the total against
     # the platform_drill DAG (weekly: Sundays 02:00 UTC, clear of the daily restore test at midnight)
     drill_schedule: str = "0 2 * * 0"
+    # how long a platform drill may run (the DAG's run timeout); unset: rto + 2h. A throwaway bucket of a
+    # drill older than this, with no live lease, was left by a drill that died: the next drill removes it
+    drill_timeout: Duration | None = None
+
+    @property
+    def drill_run_timeout(self) -> timedelta:
+        return self.drill_timeout or self.rto + timedelta(hours=2)
 
 
 class PoolsConfig(_Section):

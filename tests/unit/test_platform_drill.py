@@ -33,6 +33,15 @@ def test_the_drill_schedule_is_weekly_by_default_and_configurable() -> None:
     assert parse_config({**BASE, "recovery": {"drill_schedule": "@daily"}}).recovery.drill_schedule == "@daily"
 
 
+def test_the_drill_timeout_is_the_rto_plus_two_hours_unless_set() -> None:
+    from datetime import timedelta
+
+    assert CONFIG.recovery.drill_run_timeout == CONFIG.recovery.rto + timedelta(hours=2)
+    assert parse_config({**BASE, "recovery": {"rto": "1h"}}).recovery.drill_run_timeout == timedelta(hours=3)
+    set_ = parse_config({**BASE, "recovery": {"drill_timeout": "90m"}}).recovery
+    assert set_.drill_run_timeout == timedelta(minutes=90)
+
+
 def _evidence(**changes: object) -> dict:
     evidence = {"region": "eu-west-1", "point_id": "20261129T010000Z-a1b2c3", "point_time": NOW.isoformat(),
                 "total_seconds": 95.0, "rto_seconds": 14400.0, "within_rto": True, "success": True, "error": None,
