@@ -287,11 +287,15 @@ def test_a_forged_point_is_neither_listed_nor_used(
         recovery.plan_recovery(config, conns, point_id=forged_id, region=PRIMARY)
 
 
-def test_points_names_an_unreadable_region_and_lists_what_the_others_hold(world: World, rounds: list[Round]) -> None:
+def test_points_names_an_unreadable_region_and_lists_what_the_others_hold(
+    world: World, rounds: list[Round], conns
+) -> None:
     """A region whose endpoint refuses connections (a closed port): `points` still lists what the other regions
     hold, and says on stderr, in one line naming it and why, that it could not read that region. Only when
     no region can be read does it fail."""
     from devstack import free_port
+
+    recorded = recovery.record_point(world.config, conns)["point_id"]  # (an earlier test erased the rounds')
 
     closed = json.dumps({"conn_type": "aws", "login": "testing", "password": "testing-secret",
                          "extra": {"region_name": REGIONS[1], "endpoint_url": f"http://127.0.0.1:{free_port()}"}})
@@ -299,7 +303,7 @@ def test_points_names_an_unreadable_region_and_lists_what_the_others_hold(world:
                      env={env_name(conn_id(REGIONS[1])): closed})
     assert result.code == 0, result.stderr
     listed = json.loads(result.stdout)
-    assert rounds[0].point_id in {p["point_id"] for p in listed}
+    assert recorded in {p["point_id"] for p in listed}
     assert all(REGIONS[1] not in p["regions"] and PRIMARY in p["regions"] for p in listed), listed
     warnings = [line for line in result.stderr.splitlines() if line.startswith("strongroom: warning: ")]
     assert len(warnings) == 1, result.stderr
@@ -308,7 +312,7 @@ def test_points_names_an_unreadable_region_and_lists_what_the_others_hold(world:
     assert "127.0.0.1" in warnings[0] or "connect" in warnings[0].lower(), warnings  # the reason
 
     text = run_cli("--config", str(world.config_path), "points", env={env_name(conn_id(REGIONS[1])): closed})
-    assert text.code == 0 and rounds[0].point_id in text.stdout, text.stderr
+    assert text.code == 0 and recorded in text.stdout, text.stderr
     assert f"region {REGIONS[1]} could not be read" in text.stderr
 
     every = {env_name(conn_id(r)): closed.replace(REGIONS[1], r) for r in REGIONS}
@@ -332,7 +336,7 @@ def test_a_confirmed_production_recovery_takes_a_safety_snapshot_first_or_change
     path, env = targets_config(world, 6, alpha_conn="pg_alpha")
     world.stack.pg.execute("INSERT INTO items VALUES (900001, 'written after the last point', NULL)", "alpha")
     now = fingerprints(world.stack.pg.connect_kwargs("alpha"))
-    args = ("--config", str(path), "recover", "--point", rounds[0].point_id, "--region", PRIMARY,
+    args = ("--config", str(path), "recover", "--at", rounds[0].at.isoformat(), "--region", PRIMARY,
             "--confirm-production", "alpha", "--json")
 
     def ids() -> dict[str, list[str]]:
@@ -369,7 +373,7 @@ def test_a_confirmed_production_recovery_takes_a_safety_snapshot_first_or_change
     assert fingerprints(world.stack.pg.connect_kwargs("alpha")) == rounds[0].alpha  # then overwritten
     stored_report = recovery.read_report(world.config, conns, report["recovery_id"], region=REGIONS[1])
     assert stored_report["safety_snapshots"] == {"alpha": safety}
-    text = run_cli("--config", str(path), "recover", "--point", rounds[0].point_id, "--region", PRIMARY,
+    text = run_cli("--config", str(path), "recover", "--at", rounds[0].at.isoformat(), "--region", PRIMARY,
                    "--dry-run")
     assert text.code == 0  # a dry run takes no safety snapshot
     assert ids() == after
