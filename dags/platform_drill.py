@@ -33,11 +33,12 @@ CONFIG = load_config()
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=CONFIG.recovery.rto + timedelta(hours=2),
+    dagrun_timeout=CONFIG.recovery.drill_run_timeout,  # also how old a leftover throwaway bucket must be
     doc_md=__doc__,
     tags=["strongroom", "restore-test", "recovery"],
     # a drill over its RTO by an hour is stopped (and alerts); the record of a finished one says by how much
-    default_args=task_defaults(execution_timeout=CONFIG.recovery.rto + timedelta(hours=1)),
+    default_args=task_defaults(execution_timeout=min(CONFIG.recovery.rto + timedelta(hours=1),
+                                                     CONFIG.recovery.drill_run_timeout)),
 )
 def platform_drill() -> None:
     @task

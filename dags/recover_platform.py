@@ -25,7 +25,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from strongroom import airflow_adapter
 from strongroom.config import load_config
-from strongroom.tasks import task_defaults
+from strongroom.tasks import PICKED_TIME, task_defaults
 
 CONFIG = load_config()
 REGIONS = ["automatic", *(r.name for r in CONFIG.regions)]
@@ -52,7 +52,8 @@ NAMES = r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]{0,62}\s*(,\s*[A-Za-z0-9][A-Za-z0-9_.-]{
                                    "(`strongroom points`, e.g. 20261126T140000Z-1a2b3c)."),
         "at": Param(None, type=["null", "string"], format="date-time", title="Point in time",
                     description="Instead of a point: each database's newest snapshot and each bucket's state "
-                                "at or before this time, from the catalogs (snapshots taken by hand too)."),
+                                "at or before this time, from the catalogs (snapshots taken by hand too). "
+                                + PICKED_TIME),
         "region": Param("automatic", type="string", enum=REGIONS, title="Region",
                         description="Where to recover from; automatic: the first region, in configured order, "
                                     "that answers and holds every part."),
@@ -103,7 +104,8 @@ def recover_platform() -> None:
             f"source(s) **{{{{ {PLAN}['production'] | join(', ') }}}}**: point "
             f"`{{{{ {PLAN}['plan']['point_id'] or 'from the catalogs' }}}}` from region "
             f"`{{{{ {PLAN}['plan']['region'] }}}}` (back to {{{{ {PLAN}['plan']['point_time'] }}}}).\n\n"
-            "Approve only if you are not the person who triggered the run. Their contents are replaced."
+            "Approve only if you are not the person who triggered the run. Their contents are replaced, "
+            "after a safety snapshot of each (none taken: nothing is replaced)."
         ),
         response_timeout=CONFIG.restore.approval_timeout,
     )

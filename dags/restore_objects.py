@@ -25,7 +25,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from strongroom import airflow_adapter
 from strongroom.config import load_config
-from strongroom.tasks import task_defaults
+from strongroom.tasks import PICKED_TIME, task_defaults
 
 CONFIG = load_config()
 SOURCES = [s.bucket for s in CONFIG.object_storage] or ["(none configured)"]
@@ -49,7 +49,8 @@ FORM_WORDS = {"confirm_source": "confirm_source"}
         "source_bucket": Param(SOURCES[0], type="string", enum=SOURCES, title="Source bucket",
                                description="The backed-up bucket whose objects to restore."),
         "at": Param(None, type=["null", "string"], format="date-time", title="Point in time",
-                    description="Empty: the newest backup point. Else the newest point at or before this time."),
+                    description="Empty: the newest backup point. Else the newest point at or before this time. "
+                                + PICKED_TIME),
         "prefix": Param(None, type=["null", "string"], maxLength=1024, title="Prefix",
                         description="Optional: only keys starting with this."),
         "target": Param(TARGETS[0], type="string", enum=TARGETS, title="Target",
@@ -65,9 +66,8 @@ def restore_objects() -> None:
     @task
     def plan() -> dict[str, Any]:
         """Check the form, the target and the point in time; nothing is written."""
-        from datetime import datetime
-
         from strongroom import objects, restore
+        from strongroom.config import parse_time
 
         ctx = get_current_context()
         p = ctx["params"]
@@ -75,9 +75,7 @@ def restore_objects() -> None:
         source = airflow_adapter.run_task(config.source, p["source_bucket"])
         target = airflow_adapter.run_task(
             objects.choose_target, config, source.bucket, p["target"], (p["confirm_source"] or "").strip() or None)
-        at = datetime.fromisoformat(p["at"]) if p["at"] else None
-        if at is not None and at.tzinfo is None:
-            at = at.replace(tzinfo=pendulum.UTC)
+        at = airflow_adapter.run_task(parse_time, p["at"], "at", words=FORM_WORDS) if p["at"] else None
         region = None if p["region"] == "automatic" else p["region"]
         where, index = airflow_adapter.run_task(objects.point_at, config, conns, source.bucket, at, region)
         if target.in_place and not config.restore.approvers:

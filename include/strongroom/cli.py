@@ -170,13 +170,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_at(text: str, option: str = "--at") -> datetime:
-    from strongroom.config import require_offset
+    from strongroom.config import parse_time
 
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{option} {text!r} is not an ISO 8601 time") from None
-    return require_offset(value, option)
+    return parse_time(text, option)
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -469,6 +465,8 @@ def _cmd_drill(args: argparse.Namespace) -> int:
     config = _config(args)
     evidence = drill.run_platform_drill(config, airflow_adapter.connections(), region=args.region)
     lines = [evidence["headline"]]
+    lines += [f"  removed s3://{name}, left by a platform drill that did not finish"
+              for name in evidence["leftovers_removed"]]
     for part in evidence["parts"]:
         lines.append(f"  {part['kind']} {part['name']} ({part['ref']}): {part['result']} in "
                      f"{duration_text(part['seconds'])}, {part['checks']} checks"
@@ -540,9 +538,11 @@ def _cmd_points(args: argparse.Namespace) -> int:
     from strongroom import airflow_adapter, recovery
 
     config = _config(args)
-    points = recovery.list_points(config, airflow_adapter.connections(), region=args.region)
+    listing = recovery.read_points(config, airflow_adapter.connections(), region=args.region)
+    for where, why in listing.unreadable.items():  # the log's warning may not reach a terminal
+        _warn(f"region {where} could not be read, its points are not listed: {why}")
     grouped: dict[str, dict[str, Any]] = {}
-    for p in points:
+    for p in listing.points:
         entry = grouped.setdefault(p.point_id, {"point_id": p.point_id, "taken_at": p.taken_at.isoformat(),
                                                 "spread_seconds": p.spread_seconds,
                                                 "parts": [part.to_dict() for part in p.parts], "regions": {}})

@@ -50,6 +50,18 @@ def require_offset(at: datetime, setting: str) -> datetime:
     return at
 
 
+def parse_time(text: str, setting: str) -> datetime:
+    """A time as given by a person (a CLI option, a trigger form's field, a REST API's conf): ISO 8601 with
+    a UTC offset (``Z`` or ``+01:00``). The one rule for every such time: one without an offset is refused
+    by :func:`require_offset`, never taken as UTC or as local time."""
+    value = str(text).strip()
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{setting} {value!r} is not an ISO 8601 time, e.g. 2026-11-26T14:00:00+00:00") from None
+    return require_offset(at, setting)
+
+
 def parse_duration(value: Any) -> timedelta:
     """Parse ``30d``, ``12h``, ``90s``, ``1h30m``, ``250ms`` (units w, d, h, m, s, ms) into a timedelta."""
     if isinstance(value, timedelta):
@@ -297,6 +309,13 @@ class RecoveryConfig(_Section):
     rto: Duration = timedelta(hours=4)  # the recovery-time objective the report measures the total against
     # the platform_drill DAG (weekly: Sundays 02:00 UTC, clear of the daily restore test at midnight)
     drill_schedule: str = "0 2 * * 0"
+    # how long a platform drill may run (the DAG's run timeout); unset: rto + 2h. A throwaway bucket of a
+    # drill older than this, with no live lease, was left by a drill that died: the next drill removes it
+    drill_timeout: Duration | None = None
+
+    @property
+    def drill_run_timeout(self) -> timedelta:
+        return self.drill_timeout or self.rto + timedelta(hours=2)
 
 
 class PoolsConfig(_Section):

@@ -350,21 +350,113 @@ def drill_region(config: Config, last_region: str | None, now: datetime) -> Regi
     return rotation_region(config, now)
 
 
+DRILL_LEASE_KIND = "drill-lease"
+
+
 @contextmanager
-def _throwaway_bucket(config: Config, conns: Connections, source: str) -> Iterator[ObjectStore]:
+def _throwaway_bucket(config: Config, conns: Connections, source: str, now: datetime) -> Iterator[ObjectStore]:
     """A new, empty bucket next to ``source`` (its connection and region) that is emptied (every version)
-    and deleted afterwards: where the drill recovers that source's objects."""
+    and deleted afterwards: where the drill recovers that source's objects. Before it is created, a lease
+    naming it (valid for ``recovery.drill_run_timeout``) is sealed into every region that answers, so a
+    drill that dies leaves a bucket the next one can tell from a live one (:func:`remove_leftover_buckets`)."""
     src = config.source(source)
-    store = conns.bucket_store(src.aws_conn_id, f"strongroom-drill-{secrets.token_hex(6)}", src.region,
+    store = conns.bucket_store(src.aws_conn_id, f"{layout.DRILL_BUCKET_PREFIX}{secrets.token_hex(6)}", src.region,
                                config.transfer)
+    lease = {"bucket": store.bucket, "source": source, "created_at": now.isoformat(),
+             "expires_at": (now + config.recovery.drill_run_timeout).isoformat()}
+    leased = _write_drill_lease(config, conns, store.bucket, lease)
     store.create_bucket()
     try:
         yield store
     finally:
         try:
             store.delete_bucket()
-        except StrongroomError as exc:  # the result still counts; the bucket's name says what it was
+            _remove_drill_lease(config, conns, store.bucket, leased)
+        except StrongroomError as exc:  # the result still counts; the next drill removes it after its lease
             log.error("could not remove the drill's throwaway bucket s3://%s: %s", store.bucket, exc)
+
+
+def _write_drill_lease(config: Config, conns: Connections, bucket: str, lease: dict[str, Any]) -> list[RegionConfig]:
+    written = []
+    failed = []
+    for region in config.regions:
+        try:
+            records.write(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
+                          layout.drill_lease_key(bucket), lease, kind=DRILL_LEASE_KIND)
+            written.append(region)
+        except StrongroomError as exc:
+            failed.append(f"{region.name}: {' '.join(str(exc).split())}")
+    if not written:
+        raise RestoreTestError(f"the lease of throwaway bucket {bucket} could not be written in any region, so it "
+                               f"is not created: {'; '.join(failed)}")
+    return written
+
+
+def _remove_drill_lease(config: Config, conns: Connections, bucket: str, regions: list[RegionConfig]) -> None:
+    for region in regions:
+        try:
+            conns.store(region, config.transfer).delete(layout.drill_lease_key(bucket))
+        except StrongroomError as exc:  # an expired lease of a bucket that is gone harms nothing
+            log.warning("could not remove the lease of drill bucket %s in %s: %s", bucket, region.name, exc)
+
+
+def _live_drill_lease(config: Config, conns: Connections, bucket: str, now: datetime) -> list[str]:
+    """The regions that hold a live (authenticated, unexpired) lease of ``bucket``; every region is asked. A
+    lease that does not authenticate is ignored (with a warning): it protects nothing."""
+    held = []
+    for region in config.regions:
+        try:
+            body = records.read(conns.store(region, config.transfer), conns.keyring(config.keyring_conn_id(region)),
+                                layout.drill_lease_key(bucket), kind=DRILL_LEASE_KIND, times=("created_at",), now=now)
+            if body is not None and body.get("bucket") == bucket and datetime.fromisoformat(body["expires_at"]) > now:
+                held.append(region.name)
+        except IntegrityError as exc:
+            log.warning("ignoring %s", exc)
+        except StrongroomError as exc:
+            log.warning("lease of drill bucket %s unreadable in %s: %s", bucket, region.name, exc)
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring malformed lease of drill bucket %s in %s", bucket, region.name)
+    return held
+
+
+def remove_leftover_buckets(config: Config, conns: Connections, now: datetime | None = None) -> list[str]:
+    """Remove the throwaway buckets (``strongroom-drill-*``, next to every source) that drills which died left
+    behind: created longer ago than ``recovery.drill_run_timeout`` and without a live lease in any region
+    (a running drill's bucket has both a live lease and a younger age). One warning line per bucket removed;
+    a bucket or a connection that fails is logged and the drill goes on. Returns the buckets removed."""
+    now = now or datetime.now(UTC)
+    older = now - config.recovery.drill_run_timeout
+    removed: list[str] = []
+    seen: set[tuple[str, str | None]] = set()
+    for src in config.object_storage:
+        if (src.aws_conn_id, src.region) in seen:
+            continue
+        seen.add((src.aws_conn_id, src.region))
+        try:
+            found = conns.bucket_store(src.aws_conn_id, src.bucket, src.region, config.transfer).list_buckets(
+                layout.DRILL_BUCKET_PREFIX)
+        except StrongroomError as exc:
+            log.warning("could not look for leftover drill buckets through %s: %s", src.aws_conn_id, exc)
+            continue
+        for name, created in found:
+            if not layout.is_drill_bucket(name) or created > older:
+                continue
+            held = _live_drill_lease(config, conns, name, now)
+            if held:
+                log.warning("drill bucket s3://%s is older than the drill timeout but its lease in %s is live: kept",
+                            name, ", ".join(held))
+                continue
+            try:
+                conns.bucket_store(src.aws_conn_id, name, src.region, config.transfer).delete_bucket()
+            except StrongroomError as exc:
+                log.error("could not remove leftover drill bucket s3://%s: %s", name, exc)
+                continue
+            _remove_drill_lease(config, conns, name, list(config.regions))
+            log.warning("removed s3://%s, left by a platform drill that did not finish (created %s, older than the "
+                        "drill timeout of %s, no live lease)", name, created.isoformat(),
+                        duration_text(config.recovery.drill_run_timeout.total_seconds()))
+            removed.append(name)
+    return removed
 
 
 def run_platform_drill(
@@ -391,6 +483,7 @@ def run_platform_drill(
         "drill_id": layout.new_platform_id(now), "drilled_at": now.isoformat(), "region": where.name,
         "point_id": None, "point_time": None, "recovery_id": None, "total_seconds": None, "rto_seconds": rto,
         "within_rto": False, "slowest": None, "success": False, "error": None, "parts": [],
+        "leftovers_removed": remove_leftover_buckets(config, conns, now),
     }
     try:
         plan = recovery.plan_recovery(config, conns, region=where.name)
@@ -409,7 +502,7 @@ def run_platform_drill(
             targets = recovery.RecoveryTargets(
                 databases={name: stack.enter_context(_isolated(config, conns, m.server_version.split(".")[0], store,
                                                                keyring, name)) for name, m in manifests.items()},
-                buckets={p.name: stack.enter_context(_throwaway_bucket(config, conns, p.name))
+                buckets={p.name: stack.enter_context(_throwaway_bucket(config, conns, p.name, now))
                          for p in plan.parts if p.kind == recovery.BUCKET},
             )
             report = recovery.execute_recovery(config, conns, plan, targets, missing_roles=restore.ROLES_CREATE)

@@ -14,6 +14,7 @@ order, and when it is deleted)::
     audit/retention/<time>-<hex>.json               what a prune deleted, where and why
     status/last-run.json, monitor.json, alerts.json the newest run's outcome; the monitor's alert state
     leases/restore-tests/<time>-<hex>.json          a throwaway server a restore test is running
+    leases/drills/<bucket>.json                     a throwaway bucket a platform drill is using
     platform/points/<time>-<hex>.json               a platform point: the parts of one hour, every region
     platform/recoveries/<time>-<hex>.json           a platform recovery's report
     platform/drills/<time>-<hex>.json               a platform drill's evidence
@@ -303,6 +304,22 @@ def new_lease_id(at: datetime) -> str:
 
 def lease_key(lease_id: str) -> str:
     return f"{LEASE_PREFIX}{lease_id}.json"
+
+
+DRILL_LEASE_PREFIX = f"{LEASES}drills/"
+DRILL_BUCKET_PREFIX = "strongroom-drill-"  # a platform drill's throwaway buckets: strongroom-drill-<12 hex>
+_DRILL_BUCKET = re.compile(rf"^{DRILL_BUCKET_PREFIX}[0-9a-f]{{12}}$")
+
+
+def is_drill_bucket(name: str) -> bool:
+    return bool(_DRILL_BUCKET.match(name))
+
+
+def drill_lease_key(bucket: str) -> str:
+    """The lease of a platform drill's throwaway bucket (written before the bucket is created)."""
+    if not is_drill_bucket(bucket):
+        raise ValueError(f"{bucket!r} is not a platform drill's bucket name")
+    return f"{DRILL_LEASE_PREFIX}{bucket}.json"
 
 
 # ---- platform points and recoveries (strongroom.recovery) --------------------------------------------------

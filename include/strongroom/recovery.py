@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strongroom import approval, catalog, layout, objects, postgres, records, regions, restore
-from strongroom.config import Config, RegionConfig, require_offset
+from strongroom.config import Config, RegionConfig, parse_time, require_offset
 from strongroom.connections import Connections
 from strongroom.errors import (
     ConfigError,
@@ -364,24 +364,42 @@ def _read_point(store: ObjectStore, keyring: Any, region: RegionConfig, point_id
     return None
 
 
-def list_points(config: Config, conns: Connections, region: str | None = None) -> list[PlatformPoint]:
-    """Every authenticated platform point in ``region`` (else in every region that answers), newest first,
-    one entry per point and region. A forged or unreadable record is skipped with one warning; a region
-    that does not answer is skipped with one warning (the named region's error is raised)."""
+@dataclass(frozen=True)
+class PointListing:
+    """The points the regions that could be read hold, and why each other region could not be read."""
+
+    points: list[PlatformPoint]
+    unreadable: dict[str, str]  # region -> the reason, one line
+
+
+def read_points(config: Config, conns: Connections, region: str | None = None) -> PointListing:
+    """Every authenticated platform point in ``region`` (else in every region that can be read), newest
+    first, one entry per point and region. A forged or unreadable record is skipped with one warning; a
+    region that cannot be read is named in ``unreadable`` with its reason (the named region's error is
+    raised). Raises :class:`NoRegionError` naming every region and why when none can be read."""
     found: list[PlatformPoint] = []
-    answered = []
+    unreadable: dict[str, str] = {}
+    read = 0
     for where in regions.candidates(config, region):
         try:
             found += _points_in(config, conns, where)
-            answered.append(where.name)
+            read += 1
         except StrongroomError as exc:
             if region:
                 raise
-            log.warning("platform points of region %s unreadable: %s", where.name, _one_line(exc))
-    if not answered:
-        raise NoRegionError("no region answered for the platform points", retryable=True)
+            unreadable[where.name] = _one_line(exc)
+            log.warning("platform points of region %s unreadable: %s", where.name, unreadable[where.name])
+    if not read:
+        raise NoRegionError("no region could be read for the platform points: "
+                            + "; ".join(f"{r}: {why}" for r, why in unreadable.items()), retryable=True)
     order = {r.name: i for i, r in enumerate(config.regions)}
-    return sorted(found, key=lambda p: (-p.taken_at.timestamp(), p.point_id, order[p.region]))
+    return PointListing(sorted(found, key=lambda p: (-p.taken_at.timestamp(), p.point_id, order[p.region])),
+                        unreadable)
+
+
+def list_points(config: Config, conns: Connections, region: str | None = None) -> list[PlatformPoint]:
+    """The points of :func:`read_points` (a region that cannot be read is logged and passed over)."""
+    return read_points(config, conns, region).points
 
 
 # ---- planning -------------------------------------------------------------------------------------------
@@ -550,6 +568,8 @@ class RecoveryReport:
     parts: tuple[PartResult, ...]
     stored_in: tuple[str, ...] = ()
     report_key: str | None = None
+    # production database -> the safety snapshot taken of it before it was overwritten
+    safety_snapshots: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -565,7 +585,8 @@ class RecoveryReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "parts": [dict(p.__dict__) for p in self.parts], "stored_in": list(self.stored_in),
-                "success": self.success, "within_rto": self.within_rto}
+                "safety_snapshots": dict(self.safety_snapshots), "success": self.success,
+                "within_rto": self.within_rto}
 
     def headline(self) -> str:
         ok = len(self.parts) - len(self.failed)
@@ -575,13 +596,16 @@ class RecoveryReport:
                 f"{self.slowest or '-'}); data-loss window {duration_text(self.data_loss_seconds)}")
 
     def lines(self) -> list[str]:
-        return [self.headline(), *(f"  {p.line()}" for p in self.parts)]
+        safety = [f"  safety snapshot of production database {name} before it was overwritten: {sid}"
+                  for name, sid in sorted(self.safety_snapshots.items())]
+        return [self.headline(), *safety, *(f"  {p.line()}" for p in self.parts)]
 
     def summary(self) -> dict[str, Any]:
         """Small enough for a task's XCom and its one summary line."""
         return {"recovery_id": self.recovery_id, "region": self.region, "point_id": self.point_id,
                 "total_seconds": self.total_seconds, "rto_seconds": self.rto_seconds, "within_rto": self.within_rto,
-                "slowest": self.slowest, "failed": [p.label for p in self.failed], "report_key": self.report_key}
+                "slowest": self.slowest, "failed": [p.label for p in self.failed], "report_key": self.report_key,
+                "safety_snapshots": dict(self.safety_snapshots)}
 
 
 def check_targets(
@@ -651,6 +675,7 @@ def execute_recovery(
     overwrite = check_targets(config, conns, plan, targets, confirm_production or ())
     started_at = datetime.now(UTC)
     started = time.monotonic()
+    safety = take_safety_snapshots(config, conns, plan, targets, overwrite)
     workers = concurrency or config.recovery.concurrency
     log.info("recovering %d part(s) from %s, %d at a time", len(plan.parts), plan.region, workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recover") as pool:
@@ -664,10 +689,37 @@ def execute_recovery(
         spread_seconds=plan.spread_seconds, started_at=started_at.isoformat(), total_seconds=total,
         rto_seconds=config.recovery.rto.total_seconds(),
         slowest=f"{slowest.label} ({duration_text(slowest.seconds)})" if slowest else None, parts=tuple(results),
+        safety_snapshots=safety,
     )
     report = _store_report(config, conns, report)
     log.info("%s", report.headline())
     return report
+
+
+def take_safety_snapshots(
+    config: Config, conns: Connections, plan: RecoveryPlan, targets: RecoveryTargets, production: set[str],
+) -> dict[str, str]:
+    """Before anything is overwritten: for every database target that is a confirmed production database
+    and exists, its safety snapshot (:func:`strongroom.restore.safety_snapshot`, as a single restore over
+    production takes it: committed in every region). One that cannot be taken refuses the recovery with
+    :class:`RefusedError`, and no part is restored. Returns production database -> safety snapshot id."""
+    taken: dict[str, str] = {}
+    for part in plan.parts:
+        target = targets.databases.get(part.name) if part.kind == DATABASE else None
+        if target is None:
+            continue
+        source = restore.production_source(config, conns, target)
+        if source is None or source not in production or source in taken:
+            continue
+        if not postgres.inspect_target(target).exists:  # nothing there to lose
+            continue
+        try:
+            taken[source] = restore.safety_snapshot(config, conns, source, "the platform recovery")
+        except StrongroomError as exc:
+            earlier = f" (safety snapshots taken: {', '.join(f'{n} {i}' for n, i in taken.items())})" if taken else ""
+            raise RefusedError(f"recovery refused, nothing was restored: the safety snapshot of the production "
+                               f"database {source} could not be taken: {_one_line(exc)}{earlier}") from None
+    return taken
 
 
 def _recover_part(
@@ -748,19 +800,14 @@ def read_report(config: Config, conns: Connections, recovery_id: str, region: st
 
 
 def parse_form_choice(point: str | None, at: str | None) -> tuple[str | None, datetime | None]:
-    """The trigger form's ``point`` (empty: the newest complete point) and ``at`` (a time; one without an
-    offset is UTC, as the form's date-time picker gives it)."""
+    """The trigger form's ``point`` (empty: the newest complete point) and ``at`` (empty, or a time with a
+    UTC offset, as the form's date-time picker sends it; one without is refused, :func:`config.parse_time`)."""
     point_id = (point or "").strip() or None
     if point_id:
         layout.platform_id_time(point_id)
     if not (at or "").strip():
         return point_id, None
-    text = str(at).strip()
-    try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise ConfigError(f"`at` {text!r} is not a time (e.g. 2026-11-26T14:00:00+00:00)") from None
-    return point_id, when if when.tzinfo else when.replace(tzinfo=UTC)
+    return point_id, parse_time(str(at), "at")
 
 
 def confirmations(text: str | None) -> list[str]:

@@ -42,7 +42,7 @@ from strongroom import (
     streamload,
 )
 from strongroom.catalog import Manifest
-from strongroom.config import Config, RegionConfig, TransferConfig, require_offset
+from strongroom.config import Config, RegionConfig, TransferConfig, parse_time
 from strongroom.connections import Connections
 from strongroom.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, RestoreError, StrongroomError
 from strongroom.keyring import Keyring
@@ -538,13 +538,13 @@ def parse_snapshot_choice(text: str) -> tuple[str | None, datetime | None]:
     if layout.is_snapshot_id(text):
         return text, None
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(
             f"snapshot {text!r} is neither 'newest', a snapshot id (e.g. 20261126T140000Z-a1b2c3) "
             "nor a time (e.g. 2026-11-26T14:00:00+00:00)"
         ) from None
-    return None, require_offset(at, "snapshot time")
+    return None, parse_time(text, "snapshot time")
 
 
 SANDBOX_NAME = re.compile(r"^(?P<database>.+)_(?P<taken>\d{8}_\d{6})(?:_(?P<suffix>[0-9a-f]{6}))?$")
@@ -719,8 +719,15 @@ def take_safety_snapshot(config: Config, conns: Connections, plan: RestorePlan) 
     """A fresh snapshot of the production database about to be overwritten, committed in every region."""
     if not plan.production or plan.new_database:
         return None
-    result = snapshot.snapshot_database(config, plan.production, conns)
-    log.info("safety snapshot of %s before the restore: %s", plan.production, result["snapshot_id"])
+    return safety_snapshot(config, conns, plan.production, "the restore")
+
+
+def safety_snapshot(config: Config, conns: Connections, production: str, before: str) -> str:
+    """The safety snapshot of the production database ``production`` before ``before`` overwrites it (a
+    single restore, a platform recovery): a snapshot committed in every region, or the error that says why
+    not. There is no way to skip it: the caller refuses to overwrite without it."""
+    result = snapshot.snapshot_database(config, production, conns)
+    log.info("safety snapshot of %s before %s: %s", production, before, result["snapshot_id"])
     return str(result["snapshot_id"])
 
 

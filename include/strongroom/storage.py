@@ -494,6 +494,16 @@ class ObjectStore:
         except BotoCoreError as exc:
             raise self._fail(exc, "reaching bucket") from None
 
+    def list_buckets(self, prefix: str) -> list[tuple[str, datetime]]:
+        """The buckets this store's credentials own whose names start with ``prefix``, with their creation
+        times (ListBuckets; the store's own bucket need not exist)."""
+        try:
+            listed = self.client.list_buckets().get("Buckets", [])
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"listing the buckets of {self.endpoint} failed (region {self.region}): "
+                               f"{_first_line(exc)}") from None
+        return [(b["Name"], b["CreationDate"]) for b in listed if str(b.get("Name", "")).startswith(prefix)]
+
     def create_bucket(self, *, object_lock: bool = False, tags: list[dict[str, str]] | None = None) -> None:
         args: dict[str, Any] = {"Bucket": self.bucket}
         if self.region and self.region != "us-east-1":

@@ -10,6 +10,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+# the trigger forms' date-time fields (Param format="date-time"): how Airflow 3.3's picker reads what is
+# picked (the UI's time zone, sent as UTC with a Z), and the one rule for a time without an offset
+# (strongroom.config.parse_time; docs/operations.md, "Times")
+PICKED_TIME = ("The picker's date and time are in the time zone the UI shows (your browser's, unless changed in "
+               "the user menu) and are sent with their UTC offset. Through the REST API: ISO 8601 with an offset "
+               "(2026-11-26T14:00:00+00:00 or ...Z); a time without one is refused.")
+
 
 def on_task_failure(context: object) -> None:
     """The ``on_failure_callback`` of every Strongroom task.

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PRIMARY, ROOT, Stack, conn_id, write_config
+from tests.dags import assert_time_field_needs_an_offset
 
 DAGS = ROOT / "dags"
 EXAMPLE = ROOT / "include" / "config" / "strongroom.example.yaml"
@@ -53,6 +54,8 @@ def test_restore_objects_trigger_form(monkeypatch: pytest.MonkeyPatch) -> None:
     assert params.get_param("source_bucket").schema["enum"] == ["shop-uploads"]
     assert params.get_param("at").schema["format"] == "date-time"
     assert {"prefix", "target", "region", "confirm_source"} <= set(params.keys())
+    assert_time_field_needs_an_offset(params.get_param("at"))
+
 
 
 def test_backup_object_storage_run_commits_a_point(

@@ -151,3 +151,54 @@ def test_a_forged_drill_record_is_not_shown_as_passed(stack: Stack, point: tuple
         assert f"platform: UNAUTHENTICATED: platform-drill record {key} is not authenticated" in text, text
     finally:
         stack.client.delete_object(Bucket=f"sr-test-{PRIMARY}", Key=key)
+
+
+def test_a_killed_drills_throwaway_bucket_is_removed_by_the_next_drill(
+    stack: Stack, point: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`strongroom drill` killed (SIGKILL) once its throwaway bucket exists leaves the bucket and its lease.
+    The bucket is kept while it is younger than the drill timeout, and while a live lease names it; the next
+    drill removes it (one line) and passes."""
+    import os
+    import signal
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from strongroom import drill, layout, records
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from tests.integration.helpers import start_cli
+
+    short = _config(tmp_path / "short.yaml", drill_timeout="3s")
+    config, conns = load_config(short), connections()
+    before = _buckets(stack)
+    killed = start_cli("--config", str(short), "drill", "--region", PRIMARY)
+    deadline = time.monotonic() + 120
+    while not (left := {b for b in _buckets(stack) - before if b.startswith("strongroom-drill-")}):
+        assert killed.poll() is None and time.monotonic() < deadline, "the drill never created its bucket"
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    [leftover] = left
+    lease = layout.drill_lease_key(leftover)
+    assert all(lease in stack.list_keys(r) for r in REGIONS)  # written before the bucket was created
+
+    # younger than the (default) drill timeout of rto + 2h: a running drill may still use it
+    assert drill.remove_leftover_buckets(load_config(point[0]), conns) == [] and leftover in _buckets(stack)
+    time.sleep(3.5)
+    # older than 3s, but a live lease names it (as a drill with a longer timeout would have written)
+    where = config.primary
+    records.write(conns.store(where, config.transfer), conns.keyring(config.keyring_conn_id(where)), lease,
+                  {"bucket": leftover, "source": SOURCE, "created_at": datetime.now(UTC).isoformat(),
+                   "expires_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}, kind=drill.DRILL_LEASE_KIND)
+    assert drill.remove_leftover_buckets(config, conns) == [] and leftover in _buckets(stack)
+    conns.store(where, config.transfer).delete(lease)  # the other regions' leases have expired
+
+    result = run_cli("--config", str(short), "drill", "--region", PRIMARY, "--json")
+    assert result.code == 0, result.stderr[-2000:]
+    evidence = json.loads(result.stdout)
+    assert evidence["success"] is True and evidence["leftovers_removed"] == [leftover]
+    assert _buckets(stack) == before  # the leftover and the new drill's own bucket are gone
+    assert not any(k.startswith(layout.DRILL_LEASE_PREFIX) for r in REGIONS for k in stack.list_keys(r))
+    text = run_cli("--config", str(short), "drill", "--region", PRIMARY)
+    assert text.code == 0 and "removed s3://" not in text.stdout, text.stdout  # nothing left this time

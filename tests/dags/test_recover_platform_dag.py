@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PRIMARY, ROOT, Stack, conn_id, write_config
-from tests.dags import returned
+from tests.dags import assert_time_field_needs_an_offset, returned
 from tests.integration.helpers import fingerprints
 
 DAGS = ROOT / "dags"
@@ -106,6 +106,7 @@ def test_trigger_form_and_shape(monkeypatch: pytest.MonkeyPatch, recorded: Recor
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(bad)
     assert params.get_param("point").resolve(recorded.point_id) == recorded.point_id
+    assert_time_field_needs_an_offset(params.get_param("at"))
     assert params.get_param("confirm_production").resolve("ledger, shop") == "ledger, shop"
     approve = dag.get_task("approve_production_recovery")
     assert isinstance(approve, ApprovalOperator) and approve.ignore_downstream_trigger_rules

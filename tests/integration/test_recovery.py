@@ -285,3 +285,95 @@ def test_a_forged_point_is_neither_listed_nor_used(
     assert any(f"platform point {moved_id} in {PRIMARY} skipped" in w for w in warned), warned
     with pytest.raises(NotFoundError, match=f"no authenticated platform point {forged_id} in region {PRIMARY}"):
         recovery.plan_recovery(config, conns, point_id=forged_id, region=PRIMARY)
+
+
+def test_points_names_an_unreadable_region_and_lists_what_the_others_hold(
+    world: World, rounds: list[Round], conns
+) -> None:
+    """A region whose endpoint refuses connections (a closed port): `points` still lists what the other regions
+    hold, and says on stderr, in one line naming it and why, that it could not read that region. Only when
+    no region can be read does it fail."""
+    from devstack import free_port
+
+    recorded = recovery.record_point(world.config, conns)["point_id"]  # (an earlier test erased the rounds')
+
+    closed = json.dumps({"conn_type": "aws", "login": "testing", "password": "testing-secret",
+                         "extra": {"region_name": REGIONS[1], "endpoint_url": f"http://127.0.0.1:{free_port()}"}})
+    result = run_cli("--config", str(world.config_path), "points", "--json",
+                     env={env_name(conn_id(REGIONS[1])): closed})
+    assert result.code == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert recorded in {p["point_id"] for p in listed}
+    assert all(REGIONS[1] not in p["regions"] and PRIMARY in p["regions"] for p in listed), listed
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("strongroom: warning: ")]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith(f"strongroom: warning: region {REGIONS[1]} could not be read, its points are "
+                                  "not listed: "), warnings
+    assert "127.0.0.1" in warnings[0] or "connect" in warnings[0].lower(), warnings  # the reason
+
+    text = run_cli("--config", str(world.config_path), "points", env={env_name(conn_id(REGIONS[1])): closed})
+    assert text.code == 0 and recorded in text.stdout, text.stderr
+    assert f"region {REGIONS[1]} could not be read" in text.stderr
+
+    every = {env_name(conn_id(r)): closed.replace(REGIONS[1], r) for r in REGIONS}
+    none = run_cli("--config", str(world.config_path), "points", env=every)
+    assert none.code == 1 and none.stdout == "", none.stdout
+    assert len(none.error_lines) == 1, none.stderr
+    assert none.error_lines[0].startswith("strongroom: error: no region could be read for the platform points: ")
+    assert all(f"{r}: " in none.error_lines[0] for r in REGIONS), none.error_lines
+
+
+def test_a_confirmed_production_recovery_takes_a_safety_snapshot_first_or_changes_nothing(
+    world: World, rounds: list[Round], conns
+) -> None:
+    """alpha's recovery target is production alpha itself, confirmed. Before anything is restored, alpha
+    gets a safety snapshot committed in every region (as a single restore over production takes one); its
+    id is in the report. When it cannot be taken (a region refuses connections), the recovery is refused
+    in one line and no target is touched."""
+    from devstack import free_port
+    from strongroom import catalog
+
+    path, env = targets_config(world, 6, alpha_conn="pg_alpha")
+    world.stack.pg.execute("INSERT INTO items VALUES (900001, 'written after the last point', NULL)", "alpha")
+    now = fingerprints(world.stack.pg.connect_kwargs("alpha"))
+    args = ("--config", str(path), "recover", "--at", rounds[0].at.isoformat(), "--region", PRIMARY,
+            "--confirm-production", "alpha", "--json")
+
+    def ids() -> dict[str, list[str]]:
+        return {r.name: catalog.snapshot_ids(conns.store(r, world.config.transfer), "alpha")
+                for r in world.config.regions}
+
+    def reports() -> list[str]:
+        return [k for k in world.stack.list_keys(PRIMARY) if k.startswith(layout.PLATFORM_RECOVERIES)]
+
+    before, stored = ids(), reports()
+    closed = json.dumps({"conn_type": "aws", "login": "testing", "password": "testing-secret",
+                         "extra": {"region_name": REGIONS[2], "endpoint_url": f"http://127.0.0.1:{free_port()}"}})
+    refused = run_cli(*args, env={**env, env_name(conn_id(REGIONS[2])): closed})
+    assert refused.code == 1 and refused.stdout == "", refused.stdout
+    assert len(refused.error_lines) == 1, refused.stderr
+    assert refused.error_lines[0].startswith("strongroom: error: recovery refused, nothing was restored: the safety "
+                                             "snapshot of the production database alpha could not be taken: ")
+    assert REGIONS[2] in refused.error_lines[0]
+    assert fingerprints(world.stack.pg.connect_kwargs("alpha")) == now
+    untouched(world, 6)
+    assert reports() == stored
+
+    done = run_cli(*args, env=env)
+    assert done.code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["success"] and set(report["safety_snapshots"]) == {"alpha"}
+    safety = report["safety_snapshots"]["alpha"]
+    after = ids()
+    for region in REGIONS:  # committed in every region
+        assert safety in after[region] and safety not in before[region], region
+    manifest = catalog.load_manifest(conns.store(world.config.primary, world.config.transfer),
+                                     conns.keyring(world.config.keyring_conn_id(world.config.primary)), "alpha", safety)
+    assert manifest.summary()["rows"] == sum(n for n, _ in now.values())  # the row written after the point, kept
+    assert fingerprints(world.stack.pg.connect_kwargs("alpha")) == rounds[0].alpha  # then overwritten
+    stored_report = recovery.read_report(world.config, conns, report["recovery_id"], region=REGIONS[1])
+    assert stored_report["safety_snapshots"] == {"alpha": safety}
+    text = run_cli("--config", str(path), "recover", "--at", rounds[0].at.isoformat(), "--region", PRIMARY,
+                   "--dry-run")
+    assert text.code == 0  # a dry run takes no safety snapshot
+    assert ids() == after

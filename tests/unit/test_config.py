@@ -439,22 +439,28 @@ def test_object_restore_targets_are_never_a_backup_or_source_bucket(tmp_path: Pa
 
 
 def test_a_time_without_a_utc_offset_is_one_config_error_wherever_it_is_given() -> None:
-    """Restore (--at), object point-in-time (--at), prune (--now), the restore form's snapshot time: the
-    same error class and message shape, raised before anything is read."""
+    """Restore (--at), object point-in-time (--at), prune (--now), the restore form's snapshot time, the
+    recovery form's and the object-restore form's `at`, platform recovery (--at): the same error class and
+    message shape, raised before anything is read."""
     from datetime import UTC, datetime
 
-    from strongroom import catalog, objects, retention
-    from strongroom.config import require_offset
+    from strongroom import catalog, objects, recovery, retention
+    from strongroom.cli import parse_at
+    from strongroom.config import parse_time, require_offset
     from strongroom.errors import ConfigError
     from strongroom.restore import parse_snapshot_choice
 
     naive = datetime(2026, 11, 26, 14, 0)
     assert require_offset(naive.replace(tzinfo=UTC), "at") == naive.replace(tzinfo=UTC)
+    assert parse_time(" 2026-11-26T14:00:00Z ", "at") == naive.replace(tzinfo=UTC)
     calls = {
         "at": lambda: catalog.select_snapshot(None, None, "shop", at=naive),  # type: ignore[arg-type]
         "at ": lambda: objects.point_at(None, None, "uploads", naive),  # type: ignore[arg-type]
         "now": lambda: retention.prune(None, None, now=naive),  # type: ignore[arg-type]
         "snapshot time": lambda: parse_snapshot_choice("2026-11-26T14:00:00"),
+        "at  ": lambda: recovery.parse_form_choice(None, "2026-11-26T14:00:00"),  # recover_platform's form
+        "at   ": lambda: parse_time("2026-11-26T14:00:00", "at"),  # restore_objects' form
+        "--at": lambda: parse_at("2026-11-26T14:00:00"),  # restore, objects, recover
     }
     for setting, call in calls.items():
         with pytest.raises(ConfigError) as raised:

@@ -151,3 +151,12 @@ def test_platform_drills() -> None:
         assert layout.parse_platform_drill_key(bad) is None, bad
     with pytest.raises(NotFoundError, match="is not a platform point id"):
         layout.platform_drill_key("../x")
+
+
+def test_drill_bucket_leases() -> None:
+    assert layout.drill_lease_key("strongroom-drill-0123456789ab") == "leases/drills/strongroom-drill-0123456789ab.json"
+    for bad in ("strongroom-drill-", "strongroom-drill-0123456789ab/../x", "sr-test-eu-central-1",
+                "strongroom-drill-0123456789abc"):
+        assert not layout.is_drill_bucket(bad), bad
+        with pytest.raises(ValueError, match="is not a platform drill's bucket name"):
+            layout.drill_lease_key(bad)

@@ -33,6 +33,15 @@ def test_the_drill_schedule_is_weekly_by_default_and_configurable() -> None:
     assert parse_config({**BASE, "recovery": {"drill_schedule": "@daily"}}).recovery.drill_schedule == "@daily"
 
 
+def test_the_drill_timeout_is_the_rto_plus_two_hours_unless_set() -> None:
+    from datetime import timedelta
+
+    assert CONFIG.recovery.drill_run_timeout == CONFIG.recovery.rto + timedelta(hours=2)
+    assert parse_config({**BASE, "recovery": {"rto": "1h"}}).recovery.drill_run_timeout == timedelta(hours=3)
+    set_ = parse_config({**BASE, "recovery": {"drill_timeout": "90m"}}).recovery
+    assert set_.drill_run_timeout == timedelta(minutes=90)
+
+
 def _evidence(**changes: object) -> dict:
     evidence = {"region": "eu-west-1", "point_id": "20261129T010000Z-a1b2c3", "point_time": NOW.isoformat(),
                 "total_seconds": 95.0, "rto_seconds": 14400.0, "within_rto": True, "success": True, "error": None,
@@ -72,8 +81,12 @@ def test_the_recover_form_fields() -> None:
     assert recovery.parse_form_choice(" 20261129T010000Z-a1b2c3 ", None) == ("20261129T010000Z-a1b2c3", None)
     assert recovery.parse_form_choice(None, "2026-11-29T01:30:00Z") == (None, datetime(2026, 11, 29, 1, 30,
                                                                                          tzinfo=UTC))
-    assert recovery.parse_form_choice(None, "2026-11-29T01:30:00")[1].tzinfo is UTC  # the picker's naive time
-    with pytest.raises(ConfigError, match="`at` 'yesterday' is not a time"):
+    # what Airflow 3.3's date-time picker sends: the picked time as UTC, with a Z
+    assert recovery.parse_form_choice(None, "2026-11-29T01:30:00.000Z") == (None, datetime(2026, 11, 29, 1, 30,
+                                                                                             tzinfo=UTC))
+    with pytest.raises(ConfigError, match=r"^at 2026-11-29T01:30:00 needs an explicit UTC offset"):
+        recovery.parse_form_choice(None, "2026-11-29T01:30:00")  # as everywhere else: never guessed as UTC
+    with pytest.raises(ConfigError, match=r"^at 'yesterday' is not an ISO 8601 time"):
         recovery.parse_form_choice(None, "yesterday")
     with pytest.raises(NotFoundError, match="is not a platform point id"):
         recovery.parse_form_choice("newest", None)
