@@ -231,3 +231,72 @@ def _store(c: Chunky, region: str):  # type: ignore[no-untyped-def]
 
     config = load_config(c.config)
     return connections().store(config.region(region), config.transfer)
+
+
+# ---- Object Lock on shared chunks -------------------------------------------------------------------------
+
+LOCK_RETENTION = 900  # seconds: locks are extended when they fall short by more than a thirtieth (30 s)
+
+
+def test_a_reused_chunks_lock_follows_the_newest_snapshot_naming_it_and_never_goes_beyond(
+        chunky: Chunky, first: str, tmp_path: Path) -> None:
+    from devstack import MotoServer
+
+    server = MotoServer().start()
+    region = "eu-west-3"
+    env = {**chunky.env, "AIRFLOW_CONN_LOCK_CHUNKS": server.airflow_conn(region)}
+    doc = json.loads(chunky.config.read_text())
+    config = write_config(tmp_path / "locked.yaml", **{
+        **doc, "retention": f"{LOCK_RETENTION}s",
+        "regions": [{"name": region, "bucket": "sr-chunks-locked", "aws_conn_id": "lock_chunks",
+                     "object_lock": "governance"}],
+        "snapshot": {**doc["snapshot"], "run_timeout": "60s"}})
+    client = server.client(region)
+
+    def locks(manifest: catalog.Manifest) -> dict[str, datetime]:
+        return {c.name: client.head_object(Bucket="sr-chunks-locked", Key=key)["ObjectLockRetainUntilDate"]
+                for c, key in zip(manifest.chunks, manifest.chunk_keys(), strict=True)}
+
+    def manifest(snapshot_id: str) -> catalog.Manifest:
+        raw = client.get_object(Bucket="sr-chunks-locked", Key=layout.manifest_key(DB, snapshot_id))["Body"].read()
+        return catalog.Manifest.from_json(raw, _keyring_from(env), "test")
+
+    def snapshot() -> catalog.Manifest:
+        result = chunky.cli("snapshot", "--database", DB, config=config, env=env)
+        assert result.code == 0, result.stderr
+        found = re.search(r"snapshot (\d{8}T\d{6}Z-[0-9a-f]{6})", result.stderr + result.stdout)
+        assert found, result.stderr
+        return manifest(found.group(1))
+
+    retention = timedelta(seconds=LOCK_RETENTION)
+    try:
+        created = chunky.cli("init-buckets", config=config, env=env)
+        assert created.code == 0, created.stdout + created.stderr
+        one = snapshot()
+        assert all(abs(until - (one.taken_at + retention)) <= timedelta(seconds=1) for until in locks(one).values())
+        _wait_until(one.taken_at + retention / 30 + timedelta(seconds=1))  # past the slack
+        two = snapshot()
+        assert two.chunk_key_id == one.chunk_key_id
+        erase_two = two.taken_at + retention
+        for name, until in locks(two).items():  # reused or new: locked until the newest naming it, no longer
+            assert abs(until - erase_two) <= timedelta(seconds=1), name
+        assert two.chunks_locked_until == erase_two
+        only_one = {c.name for c in one.chunks} - {c.name for c in two.chunks}
+        for name in only_one:
+            until = client.head_object(Bucket="sr-chunks-locked",
+                                       Key=layout.chunk_key(DB, one.chunk_key_id, name))["ObjectLockRetainUntilDate"]
+            assert abs(until - (one.taken_at + retention)) <= timedelta(seconds=1)  # not extended: not named
+        three = snapshot()  # soon after: within the slack its reused chunks keep the lock they have
+        if three.taken_at + retention - retention / 30 <= erase_two:
+            assert three.chunks_locked_until == erase_two
+        else:
+            assert three.chunks_locked_until == three.taken_at + retention
+        assert all(until <= three.taken_at + retention + timedelta(seconds=1) for until in locks(three).values())
+    finally:
+        server.stop()
+
+
+def _keyring_from(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from strongroom.keyring import Keyring
+
+    return Keyring.from_extra(json.loads(os.environ["AIRFLOW_CONN_STRONGROOM_KEYRING"])["extra"])
