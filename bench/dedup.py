@@ -34,8 +34,15 @@ Reported per workload and chunk size: stored bytes after the last snapshot over 
 uploaded per later snapshot over the first, objects per GB stored, stored bytes over restic's repository,
 and the issue's targets. Byte counts are the point: the timings (pg_dump, restic, the simulation's CPU)
 are recorded, but restic and the simulation run at the same time on a shared machine, so they are only
-indicative, and the issue's time and memory targets can only be judged on the real pipeline. The results go
-to ``--out`` as JSON and to the same name with ``.md`` as Markdown tables, also printed.
+indicative, and the issue's time and memory targets can only be judged on the real pipeline. For the same
+reason the harness's measuring options (``--repeat``, ``--quiet-timeout``, ``--retries``) are not taken: a
+run is one pass of byte counts, not timed rounds. The results go to ``--out`` as JSON and to the same name
+with ``.md`` as Markdown tables, also printed.
+
+A SIGTERM or ^C stops the run after the snapshots taken so far and reports them (the report says
+``stopped_early``, and each workload its number of snapshots). Workloads can run as separate processes
+(``--workloads append`` in one, ``--workloads delete`` in another: each creates its own database) and be
+merged into one report afterwards with ``--merge A.json B.json ... --out bench/results/dedup.json``.
 """
 
 from __future__ import annotations
