@@ -8,13 +8,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PG_BIN := /usr/lib/postgresql/15/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv system-deps demo test lint unit up bench clean
+.PHONY: help venv system-deps bench-deps demo test lint unit up bench bench-dedup clean
 
 help:
 	@echo "make demo   - snapshot a sample database through Airflow into local S3, restore it, prove it equal"
 	@echo "make test   - install everything and run lint, type checks and the whole test suite"
 	@echo "make up     - the Airflow UI on http://localhost:8080 against the same local stack"
 	@echo "make bench  - snapshot/restore benchmark on a >1 GB database (writes bench/results/)"
+	@echo "make bench-dedup - deduplicated snapshots (simulated chunk store) against restic, issue 20 (long)"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -42,6 +43,13 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; \
 	fi
 
+# what only the benchmarks need: restic, the deduplicating backup bench/dedup.py compares with
+bench-deps:
+	@if ! command -v restic >/dev/null 2>&1; then \
+	  echo "installing restic from Debian's packages (bench/dedup.py's comparison)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic; \
+	fi
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -58,8 +66,11 @@ demo: venv system-deps
 up: venv system-deps
 	$(PY) scripts/up.py
 
-bench: venv system-deps
+bench: venv system-deps bench-deps
 	$(PY) bench/snapshot.py
+
+bench-dedup: venv system-deps bench-deps
+	$(PY) bench/dedup.py
 
 clean:
 	rm -rf .demo .airflow .pytest_cache .mypy_cache .ruff_cache
