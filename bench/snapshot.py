@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import yaml
+
 if __package__ in (None, ""):  # run as a script (`python bench/snapshot.py`, `make bench`): find the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,6 +68,7 @@ SNAPSHOT_RATIO_LIMIT = 1.0
 SNAPSHOT_RATIO_AIM = 0.6
 REPLICATION_RATIO_LIMIT = 0.5  # replication to two more regions adds at most 0.5x the snapshot's own time
 RSS_LIMIT = 300 * MB
+CHUNKED = "shop_chunked"  # the database label of the warm chunked snapshots (the same PostgreSQL database)
 INVENTORY_LIMIT = 0.05  # the schema inventory adds less than 5% to a snapshot
 FULL = ("pg_dump_fc", "snapshot", "null_sink", "null_sink_counted", "pg_dump_raw", "restore", "list")
 
@@ -159,9 +162,48 @@ class SnapshotBench(harness.Bench):
         sample, stdout = self.run_measured("inventory_read", r, argv, "python")
         sample.extra = json.loads(stdout)
 
+    chunked: bool = False  # also measure the chunked format (snapshot.format: chunked) beside the whole one
+
+    def chunked_env(self) -> dict[str, str]:
+        """The environment of a chunked run: the example configuration with ``snapshot.format: chunked`` and
+        one database label per round for the cold snapshots (``shop_c<round>``: nothing to reuse) and one for
+        the warm ones (``shop_chunked``: the previous round's snapshot of an unchanged database)."""
+        path = self.workdir / "chunked.yaml"
+        if not path.exists():
+            doc = yaml.safe_load(harness.CONFIG.read_text())
+            doc["snapshot"] = {**doc.get("snapshot", {}), "format": "chunked"}
+            labels = [CHUNKED, *(f"shop_c{r}" for r in range(self.repeat + 1))]
+            doc["databases"] = [{"name": label, "postgres_conn_id": "pg_shop"} for label in labels]
+            path.write_text(json.dumps(doc))
+        return self.env | {"STRONGROOM_CONFIG": str(path)}
+
+    def snapshot_chunked(self, r: int, cold: bool) -> None:
+        label = f"shop_c{r}" if cold else CHUNKED
+        name = "snapshot_chunked_cold" if cold else "snapshot_chunked"
+        argv = [str(VENV_BIN / "strongroom"), "snapshot", "--database", label, "--json"]
+        sample, stdout = self.run_measured(name, r, argv, "strongroom", env=self.chunked_env())
+        result = json.loads(stdout)[0]
+        sample.extra = {k: result[k] for k in ("snapshot_id", "seconds", "replication_seconds", "plain_bytes")}
+
+    def restore_chunked(self, r: int) -> None:
+        target = self.fresh_name("restored_chunked")
+        dsn = f"host=127.0.0.1 port={self.pg.port} user=postgres dbname={target}"
+        argv = [str(VENV_BIN / "strongroom"), "restore", "--database", CHUNKED, "--target-dsn", dsn, "--json"]
+        try:
+            sample, stdout = self.run_measured("restore_chunked", r, argv, "strongroom", env=self.chunked_env())
+        finally:
+            self.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
+        result = json.loads(stdout)
+        sample.extra = {k: result[k] for k in ("snapshot_id", "download_seconds", "restore_seconds", "rows")}
+
     def measurements(self) -> list[tuple[str, harness.Measurement]]:
         jobs = sorted({1, 2, self.restore_jobs})
-        return [
+        chunked: list[tuple[str, harness.Measurement]] = [
+            ("snapshot_chunked_cold", lambda r: self.snapshot_chunked(r, cold=True)),
+            ("snapshot_chunked", lambda r: self.snapshot_chunked(r, cold=False)),
+            ("restore_chunked", self.restore_chunked),
+        ] if self.chunked else []
+        return [*chunked,
             ("pg_dump_fc", self.pg_dump_fc),
             ("snapshot", self.snapshot),
             ("snapshot_no_inventory", self.snapshot_no_inventory),
@@ -232,6 +274,37 @@ def inventory_target(samples: list[harness.Sample]) -> dict[str, Any]:
     }
 
 
+def chunked_targets(samples: list[harness.Sample]) -> dict[str, Any] | None:
+    """The chunked format against the same run's whole format and baselines (issue 20): snapshot wall time
+    against ``pg_dump -Fc`` (cold: every chunk new; warm: an unchanged database, only the dump's header
+    chunk is new), restore against ``pg_restore --jobs=2``, and the CLI's peak RSS."""
+    names = {s.name for s in harness.counted(samples)}
+    if not {"snapshot_chunked_cold", "restore_chunked", "pg_dump_fc", "pg_restore_j2"} <= names:
+        return None
+
+    def wall(name: str) -> float:
+        return harness.median(samples, name, lambda s: s.wall_s)
+
+    def rss(name: str) -> int:
+        return max((s.peak_rss.get("strongroom", 0) for s in harness.counted(samples) if s.name == name), default=0)
+
+    result: dict[str, Any] = {
+        "snapshot_cold_vs_pg_dump_fc": round(wall("snapshot_chunked_cold") / wall("pg_dump_fc"), 3),
+        "restore_vs_pg_restore_j2": round(wall("restore_chunked") / wall("pg_restore_j2"), 3),
+        "restore_limit": harness.RESTORE_RATIO_LIMIT,
+        "peak_rss_mib": {n: round(rss(n) / harness.MiB, 1) for n in ("snapshot_chunked_cold", "snapshot_chunked",
+                                                                    "restore_chunked") if n in names},
+        "rss_limit_mib": RSS_LIMIT / harness.MiB,
+    }
+    if "snapshot" in names:
+        result["snapshot_whole_vs_pg_dump_fc"] = round(wall("snapshot") / wall("pg_dump_fc"), 3)
+    if "snapshot_chunked" in names:
+        result["snapshot_warm_vs_pg_dump_fc"] = round(wall("snapshot_chunked") / wall("pg_dump_fc"), 3)
+    if "restore" in names:
+        result["restore_whole_vs_pg_restore_j2"] = round(wall("restore") / wall("pg_restore_j2"), 3)
+    return result
+
+
 def summarize(bench: SnapshotBench) -> dict[str, Any]:
     samples = bench.samples
     names = list(dict.fromkeys(s.name for s in samples))
@@ -254,10 +327,12 @@ def summarize(bench: SnapshotBench) -> dict[str, Any]:
     wall = {name: m["wall_s"] for name, m in medians.items()}
     replication = replication_target(samples)
     inventory_cost = inventory_target(samples)
+    chunked = chunked_targets(samples)
     if set(FULL) - set(names):
         return {
             "medians": medians,
-            "targets": {"replication_vs_snapshot": replication, "inventory_vs_snapshot": inventory_cost},
+            "targets": {"replication_vs_snapshot": replication, "inventory_vs_snapshot": inventory_cost,
+                        "chunked": chunked},
             "partial": True,
             "disturbed_runs": [f"{s.name} round {s.round}" for s in harness.counted(samples) if s.disturbed],
         }
@@ -298,6 +373,7 @@ def summarize(bench: SnapshotBench) -> dict[str, Any]:
         },
         "replication_vs_snapshot": replication,
         "inventory_vs_snapshot": inventory_cost,
+        "chunked": chunked,
     }
     sizes = {
         "database_bytes": bench.info["database"]["size_bytes"],
@@ -411,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated measurements to run (default: all); a partial run reports "
         "only the medians and the replication target",
     )
+    add("--chunked", action="store_true",
+        help="also measure chunked snapshots (snapshot.format: chunked): cold, warm and their restore")
     parser.add_argument("--null-sink-worker", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--count-rows", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--snapshot-without-inventory", action="store_true", help=argparse.SUPPRESS)
@@ -438,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         s3_servers=args.s3_servers,
         only=tuple(name for name in args.only.split(",") if name),
     )
+    bench.chunked = args.chunked
     run = harness.execute(bench, keep=args.keep)
     report = {
         **harness.report_head("strongroom snapshot/restore vs pg_dump -Fc/pg_restore", "snapshot.py", argv, bench,
