@@ -128,3 +128,44 @@ def test_dag_run_commits_a_snapshot_per_database(stack: Stack, airflow_db: None,
         for key in stack.all_keys_material:
             assert key not in value
         assert "wrapped_key" not in value
+
+
+def test_dag_runs_commit_chunked_snapshots_and_the_second_copies_only_what_changed(
+        stack: Stack, airflow_db: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The DAG's per-region tasks on chunked snapshots (snapshot.format: chunked): the first run commits every
+    chunk in every region, the second, of an unchanged database, writes one or two chunk versions per region."""
+    from airflow.utils.state import DagRunState
+
+    from strongroom import catalog, layout
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from tests.conftest import BUCKETS, write_config
+
+    doc = json.loads(stack.config_path.read_text())
+    config = write_config(tmp_path / "chunked.yaml", **{
+        **doc, "databases": [{"name": "bulk", "postgres_conn_id": "pg_bulk"}],
+        "snapshot": {**doc["snapshot"], "format": "chunked", "chunk_size": "256KiB"}})
+
+    def chunk_versions(region: str) -> set[str]:
+        pages = stack.client_for(region).get_paginator("list_object_versions").paginate(
+            Bucket=BUCKETS[region], Prefix=layout.chunks_prefix("bulk"))
+        return {v["VersionId"] for page in pages for v in page.get("Versions", [])}
+
+    dag = _dagbag(monkeypatch, config).dags["snapshot_databases"]
+    loaded, conns = load_config(config), connections()
+    newest = {}
+    for run_no in range(2):
+        before = {region: chunk_versions(region) for region in REGIONS}
+        run = dag.test(logical_date=None)
+        assert run.state == DagRunState.SUCCESS
+        for region in REGIONS:
+            where = loaded.region(region)
+            store, keyring = conns.store(where, loaded.transfer), conns.keyring(loaded.keyring_conn_id(where))
+            manifest = catalog.select_snapshot(store, keyring, "bulk")
+            assert manifest.chunked and manifest.snapshot_id != newest.get(region), region
+            newest[region] = manifest.snapshot_id
+            written = chunk_versions(region) - before[region]
+            if run_no == 0:
+                assert len(written) >= len({c.name for c in manifest.chunks}) > 5, region
+            else:
+                assert 1 <= len(written) <= 2, (region, len(written))
