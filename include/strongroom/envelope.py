@@ -484,21 +484,27 @@ def rewrap_object_head(
     the old header took and the new header to write in their place. The unwrap authenticates the key and
     ``identity``: a container of another object, or a forged header, fails here (:class:`IntegrityError`,
     or :class:`~strongroom.errors.KeyringError` for a key id ``source`` lacks)."""
-    prefix = len(OBJECT_MAGIC) + _OBJECT_LENGTH.size
-    if not leading.startswith(OBJECT_MAGIC) or len(leading) < prefix:
-        raise IntegrityError(f"{where} is not a Strongroom sealed object")
-    (length,) = _OBJECT_LENGTH.unpack_from(leading, len(OBJECT_MAGIC))
-    if len(leading) < prefix + length:
-        raise IntegrityError(f"{where}: header longer than the bytes given")
-    try:
-        header = json.loads(leading[prefix : prefix + length])
-        key_id, wrapped = str(header["key_id"]), str(header["wrapped_key"])
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{where}: malformed header") from None
+    end, key_id, wrapped = _object_header(leading, where)
     data_key = unwrap_key(source.key(key_id), key_id, wrapped, identity)
     rewrapped = wrap_key(target.active_key, target.active_id, data_key, identity)
     new = json.dumps({"key_id": target.active_id, "wrapped_key": rewrapped}).encode()
-    return prefix + length, OBJECT_MAGIC + _OBJECT_LENGTH.pack(len(new)) + new
+    return end, OBJECT_MAGIC + _OBJECT_LENGTH.pack(len(new)) + new
+
+
+def _object_header(buffer: bytes, where: str) -> tuple[int, str, str]:
+    """(where the stream begins, key id, wrapped key) of an object container whose header ``buffer`` holds
+    whole; :class:`IntegrityError` for anything else."""
+    prefix = len(OBJECT_MAGIC) + _OBJECT_LENGTH.size
+    if not buffer.startswith(OBJECT_MAGIC) or len(buffer) < prefix:
+        raise IntegrityError(f"{where} is not a Strongroom sealed object")
+    (length,) = _OBJECT_LENGTH.unpack_from(buffer, len(OBJECT_MAGIC))
+    if len(buffer) < prefix + length:
+        raise IntegrityError(f"{where}: malformed header (longer than the bytes given)")
+    try:
+        header = json.loads(buffer[prefix : prefix + length])
+        return prefix + length, str(header["key_id"]), str(header["wrapped_key"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"{where}: malformed header") from None
 
 
 def unseal_object_stream(
@@ -515,16 +521,9 @@ def unseal_object_stream(
             (length,) = _OBJECT_LENGTH.unpack_from(buffer, len(OBJECT_MAGIC))
             if len(buffer) >= prefix + length or not buffer.startswith(OBJECT_MAGIC):
                 break
-    if not buffer.startswith(OBJECT_MAGIC) or len(buffer) < prefix:
-        raise IntegrityError(f"{where} is not a Strongroom sealed object")
-    (length,) = _OBJECT_LENGTH.unpack_from(buffer, len(OBJECT_MAGIC))
-    try:
-        header = json.loads(buffer[prefix : prefix + length])
-        key_id, wrapped = str(header["key_id"]), str(header["wrapped_key"])
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"{where}: malformed header") from None
+    end, key_id, wrapped = _object_header(buffer, where)
     data_key = unwrap_key(keyring.key(key_id), key_id, wrapped, identity)
-    yield from unseal_stream(itertools.chain([buffer[prefix + length :]], chunks), data_key, identity, where)
+    yield from unseal_stream(itertools.chain([buffer[end:]], chunks), data_key, identity, where)
 
 
 def unseal_object(blob: bytes, keyring: Keyring, identity: bytes, where: str) -> bytes:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,3 +156,25 @@ def chunked_database(stack: Stack, base: Path, database: str, patch: pytest.Monk
     for name, value in env.items():
         patch.setenv(name, value)
     return Chunky(stack, config, env, database)
+
+
+@contextlib.contextmanager
+def own_s3_servers(stack: Stack) -> Iterator[Stack]:
+    """``stack`` with S3 servers of its own, one per region with the regions' buckets, their connections set
+    in the environment while it lasts (a module's outages or thousands of objects touch no other test)."""
+    import dataclasses
+
+    from devstack import MotoServer
+    from tests.conftest import BUCKETS, REGIONS, conn_id, env_name
+
+    servers = {r: MotoServer().start() for r in REGIONS}
+    saved = {r: os.environ[env_name(conn_id(r))] for r in REGIONS}
+    try:
+        for region, server in servers.items():
+            server.create_bucket(BUCKETS[region], region)
+            os.environ[env_name(conn_id(region))] = server.airflow_conn(region)
+        yield dataclasses.replace(stack, servers=servers)
+    finally:
+        os.environ.update({env_name(conn_id(r)): value for r, value in saved.items()})
+        for server in servers.values():
+            server.stop()

@@ -17,7 +17,7 @@ import pytest
 from strongroom import layout, objects
 from strongroom.config import Config, load_config
 from tests.conftest import BUCKETS, PRIMARY, REGIONS, Stack, conn_id, env_name, write_config
-from tests.integration.helpers import start_cli
+from tests.integration.helpers import own_s3_servers, start_cli
 from tests.integration.test_regions import closed_port, dead_region_conn
 
 SOURCE = "sr-test-repair-src"
@@ -29,22 +29,9 @@ FAST = {"part_size": "5MiB", "upload_concurrency": 2, "connect_timeout": "1s", "
 @pytest.fixture(scope="module")
 def rstack(stack: Stack) -> Iterator[Stack]:
     """This module's own S3 servers (the source bucket on the primary's): its outages touch no other test."""
-    import dataclasses
-
-    from devstack import MotoServer
-
-    servers = {r: MotoServer().start() for r in REGIONS}
-    saved = {r: os.environ[env_name(conn_id(r))] for r in REGIONS}
-    try:
-        for region, server in servers.items():
-            server.create_bucket(BUCKETS[region], region)
-            os.environ[env_name(conn_id(region))] = server.airflow_conn(region)
-        servers[PRIMARY].create_bucket(SOURCE, PRIMARY)
-        yield dataclasses.replace(stack, servers=servers)
-    finally:
-        os.environ.update({env_name(conn_id(r)): value for r, value in saved.items()})
-        for server in servers.values():
-            server.stop()
+    with own_s3_servers(stack) as own:
+        own.servers[PRIMARY].create_bucket(SOURCE, PRIMARY)
+        yield own
 
 
 @pytest.fixture()

@@ -15,8 +15,8 @@ from strongroom import objects, retention
 from strongroom.config import Config, load_config
 from strongroom.errors import RefusedError, StrongroomError
 from strongroom.storage import ObjectStore
-from tests.conftest import BUCKETS, PRIMARY, REGIONS, Stack, conn_id, env_name, write_config
-from tests.integration.helpers import run_cli, start_cli
+from tests.conftest import BUCKETS, PRIMARY, REGIONS, Stack, conn_id, write_config
+from tests.integration.helpers import own_s3_servers, run_cli, start_cli
 
 SOURCE = "sr-test-uploads"
 CANARY_BYTES = b"OBJECT-CANARY-93d1f0-secret-contract"
@@ -52,22 +52,8 @@ def source_config(tmp_path: Path, name: str = "objects.yaml", **overrides: objec
 @pytest.fixture(scope="module")
 def ostack(stack: Stack) -> Iterator[Stack]:
     """This module's own three S3 servers: its thousands of objects must not slow the shared ones."""
-    import dataclasses
-    import os
-
-    from devstack import MotoServer
-
-    servers = {r: MotoServer().start() for r in REGIONS}
-    saved = {r: os.environ[env_name(conn_id(r))] for r in REGIONS}
-    try:
-        for region, server in servers.items():
-            server.create_bucket(BUCKETS[region], region)
-            os.environ[env_name(conn_id(region))] = server.airflow_conn(region)
-        yield dataclasses.replace(stack, servers=servers)
-    finally:
-        os.environ.update({env_name(conn_id(r)): value for r, value in saved.items()})
-        for server in servers.values():
-            server.stop()
+    with own_s3_servers(stack) as own:
+        yield own
 
 
 @pytest.fixture(scope="module")
