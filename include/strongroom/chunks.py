@@ -103,20 +103,22 @@ def base_for(config: Config, store: ObjectStore, keyring: Keyring, database: str
     return Base(key, _still_there(store, newest), newest)
 
 
-def _still_there(store: ObjectStore, manifest: Manifest) -> dict[str, int]:
+def _still_there(store: ObjectStore, manifest: Manifest, present: Mapping[str, int] | None = None) -> dict[str, int]:
     """The chunks ``manifest`` names that ``store`` holds with their recorded length: one that went missing
     (deleted by hand, lost) is written again by the next snapshot or copy instead of being taken as there."""
-    present = stored_sizes(store, manifest.database, manifest.chunk_key_id)
+    if present is None:
+        present = stored_sizes(store, manifest.database, manifest.chunk_key_id)
     return {c.name: c.stored for c in manifest.chunks if present.get(c.name) == c.stored}
 
 
-def known_in(config: Config, store: ObjectStore, keyring: Keyring, manifest: Manifest, now: datetime) -> dict[str, int]:
+def known_in(config: Config, store: ObjectStore, keyring: Keyring, manifest: Manifest, now: datetime,
+             present: Mapping[str, int] | None = None) -> dict[str, int]:
     """The chunks of ``manifest`` that ``store``'s region may take as present without copying them: those its
     newest committed manifest names, when that one uses the same chunk key and may be reused."""
     newest = newest_chunked(store, keyring, manifest.database)
     if newest is None or newest.chunk_key_id != manifest.chunk_key_id or not reusable(config, newest, keyring, now):
         return {}
-    return _still_there(store, newest)
+    return _still_there(store, newest, present)
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -246,9 +248,11 @@ def missing(manifest: Manifest, present: Mapping[str, int]) -> list[str]:
     return problems
 
 
-def check_present(store: ObjectStore, manifest: Manifest) -> None:
+def check_present(store: ObjectStore, manifest: Manifest, present: Mapping[str, int] | None = None) -> None:
     """Every chunk ``manifest`` names is in ``store`` with the right length; else IntegrityError naming them."""
-    problems = missing(manifest, stored_sizes(store, manifest.database, manifest.chunk_key_id))
+    if present is None:
+        present = stored_sizes(store, manifest.database, manifest.chunk_key_id)
+    problems = missing(manifest, present)
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise IntegrityError(f"{store.where}: snapshot {manifest.snapshot_id} of {manifest.database} lacks "
@@ -316,10 +320,10 @@ def copy_chunks(source: ObjectStore, target: ObjectStore, manifest: Manifest, kn
 
 
 def verify_new(store: ObjectStore, manifest: Manifest, data_key: bytes, known: Mapping[str, int],
-               transfer: TransferConfig) -> int:
+               transfer: TransferConfig, present: Mapping[str, int] | None = None) -> int:
     """Check that every chunk is present with its length, and read back and authenticate every chunk not in
     ``known`` (those this run wrote); returns how many were read back."""
-    check_present(store, manifest)
+    check_present(store, manifest, present)
     key = ChunkKey(manifest.chunk_key_id, data_key)
     fresh, seen = [], set()
     for ref in manifest.chunks:

@@ -451,8 +451,10 @@ def verify_region(
                 verify_object(store, obj, transfer)
         if manifest.chunked:
             _, _, source_keyring = _region(config, conns, ref.source_region)
-            known = chunks.known_in(config, store, keyring, manifest, datetime.now(UTC))
-            read_back = chunks.verify_new(store, manifest, manifest.data_key(source_keyring), known, transfer)
+            present = chunks.stored_sizes(store, database, manifest.chunk_key_id)  # one listing for both
+            known = chunks.known_in(config, store, keyring, manifest, datetime.now(UTC), present)
+            read_back = chunks.verify_new(store, manifest, manifest.data_key(source_keyring), known, transfer,
+                                          present)
             log.info("%s: %d chunks of %s present in %s, %d read back", database, len(manifest.chunks),
                      ref.snapshot_id, region_name, read_back)
         log.info("%s: snapshot %s verified in %s", database, ref.snapshot_id, region_name)
