@@ -401,9 +401,11 @@ class ObjectStore:
 
     def delete_versions(self, versions: list[tuple[str, str | None]]) -> int:
         """Delete these (key, version id) pairs for good, a thousand per request; the number deleted.
-        A version id of None deletes an unversioned object (or puts a delete marker on a versioned one)."""
+        A version id of None is the null version (an object written while the bucket was unversioned or
+        its versioning suspended): it is named as ``null``, so it is deleted too rather than hidden behind
+        a new delete marker when the bucket is versioned now."""
         for start in range(0, len(versions), 1000):
-            batch = [{"Key": k, **({"VersionId": v} if v else {})} for k, v in versions[start : start + 1000]]
+            batch = [{"Key": k, "VersionId": v or "null"} for k, v in versions[start : start + 1000]]
             try:
                 response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except (ClientError, BotoCoreError) as exc:

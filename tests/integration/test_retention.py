@@ -189,17 +189,17 @@ def test_a_region_that_cannot_be_read_is_not_pruned_and_is_named(ret: dict, conn
     assert versions_under(ret, "eu-north-1", "databases/") == before["eu-north-1"]
 
 
-def _fake_snapshot(region_store, keyring: Keyring, taken: datetime) -> None:
+def _fake_snapshot(region_store, keyring: Keyring, taken: datetime, database: str = "bulkdb") -> None:
     snapshot_id = layout.new_snapshot_id(taken)
-    key = layout.data_key("bulkdb", snapshot_id, "dump.zst.srenc")
+    key = layout.data_key(database, snapshot_id, "dump.zst.srenc")
     body = b"ciphertext"
     manifest = Manifest(
-        snapshot_id=snapshot_id, database="bulkdb", taken_at=taken, server_version="15", pg_dump_version="15",
+        snapshot_id=snapshot_id, database=database, taken_at=taken, server_version="15", pg_dump_version="15",
         key_id=keyring.active_id, wrapped_key=envelope.wrap_key(keyring.active_key, keyring.active_id, b"k" * 32, b"x"),
         dump=StoredObject(key, 10, 10, len(body), "0" * 64), tables={"public.t": 1},
     )
     region_store.put_bytes(key, body)
-    region_store.put_bytes(layout.manifest_key("bulkdb", snapshot_id), manifest.to_json(keyring))
+    region_store.put_bytes(layout.manifest_key(database, snapshot_id), manifest.to_json(keyring))
 
 
 def test_thousands_of_snapshots_paginate_and_nothing_young_is_touched(ret: dict, conns) -> None:
@@ -220,6 +220,25 @@ def test_thousands_of_snapshots_paginate_and_nothing_young_is_touched(ret: dict,
     assert all(layout.snapshot_id_time(i) >= now - timedelta(days=30) for i in remaining)
     gone = {k for k, _ in versions_under(ret, region.name, "databases/bulkdb/")}
     assert len(gone) == 2 * 1250  # data and manifest of each kept snapshot, no version of the others
+
+
+def test_a_snapshot_written_while_versioning_was_suspended_is_erased_in_every_version(ret: dict, conns) -> None:
+    """Objects written while a bucket's versioning was suspended (or before it was enabled) are its null
+    versions; a delete that does not name them leaves them behind a new delete marker."""
+    config = config_with(ret, "c30d.yaml")
+    region = config.regions[2]
+    store = conns.store(region, config.transfer)
+    keyring = conns.keyring(config.keyring_conn_id(region))
+    client = ret["servers"][region.name].client(region.name)
+    client.put_bucket_versioning(Bucket=store.bucket, VersioningConfiguration={"Status": "Suspended"})
+    try:
+        _fake_snapshot(store, keyring, datetime.now(UTC) - timedelta(days=31), database="nulldb")
+    finally:
+        client.put_bucket_versioning(Bucket=store.bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert len(versions_under(ret, region.name, "databases/nulldb/")) == 2
+    [result] = retention.prune(config, conns, regions=[region.name])
+    assert result.error is None
+    assert versions_under(ret, region.name, "databases/nulldb/") == []
 
 
 def test_object_lock_holds_until_erasure_and_no_longer(stack: Stack, conns, tmp_path: Path) -> None:

@@ -73,6 +73,23 @@ def test_erasing_a_prefix_removes_every_version_and_marker_below_it_only(stores,
     assert len(list(store.versions(f"{prefix}kept/"))) == 2
 
 
+def test_erasing_deletes_a_version_written_before_versioning_was_enabled(stack: Stack) -> None:
+    # the null version of an object written while the bucket was unversioned survives a delete without a
+    # version id (S3 adds a delete marker above it): an erasure must name it
+    bucket = "sr-storage-enabled-later"
+    stack.servers[PRIMARY].create_bucket(bucket, PRIMARY)
+    client = stack.servers[PRIMARY].client(PRIMARY)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    client.put_object(Bucket=bucket, Key="doc", Body=b"written before versioning")
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    client.put_object(Bucket=bucket, Key="doc", Body=b"written after")
+    store = ObjectStore(client, bucket, region=PRIMARY)
+    assert sorted(v.version_id is None for v in store.versions("")) == [False, True]
+    assert store.erase_prefix("") == 2
+    assert list(store.versions("")) == []
+    client.delete_bucket(Bucket=bucket)  # empty: nothing hidden behind a marker
+
+
 def test_deleting_more_than_one_batch_of_versions(stores, prefix: str) -> None:
     store, _ = stores
     keys = [(f"{prefix}{i:04d}", None) for i in range(1005)]
