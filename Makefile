@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# the suite on two workers, a file per worker at a time (each worker has its own services); PYTEST_ARGS= runs it serially
+PYTEST_ARGS ?= -n 2 --dist loadfile
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PG_BIN := /usr/lib/postgresql/15/bin
 STAMP := $(VENV)/.installed

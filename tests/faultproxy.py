@@ -11,7 +11,11 @@ connection per request) or in front of the source PostgreSQL (raw bytes), point 
 * ``reset_every``: every time the bytes forwarded cross a multiple of it, the connection carrying
   them is reset (RST), in the middle of whatever request it was carrying;
 * ``fail_every`` (HTTP): every Nth request (of those matching ``fail_only``, when set) is answered
-  ``503 SlowDown`` (or ``500 InternalError`` with ``fail_status = 500``) instead of being forwarded;
+  ``503 SlowDown`` (or ``500 InternalError`` with ``fail_status = 500``) instead of being forwarded.
+  With N above 1 the fault is intermittent, as throttling is: the next attempt of a refused request
+  (the same request line and ``Range``) is forwarded and not counted, so with concurrent requests a
+  retry cannot land on the next failing number by chance (a test of "retried" then fails only if the
+  client does not retry). ``fail_every = 1`` refuses every attempt;
 * ``hold`` (HTTP): requests whose ``METHOD path?query`` matches the pattern hang (a test waits for
   one in :attr:`held` and then, say, kills the process).
 
@@ -67,6 +71,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._next_free = 0.0
         self._count = 0
+        self._refused: set[str] = set()  # requests refused by fail_every > 1 whose next attempt passes
         self._closing = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._listener = socket.create_server((host, 0), backlog=128)
@@ -92,6 +97,7 @@ class FaultProxy:
         with self._lock:  # and a fresh record: a test waits for requests of its own
             self.requests, self.held = [], []
             self.resets = self.failures = self.forwarded = self._count = 0
+            self._refused = set()
 
     def stop(self) -> None:
         self._closing.set()
@@ -219,9 +225,14 @@ class FaultProxy:
             lines = head.split(b"\r\n")
             method, target = lines[0].decode("latin-1").split(" ")[:2]
             line = f"{method} {target}"
+            ranges = [h for h in lines[1:] if h.lower().startswith(b"range:")]
+            attempt = line + (" " + ranges[0].decode("latin-1") if ranges else "")
             counted = self.fail_only is None or self.fail_only.search(line) is not None
             with self._lock:
                 self.requests.append(line)
+                if attempt in self._refused:  # the retry of an intermittently refused request
+                    self._refused.discard(attempt)
+                    counted = False
                 self._count += counted
                 number = self._count
             if self.hold is not None and self.hold.search(line):
@@ -234,6 +245,8 @@ class FaultProxy:
             if self.fail_every and counted and number % self.fail_every == 0:
                 with self._lock:
                     self.failures += 1
+                    if self.fail_every > 1:
+                        self._refused.add(attempt)
                 expect = any(h.lower().startswith(b"expect: 100-continue") for h in lines[1:])
                 if not expect:
                     _drain(client, _content_length(lines) - len(rest))
