@@ -16,8 +16,9 @@ connection per request) or in front of the source PostgreSQL (raw bytes), point 
   (the same request line and ``Range``) is forwarded and not counted, so with concurrent requests a
   retry cannot land on the next failing number by chance (a test of "retried" then fails only if the
   client does not retry). ``fail_every = 1`` refuses every attempt;
-* ``hold`` (HTTP): requests whose ``METHOD path?query`` matches the pattern hang (a test waits for
-  one in :attr:`held` and then, say, kills the process).
+* ``hold`` (HTTP): requests whose ``METHOD path?query`` (followed by `` Range: bytes=...`` when the
+  request has one) matches the pattern hang (a test waits for one in :attr:`held` and then, say, kills
+  the process).
 
 :meth:`clear` removes every fault and forgets what was recorded. The proxy records each HTTP request
 line in :attr:`requests`.
@@ -235,10 +236,10 @@ class FaultProxy:
                     counted = False
                 self._count += counted
                 number = self._count
-            if self.hold is not None and self.hold.search(line):
+            if self.hold is not None and self.hold.search(attempt):
                 with self._lock:
                     self.held.append(line)
-                while self.hold is not None and self.hold.search(line) and not self._closing.is_set():
+                while self.hold is not None and self.hold.search(attempt) and not self._closing.is_set():
                     time.sleep(0.05)
                 _close(client)
                 return

@@ -7,6 +7,7 @@ keyword; command lines carry only tool options, the snapshot name and the databa
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -502,6 +503,33 @@ def create_database(target: PgSettings, *, owner: str | None = None) -> None:
             conn.execute(query)
         except psycopg.Error as exc:
             raise SourceError(f"cannot create database {target.describe()}: {_first_line(exc)}") from None
+
+
+LOADING_PREFIX = "strongroom_loading_"
+
+
+def loading_name(dbname: str) -> str:
+    """The name a restore loads a new database under until every check has passed, when it is renamed to
+    ``dbname``: a restore killed midway leaves no half-loaded database under the name ops asked for, and the
+    next restore into that name finds what was left (the same name every time) and drops it."""
+    return LOADING_PREFIX + hashlib.sha256(dbname.encode()).hexdigest()[:16]
+
+
+def rename_database(target: PgSettings, new_name: str) -> None:
+    """``ALTER DATABASE target RENAME TO new_name`` (nothing may be connected to it)."""
+    query = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target.dbname), sql.Identifier(new_name))
+    with _maintenance(target) as conn:
+        try:
+            conn.execute(query)
+        except psycopg.Error as exc:
+            raise SourceError(f"cannot rename {target.describe()} to {new_name}: {_first_line(exc)}") from None
+
+
+def sessions_in(target: PgSettings) -> int:
+    """How many sessions are connected to the database ``target`` names."""
+    with _maintenance(target) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (target.dbname,)).fetchone()
+        return int(row[0]) if row else 0
 
 
 def list_databases(server: PgSettings) -> list[str]:

@@ -16,6 +16,7 @@ fails) and :func:`compare_rows`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -44,7 +45,15 @@ from strongroom import (
 from strongroom.catalog import Manifest
 from strongroom.config import Config, RegionConfig, TransferConfig, parse_time
 from strongroom.connections import Connections
-from strongroom.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, RestoreError, StrongroomError
+from strongroom.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    RefusedError,
+    RestoreError,
+    SourceError,
+    StrongroomError,
+)
 from strongroom.keyring import Keyring
 from strongroom.progress import Progress
 from strongroom.storage import ObjectStore
@@ -291,6 +300,7 @@ def restore_snapshot(
     regions.candidates(config, region)  # an unknown region is refused before the target is looked at
     state = postgres.inspect_target(target)
     _check_target(target, state, clean, tables)
+    into = target if state.exists else _loading_target(target)  # a new database: renamed once it passed
     jobs = restore_jobs(config)
     bin_dir = config.snapshot.pg_bin_dir
     lease = open_spool(config, "strongroom-restore-")
@@ -323,7 +333,7 @@ def restore_snapshot(
     # created: that changes the server, which dropping the database would not undo.
     load = None
     if not state.exists and missing_roles != ROLES_CREATE:
-        load = streamload.StreamingLoad(target, spool_dir, prepare, jobs=jobs, bin_dir=bin_dir,
+        load = streamload.StreamingLoad(into, spool_dir, prepare, jobs=jobs, bin_dir=bin_dir,
                                         no_owner=missing_roles == ROLES_NO_OWNER)
     try:
         path = os.path.join(spool_dir, "dump")
@@ -351,21 +361,33 @@ def restore_snapshot(
                 role_report = roles.create_roles(target, fetched.globals, absent, with_passwords=with_passwords)
                 for line in role_report.lines():
                     log.warning("%s: %s", target.describe(), line)
-            restore_file(config, target, path, state, clean=clean, use_list=use_list,
+            restore_file(config, into, path, state, clean=clean, use_list=use_list,
                          no_owner=missing_roles == ROLES_NO_OWNER)
         restored = time.monotonic()
     finally:
         lease.remove()
 
-    counted = compare_rows(target, manifest, chosen, jobs=jobs)
-    log.info("%s: %d tables' rows counted in %.1fs", target.describe(), len(counted), time.monotonic() - restored)
-    wrong = {t: (n, got) for t, (n, got) in counted.items() if got != n}
-    if wrong:
-        table, (expected, got) = sorted(wrong.items())[0]
-        raise IntegrityError(
-            f"restored {target.describe()} differs from snapshot {manifest.snapshot_id}: "
-            f"{table} has {got} rows, the snapshot recorded {expected} ({len(wrong)} table(s) differ)"
-        )
+    try:
+        counted = compare_rows(into, manifest, chosen, jobs=jobs)
+        log.info("%s: %d tables' rows counted in %.1fs", target.describe(), len(counted),
+                 time.monotonic() - restored)
+        wrong = {t: (n, got) for t, (n, got) in counted.items() if got != n}
+        if wrong:
+            table, (expected, got) = sorted(wrong.items())[0]
+            dropped = "" if state.exists else "; the new database was dropped"
+            raise IntegrityError(
+                f"restored {target.describe()} differs from snapshot {manifest.snapshot_id}: "
+                f"{table} has {got} rows, the snapshot recorded {expected} ({len(wrong)} table(s) differ){dropped}"
+            )
+        if into is not target:
+            postgres.rename_database(into, target.dbname)
+    except BaseException as exc:
+        if into is not target:
+            with contextlib.suppress(Exception):
+                postgres.drop_database(into)  # we created it: leave nothing half-checked behind
+            if isinstance(exc, SourceError):
+                raise RestoreError(f"{exc}; the new database was dropped") from None
+        raise
     return RestoreResult(
         database=db.name,
         snapshot_id=manifest.snapshot_id,
@@ -410,6 +432,21 @@ def restore_globals(
 def restore_jobs(config: Config) -> int:
     """How many ``pg_restore`` jobs (and row-counting connections) a restore uses."""
     return config.restore.jobs or (os.cpu_count() or 1)
+
+
+def _loading_target(target: postgres.PgSettings) -> postgres.PgSettings:
+    """Where a new database is loaded until every check has passed (:func:`strongroom.postgres.loading_name`).
+    What a restore into the same name left there when it was killed is dropped first; while something is
+    connected to it (a restore into that name running now) the restore is refused."""
+    loading = target.with_dbname(postgres.loading_name(target.dbname))
+    if postgres.inspect_target(loading).exists:
+        if sessions := postgres.sessions_in(loading):
+            raise RestoreError(f"a restore into {target.describe()} is running: its new database is being loaded as "
+                               f"{loading.dbname} ({sessions} session(s)); wait for it to finish or stop it")
+        log.warning("%s: dropped %s, left behind by a restore into it that did not finish", target.describe(),
+                    loading.dbname)
+        postgres.drop_database(loading)
+    return loading
 
 
 def _finish_load(load: streamload.StreamingLoad, path: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from strongroom import layout
+from strongroom import layout, postgres
 from strongroom.airflow_adapter import connections
 from strongroom.config import load_config
 from strongroom.snapshot import snapshot_database
@@ -399,6 +399,53 @@ def test_restore_from_a_stalled_region_fails_within_the_deadline_and_leaves_the_
                     env={**f.env, "PGPASSWORD": f.stack.pg.password}, timeout=400)
     assert again.code == 0, again.stderr
     assert _tables(f, "faults_restore_stalled") == 1
+
+
+def _exists(f: Faults, name: str) -> bool:
+    with psycopg.connect(**f.stack.pg.connect_kwargs()) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def _sessions(f: Faults, name: str) -> int:
+    with psycopg.connect(**f.stack.pg.connect_kwargs()) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def test_sigkill_mid_restore_into_a_new_database_leaves_nothing_under_its_name(f: Faults) -> None:
+    """A new database is loaded under a name of its own and renamed once every check has passed: a restore
+    killed while the data streams in leaves no half-loaded database under the name asked for, and the next
+    restore into that name drops what the killed one left and restores."""
+    assert_converges(f)
+    name = "faults_restore_killed"
+    f.stack.pg.execute(f"DROP DATABASE IF EXISTS {name}")
+    loading = postgres.loading_name(name)
+    dsn = f"host=127.0.0.1 port={f.stack.pg.port} user=postgres dbname={name}"
+    args = ("--config", str(f.config), "restore", "--database", DB, "--region", PRIMARY, "--target-dsn", dsn)
+    env = {**f.env, "PGPASSWORD": f.stack.pg.password}
+    f.s3[PRIMARY].hold = re.compile(r"^GET .*/data/.* Range: bytes=[1-9]")  # the dump's first range arrives
+    proc = start_cli(*args, env=env)
+    try:
+        f.s3[PRIMARY].wait_for(lambda: _exists(f, loading))  # definitions restored, the data streaming in
+        f.s3[PRIMARY].wait_for(lambda: _sessions(f, loading) > 0)
+        second = run_cli(*args, env=env, timeout=120)  # a second restore into the same name meanwhile
+        assert second.code == 1 and len(second.error_lines) == 1, second.stderr
+        assert "is running" in second.error_lines[0] and loading in second.error_lines[0], second.stderr
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -9
+    assert not _exists(f, name)  # nothing half-loaded under the name ops asked for
+    assert _exists(f, loading)
+    f.clear()
+    f.s3[PRIMARY].wait_for(lambda: _sessions(f, loading) == 0)  # its pg_restore streams end at their input's end
+    again = run_cli(*args, env=env, timeout=400)
+    assert again.code == 0, again.stderr
+    assert f"dropped {loading}, left behind by a restore into it that did not finish" in again.stderr
+    assert not _exists(f, loading)
+    assert _tables(f, name) == 1
 
 
 def test_spool_filesystem_full_during_a_restore_fails_cleanly(f: Faults, tmp_path: Path) -> None:
