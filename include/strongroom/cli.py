@@ -1,10 +1,10 @@
 """``strongroom``: the same code path as the DAGs, and the break-glass tool when Airflow is down.
 
 Connections come from Airflow (``AIRFLOW_CONN_*`` environment variables work without any Airflow
-service running). Every command reads a connection set as such a variable without importing Airflow when
-Airflow would read it from there too (no secrets backend configured), which saves seconds at start-up and
-about 100 MiB of memory (:class:`strongroom.airflow_adapter.AirflowConnections`). Every failure exits
-non-zero with one line on stderr.
+service running). ``list`` and ``restore`` read a connection set as such a variable without importing
+Airflow when Airflow would read it from there too (no secrets backend configured), which saves seconds at
+start-up (:class:`strongroom.airflow_adapter.AirflowConnections`). Every failure exits non-zero with one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from strongroom.errors import (
 from strongroom.progress import duration_text
 
 if TYPE_CHECKING:
-    from strongroom.airflow_adapter import AirflowConnections
     from strongroom.config import Config, RegionConfig
 
 EXIT_FAILURE = 1
@@ -180,31 +179,24 @@ def _print(data: Any, as_json: bool, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
-def _connections() -> AirflowConnections:
-    """The connections of every command: an ``AIRFLOW_CONN_*`` variable read without importing Airflow
-    where Airflow would read it from there too; anything else through Airflow, as in a task."""
-    from strongroom import airflow_adapter
-
-    return airflow_adapter.connections(environment_first=True)
-
-
 def _config(args: argparse.Namespace) -> Config:
     """The configuration, refused at load when a region or source bucket would be reached over plain HTTP
     or unverified TLS on a non-loopback host without ``allow_insecure_transport`` (one error line)."""
+    from strongroom import airflow_adapter
     from strongroom.config import load_config
 
     config = load_config(args.config)
-    _connections().s3_transport(config)
+    airflow_adapter.connections(environment_first=True).s3_transport(config)
     return config
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from strongroom import snapshot
+    from strongroom import airflow_adapter, snapshot
     config = _config(args)
     names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
     if not names:
         raise ConfigError("no databases are configured")
-    conns = _connections()
+    conns = airflow_adapter.connections()
     results = []
     failed: list[tuple[str, StrongroomError]] = []
     for name in names:
@@ -235,11 +227,11 @@ NO_SNAPSHOTS = "holds no snapshots"  # a region that answers but lists nothing: 
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from strongroom import catalog
+    from strongroom import airflow_adapter, catalog
     from strongroom.regions import candidates, first_answer
     config = _config(args)
     names = [config.database(args.database).name] if args.database else [d.name for d in config.databases]
-    conns = _connections()
+    conns = airflow_adapter.connections(environment_first=True)
     now = datetime.now(UTC)
 
     def listing(region: RegionConfig) -> list[dict[str, Any]]:
@@ -284,14 +276,14 @@ def _warn(text: str) -> None:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from strongroom import restore
+    from strongroom import airflow_adapter, restore
     from strongroom.postgres import PgSettings
     from strongroom.replication import CachedConnections
 
     config = _config(args)
     at = parse_at(args.at) if args.at else None
     # the plan and the restore ask for the same store and keyring: each S3 client is built once
-    conns = CachedConnections(_connections())
+    conns = CachedConnections(airflow_adapter.connections(environment_first=True))
     if args.globals_only:
         return _restore_globals(args, config, conns, at)
     if args.with_passwords and not args.create_roles:
@@ -356,9 +348,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             "(keep every older key: see docs/keys.md)\n"
         )
         return 0
-    from strongroom import keycheck
+    from strongroom import airflow_adapter, keycheck
     config = _config(args)
-    report = keycheck.check_keys(config, _connections())
+    report = keycheck.check_keys(config, airflow_adapter.connections())
     for line in report.lines():
         print(line)
     if not report.ok:
@@ -367,9 +359,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from strongroom import monitor
+    from strongroom import airflow_adapter, monitor
     config = _config(args)
-    board = monitor.dashboard(config, _connections())
+    board = monitor.dashboard(config, airflow_adapter.connections())
     if args.json:
         _print(board, True, "")
         return 0
@@ -409,10 +401,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from strongroom import retention
+    from strongroom import airflow_adapter, retention
     config = _config(args)
     now = parse_at(args.now, "--now") if args.now else None
-    results = retention.prune(config, _connections(), now=now, dry_run=args.dry_run)
+    results = retention.prune(config, airflow_adapter.connections(), now=now, dry_run=args.dry_run)
     if args.json:
         _print([r.to_dict() for r in results], True, "")
     else:
@@ -437,9 +429,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from strongroom import verification
+    from strongroom import airflow_adapter, verification
     config = _config(args)
-    report = verification.verify(config, _connections(),
+    report = verification.verify(config, airflow_adapter.connections(environment_first=True),
                                  region=args.region, database=args.database, deep=args.deep)
     _print(report.to_dict(), args.json, "\n".join(report.lines()))
     if not report.ok:
@@ -450,9 +442,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore_test(args: argparse.Namespace) -> int:
-    from strongroom import drill
+    from strongroom import airflow_adapter, drill
     config = _config(args)
-    conns = _connections()
+    conns = airflow_adapter.connections()
     results = drill.run_restore_tests(config, conns, database=args.database, snapshot_id=args.snapshot,
                                       region=args.region)
     if args.json:
@@ -469,9 +461,9 @@ def _cmd_restore_test(args: argparse.Namespace) -> int:
 
 
 def _cmd_drill(args: argparse.Namespace) -> int:
-    from strongroom import drill
+    from strongroom import airflow_adapter, drill
     config = _config(args)
-    evidence = drill.run_platform_drill(config, _connections(), region=args.region)
+    evidence = drill.run_platform_drill(config, airflow_adapter.connections(), region=args.region)
     lines = [evidence["headline"]]
     lines += [f"  removed s3://{name}, left by a platform drill that did not finish"
               for name in evidence["leftovers_removed"]]
@@ -486,9 +478,9 @@ def _cmd_drill(args: argparse.Namespace) -> int:
 
 
 def _cmd_objects(args: argparse.Namespace) -> int:
-    from strongroom import objects
+    from strongroom import airflow_adapter, objects
     config = _config(args)
-    conns = _connections()
+    conns = airflow_adapter.connections()
     if args.objects_command == "backup":
         names = [config.source(args.bucket).bucket] if args.bucket else [s.bucket for s in config.object_storage]
         if not names:
@@ -525,11 +517,11 @@ def _cmd_objects(args: argparse.Namespace) -> int:
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
-    from strongroom import recovery
+    from strongroom import airflow_adapter, recovery
 
     config = _config(args)
     at = parse_at(args.at) if args.at else None
-    conns = _connections()
+    conns = airflow_adapter.connections()
     plan = recovery.plan_recovery(config, conns, at=at, point_id=args.point, region=args.region)
     if args.dry_run:
         _print(plan.to_dict(), args.json, "\n".join(plan.lines()))
@@ -543,10 +535,10 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 
 
 def _cmd_points(args: argparse.Namespace) -> int:
-    from strongroom import recovery
+    from strongroom import airflow_adapter, recovery
 
     config = _config(args)
-    listing = recovery.read_points(config, _connections(), region=args.region)
+    listing = recovery.read_points(config, airflow_adapter.connections(), region=args.region)
     for where, why in listing.unreadable.items():  # the log's warning may not reach a terminal
         _warn(f"region {where} could not be read, its points are not listed: {why}")
     grouped: dict[str, dict[str, Any]] = {}
@@ -572,9 +564,9 @@ def _cmd_points(args: argparse.Namespace) -> int:
 
 
 def _cmd_init_buckets(args: argparse.Namespace) -> int:
-    from strongroom import buckets
+    from strongroom import airflow_adapter, buckets
     config = _config(args)
-    reports = buckets.init_buckets(config, _connections())
+    reports = buckets.init_buckets(config, airflow_adapter.connections())
     for r in reports:
         state = "created" if r.created else ("managed" if r.managed else "not created by strongroom: checked only")
         print(f"{r.region}: s3://{r.bucket} ({state})")

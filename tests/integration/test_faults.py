@@ -11,6 +11,7 @@ docs/reliability.md lists the scenarios.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -401,6 +402,18 @@ def test_restore_from_a_stalled_region_fails_within_the_deadline_and_leaves_the_
     assert _tables(f, "faults_restore_stalled") == 1
 
 
+@contextlib.contextmanager
+def _sigkilled(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """The block waits for the moment to kill ``proc``; then it is SIGKILLed (killed too if the block fails)."""
+    try:
+        yield
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def _exists(f: Faults, name: str) -> bool:
     with psycopg.connect(**f.stack.pg.connect_kwargs()) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
@@ -425,17 +438,12 @@ def test_sigkill_mid_restore_into_a_new_database_leaves_nothing_under_its_name(f
     env = {**f.env, "PGPASSWORD": f.stack.pg.password}
     f.s3[PRIMARY].hold = re.compile(r"^GET .*/data/.* Range: bytes=[1-9]")  # the dump's first range arrives
     proc = start_cli(*args, env=env)
-    try:
+    with _sigkilled(proc):
         f.s3[PRIMARY].wait_for(lambda: _exists(f, loading))  # definitions restored, the data streaming in
         f.s3[PRIMARY].wait_for(lambda: _sessions(f, loading) > 0)
         second = run_cli(*args, env=env, timeout=120)  # a second restore into the same name meanwhile
         assert second.code == 1 and len(second.error_lines) == 1, second.stderr
         assert "is running" in second.error_lines[0] and loading in second.error_lines[0], second.stderr
-        proc.kill()
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == -9
     assert not _exists(f, name)  # nothing half-loaded under the name ops asked for
     assert _exists(f, loading)
@@ -574,13 +582,8 @@ def test_sigkill_at_each_step_commits_nothing_partial_and_the_next_run_converges
     started = time.time()
     f.s3[region].hold = pattern
     proc = f.start("snapshot", "--database", DB)
-    try:
+    with _sigkilled(proc):
         f.s3[region].wait_for(lambda: bool(f.s3[region].held))
-        proc.kill()
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == -9
     for r in REGIONS:
         assert committed[r] <= f.manifests(r), r  # nothing deleted
@@ -610,13 +613,8 @@ def test_sigkill_during_prune_deletes_nothing_young_and_the_next_prune_finishes(
     now = (layout.snapshot_id_time(keep) + timedelta(seconds=2)).isoformat()
     f.s3[NORTH].hold = re.compile(r"^(DELETE|POST) ")
     proc = start_cli("--config", str(short), "prune", "--now", now, env=f.env)
-    try:
+    with _sigkilled(proc):
         f.s3[NORTH].wait_for(lambda: bool(f.s3[NORTH].held))
-        proc.kill()
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     f.clear()
     for r in REGIONS:
         assert keep in f.manifests(r), r  # nothing young was deleted

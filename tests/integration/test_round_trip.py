@@ -102,37 +102,3 @@ def test_bucket_holds_only_committed_layout(stack: Stack, shop_snapshot) -> None
         f"databases/shop/data/{sid}/globals.sql.zst.srenc",
         f"databases/shop/manifests/{sid}.json",
     ])
-
-
-def test_cli_commands_read_environment_connections_without_importing_airflow(stack: Stack, shop_snapshot,
-                                                                             tmp_path) -> None:
-    """Every command reads an AIRFLOW_CONN_* variable itself (Airflow's import costs seconds and ~100 MiB):
-    a ``sitecustomize`` records, as each command exits, which Airflow modules it imported."""
-    import os
-    import sys
-    from pathlib import Path
-
-    probe, record = tmp_path / "probe", tmp_path / "imports.txt"
-    probe.mkdir()
-    (probe / "sitecustomize.py").write_text(
-        "import atexit, os, sys\n"
-        "def _record():\n"
-        "    loaded = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))\n"
-        "    with open(os.environ['STRONGROOM_IMPORT_PROBE'], 'a') as out:\n"
-        "        out.write(' '.join(sys.argv[1:3]) + ' ' + repr(loaded[:3]) + '\\n')\n"
-        "atexit.register(_record)\n"
-    )
-    include = str(Path(sys.modules["strongroom"].__file__).resolve().parents[1])  # type: ignore[arg-type]
-    env = {"PYTHONPATH": os.pathsep.join([str(probe), include]), "STRONGROOM_IMPORT_PROBE": str(record)}
-    commands = [("snapshot", "--database", "shop"), ("list", "--database", "shop"), ("prune", "--dry-run"),
-                ("keys", "check")]
-    for command in commands:
-        result = run_cli(*command, env=env)
-        assert result.code == 0, (command, result.stderr)
-    lines = record.read_text().splitlines()
-    assert len(lines) == len(commands), lines  # the probe ran in every command
-    assert all(line.endswith(" []") for line in lines), lines
-    import subprocess  # and the probe does see an import of Airflow
-    subprocess.run([sys.executable, "-c", "import airflow.sdk"], env={**os.environ, **env}, check=True,
-                   capture_output=True, timeout=120)
-    assert "'airflow'" in record.read_text().splitlines()[-1]
