@@ -38,7 +38,7 @@ import pyfastcdc
 from strongroom import catalog, envelope, layout
 from strongroom.catalog import ChunkRef, Manifest
 from strongroom.config import Config, TransferConfig
-from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.errors import IntegrityError, NotFoundError, StrongroomError
 from strongroom.keyring import Keyring
 from strongroom.progress import Progress
 from strongroom.storage import ObjectStore
@@ -85,11 +85,17 @@ def reusable(config: Config, manifest: Manifest, keyring: Keyring, now: datetime
 
 
 def newest_chunked(store: ObjectStore, keyring: Keyring, database: str) -> Manifest | None:
-    """The newest committed snapshot of ``database`` in ``store`` when it is chunked, else None."""
+    """The newest committed snapshot of ``database`` in ``store`` when it is chunked, else None (also when a
+    prune deleted it between the listing and the read: nothing is then taken as there, which is always safe)."""
     ids = catalog.snapshot_ids(store, database)
     if not ids:
         return None
-    manifest = catalog.load_manifest(store, keyring, database, ids[-1])
+    try:
+        manifest = catalog.load_manifest(store, keyring, database, ids[-1])
+    except NotFoundError:
+        log.info("%s: snapshot %s of %s was deleted while it was read: no chunk is reused from it", store.where,
+                 ids[-1], database)
+        return None
     return manifest if manifest.chunked else None
 
 

@@ -226,6 +226,31 @@ def test_prunes_racing_snapshots_leave_every_committed_snapshot_whole(erase: Chu
     assert restored.code == 0, restored.stderr
 
 
+def test_a_newest_manifest_pruned_while_it_is_read_is_taken_as_gone(chunky: Chunky, first: str) -> None:
+    """A prune racing a snapshot can delete the region's newest manifest between the listing and the read: no
+    chunk is then reused from it (the copy uploads what it needs) instead of the region failing the snapshot."""
+    from strongroom.airflow_adapter import connections
+    from strongroom.storage import ObjectInfo, ObjectStore
+
+    database, gone = chunky.database, "20991231T235959Z-abcdef"
+
+    class PrunedMeanwhile(ObjectStore):
+        """The real bucket, listed before a prune deleted its newest manifest: one key more than it holds."""
+
+        def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+            yield from super().list_objects(prefix)
+            if prefix == layout.manifest_prefix(database):
+                yield ObjectInfo(layout.manifest_key(database, gone), 100)
+
+    config = load_config(chunky.config)
+    real = _store(chunky, PRIMARY)
+    store = PrunedMeanwhile(real.client, real.bucket, region=real.region)
+    keyring = connections().keyring(config.keyring_conn_id(config.region(PRIMARY)))
+    assert catalog.snapshot_ids(store, database)[-1] == gone
+    assert chunks.newest_chunked(store, keyring, database) is None
+    assert gone not in catalog.snapshot_ids(real, database)  # listed, not there: what a prune leaves meanwhile
+
+
 def _store(c: Chunky, region: str):  # type: ignore[no-untyped-def]
     from strongroom.airflow_adapter import connections
 
