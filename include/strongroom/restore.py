@@ -374,7 +374,7 @@ def restore_snapshot(
         wrong = {t: (n, got) for t, (n, got) in counted.items() if got != n}
         if wrong:
             table, (expected, got) = sorted(wrong.items())[0]
-            dropped = "" if state.exists else "; the new database was dropped"
+            dropped = "; the new database was dropped" if into is not target else ""
             raise IntegrityError(
                 f"restored {target.describe()} differs from snapshot {manifest.snapshot_id}: "
                 f"{table} has {got} rows, the snapshot recorded {expected} ({len(wrong)} table(s) differ){dropped}"

@@ -414,11 +414,6 @@ def _sigkilled(proc: subprocess.Popen[str]) -> Iterator[None]:
             proc.kill()
 
 
-def _exists(f: Faults, name: str) -> bool:
-    with psycopg.connect(**f.stack.pg.connect_kwargs()) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
 def _sessions(f: Faults, name: str) -> int:
     with psycopg.connect(**f.stack.pg.connect_kwargs()) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
@@ -439,20 +434,20 @@ def test_sigkill_mid_restore_into_a_new_database_leaves_nothing_under_its_name(f
     f.s3[PRIMARY].hold = re.compile(r"^GET .*/data/.* Range: bytes=[1-9]")  # the dump's first range arrives
     proc = start_cli(*args, env=env)
     with _sigkilled(proc):
-        f.s3[PRIMARY].wait_for(lambda: _exists(f, loading))  # definitions restored, the data streaming in
+        f.s3[PRIMARY].wait_for(lambda: f.stack.database_exists(loading))  # definitions restored, the data streaming in
         f.s3[PRIMARY].wait_for(lambda: _sessions(f, loading) > 0)
         second = run_cli(*args, env=env, timeout=120)  # a second restore into the same name meanwhile
         assert second.code == 1 and len(second.error_lines) == 1, second.stderr
         assert "is running" in second.error_lines[0] and loading in second.error_lines[0], second.stderr
     assert proc.returncode == -9
-    assert not _exists(f, name)  # nothing half-loaded under the name ops asked for
-    assert _exists(f, loading)
+    assert not f.stack.database_exists(name)  # nothing half-loaded under the name ops asked for
+    assert f.stack.database_exists(loading)
     f.clear()
     f.s3[PRIMARY].wait_for(lambda: _sessions(f, loading) == 0)  # its pg_restore streams end at their input's end
     again = run_cli(*args, env=env, timeout=400)
     assert again.code == 0, again.stderr
     assert f"dropped {loading}, left behind by a restore into it that did not finish" in again.stderr
-    assert not _exists(f, loading)
+    assert not f.stack.database_exists(loading)
     assert _tables(f, name) == 1
 
 
