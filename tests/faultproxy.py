@@ -12,10 +12,11 @@ connection per request) or in front of the source PostgreSQL (raw bytes), point 
   them is reset (RST), in the middle of whatever request it was carrying;
 * ``fail_every`` (HTTP): every Nth request (of those matching ``fail_only``, when set) is answered
   ``503 SlowDown`` (or ``500 InternalError`` with ``fail_status = 500``) instead of being forwarded.
-  With N above 1 the fault is intermittent, as throttling is: the next attempt of a refused request
-  (the same request line and ``Range``) is forwarded and not counted, so with concurrent requests a
-  retry cannot land on the next failing number by chance (a test of "retried" then fails only if the
-  client does not retry). ``fail_every = 1`` refuses every attempt;
+  With N above 1 the fault is intermittent, as throttling is: a request (its request line and
+  ``Range``) is refused at most once, and every later identical request (its retry, or the same read
+  made at the same time by another thread) is forwarded and not counted, so a retry cannot land on the
+  next failing number by chance (a test of "retried" then fails only if the client does not retry).
+  ``fail_every = 1`` refuses every attempt;
 * ``hold`` (HTTP): requests whose ``METHOD path?query`` (followed by `` Range: bytes=...`` when the
   request has one) matches the pattern hang (a test waits for one in :attr:`held` and then, say, kills
   the process).
@@ -72,7 +73,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._next_free = 0.0
         self._count = 0
-        self._refused: set[str] = set()  # requests refused by fail_every > 1 whose next attempt passes
+        self._refused: set[str] = set()  # requests refused once by fail_every > 1: they pass from now on
         self._closing = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._listener = socket.create_server((host, 0), backlog=128)
@@ -231,8 +232,7 @@ class FaultProxy:
             counted = self.fail_only is None or self.fail_only.search(line) is not None
             with self._lock:
                 self.requests.append(line)
-                if attempt in self._refused:  # the retry of an intermittently refused request
-                    self._refused.discard(attempt)
+                if attempt in self._refused:  # a retry (or a twin) of an intermittently refused request
                     counted = False
                 self._count += counted
                 number = self._count
