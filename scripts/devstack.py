@@ -153,7 +153,7 @@ class MotoServer:
     def _start_once(self) -> bool:
         log = open(os.path.join(tempfile.gettempdir(), f"moto-{self.port}.log"), "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, str(Path(__file__).with_name("s3server.py")), "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
