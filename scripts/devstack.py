@@ -131,10 +131,12 @@ class LocalPostgres:
 
 @dataclass
 class MotoServer:
-    """moto's server: the real S3 API over HTTP on loopback."""
+    """moto's server: the real S3 API over HTTP on loopback, started through ``scripts/s3server.py`` (which
+    frees deleted objects and serves a range at the cost of the range); ``as_shipped`` starts moto's own."""
 
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    as_shipped: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -152,8 +154,9 @@ class MotoServer:
 
     def _start_once(self) -> bool:
         log = open(os.path.join(tempfile.gettempdir(), f"moto-{self.port}.log"), "wb")  # noqa: SIM115
+        server = ["-m", "moto.server"] if self.as_shipped else [str(Path(__file__).with_name("s3server.py"))]
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("s3server.py")), "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, *server, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
