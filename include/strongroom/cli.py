@@ -1,10 +1,11 @@
 """``strongroom``: the same code path as the DAGs, and the break-glass tool when Airflow is down.
 
 Connections come from Airflow (``AIRFLOW_CONN_*`` environment variables work without any Airflow
-service running). ``list`` and ``restore`` read a connection set as such a variable without importing
-Airflow when Airflow would read it from there too (no secrets backend configured), which saves seconds at
-start-up (:class:`strongroom.airflow_adapter.AirflowConnections`). Every failure exits non-zero with one
-line on stderr.
+service running). ``list``, ``restore`` and ``verify`` (and every command's transport check) read a
+connection set as such a variable without importing Airflow when Airflow would read it from there too (no
+secrets backend configured), which saves seconds at start-up
+(:class:`strongroom.airflow_adapter.AirflowConnections`). Every failure exits non-zero with one line on
+stderr.
 """
 
 from __future__ import annotations
