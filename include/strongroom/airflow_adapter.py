@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 from strongroom import transport
 from strongroom.alerts import Alert, deadline_missed, first_line, task_failure
-from strongroom.config import Config, ObjectSourceConfig, RegionConfig, TransferConfig
+from strongroom.config import MAX_OBJECT_CONCURRENCY, Config, ObjectSourceConfig, RegionConfig, TransferConfig
 from strongroom.errors import ConfigError, StrongroomError, worded
 from strongroom.keyring import Keyring
 from strongroom.metrics import Metric
@@ -277,7 +277,10 @@ class AirflowConnections:
             connect_timeout=transfer.connect_timeout.total_seconds(),
             read_timeout=(transfer.stall_timeout if data else transfer.control_timeout).total_seconds(),
             retries={"total_max_attempts": 1 if data else transfer.max_attempts, "mode": "standard"},
-            max_pool_connections=max(10, transfer.upload_concurrency, transfer.download_concurrency) + 2,
+            # every thread that shares this client keeps its connection: object sources run up to
+            # MAX_OBJECT_CONCURRENCY at once (a pool holds only the connections that were in use together)
+            max_pool_connections=max(MAX_OBJECT_CONCURRENCY, transfer.upload_concurrency,
+                                     transfer.download_concurrency) + 2,
             # S3-compatible providers reject the newer default checksum headers
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",

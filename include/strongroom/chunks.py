@@ -270,7 +270,7 @@ def read_chunk(store: ObjectStore, manifest: Manifest, key: ChunkKey, ref: Chunk
     """One chunk read, authenticated and decrypted; its plaintext checked against its name and size."""
     where_key = layout.chunk_key(manifest.database, key.key_id, ref.name)
     where = f"s3://{store.bucket}/{where_key}"
-    sealed = b"".join(store.iter_chunks(where_key, ref.stored, chunk_size=max(ref.stored, 1), concurrency=1))
+    sealed = store.get_data(where_key, ref.stored)
     if len(sealed) != ref.stored:
         raise IntegrityError(f"{where} is {len(sealed)} bytes, the manifest says {ref.stored}")
     try:
@@ -315,7 +315,7 @@ def copy_chunks(source: ObjectStore, target: ObjectStore, manifest: Manifest, kn
     def copy(item: tuple[str, int]) -> None:
         name, stored = item
         key = layout.chunk_key(manifest.database, manifest.chunk_key_id, name)
-        data = b"".join(source.iter_chunks(key, stored, chunk_size=max(stored, 1), concurrency=1))
+        data = source.get_data(key, stored)
         if len(data) != stored:
             raise IntegrityError(f"{source.where}: {key} is {len(data)} bytes, the manifest says {stored}")
         target.put_data(key, data, retain_until=retain_until)

@@ -159,6 +159,11 @@ class DatabaseConfig(_Section):
     server: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,120}$")] | None = None
 
 
+# the most objects one source reads and stores at once; every S3 client keeps that many connections open
+# for reuse (a thread without a pooled connection opens a new one, TLS handshake included, and drops it)
+MAX_OBJECT_CONCURRENCY = 128
+
+
 class TransferConfig(_Section):
     part_size: Size = 16 * 2**20
     max_part_size: Size = 256 * 2**20
@@ -271,7 +276,7 @@ class ObjectSourceConfig(_Section):
     aws_conn_id: ConnId
     prefixes: list[str] = Field(default_factory=list)
     region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")] | None = None  # default: the connection's
-    concurrency: Annotated[int, Field(ge=1, le=128)] = 16  # objects read and stored in parallel
+    concurrency: Annotated[int, Field(ge=1, le=MAX_OBJECT_CONCURRENCY)] = 16  # objects read and stored in parallel
     allow_insecure_transport: bool = False  # as for a region
 
 

@@ -594,6 +594,14 @@ class ObjectStore:
                 for pending in inflight:
                     pending.cancel()
 
+    def get_data(self, key: str, size: int, progress: Progress | None = None) -> bytes:
+        """Read a data object of ``size`` bytes (a chunk: megabytes, not gigabytes) in one request on the data
+        path, as :meth:`put_data` writes one: the stall deadline and per-request retries of :meth:`transfer`.
+        A shorter object is retried and then refused, as a range cut short is."""
+        if size <= 0:
+            return b""
+        return self._get_range(key, 0, size - 1, progress or Progress())
+
     def _get_range(self, key: str, start: int, end: int, progress: Progress) -> bytes:
         def get() -> bytes:
             body = self.data_client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")["Body"]

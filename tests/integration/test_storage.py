@@ -116,6 +116,17 @@ def test_unfinished_uploads_are_listed_and_aborted(stores, prefix: str) -> None:
     assert [u.key for u in store.uploads(prefix)] == [f"{prefix}other"]
 
 
+def test_a_data_object_is_written_and_read_in_one_request_and_a_short_one_is_refused(stores, prefix: str) -> None:
+    store, _ = stores
+    data = os.urandom(3 * MiB + 7)
+    store.put_data(f"{prefix}chunk", data)
+    assert store.get_data(f"{prefix}chunk", len(data)) == data
+    assert store.get_data(f"{prefix}chunk", 0) == b""
+    store.put_data(f"{prefix}short", data[:100])
+    with pytest.raises(StorageError, match="short read"):
+        store.get_data(f"{prefix}short", 200)
+
+
 def test_a_multipart_upload_and_a_ranged_parallel_read_round_trip(stores, prefix: str) -> None:
     store, _ = stores
     data = os.urandom(11 * MiB + 17)
@@ -201,6 +212,8 @@ VERBS = {
     "bucket_setting": lambda s: s.bucket_setting("lifecycle"),
     "put_bucket_setting": lambda s: s.put_bucket_setting("versioning", {"Status": "Enabled"}),
     "check_bucket": lambda s: s.check_bucket(),
+    "put_data": lambda s: s.put_data("k", b"x"),
+    "get_data": lambda s: s.get_data("k", 1),
     "iter_chunks": lambda s: list(s.iter_chunks("k", 10, chunk_size=5, concurrency=1)),
     "multipart": lambda s: s.multipart("k", part_size=5 * MiB, max_part_size=5 * MiB, concurrency=1).__enter__(),
 }

@@ -101,3 +101,18 @@ def test_the_environment_path_does_not_import_airflow(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("data", [False, True])
+def test_every_thread_of_the_widest_object_pass_keeps_its_connection(data: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object source at its highest concurrency shares one client among that many threads: a pool
+    smaller than that drops the surplus connections after each request and opens new ones (with TLS, a
+    handshake per object)."""
+    from strongroom.config import MAX_OBJECT_CONCURRENCY, ObjectSourceConfig
+
+    monkeypatch.setenv("AIRFLOW_CONN_S3_PLAIN", S3)
+    widest = ObjectSourceConfig(bucket="uploads", aws_conn_id="s3_plain", concurrency=MAX_OBJECT_CONCURRENCY)
+    client = AirflowConnections(environment_first=True)._client("s3_plain", None, TransferConfig(), False, "x",
+                                                                data=data)
+    assert client.meta.config.max_pool_connections >= widest.concurrency
