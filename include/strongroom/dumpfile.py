@@ -257,6 +257,85 @@ def locate_data_blocks(f: BufferedIOBase, toc: Toc) -> list[int]:
     return positions
 
 
+class BlockFinder:
+    """Where each data block of a dump starts, found while the dump is being written: call :meth:`scan`
+    after each write with the size written so far (and ``complete=True`` once the file is whole). The new
+    bytes are read back from ``fd`` and searched as :func:`locate_data_blocks` searches a whole file: each
+    block after the first starts right after a zero-length chunk and is named by its entry's header.
+
+    ``starts`` holds the blocks found so far, in TOC order (block ``i`` is ``toc.entries[i]``'s); every byte
+    before ``safe`` is in the TOC or in a block found (no block still to be found starts before it). When the
+    layout is not the one expected (data other than table rows, a block not where it must be), ``failed``
+    says why and nothing more is found: a reader then takes the rest of the file as it is.
+    """
+
+    def __init__(self, toc: Toc, fd: int) -> None:
+        self.toc, self.fd = toc, fd
+        self.starts: list[int] = []
+        self.safe = toc.end
+        self.failed: str | None = None
+        self._eob = bytes(toc.int_size + 1)  # a zero-length chunk: the end of a block
+        self._buf = bytearray()  # the bytes from _base on that the next block's pattern may still start in
+        self._base = toc.end
+        unsafe = sorted({e.desc for e in toc.entries if e.desc != "TABLE DATA"})
+        if unsafe:
+            self.failed = f"the dump holds data other than table rows ({', '.join(unsafe)})"
+
+    @property
+    def found_all(self) -> bool:
+        return len(self.starts) == len(self.toc.entries)
+
+    def scan(self, size: int, *, complete: bool = False) -> None:
+        """Search the bytes written since the last call (``size``: the file's length now)."""
+        if self.failed is not None:
+            return
+        entries = self.toc.entries
+        if not self.starts and entries:
+            header = _block_header(self.toc, entries[0].dump_id)
+            if size < self.toc.end + len(header):
+                self.safe = min(self.toc.end, size)
+                if complete:
+                    self.failed = "the file ends before its first data block"
+                return
+            if os.pread(self.fd, len(header), self.toc.end) != header:
+                self.failed = f"the first data block (entry {entries[0].dump_id}) is not right after the TOC"
+                return
+            self.starts.append(self.toc.end)
+            self._base = self.toc.end + len(header)
+        end = self._base + len(self._buf)
+        while end < size and not self.found_all:
+            piece = os.pread(self.fd, min(CHUNK, size - end), end)
+            if not piece:
+                break
+            self._buf += piece
+            end += len(piece)
+            self._find()
+        if self.found_all:
+            self._buf.clear()
+            self.safe = size
+        else:
+            pattern = len(self._eob) + len(_block_header(self.toc, 0))
+            self.safe = max(self.starts[-1] if self.starts else self.toc.end, end - pattern + 1)
+            if complete:
+                self.failed = f"the data block of TOC entry {entries[len(self.starts)].dump_id} was not found in order"
+
+    def _find(self) -> None:
+        """Record every block whose pattern is in the buffer; keep only what the next one may start in."""
+        while not self.found_all:
+            pattern = self._eob + _block_header(self.toc, self.toc.entries[len(self.starts)].dump_id)
+            hit = self._buf.find(pattern)
+            if hit < 0:
+                drop = max(len(self._buf) - (len(pattern) - 1), 0)
+                del self._buf[:drop]
+                self._base += drop
+                return
+            start = self._base + hit + len(self._eob)
+            self.starts.append(start)
+            drop = hit + len(pattern)  # the next block's pattern starts after this one's header
+            del self._buf[:drop]
+            self._base += drop
+
+
 def index_data_blocks(path: str) -> int:
     """Write the data offsets into the TOC of the dump at ``path``, in place.
 

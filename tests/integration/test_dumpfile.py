@@ -113,3 +113,116 @@ def test_a_compressed_truncated_or_foreign_file_is_refused_unchanged(stack, tmp_
         with pytest.raises(dumpfile.DumpLayoutError, match=reason):
             dumpfile.index_data_blocks(str(path))
         assert sha(path) == digest, path.name
+
+
+def _grow(piped: Path, steps: list[int]) -> tuple[list[int], dumpfile.BlockFinder]:
+    """Replay ``piped`` being written in ``steps`` (sizes), scanning after each write as a restore does;
+    at every step no block that is not found yet may start before ``safe``. Returns the true block starts."""
+    data = piped.read_bytes()
+    with open(piped, "rb") as f:
+        toc = dumpfile.read_toc(f)
+        truth = dumpfile.locate_data_blocks(f, toc)
+    growing = piped.with_suffix(".growing")
+    fd = os.open(growing, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        finder = dumpfile.BlockFinder(toc, fd)
+        written = 0
+        for size in steps:
+            os.pwrite(fd, data[written:size], written)
+            written = size
+            finder.scan(size, complete=size == len(data))
+            assert finder.starts == truth[: len(finder.starts)]
+            assert all(start >= finder.safe for start in truth[len(finder.starts):]), (size, finder.safe)
+            assert finder.safe <= size
+    finally:
+        os.close(fd)
+    return truth, finder
+
+
+def test_data_blocks_are_found_while_the_dump_is_written(stack, tmp_path):
+    """The blocks a data stream is sent (strongroom.streamload) are found as the spool grows, exactly where
+    the whole-file search finds them, in writes of any size, and never claimed before they are known."""
+    piped = tmp_path / "piped.dump"
+    dump_through_pipe(stack, "shop", piped)
+    size = piped.stat().st_size
+    for step in (1, 7, 4093, 65536, 1 << 20):
+        if step == 1:  # byte by byte only around the TOC's end and the first blocks
+            with open(piped, "rb") as f:
+                end = dumpfile.read_toc(f).end
+            steps = [*range(end - 20, end + 400), size]
+        else:
+            steps = [*range(step, size, step), size]
+        truth, finder = _grow(piped, steps)
+        assert len(truth) >= 5 and finder.found_all and finder.failed is None
+        assert finder.starts == truth and finder.safe == size
+
+    cut = tmp_path / "cut.dump"  # said to be whole, but ends inside a block: the rest cannot be found
+    cut.write_bytes(piped.read_bytes()[: (truth[2] + truth[3]) // 2])
+    with open(cut, "rb") as f:
+        finder = dumpfile.BlockFinder(dumpfile.read_toc(f), f.fileno())
+        finder.scan(cut.stat().st_size, complete=True)
+    assert finder.starts == truth[:3] and finder.failed is not None and "not found in order" in finder.failed
+
+
+def test_a_dump_with_large_objects_is_not_searched(stack, tmp_path, lob_database):
+    piped = tmp_path / "lob.dump"
+    dump_through_pipe(stack, lob_database, piped)
+    with open(piped, "rb") as f:
+        finder = dumpfile.BlockFinder(dumpfile.read_toc(f), f.fileno())
+        finder.scan(piped.stat().st_size, complete=True)
+    assert finder.starts == [] and finder.failed is not None and "other than table rows" in finder.failed
+
+
+def test_each_data_stream_of_a_new_database_is_sent_only_its_own_blocks(stack, tmp_path):
+    """A restore into a new database with two data streams: each is sent the header and TOC and its own
+    tables' blocks, so together they are sent the dump about once (not once each), and the database is whole."""
+    import logging
+    import re
+
+    from strongroom.airflow_adapter import connections
+    from strongroom.config import load_config
+    from strongroom.postgres import PgSettings
+    from strongroom.restore import restore_snapshot
+    from strongroom.snapshot import snapshot_database
+    from tests.conftest import PRIMARY, write_config
+
+    config = load_config(write_config(tmp_path / "strongroom.yaml", restore={"jobs": 2}))
+    taken = snapshot_database(config, "shop", connections())
+    target = PgSettings(dbname="shop_streams", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                        password=stack.pg.password)
+    stack.pg.execute("DROP DATABASE IF EXISTS shop_streams")
+    try:
+        lines: list[str] = []
+        handler = logging.Handler(logging.INFO)
+        handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+        streamload = logging.getLogger("strongroom.streamload")
+        level = streamload.level
+        streamload.addHandler(handler)  # on the logger itself: Airflow's logging set-up replaces the root's
+        streamload.setLevel(logging.INFO)
+        try:
+            result = restore_snapshot(config, "shop", target, connections(), snapshot_id=taken["snapshot_id"],
+                                      region=PRIMARY)
+        finally:
+            streamload.removeHandler(handler)
+            streamload.setLevel(level)
+        line = next((text for text in lines if "were sent" in text), "\n".join(lines))
+        found = re.search(r"(\d+) data stream.* sent (\d+) bytes of the (\d+)-byte", line)
+        assert found, line
+        streams, sent, whole = (int(n) for n in found.groups())
+        assert streams == 2, line
+        piped = tmp_path / "piped.dump"
+        dump_through_pipe(stack, "shop", piped)
+        with open(piped, "rb") as f:
+            toc_end = dumpfile.read_toc(f).end
+        # every data byte once, the header and TOC once per stream (sent whole, each stream reads far more)
+        assert whole < sent <= whole + streams * toc_end, line
+        assert result.rows > 0
+        for dbname in ("shop", "shop_streams"):
+            with psycopg.connect(**stack.pg.connect_kwargs(dbname)) as conn:
+                counts = [conn.execute(f"SELECT count(*), sum(hashtext(t::text)) FROM {table} t").fetchone()
+                          for table in ("customers", "orders", "order_items", "events")]
+            if dbname == "shop":
+                expected = counts
+        assert counts == expected
+    finally:
+        stack.pg.execute("DROP DATABASE IF EXISTS shop_streams")
