@@ -375,10 +375,9 @@ def lock_chunks(store: ObjectStore, manifest: Manifest, base: Manifest | None, e
 
 
 def spool(store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, transfer: TransferConfig,
-          on_write: Callable[[int, bytes], None] | None = None) -> int:
+          on_write: Callable[[int], None] | None = None) -> int:
     """Write the snapshot's dump into ``path`` (created, mode 0600), chunk by chunk as they arrive; returns
-    the bytes written. ``on_write`` is called after each chunk with the bytes written so far (flushed) and the
-    chunk."""
+    the bytes written. ``on_write`` is called after each chunk with the bytes written so far (flushed)."""
     key = ChunkKey(manifest.chunk_key_id, data_key)
     progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", manifest.dump.plain_size)
     written = 0
@@ -389,7 +388,7 @@ def spool(store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, tr
             progress.update(written)
             if on_write is not None:
                 out.flush()
-                on_write(written, plain)
+                on_write(written)
     if written != manifest.dump.plain_size:
         raise IntegrityError(f"{store.where}: {written} bytes restored of snapshot {manifest.snapshot_id}, its "
                              f"manifest says {manifest.dump.plain_size}")

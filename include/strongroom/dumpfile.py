@@ -285,10 +285,8 @@ class BlockFinder:
     def found_all(self) -> bool:
         return len(self.starts) == len(self.toc.entries)
 
-    def scan(self, size: int, *, complete: bool = False, last: bytes | memoryview = b"") -> None:
-        """Search the bytes written since the last call (``size``: the file's length now). ``last``, the bytes
-        of the latest write (ending at ``size``), is searched as it is when it holds all that is new; anything
-        else is read back from the file."""
+    def scan(self, size: int, *, complete: bool = False) -> None:
+        """Search the bytes written since the last call (``size``: the file's length now)."""
         if self.failed is not None:
             return
         entries = self.toc.entries
@@ -305,10 +303,6 @@ class BlockFinder:
             self.starts.append(self.toc.end)
             self._base = self.toc.end + len(header)
         end = self._base + len(self._buf)
-        if len(last) > 0 and size - len(last) == end and not self.found_all:
-            self._buf += last
-            end = size
-            self._find()
         while end < size and not self.found_all:
             piece = os.pread(self.fd, min(CHUNK, size - end), end)
             if not piece:

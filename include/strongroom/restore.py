@@ -100,9 +100,7 @@ class SpoolWatcher(Protocol):
 
     def begin(self, manifest: Manifest) -> None: ...
 
-    def grew(self, path: str, size: int, last: bytes | memoryview = b"") -> None:
-        """``size`` bytes are on disk at ``path``; ``last`` is what the latest write added (its end at ``size``)."""
-        ...
+    def grew(self, path: str, size: int) -> None: ...
 
     def abandon(self) -> None: ...
 
@@ -157,7 +155,7 @@ def fetch_dump(
             written += out.write(plain)
             if watcher is not None:
                 out.flush()
-                watcher.grew(path, written, plain)
+                watcher.grew(path, written)
     worked = time.monotonic() - started - waited
     if digest.hexdigest() != obj.sha256:
         raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
@@ -181,7 +179,7 @@ def _fetch_chunks(
     if watcher is not None:
         watcher.begin(manifest)
     chunks.spool(store, manifest, data_key, path, transfer,
-                 (lambda written, plain: watcher.grew(path, written, plain)) if watcher is not None else None)
+                 (lambda written: watcher.grew(path, written)) if watcher is not None else None)
     if watcher is None or not watcher.loading:
         index_dump(path, manifest)
     return {"download": 0.0, "decrypt": round(time.monotonic() - started, 3)}

@@ -215,11 +215,10 @@ class StreamingLoad:
         self.abandon()
         self.manifest = manifest
 
-    def grew(self, path: str, size: int, last: bytes | memoryview = b"") -> None:
-        """``size`` bytes of the dump are written to ``path``, the latest write ``last`` (searched for data
-        blocks as it is, rather than read back from the file)."""
+    def grew(self, path: str, size: int) -> None:
+        """``size`` bytes of the dump are written to ``path``."""
         if self._streams:
-            self._publish(size, complete=False, last=last)
+            self._publish(size, complete=False)
             return
         if self.passed or self.created or self.manifest is None:
             return
@@ -273,12 +272,12 @@ class StreamingLoad:
         log.info("loading %s while the dump arrives: definitions restored, %d data stream(s)",
                  self.target.describe(), len(self._streams))
 
-    def _publish(self, size: int, *, complete: bool, last: bytes | memoryview = b"") -> None:
-        """The spool is ``size`` bytes long (and whole, with ``complete``), ``last`` the bytes the latest write
-        added: find the blocks in what was added and tell the feeders."""
+    def _publish(self, size: int, *, complete: bool) -> None:
+        """The spool is ``size`` bytes long (and whole, with ``complete``): find the blocks in what was added
+        and tell the feeders."""
         finder = self._finder
         assert finder is not None
-        finder.scan(size, complete=complete, last=last)
+        finder.scan(size, complete=complete)
         if finder.failed is not None and not self._whole:
             self._whole = True
             log.info("the data streams read the rest of the dump whole: %s", finder.failed)
