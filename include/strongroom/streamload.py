@@ -13,11 +13,8 @@ soon as the dump's header and table of contents are on disk:
    (``prepare``), the database is created and the ``pre-data`` section (definitions) restored from it;
 2. up to ``jobs`` ``pg_restore`` processes start (:func:`strongroom.postgres.start_restore_stream`), each
    with its share of the tables' data, balanced by the rows the snapshot recorded
-   (:func:`split_data`); each is sent, through a pipe as the spool grows (``os.sendfile``: the bytes do not
-   pass through Python), the header and TOC and then only its own tables' data blocks, found as they arrive
-   (:class:`strongroom.dumpfile.BlockFinder`), so the streams together read the dump about once rather
-   than once each. A dump whose blocks cannot be found that way is sent whole to every stream, which
-   skips the other streams' tables itself.
+   (:func:`split_data`); each reads the spool from its start through a pipe as it grows (``os.sendfile``:
+   the bytes do not pass through Python), skipping the other streams' tables.
 
 After the download is verified, :meth:`StreamingLoad.finish` sends the streams the rest of the file and
 restores ``post-data`` (indexes, constraints, triggers) with ``--jobs``: the indexes and constraints of the
@@ -126,49 +123,6 @@ class _Stream:
     process: postgres.ToolProcess
     feeder: threading.Thread
     loads: set[int]  # dump ids of its TABLE DATA entries
-    sent: int = 0  # bytes of the spool sent to it
-
-
-@dataclass(frozen=True)
-class Spooled:
-    """What a feeder knows of the spool: its size, the data blocks found so far (:class:`dumpfile.BlockFinder`)
-    and how far its bytes are known to be in them, whether finding them failed, and whether the file is whole."""
-
-    available: int
-    starts: tuple[int, ...]
-    safe: int
-    failed: bool
-    complete: bool
-
-
-def next_send(mine: Sequence[bool], state: Spooled, block: int, offset: int) -> tuple[int, int, int, bool]:
-    """One step of a stream's feeder: ``mine[i]`` says whether data block ``i`` is the stream's, ``block``
-    is the block the feeder is at and ``offset`` the next byte it would send. Returns ``(block, start, end,
-    done)``: send ``[start, end)`` (nothing when equal) and go on from ``block``; ``done`` once the stream has
-    every byte it needs. Blocks that are not the stream's are stepped over once their end is known; when
-    finding the blocks failed, the rest of the file is sent as it is (``pg_restore`` skips what is not its)."""
-    if state.failed:
-        return block, offset, max(offset, state.available), state.complete and offset >= state.available
-    last = max((i for i, m in enumerate(mine) if m), default=-1)
-    while True:
-        if block > last:
-            return block, offset, offset, True
-        if block >= len(state.starts):
-            return block, offset, offset, False  # its start is not found yet
-        offset = max(offset, state.starts[block])
-        if block + 1 < len(state.starts):
-            end: int | None = state.starts[block + 1]
-        elif state.complete and len(state.starts) == len(mine):
-            end = state.available
-        else:
-            end = None
-        if mine[block]:
-            limit = end if end is not None else min(state.safe, state.available)
-            if offset < limit:
-                return block, offset, limit, False
-        if end is None:
-            return block, offset, offset, False
-        block += 1
 
 
 class StreamingLoad:
@@ -195,15 +149,9 @@ class StreamingLoad:
         self._toc = dumpfile.Toc(0, 0, 0, ())
         self._lines: list[str] = []
         self._fd: int | None = None
-        self._finder: dumpfile.BlockFinder | None = None
-        self._state = Spooled(0, (), 0, True, False)
-        self._whole = False  # the blocks could not be found: every stream is sent the whole dump
+        self._available = 0
+        self._complete = False
         self._aborted = False
-
-    @property
-    def sent(self) -> int:
-        """Bytes of the spool sent to the data streams so far, all streams together."""
-        return sum(stream.sent for stream in self._streams)
 
     @property
     def loading(self) -> bool:
@@ -218,7 +166,9 @@ class StreamingLoad:
     def grew(self, path: str, size: int) -> None:
         """``size`` bytes of the dump are written to ``path``."""
         if self._streams:
-            self._publish(size, complete=False)
+            with self._cond:
+                self._available = size
+                self._cond.notify_all()
             return
         if self.passed or self.created or self.manifest is None:
             return
@@ -255,75 +205,43 @@ class StreamingLoad:
             self.abandon()
             raise RestoreError(f"{exc}; the new database was dropped") from None
         self._fd = os.open(path, os.O_RDONLY)
-        self._finder = dumpfile.BlockFinder(toc, self._fd)
-        self._publish(size, complete=False)
+        self._available = size
         for k, entries in enumerate(split_data(lines, self.manifest.tables, self.jobs)):
             listing = os.path.join(self.spool_dir, f"data-{k}.list")
             with open(listing, "w", encoding="utf-8") as out:
                 out.write("\n".join(entries) + "\n")
             process = postgres.start_restore_stream(self.target, bin_dir=self.bin_dir, use_list=listing,
                                                     no_owner=self.no_owner)
+            feeder = threading.Thread(target=self._feed, args=(process,), name=f"restore-stream-{k}", daemon=True)
             loads = {i for line in entries if " TABLE DATA " in line and (i := _dump_id(line)) is not None}
-            stream = _Stream(process, threading.Thread(), loads)
-            stream.feeder = threading.Thread(target=self._feed, args=(stream,), name=f"restore-stream-{k}",
-                                             daemon=True)
-            self._streams.append(stream)
-            stream.feeder.start()
+            self._streams.append(_Stream(process, feeder, loads))
+            feeder.start()
         log.info("loading %s while the dump arrives: definitions restored, %d data stream(s)",
                  self.target.describe(), len(self._streams))
 
-    def _publish(self, size: int, *, complete: bool) -> None:
-        """The spool is ``size`` bytes long (and whole, with ``complete``): find the blocks in what was added
-        and tell the feeders."""
-        finder = self._finder
-        assert finder is not None
-        finder.scan(size, complete=complete)
-        if finder.failed is not None and not self._whole:
-            self._whole = True
-            log.info("the data streams read the rest of the dump whole: %s", finder.failed)
-        state = Spooled(size, tuple(finder.starts), finder.safe, finder.failed is not None, complete)
-        with self._cond:
-            self._state = state
-            self._cond.notify_all()
-
-    def _feed(self, stream: _Stream) -> None:
-        """Send one stream the header and TOC, then its own data blocks as they arrive (:func:`next_send`),
-        until it has all it needs, or stops reading (done with its tables, or failed; its exit code says
-        which)."""
-        assert self._fd is not None and self._finder is not None
-        out = stream.process.stdin.fileno()
-        entries = self._finder.toc.entries
-        mine = [entry.dump_id in stream.loads for entry in entries]
-        block, offset, seen = 0, 0, None
+    def _feed(self, process: postgres.ToolProcess) -> None:
+        """Send the spool to one stream's stdin as it grows, until the end (or the stream stops reading:
+        done with its tables, or failed; its exit code says which)."""
+        assert self._fd is not None
+        out = process.stdin.fileno()
+        offset = 0
         try:
-            while offset < self._toc.end:  # on disk before the streams start
-                sent = os.sendfile(out, self._fd, offset, self._toc.end - offset)
-                offset += sent
-                stream.sent += sent
             while True:
                 with self._cond:
-                    while self._state is seen and not self._aborted:
+                    while offset >= self._available and not self._complete and not self._aborted:
                         self._cond.wait()
-                    state, aborted = self._state, self._aborted
+                    end, complete, aborted = self._available, self._complete, self._aborted
                 if aborted:
                     return
-                seen = state
-                while True:
-                    block, start, end, done = next_send(mine, state, block, offset)
-                    offset = start
-                    while offset < end:
-                        sent = os.sendfile(out, self._fd, offset, end - offset)
-                        offset += sent
-                        stream.sent += sent
-                    if done:
-                        return
-                    if start == end:
-                        break
+                if offset < end:
+                    offset += os.sendfile(out, self._fd, offset, end - offset)
+                elif complete:
+                    return
         except OSError:  # BrokenPipeError: the stream has what it needs, or failed
             return
         finally:
             with contextlib.suppress(OSError):
-                stream.process.stdin.close()
+                process.stdin.close()
 
     def finish(self, path: str) -> None:
         """The whole dump at ``path`` is written and verified: let the streams read to its end, then restore
@@ -331,8 +249,9 @@ class StreamingLoad:
         still loads, the indexes and constraints of the tables loaded so far are built meanwhile
         (:func:`ready_after`), as ``pg_restore --jobs`` does. Raises :class:`SourceError` (the database left
         for the caller to drop) when a step failed."""
-        assert self._fd is not None
-        self._publish(os.fstat(self._fd).st_size, complete=True)
+        with self._cond:
+            self._complete = True
+            self._cond.notify_all()
         pending, loaded = list(self._streams), set()
         early: postgres.ToolProcess | None = None
         early_ids: list[int] = []
@@ -357,8 +276,6 @@ class StreamingLoad:
             stream.process.kill()
             stream.feeder.join(timeout=30)
         self._close()
-        log.info("%s: %d data stream(s) were sent %d bytes of the %d-byte dump", self.target.describe(),
-                 len(self._streams), self.sent, self._state.available)
         if early is not None and early.wait() != 0:
             failed.append(early)
         if failed:
