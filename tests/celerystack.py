@@ -114,14 +114,16 @@ class CeleryAirflow(Airflow):
         self.workers[name] = worker
         return worker
 
-    def restart_workers(self, extra_env: dict[str, str] | None = None) -> None:
-        """Stop every worker (warm shutdown) and start them again with ``extra_env``."""
-        for worker in self.workers.values():
+    def restart_workers(self, extra_env: dict[str, str] | None = None, names: list[str] | None = None) -> None:
+        """Stop the named workers (default: every one; warm shutdown) and start them again with ``extra_env``."""
+        names = list(self.workers) if names is None else names
+        for name in names:
+            worker = self.workers[name]
             if worker.proc is not None and worker.proc.poll() is None:
                 stop_group(worker.proc)
-        for name in list(self.workers):
+        for name in names:
             self.start_worker(name, extra_env)
-        self.wait_for_workers(list(self.workers))
+        self.wait_for_workers(names)
 
     def deliveries(self, run_id: str, task_id: str, map_index: int, try_number: int) -> dict[str, int]:
         """How often each worker was handed the workload of one try of one task instance (its log)."""

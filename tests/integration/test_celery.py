@@ -173,17 +173,22 @@ def test_a_visibility_timeout_shorter_than_a_task_delivers_it_twice(celery, stac
     """Why docs/deployment.md sets the broker's visibility timeout above the longest task: below it, Redis
     hands a running task's message to a second worker (Airflow then refuses the duplicate)."""
     task_id = _crm_task(second_server)
-    celery.restart_workers({"AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "3"})
+    short = {"AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "3"}
+    celery.restart_workers(short)
     lock = _blocked_crm_dump(second_server)
     try:
         celery.wait_for_dag(SNAPSHOT)
         run_id = celery.trigger(SNAPSHOT)
         ti = _wait_running(celery, run_id, task_id)
-        # kombu's Redis transport puts unacknowledged messages back every 10th tick of a 10 s timer: within
-        # about 100 s of the timeout, so allow three such rounds. The dump stays blocked until the second
+        # kombu's Redis transport puts back the unacknowledged messages older than the visibility timeout
+        # when a worker starts polling, and then every 100 s: the other worker is restarted (a deploy, a
+        # crashed worker coming back) once the running try's message is older than 3 s, so it puts the
+        # message back at once instead of after up to 100 s. The dump stays blocked until the second
         # worker has been refused: released earlier, the first try could finish before the second asks to
         # start, and the refusal would then be about a finished task instead of a running one
-        deadline = time.monotonic() + 330
+        time.sleep(4)
+        celery.restart_workers(short, names=[name for name in celery.workers if name != ti["hostname"]])
+        deadline = time.monotonic() + 150
         while not _refused_redelivery(celery, run_id):
             assert time.monotonic() < deadline, (celery.deliveries(run_id, task_id, 0, ti["try_number"]),
                                                  celery.log_tail())
