@@ -402,33 +402,51 @@ def seal_blob(data_key: bytes, identity: bytes, plain: bytes, *, level: int = 3)
     return sealed, SealStats(len(plain), len(packed), len(sealed), hashlib.sha256(sealed).hexdigest())
 
 
-def unseal_stream(chunks: Iterable[bytes], data_key: bytes, identity: bytes, where: str) -> Iterator[bytes]:
-    """Decrypt and decompress a stream as it arrives, one segment at a time (a whole download range would
-    inflate to many times its size in memory at once). ``where`` names the object in errors.
+class StreamUnsealer:
+    """Decrypts and decompresses a stream given piece by piece (:func:`unseal_stream` is its iterator form):
+    each segment is authenticated before its plaintext is returned, the end of the stream and of its zstd
+    frame by :meth:`finalize`. ``where`` names the object in errors (:class:`IntegrityError`)."""
 
-    Each segment is authenticated before its plaintext is yielded, the end of the stream and of its zstd frame
-    before the last piece: a consumer that writes as it goes must discard its output on an exception."""
-    decryptor = StreamDecryptor(data_key, identity)
-    inflater = zstandard.ZstdDecompressor().decompressobj()
+    def __init__(self, data_key: bytes, identity: bytes, where: str) -> None:
+        self._decryptor = StreamDecryptor(data_key, identity)
+        self._inflater = zstandard.ZstdDecompressor().decompressobj()
+        self.where = where
 
-    def inflate(packed: bytes) -> bytes:
+    def _inflate(self, packed: bytes) -> bytes:
         if not packed:
             return b""
         try:
-            return bytes(inflater.decompress(packed))
+            return bytes(self._inflater.decompress(packed))
         except zstandard.ZstdError as exc:
-            raise IntegrityError(f"{where}: decompression failed: {exc}") from None
+            raise IntegrityError(f"{self.where}: decompression failed: {exc}") from None
 
+    def update(self, data: bytes | memoryview) -> bytes:
+        """The plaintext of the segments ``data`` completes (one segment at a time: a whole download range
+        would inflate to many times its size in memory at once, so pass at most a few segments)."""
+        return self._inflate(self._decryptor.update(data))
+
+    def finalize(self) -> bytes:
+        """The rest of the plaintext, once the stream's end and its zstd frame's end are authenticated."""
+        out = self._inflate(self._decryptor.finalize())
+        if not self._inflater.eof or self._inflater.unused_data:
+            raise IntegrityError(f"{self.where}: compressed stream is incomplete or has trailing data")
+        return out
+
+
+def unseal_stream(chunks: Iterable[bytes], data_key: bytes, identity: bytes, where: str) -> Iterator[bytes]:
+    """Decrypt and decompress a stream as it arrives, one segment at a time (:class:`StreamUnsealer`).
+
+    Each segment is authenticated before its plaintext is yielded, the end of the stream and of its zstd frame
+    before the last piece: a consumer that writes as it goes must discard its output on an exception."""
+    unsealer = StreamUnsealer(data_key, identity, where)
     for chunk in chunks:
         view = memoryview(chunk)
         for start in range(0, len(view), SEGMENT_SIZE):
-            out = inflate(decryptor.update(view[start : start + SEGMENT_SIZE]))
+            out = unsealer.update(view[start : start + SEGMENT_SIZE])
             if out:
                 yield out
         view.release()
-    out = inflate(decryptor.finalize())
-    if not inflater.eof or inflater.unused_data:
-        raise IntegrityError(f"{where}: compressed stream is incomplete or has trailing data")
+    out = unsealer.finalize()
     if out:
         yield out
 

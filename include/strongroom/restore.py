@@ -98,7 +98,7 @@ class SpoolWatcher(Protocol):
     @property
     def loading(self) -> bool: ...
 
-    def begin(self, manifest: Manifest) -> None: ...
+    def begin(self, manifest: Manifest, data_key: bytes | None = None) -> None: ...
 
     def grew(self, path: str, size: int) -> None: ...
 
@@ -127,6 +127,8 @@ def fetch_dump(
         raise IntegrityError(f"{where} is missing although its manifest exists")
     if info.size != obj.stored_size:
         raise IntegrityError(f"{where} is {info.size} bytes, the manifest says {obj.stored_size}")
+    if watcher is not None:
+        return _fetch_sealed(store, manifest, data_key, path, transfer, watcher)
     digest = hashlib.sha256()
     progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", obj.stored_size)
     waited = 0.0
@@ -147,25 +149,67 @@ def fetch_dump(
 
     written = 0
     started = time.monotonic()
-    if watcher is not None:
-        watcher.begin(manifest)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         for plain in envelope.unseal_stream(received(), data_key, manifest.object_identity("dump"), where):
             written += out.write(plain)
-            if watcher is not None:
-                out.flush()
-                watcher.grew(path, written)
     worked = time.monotonic() - started - waited
     if digest.hexdigest() != obj.sha256:
         raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
     if written != obj.plain_size:
         raise IntegrityError(f"{where}: {written} bytes restored, manifest says {obj.plain_size}")
     mark = time.monotonic()
-    if watcher is None or not watcher.loading:
-        index_dump(path, manifest)
+    index_dump(path, manifest)
     worked += time.monotonic() - mark
     return {"download": round(waited, 3), "decrypt": round(worked, 3)}
+
+
+def sealed_spool(path: str) -> str:
+    """Where :func:`fetch_dump` spools the stored bytes of a dump that is loaded as it arrives."""
+    return path + ".sealed"
+
+
+def _fetch_sealed(
+    store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, transfer: TransferConfig,
+    watcher: SpoolWatcher,
+) -> dict[str, float]:
+    """:func:`fetch_dump` of a whole-format dump told to ``watcher`` as it arrives: the stored bytes are
+    spooled as they are (:func:`sealed_spool`; the watcher's streams unseal them) and checked against the
+    manifest's size and SHA-256. When the watcher did not load them, they are unsealed into ``path``
+    afterwards and restored from there."""
+    obj = manifest.dump
+    where = f"s3://{store.bucket}/{obj.key}"
+    digest = hashlib.sha256()
+    progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", obj.stored_size)
+    sealed = sealed_spool(path)
+    started = time.monotonic()
+    watcher.begin(manifest, data_key)
+    written = 0
+    fd = os.open(sealed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for chunk in store.iter_chunks(obj.key, obj.stored_size, chunk_size=transfer.part_size,
+                                       concurrency=transfer.download_concurrency):
+            digest.update(chunk)
+            written += out.write(chunk)
+            out.flush()
+            progress.add(len(chunk))
+            watcher.grew(sealed, written)
+    if written != obj.stored_size:
+        raise IntegrityError(f"{where}: {written} bytes read, the manifest says {obj.stored_size}")
+    if digest.hexdigest() != obj.sha256:
+        raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
+    downloaded = time.monotonic()
+    if not watcher.loading:
+        plain = 0
+        with open(sealed, "rb") as src, open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            for piece in envelope.unseal_stream(iter(lambda: src.read(transfer.part_size), b""), data_key,
+                                                manifest.object_identity("dump"), where):
+                plain += out.write(piece)
+        os.unlink(sealed)
+        if plain != obj.plain_size:
+            raise IntegrityError(f"{where}: {plain} bytes restored, manifest says {obj.plain_size}")
+        index_dump(path, manifest)
+    return {"download": round(downloaded - started, 3), "decrypt": round(time.monotonic() - downloaded, 3)}
 
 
 def _fetch_chunks(
@@ -238,8 +282,10 @@ def fetch_snapshot(
         except BaseException as exc:
             if watcher is not None:
                 watcher.abandon()
-            if isinstance(exc, StrongroomError) and os.path.exists(path):  # the next region starts from nothing
-                os.unlink(path)
+            if isinstance(exc, StrongroomError):  # the next region starts from nothing
+                for spooled in (path, sealed_spool(path)):
+                    if os.path.exists(spooled):
+                        os.unlink(spooled)
             raise
 
     answer = regions.first_answer(config, describe_choice(database, snapshot_id, at), attempt, region=region)
@@ -349,7 +395,7 @@ def restore_snapshot(
                  target.describe())
         if load is not None and load.loading:
             chosen = resolve_tables(manifest, tables)
-            _finish_load(load, path)
+            _finish_load(load)
         else:
             if load is not None:  # the dump could not be read as it arrived: indexed and restored now
                 index_dump(path, manifest)
@@ -449,11 +495,11 @@ def _loading_target(target: postgres.PgSettings) -> postgres.PgSettings:
     return loading
 
 
-def _finish_load(load: streamload.StreamingLoad, path: str) -> None:
+def _finish_load(load: streamload.StreamingLoad) -> None:
     """The dump is verified: the data streams read to its end, and ``post-data`` is restored with ``jobs``
     (:meth:`strongroom.streamload.StreamingLoad.finish`). Any failure drops the new database."""
     try:
-        load.finish(path)
+        load.finish()
     except BaseException as exc:
         load.abandon()  # we created it: leave nothing half-restored behind
         if isinstance(exc, StrongroomError):

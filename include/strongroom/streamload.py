@@ -2,24 +2,30 @@
 
 A restore into a database that does not exist yet may write it before the whole download is authenticated,
 because any failure drops it again (:func:`strongroom.restore.restore_snapshot`); an existing target is
-never loaded this way: it is touched only after every check. The plaintext written to the spool has passed
-its own segment's authentication; what is checked only at the end (the SHA-256 and size of the whole
+never loaded this way: it is touched only after every check. What a stream sends to ``pg_restore`` has
+passed its own segment's authentication; what is checked only at the end (the SHA-256 and size of the whole
 object, the end of the stream) drops the database when it fails.
 
-:func:`strongroom.restore.fetch_dump` calls :meth:`StreamingLoad.grew` after each write to the spool. As
-soon as the dump's header and table of contents are on disk:
+:func:`strongroom.restore.fetch_dump` calls :meth:`StreamingLoad.grew` after each write to the spool. A
+whole-format snapshot is spooled as stored (encrypted and compressed, :meth:`StreamingLoad.begin` with its
+data key): only its header and table of contents are ever written to disk in plaintext, and the spool is
+the stored size, several times smaller than the dump. A chunked snapshot's spool holds the plaintext (its
+chunks are authenticated one by one as they arrive). As soon as the dump's header and table of contents
+are there:
 
-1. they are copied to a file of their own, the restore's entries are chosen and its roles checked there
+1. they are written to a file of their own, the restore's entries are chosen and its roles checked there
    (``prepare``), the database is created and the ``pre-data`` section (definitions) restored from it;
 2. up to ``jobs`` ``pg_restore`` processes start (:func:`strongroom.postgres.start_restore_stream`), each
    with its share of the tables' data, balanced by the rows the snapshot recorded
-   (:func:`split_data`); each reads the spool from its start through a pipe as it grows (``os.sendfile``:
-   the bytes do not pass through Python), skipping the other streams' tables.
+   (:func:`split_data`); each is sent the dump from its start through a pipe as the spool grows, skipping
+   the other streams' tables: unsealed segment by segment by a thread of its own from a sealed spool (two
+   streams decrypt and decompress the dump twice: cheaper than writing the plaintext to disk and reading
+   it back), or with ``os.sendfile`` from a plaintext one (the bytes do not pass through Python).
 
-After the download is verified, :meth:`StreamingLoad.finish` sends the streams the rest of the file and
-restores ``post-data`` (indexes, constraints, triggers) with ``--jobs``: the indexes and constraints of the
-tables loaded by a stream that is done already while another still loads (:func:`ready_after`), the rest
-once all data is in.
+After the download is verified, :meth:`StreamingLoad.finish` sends the streams the rest of the dump and
+restores ``post-data`` (indexes, constraints, triggers) from the header and TOC file with ``--jobs``: the
+indexes and constraints of the tables loaded by a stream that is done already while another still loads
+(:func:`ready_after`), the rest once all data is in.
 :meth:`StreamingLoad.abandon` stops the streams and drops the database (a failed attempt in one region:
 the next region starts from nothing).
 """
@@ -35,14 +41,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from strongroom import dumpfile, postgres
+from strongroom import dumpfile, envelope, postgres
 from strongroom.catalog import Manifest
-from strongroom.errors import RestoreError, SourceError, StrongroomError
+from strongroom.errors import IntegrityError, RestoreError, SourceError, StrongroomError
 
 log = logging.getLogger(__name__)
 
 # a TABLE DATA line of `pg_restore --list`: "<id>; <tableoid> <oid> TABLE DATA <schema> <name> <owner>"
 _TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
+
+# stored bytes unsealed at a time: a stored segment is a little longer, so each read completes one segment at
+# most (its plaintext, a few MiB inflated, is used before the next segment is authenticated)
+_SEALED_READ = envelope.SEGMENT_SIZE
 
 # (manifest, path of the header and TOC) -> the TOC lines to restore, and the list file restricting the
 # restore to them (None: everything); raises a StrongroomError to refuse (missing roles, unknown tables)
@@ -148,6 +158,11 @@ class StreamingLoad:
         self._post: list[postgres.ToolProcess] = []  # post-data restores started
         self._toc = dumpfile.Toc(0, 0, 0, ())
         self._lines: list[str] = []
+        self._head = os.path.join(self.spool_dir, "toc")  # the dump's header and TOC, in plaintext
+        self._key: bytes | None = None  # the spool holds the stored (sealed) bytes: the streams unseal them
+        self._prefix: envelope.StreamUnsealer | None = None  # unseals the spool's start until the TOC is whole
+        self._prefix_read = 0
+        self._feed_errors: list[StrongroomError] = []
         self._fd: int | None = None
         self._available = 0
         self._complete = False
@@ -158,10 +173,13 @@ class StreamingLoad:
         """The data is being loaded from the spool as it grows (its data offsets are not needed)."""
         return bool(self._streams)
 
-    def begin(self, manifest: Manifest) -> None:
-        """A download of ``manifest``'s dump starts (from nothing)."""
+    def begin(self, manifest: Manifest, data_key: bytes | None = None) -> None:
+        """A download of ``manifest``'s dump starts (from nothing). With ``data_key`` the spool receives the
+        dump as stored (encrypted and compressed), and each stream unseals it for itself, so the plaintext
+        dump is never written to disk; without, it receives the plaintext."""
         self.abandon()
         self.manifest = manifest
+        self._key = data_key
 
     def grew(self, path: str, size: int) -> None:
         """``size`` bytes of the dump are written to ``path``."""
@@ -172,27 +190,58 @@ class StreamingLoad:
             return
         if self.passed or self.created or self.manifest is None:
             return
+        plain = self._head if self._key is not None else path
         try:
-            toc = dumpfile.partial_toc(path)
+            toc = self._unseal_prefix(path, size) if self._key is not None else dumpfile.partial_toc(path)
         except dumpfile.DumpLayoutError as exc:
             log.info("the dump is restored after its download: %s", exc)
             self.passed = True
             return
         if toc is not None:
             try:
-                self._start(path, toc, size)
+                self._start(path, plain, toc, size)
             except StrongroomError as exc:
                 raise Stopped(exc) from None
 
-    def _start(self, path: str, toc: dumpfile.Toc, size: int) -> None:
+    def _unseal_prefix(self, path: str, size: int) -> dumpfile.Toc | None:
+        """Unseal the spool's stored bytes that arrived since the last call into the head file, a segment at a
+        time, until the dump's TOC is whole there: returns it (None: not yet). Raises :class:`IntegrityError`
+        for a segment that fails authentication, :class:`strongroom.dumpfile.DumpLayoutError` for a dump
+        that cannot be read as it arrives."""
+        assert self.manifest is not None and self._key is not None
+        if self._prefix is None:
+            self._prefix = envelope.StreamUnsealer(self._key, self.manifest.object_identity("dump"),
+                                                   f"the spooled dump of snapshot {self.manifest.snapshot_id}")
+            self._prefix_read = 0
+            os.close(os.open(self._head, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        toc = None
+        with open(path, "rb") as src:
+            src.seek(self._prefix_read)
+            while toc is None and self._prefix_read < size:
+                data = src.read(min(_SEALED_READ, size - self._prefix_read))
+                if not data:
+                    break
+                self._prefix_read += len(data)
+                with open(self._head, "ab") as out:
+                    out.write(self._prefix.update(data))
+                toc = dumpfile.partial_toc(self._head)
+        return toc
+
+    def _start(self, path: str, plain: str, toc: dumpfile.Toc, size: int) -> None:
+        """Start loading: ``path`` is the spool, ``plain`` where its plaintext begins (the spool itself, or
+        the head file holding the unsealed start of a sealed spool)."""
         assert self.manifest is not None
         self._toc = toc
-        head = os.path.join(self.spool_dir, "toc")
-        with open(path, "rb") as src:
-            data = src.read(toc.end)
-        fd = os.open(head, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        self._prefix = None
+        if plain == self._head:
+            os.truncate(self._head, toc.end)
+        else:
+            with open(plain, "rb") as src:
+                data = src.read(toc.end)
+            fd = os.open(self._head, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        head = self._head
         lines, self.use_list = self.prepare(self.manifest, head)
         self._lines = lines
         postgres.create_database(self.target)
@@ -212,7 +261,8 @@ class StreamingLoad:
                 out.write("\n".join(entries) + "\n")
             process = postgres.start_restore_stream(self.target, bin_dir=self.bin_dir, use_list=listing,
                                                     no_owner=self.no_owner)
-            feeder = threading.Thread(target=self._feed, args=(process,), name=f"restore-stream-{k}", daemon=True)
+            feed = self._feed_sealed if self._key is not None else self._feed
+            feeder = threading.Thread(target=feed, args=(process,), name=f"restore-stream-{k}", daemon=True)
             loads = {i for line in entries if " TABLE DATA " in line and (i := _dump_id(line)) is not None}
             self._streams.append(_Stream(process, feeder, loads))
             feeder.start()
@@ -227,10 +277,7 @@ class StreamingLoad:
         offset = 0
         try:
             while True:
-                with self._cond:
-                    while offset >= self._available and not self._complete and not self._aborted:
-                        self._cond.wait()
-                    end, complete, aborted = self._available, self._complete, self._aborted
+                end, complete, aborted = self._wait_for(offset)
                 if aborted:
                     return
                 if offset < end:
@@ -243,8 +290,48 @@ class StreamingLoad:
             with contextlib.suppress(OSError):
                 process.stdin.close()
 
-    def finish(self, path: str) -> None:
-        """The whole dump at ``path`` is written and verified: let the streams read to its end, then restore
+    def _wait_for(self, offset: int) -> tuple[int, bool, bool]:
+        """Until the spool holds more than ``offset`` bytes, or is complete, or the load is abandoned:
+        returns the spool's size, whether it is complete, whether the load is abandoned."""
+        with self._cond:
+            while offset >= self._available and not self._complete and not self._aborted:
+                self._cond.wait()
+            return self._available, self._complete, self._aborted
+
+    def _feed_sealed(self, process: postgres.ToolProcess) -> None:
+        """:meth:`_feed` of a spool that holds the stored bytes: unseal them (each segment authenticated
+        before its plaintext is sent) and send the plaintext. A segment that fails authentication, or a
+        plaintext whose size is not the manifest's, stops the stream and is raised by :meth:`finish`."""
+        assert self._fd is not None and self.manifest is not None and self._key is not None
+        unsealer = envelope.StreamUnsealer(self._key, self.manifest.object_identity("dump"),
+                                           f"the spooled dump of snapshot {self.manifest.snapshot_id}")
+        out = process.stdin.fileno()
+        offset = sent = 0
+        try:
+            while True:
+                end, complete, aborted = self._wait_for(offset)
+                if aborted:
+                    return
+                if offset < end:
+                    data = os.pread(self._fd, min(_SEALED_READ, end - offset), offset)
+                    offset += len(data)
+                    sent += _write_all(out, unsealer.update(data))
+                elif complete:
+                    sent += _write_all(out, unsealer.finalize())
+                    if sent != self.manifest.dump.plain_size:
+                        raise IntegrityError(f"snapshot {self.manifest.snapshot_id}: {sent} bytes unsealed, the "
+                                             f"manifest says {self.manifest.dump.plain_size}")
+                    return
+        except OSError:  # BrokenPipeError: the stream has what it needs, or failed
+            return
+        except StrongroomError as exc:
+            self._feed_errors.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+
+    def finish(self) -> None:
+        """The whole dump is spooled and verified: let the streams read to its end, then restore
         ``post-data`` (indexes, constraints, triggers) with ``jobs``. When a stream is done while another
         still loads, the indexes and constraints of the tables loaded so far are built meanwhile
         (:func:`ready_after`), as ``pg_restore --jobs`` does. Raises :class:`SourceError` (the database left
@@ -271,28 +358,31 @@ class StreamingLoad:
             if pending and early is None and not failed:
                 early_ids = ready_after(self._toc.items, loaded, allowed)
                 if early_ids:
-                    early = self._post_data(path, "post-early.list", early_ids, max(1, self.jobs - len(pending)))
+                    early = self._post_data("post-early.list", early_ids, max(1, self.jobs - len(pending)))
         for stream in pending:  # a stream failed: the others stop too
             stream.process.kill()
             stream.feeder.join(timeout=30)
         self._close()
         if early is not None and early.wait() != 0:
             failed.append(early)
+        if self._feed_errors:
+            raise self._feed_errors[0]
         if failed:
             raise SourceError(f"pg_restore into {self.target.describe()} failed: {failed[0].error_line()}")
         rest = [item.dump_id for item in self._toc.items
                 if item.dump_id not in early_ids and (allowed is None or item.dump_id in allowed)]
-        last = self._post_data(path, "post.list", rest, self.jobs)
+        last = self._post_data("post.list", rest, self.jobs)
         if last.wait() != 0:
             raise SourceError(f"pg_restore into {self.target.describe()} failed: {last.error_line()}")
 
-    def _post_data(self, path: str, name: str, ids: Sequence[int], jobs: int) -> postgres.ToolProcess:
-        """Start ``pg_restore --section=post-data --jobs`` of the entries ``ids`` of the spooled dump."""
+    def _post_data(self, name: str, ids: Sequence[int], jobs: int) -> postgres.ToolProcess:
+        """Start ``pg_restore --section=post-data --jobs`` of the entries ``ids`` of the dump (from its header
+        and TOC: post-data entries hold no data)."""
         wanted = set(ids)
         listing = os.path.join(self.spool_dir, name)
         with open(listing, "w", encoding="utf-8") as out:
             out.write("".join(f"{line}\n" for line in self._lines if _dump_id(line) in wanted))
-        process = postgres.start_restore(self.target, path, bin_dir=self.bin_dir, use_list=listing, jobs=jobs,
+        process = postgres.start_restore(self.target, self._head, bin_dir=self.bin_dir, use_list=listing, jobs=jobs,
                                          no_owner=self.no_owner, sections=("post-data",))
         self._post.append(process)
         return process
@@ -316,3 +406,11 @@ class StreamingLoad:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write all of ``data`` to ``fd`` (a pipe); returns its length."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return len(data)

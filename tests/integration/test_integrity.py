@@ -210,3 +210,32 @@ def test_corruption_near_the_end_drops_the_new_database_that_was_being_loaded(
     assert "failed authentication" in result.error_lines[0] or "SHA-256" in result.error_lines[0], result.stderr
     assert not stack.database_exists("late_corruption")
     assert not list(spool.glob("strongroom-restore-*"))
+
+
+def test_a_new_database_is_loaded_from_the_stored_bytes_and_no_plaintext_dump_reaches_the_disk(
+    tmp_path: Path, stack: Stack, bulk: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore into a new database spools the dump as stored (encrypted): when every byte has arrived,
+    the spool holds the stored object and the dump's header and TOC, never the plaintext dump."""
+    from strongroom import streamload
+    from strongroom.airflow_adapter import connections
+
+    spool = tmp_path / "spool"
+    config = load_config(write_config(tmp_path / "strongroom.yaml", restore={"spool_dir": str(spool)}))
+    seen: dict[str, bytes] = {}
+    finish = streamload.StreamingLoad.finish
+
+    def observed(self: streamload.StreamingLoad) -> None:  # what is on disk once the download is verified
+        [folder] = spool.glob("strongroom-restore-*")
+        seen.update({p.name: p.read_bytes() for p in folder.iterdir()})
+        finish(self)
+
+    monkeypatch.setattr(streamload.StreamingLoad, "finish", observed)
+    target = PgSettings(dbname="loaded_sealed", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                        password=stack.pg.password)
+    result = restore_snapshot(config, "bulk", target, connections(), snapshot_id=bulk["snapshot_id"], region=PRIMARY)
+    assert result.rows == 3000 and result.created_database
+    assert "dump" not in seen, sorted(seen)
+    assert seen["dump.sealed"] == stack.read(bulk["key"])  # the stored bytes, as stored
+    assert len(seen["toc"]) < len(seen["dump.sealed"]) / 2  # only the header and TOC are plaintext
+    assert not list(spool.glob("strongroom-restore-*"))
