@@ -261,8 +261,7 @@ class StreamingLoad:
                 out.write("\n".join(entries) + "\n")
             process = postgres.start_restore_stream(self.target, bin_dir=self.bin_dir, use_list=listing,
                                                     no_owner=self.no_owner)
-            feed = self._feed_sealed if self._key is not None else self._feed
-            feeder = threading.Thread(target=feed, args=(process,), name=f"restore-stream-{k}", daemon=True)
+            feeder = threading.Thread(target=self._feed, args=(process,), name=f"restore-stream-{k}", daemon=True)
             loads = {i for line in entries if " TABLE DATA " in line and (i := _dump_id(line)) is not None}
             self._streams.append(_Stream(process, feeder, loads))
             feeder.start()
@@ -270,10 +269,13 @@ class StreamingLoad:
                  self.target.describe(), len(self._streams))
 
     def _feed(self, process: postgres.ToolProcess) -> None:
-        """Send the spool to one stream's stdin as it grows, until the end (or the stream stops reading:
-        done with its tables, or failed; its exit code says which)."""
+        """Send the dump to one stream's stdin as the spool grows, until the end (or the stream stops reading:
+        done with its tables, or failed; its exit code says which). A sealed spool's segments are each
+        authenticated before their plaintext is sent; one that fails, or a plaintext whose size is not the
+        manifest's, stops the stream and is raised by :meth:`finish`."""
         assert self._fd is not None
         out = process.stdin.fileno()
+        send, last = self._unsealing(out) if self._key is not None else (self._sending(out), None)
         offset = 0
         try:
             while True:
@@ -281,46 +283,10 @@ class StreamingLoad:
                 if aborted:
                     return
                 if offset < end:
-                    offset += os.sendfile(out, self._fd, offset, end - offset)
+                    offset = send(offset, end)
                 elif complete:
-                    return
-        except OSError:  # BrokenPipeError: the stream has what it needs, or failed
-            return
-        finally:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
-
-    def _wait_for(self, offset: int) -> tuple[int, bool, bool]:
-        """Until the spool holds more than ``offset`` bytes, or is complete, or the load is abandoned:
-        returns the spool's size, whether it is complete, whether the load is abandoned."""
-        with self._cond:
-            while offset >= self._available and not self._complete and not self._aborted:
-                self._cond.wait()
-            return self._available, self._complete, self._aborted
-
-    def _feed_sealed(self, process: postgres.ToolProcess) -> None:
-        """:meth:`_feed` of a spool that holds the stored bytes: unseal them (each segment authenticated
-        before its plaintext is sent) and send the plaintext. A segment that fails authentication, or a
-        plaintext whose size is not the manifest's, stops the stream and is raised by :meth:`finish`."""
-        assert self._fd is not None and self.manifest is not None and self._key is not None
-        unsealer = envelope.StreamUnsealer(self._key, self.manifest.object_identity("dump"),
-                                           f"the spooled dump of snapshot {self.manifest.snapshot_id}")
-        out = process.stdin.fileno()
-        offset = sent = 0
-        try:
-            while True:
-                end, complete, aborted = self._wait_for(offset)
-                if aborted:
-                    return
-                if offset < end:
-                    data = os.pread(self._fd, min(_SEALED_READ, end - offset), offset)
-                    offset += len(data)
-                    sent += _write_all(out, unsealer.update(data))
-                elif complete:
-                    sent += _write_all(out, unsealer.finalize())
-                    if sent != self.manifest.dump.plain_size:
-                        raise IntegrityError(f"snapshot {self.manifest.snapshot_id}: {sent} bytes unsealed, the "
-                                             f"manifest says {self.manifest.dump.plain_size}")
+                    if last is not None:
+                        last()
                     return
         except OSError:  # BrokenPipeError: the stream has what it needs, or failed
             return
@@ -329,6 +295,47 @@ class StreamingLoad:
         finally:
             with contextlib.suppress(OSError):
                 process.stdin.close()
+
+    def _sending(self, out: int) -> Callable[[int, int], int]:
+        """Send a plaintext spool's bytes from ``offset`` to ``end`` (``os.sendfile``); returns the new offset."""
+        fd = self._fd
+        assert fd is not None
+
+        def send(offset: int, end: int) -> int:
+            return offset + os.sendfile(out, fd, offset, end - offset)
+
+        return send
+
+    def _unsealing(self, out: int) -> tuple[Callable[[int, int], int], Callable[[], None]]:
+        """Unseal a sealed spool's bytes from ``offset`` on (a segment at most) and send the plaintext; and
+        the step at the spool's end: the rest of the plaintext, and its size checked."""
+        fd, manifest, key = self._fd, self.manifest, self._key
+        assert fd is not None and manifest is not None and key is not None
+        unsealer = envelope.StreamUnsealer(key, manifest.object_identity("dump"),
+                                           f"the spooled dump of snapshot {manifest.snapshot_id}")
+        sent = 0
+
+        def send(offset: int, end: int) -> int:
+            nonlocal sent
+            data = os.pread(fd, min(_SEALED_READ, end - offset), offset)
+            sent += _write_all(out, unsealer.update(data))
+            return offset + len(data)
+
+        def last() -> None:
+            total = sent + _write_all(out, unsealer.finalize())
+            if total != manifest.dump.plain_size:
+                raise IntegrityError(f"snapshot {manifest.snapshot_id}: {total} bytes unsealed, the manifest says "
+                                     f"{manifest.dump.plain_size}")
+
+        return send, last
+
+    def _wait_for(self, offset: int) -> tuple[int, bool, bool]:
+        """Until the spool holds more than ``offset`` bytes, or is complete, or the load is abandoned:
+        returns the spool's size, whether it is complete, whether the load is abandoned."""
+        with self._cond:
+            while offset >= self._available and not self._complete and not self._aborted:
+                self._cond.wait()
+            return self._available, self._complete, self._aborted
 
     def finish(self) -> None:
         """The whole dump is spooled and verified: let the streams read to its end, then restore
