@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -147,12 +147,8 @@ def fetch_dump(
             progress.add(len(chunk))
             mark = time.monotonic()
 
-    written = 0
     started = time.monotonic()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        for plain in envelope.unseal_stream(received(), data_key, manifest.object_identity("dump"), where):
-            written += out.write(plain)
+    written = _unseal_into(path, received(), data_key, manifest, where)
     worked = time.monotonic() - started - waited
     if digest.hexdigest() != obj.sha256:
         raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
@@ -162,6 +158,16 @@ def fetch_dump(
     index_dump(path, manifest)
     worked += time.monotonic() - mark
     return {"download": round(waited, 3), "decrypt": round(worked, 3)}
+
+
+def _unseal_into(path: str, stored: Iterable[bytes], data_key: bytes, manifest: Manifest, where: str) -> int:
+    """Unseal the dump's ``stored`` bytes into a new file at ``path`` (mode 0600); returns its size."""
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for plain in envelope.unseal_stream(stored, data_key, manifest.object_identity("dump"), where):
+            written += out.write(plain)
+    return written
 
 
 def sealed_spool(path: str) -> str:
@@ -200,11 +206,8 @@ def _fetch_sealed(
         raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
     downloaded = time.monotonic()
     if not watcher.loading:
-        plain = 0
-        with open(sealed, "rb") as src, open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            for piece in envelope.unseal_stream(iter(lambda: src.read(transfer.part_size), b""), data_key,
-                                                manifest.object_identity("dump"), where):
-                plain += out.write(piece)
+        with open(sealed, "rb") as src:
+            plain = _unseal_into(path, iter(lambda: src.read(transfer.part_size), b""), data_key, manifest, where)
         os.unlink(sealed)
         if plain != obj.plain_size:
             raise IntegrityError(f"{where}: {plain} bytes restored, manifest says {obj.plain_size}")

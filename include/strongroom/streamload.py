@@ -19,8 +19,9 @@ are there:
    with its share of the tables' data, balanced by the rows the snapshot recorded
    (:func:`split_data`); each is sent the dump from its start through a pipe as the spool grows, skipping
    the other streams' tables: unsealed segment by segment by a thread of its own from a sealed spool (two
-   streams decrypt and decompress the dump twice: cheaper than writing the plaintext to disk and reading
-   it back), or with ``os.sendfile`` from a plaintext one (the bytes do not pass through Python).
+   streams decrypt and decompress the dump twice; on the benchmark that takes about as long as writing
+   the plaintext to disk and reading it back did, docs/benchmarks.md), or with ``os.sendfile`` from a
+   plaintext one (the bytes do not pass through Python).
 
 After the download is verified, :meth:`StreamingLoad.finish` sends the streams the rest of the dump and
 restores ``post-data`` (indexes, constraints, triggers) from the header and TOC file with ``--jobs``: the

@@ -239,3 +239,25 @@ def test_a_new_database_is_loaded_from_the_stored_bytes_and_no_plaintext_dump_re
     assert seen["dump.sealed"] == stack.read(bulk["key"])  # the stored bytes, as stored
     assert len(seen["toc"]) < len(seen["dump.sealed"]) / 2  # only the header and TOC are plaintext
     assert not list(spool.glob("strongroom-restore-*"))
+
+
+def test_a_dump_that_cannot_be_read_as_it_arrives_is_unsealed_and_restored_after_its_download(
+    tmp_path: Path, stack: Stack, bulk: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sealed spool's other way: when the TOC cannot be read as the dump arrives (a layout this
+    release does not know), the verified stored bytes are unsealed into a plaintext spool and restored."""
+    from strongroom import dumpfile
+    from strongroom.airflow_adapter import connections
+
+    def unreadable(path: str) -> None:
+        raise dumpfile.DumpLayoutError("a layout this test pretends not to know")
+
+    monkeypatch.setattr(dumpfile, "partial_toc", unreadable)
+    spool = tmp_path / "spool"
+    config = load_config(write_config(tmp_path / "strongroom.yaml", restore={"spool_dir": str(spool)}))
+    target = PgSettings(dbname="unsealed_after", host="127.0.0.1", port=stack.pg.port, user="postgres",
+                        password=stack.pg.password)
+    result = restore_snapshot(config, "bulk", target, connections(), snapshot_id=bulk["snapshot_id"], region=PRIMARY)
+    assert result.rows == 3000 and result.created_database
+    assert stack.database_exists("unsealed_after")
+    assert not list(spool.glob("strongroom-restore-*"))
