@@ -112,8 +112,10 @@ def fetch_dump(
     """Download, verify, decrypt and decompress the dump into ``path`` (mode 0600), then write its data
     offsets (:mod:`strongroom.dumpfile`) so a parallel ``pg_restore`` seeks instead of scanning.
 
-    A ``watcher`` is told when the download starts and after each write (the bytes written so far are on
-    disk); when it is ``loading`` the data from the spool already, no offsets are written.
+    With a ``watcher`` the dump is spooled as stored instead (:func:`sealed_spool`; the watcher's streams
+    unseal it), and the watcher is told when the download starts and after each write (the bytes written so
+    far are on disk); when it is ``loading`` the data from the spool already, nothing is written to ``path``,
+    else the verified stored bytes are unsealed into ``path`` afterwards.
 
     Returns the seconds spent waiting for bytes (``download``) and decrypting, decompressing, writing
     and indexing them (``decrypt``); the first two overlap with the parallel range downloads.
@@ -127,8 +129,6 @@ def fetch_dump(
         raise IntegrityError(f"{where} is missing although its manifest exists")
     if info.size != obj.stored_size:
         raise IntegrityError(f"{where} is {info.size} bytes, the manifest says {obj.stored_size}")
-    if watcher is not None:
-        return _fetch_sealed(store, manifest, data_key, path, transfer, watcher)
     digest = hashlib.sha256()
     progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", obj.stored_size)
     waited = 0.0
@@ -148,16 +148,27 @@ def fetch_dump(
             mark = time.monotonic()
 
     started = time.monotonic()
-    written = _unseal_into(path, received(), data_key, manifest, where)
-    worked = time.monotonic() - started - waited
+    written = 0
+    sealed = sealed_spool(path)
+    if watcher is None:
+        written = _unseal_into(path, received(), data_key, manifest, where)
+    else:  # spooled as stored: the watcher's streams unseal it
+        watcher.begin(manifest, data_key)
+        stored = _spool_stored(sealed, received(), watcher)
+        if stored != obj.stored_size:
+            raise IntegrityError(f"{where}: {stored} bytes read, the manifest says {obj.stored_size}")
     if digest.hexdigest() != obj.sha256:
         raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
-    if written != obj.plain_size:
-        raise IntegrityError(f"{where}: {written} bytes restored, manifest says {obj.plain_size}")
-    mark = time.monotonic()
-    index_dump(path, manifest)
-    worked += time.monotonic() - mark
-    return {"download": round(waited, 3), "decrypt": round(worked, 3)}
+    loading = watcher is not None and watcher.loading
+    if watcher is not None and not loading:  # not loaded as it arrived: unsealed now, restored from the file
+        with open(sealed, "rb") as src:
+            written = _unseal_into(path, iter(lambda: src.read(transfer.part_size), b""), data_key, manifest, where)
+        os.unlink(sealed)
+    if not loading:
+        if written != obj.plain_size:
+            raise IntegrityError(f"{where}: {written} bytes restored, manifest says {obj.plain_size}")
+        index_dump(path, manifest)
+    return {"download": round(waited, 3), "decrypt": round(time.monotonic() - started - waited, 3)}
 
 
 def _unseal_into(path: str, stored: Iterable[bytes], data_key: bytes, manifest: Manifest, where: str) -> int:
@@ -175,44 +186,17 @@ def sealed_spool(path: str) -> str:
     return path + ".sealed"
 
 
-def _fetch_sealed(
-    store: ObjectStore, manifest: Manifest, data_key: bytes, path: str, transfer: TransferConfig,
-    watcher: SpoolWatcher,
-) -> dict[str, float]:
-    """:func:`fetch_dump` of a whole-format dump told to ``watcher`` as it arrives: the stored bytes are
-    spooled as they are (:func:`sealed_spool`; the watcher's streams unseal them) and checked against the
-    manifest's size and SHA-256. When the watcher did not load them, they are unsealed into ``path``
-    afterwards and restored from there."""
-    obj = manifest.dump
-    where = f"s3://{store.bucket}/{obj.key}"
-    digest = hashlib.sha256()
-    progress = Progress(f"download {manifest.database} snapshot {manifest.snapshot_id}", obj.stored_size)
-    sealed = sealed_spool(path)
-    started = time.monotonic()
-    watcher.begin(manifest, data_key)
+def _spool_stored(sealed: str, stored: Iterable[bytes], watcher: SpoolWatcher) -> int:
+    """Write the dump's ``stored`` bytes as they are into a new file at ``sealed`` (mode 0600), telling
+    ``watcher`` after each write; returns how many were written."""
     written = 0
     fd = os.open(sealed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        for chunk in store.iter_chunks(obj.key, obj.stored_size, chunk_size=transfer.part_size,
-                                       concurrency=transfer.download_concurrency):
-            digest.update(chunk)
+        for chunk in stored:
             written += out.write(chunk)
             out.flush()
-            progress.add(len(chunk))
             watcher.grew(sealed, written)
-    if written != obj.stored_size:
-        raise IntegrityError(f"{where}: {written} bytes read, the manifest says {obj.stored_size}")
-    if digest.hexdigest() != obj.sha256:
-        raise IntegrityError(f"{where} does not match the SHA-256 in its manifest")
-    downloaded = time.monotonic()
-    if not watcher.loading:
-        with open(sealed, "rb") as src:
-            plain = _unseal_into(path, iter(lambda: src.read(transfer.part_size), b""), data_key, manifest, where)
-        os.unlink(sealed)
-        if plain != obj.plain_size:
-            raise IntegrityError(f"{where}: {plain} bytes restored, manifest says {obj.plain_size}")
-        index_dump(path, manifest)
-    return {"download": round(downloaded - started, 3), "decrypt": round(time.monotonic() - downloaded, 3)}
+    return written
 
 
 def _fetch_chunks(

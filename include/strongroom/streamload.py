@@ -191,7 +191,6 @@ class StreamingLoad:
             return
         if self.passed or self.created or self.manifest is None:
             return
-        plain = self._head if self._key is not None else path
         try:
             toc = self._unseal_prefix(path, size) if self._key is not None else dumpfile.partial_toc(path)
         except dumpfile.DumpLayoutError as exc:
@@ -200,7 +199,7 @@ class StreamingLoad:
             return
         if toc is not None:
             try:
-                self._start(path, plain, toc, size)
+                self._start(path, toc, size)
             except StrongroomError as exc:
                 raise Stopped(exc) from None
 
@@ -211,8 +210,7 @@ class StreamingLoad:
         that cannot be read as it arrives."""
         assert self.manifest is not None and self._key is not None
         if self._prefix is None:
-            self._prefix = envelope.StreamUnsealer(self._key, self.manifest.object_identity("dump"),
-                                                   f"the spooled dump of snapshot {self.manifest.snapshot_id}")
+            self._prefix = self._unsealer()
             self._prefix_read = 0
             os.close(os.open(self._head, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         toc = None
@@ -228,27 +226,32 @@ class StreamingLoad:
                 toc = dumpfile.partial_toc(self._head)
         return toc
 
-    def _start(self, path: str, plain: str, toc: dumpfile.Toc, size: int) -> None:
-        """Start loading: ``path`` is the spool, ``plain`` where its plaintext begins (the spool itself, or
-        the head file holding the unsealed start of a sealed spool)."""
+    def _unsealer(self) -> envelope.StreamUnsealer:
+        """Unseals a sealed spool from its start."""
+        assert self.manifest is not None and self._key is not None
+        return envelope.StreamUnsealer(self._key, self.manifest.object_identity("dump"),
+                                       f"the spooled dump of snapshot {self.manifest.snapshot_id}")
+
+    def _start(self, path: str, toc: dumpfile.Toc, size: int) -> None:
+        """Start loading the spool at ``path``, whose header and TOC (``toc``) are whole: in the head file
+        already when the spool is sealed (:meth:`_unseal_prefix`), else copied there from the spool."""
         assert self.manifest is not None
         self._toc = toc
         self._prefix = None
-        if plain == self._head:
+        if self._key is not None:
             os.truncate(self._head, toc.end)
         else:
-            with open(plain, "rb") as src:
+            with open(path, "rb") as src:
                 data = src.read(toc.end)
             fd = os.open(self._head, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-        head = self._head
-        lines, self.use_list = self.prepare(self.manifest, head)
+        lines, self.use_list = self.prepare(self.manifest, self._head)
         self._lines = lines
         postgres.create_database(self.target)
         self.created = True
         try:
-            postgres.restore_dump(self.target, head, jobs=1, single_transaction=False, clean=False,
+            postgres.restore_dump(self.target, self._head, jobs=1, single_transaction=False, clean=False,
                                   bin_dir=self.bin_dir, use_list=self.use_list, no_owner=self.no_owner,
                                   sections=("pre-data",))
         except StrongroomError as exc:
@@ -310,10 +313,9 @@ class StreamingLoad:
     def _unsealing(self, out: int) -> tuple[Callable[[int, int], int], Callable[[], None]]:
         """Unseal a sealed spool's bytes from ``offset`` on (a segment at most) and send the plaintext; and
         the step at the spool's end: the rest of the plaintext, and its size checked."""
-        fd, manifest, key = self._fd, self.manifest, self._key
-        assert fd is not None and manifest is not None and key is not None
-        unsealer = envelope.StreamUnsealer(key, manifest.object_identity("dump"),
-                                           f"the spooled dump of snapshot {manifest.snapshot_id}")
+        fd, manifest = self._fd, self.manifest
+        assert fd is not None and manifest is not None
+        unsealer = self._unsealer()
         sent = 0
 
         def send(offset: int, end: int) -> int:
